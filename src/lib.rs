@@ -1,0 +1,1 @@
+//! aioctx: io_uring AioContexts for Tokio (work in progress).
