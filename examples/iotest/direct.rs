@@ -10,10 +10,8 @@ use std::path::Path;
 use io_uring::{IoUring, opcode, types};
 
 use super::backing;
+use super::dma::DmaBuffer;
 use super::{Disk, Error, Workload};
-
-/// O_DIRECT wants buffers aligned to the logical block size; a page covers every device.
-const BUFFER_ALIGN: usize = 4096;
 
 /// A disk the guest drives through its own ring: one `io_uring_enter` per doorbell.
 pub(crate) struct PrivateRingDisk {
@@ -23,7 +21,7 @@ pub(crate) struct PrivateRingDisk {
     chunk: usize,
     /// One buffer per request in a batch. A buffer whose index is in flight belongs to the
     /// kernel until its CQE is reaped: nothing reads or moves its storage until then.
-    buffers: Vec<AlignedChunk>,
+    buffers: Vec<DmaBuffer>,
     /// The offset each buffer is reading, by buffer index; `None` when the buffer is free.
     in_flight: Vec<Option<u64>>,
 }
@@ -42,7 +40,7 @@ impl PrivateRingDisk {
             file,
             chunk: workload.chunk,
             buffers: (0..workload.batch)
-                .map(|_| AlignedChunk::new(workload.chunk))
+                .map(|_| DmaBuffer::new(workload.chunk))
                 .collect(),
             in_flight: vec![None; workload.batch],
         })
@@ -132,34 +130,5 @@ impl Drop for PrivateRingDisk {
                 }
             }
         }
-    }
-}
-
-/// A heap buffer of `len` bytes starting on a [`BUFFER_ALIGN`] boundary, carved out of a `Vec`
-/// with room to spare so it needs no allocator tricks.
-#[derive(Debug)]
-struct AlignedChunk {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedChunk {
-    fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + BUFFER_ALIGN];
-        let start = storage.as_ptr().align_offset(BUFFER_ALIGN);
-        Self {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.storage[self.start..self.start + self.len].as_mut_ptr()
-    }
-
-    fn filled(&self, read: usize) -> &[u8] {
-        &self.storage[self.start..self.start + read]
     }
 }

@@ -11,6 +11,10 @@
 mod backing;
 #[path = "direct.rs"]
 mod direct;
+#[path = "dma.rs"]
+mod dma;
+#[path = "machine.rs"]
+mod machine;
 
 use std::fmt;
 use std::io;
@@ -20,6 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use self::direct::PrivateRingDisk;
+use self::machine::ContextStats;
 
 /// One MiB, the unit of the sizes below.
 pub(crate) const MIB: u64 = 1 << 20;
@@ -253,6 +258,8 @@ pub(crate) struct GuestRun {
     pub(crate) wall: Duration,
     /// Time spent in the guest's own sleeps: no mode can finish sooner.
     pub(crate) sleep_floor: Duration,
+    /// Time the guest spent waiting for completions (interrupts): where the modes differ.
+    pub(crate) completion_wait: Duration,
     pub(crate) bytes: u64,
     pub(crate) checksum: u64,
 }
@@ -266,6 +273,7 @@ fn run_guest(workload: &Workload, disk: &mut impl Disk) -> Result<GuestRun, Erro
         thread::sleep(workload.delay);
         sleep_floor += before.elapsed();
     };
+    let mut completion_wait = Duration::ZERO;
     let mut checksum = 0u64;
     let mut bytes = 0u64;
     let started = Instant::now();
@@ -273,7 +281,9 @@ fn run_guest(workload: &Workload, disk: &mut impl Disk) -> Result<GuestRun, Erro
         sleep();
         disk.submit(batch)?;
         for _ in batch {
+            let waiting = Instant::now();
             disk.complete_one(|offset, data| {
+                completion_wait += waiting.elapsed();
                 checksum = checksum.wrapping_add(backing::checksum_chunk(offset, data));
                 bytes += data.len() as u64;
             })?;
@@ -284,6 +294,7 @@ fn run_guest(workload: &Workload, disk: &mut impl Disk) -> Result<GuestRun, Erro
     Ok(GuestRun {
         wall,
         sleep_floor,
+        completion_wait,
         bytes,
         checksum,
     })
@@ -296,6 +307,8 @@ pub(crate) struct RunRecord {
     /// 0-based round this run belongs to.
     pub(crate) round: usize,
     pub(crate) guest: GuestRun,
+    /// The main context's view of the run; `None` for `direct`, which has no context.
+    pub(crate) context: Option<ContextStats>,
     /// The checksum matched the image's and every byte was read.
     pub(crate) checksum_ok: bool,
 }
@@ -308,6 +321,8 @@ pub(crate) struct ModeReport {
     pub(crate) wall_runs: Vec<Duration>,
     /// The median run (the lower one of an even count); the fields below are that run's.
     pub(crate) median: GuestRun,
+    /// The median run's context metrics; `None` for `direct`.
+    pub(crate) context: Option<ContextStats>,
     /// `median.wall` over `direct`'s, when `direct` ran.
     pub(crate) ratio_to_direct: Option<f64>,
     /// Every run read every byte with the right checksum.
@@ -315,15 +330,20 @@ pub(crate) struct ModeReport {
 }
 
 impl ModeReport {
-    /// The report as one line of JSON; modes without a context report `null` for its metrics.
+    /// The report as one line of JSON; `direct` has no context, so its context metrics are
+    /// `null`.
     pub(crate) fn to_json(&self) -> String {
         let runs: Vec<String> = self.wall_runs.iter().map(|wall| json_ms(*wall)).collect();
+        let context = |field: fn(&ContextStats) -> String| {
+            self.context.as_ref().map_or("null".to_owned(), field)
+        };
         format!(
             concat!(
                 "{{\"mode\":\"{}\",\"wall_ms\":{},\"wall_ms_runs\":[{}],\"ratio_to_direct\":{},",
-                "\"sleep_floor_ms\":{},\"dwell_p50_us\":null,\"dwell_p99_us\":null,",
-                "\"dwell_max_us\":null,\"kicks_sent\":null,\"kicks_coalesced\":null,",
-                "\"bytes\":{},\"checksum_ok\":{}}}"
+                "\"sleep_floor_ms\":{},\"completion_wait_ms\":{},\"dwell_p50_us\":{},",
+                "\"dwell_p99_us\":{},",
+                "\"dwell_max_us\":{},\"kicks_sent\":{},\"kicks_coalesced\":{},\"kicks_suppressed\":{},",
+                "\"foreign_ops\":{},\"timer_ticks\":{},\"bytes\":{},\"checksum_ok\":{}}}"
             ),
             self.mode,
             json_ms(self.median.wall),
@@ -331,10 +351,23 @@ impl ModeReport {
             self.ratio_to_direct
                 .map_or("null".to_owned(), |ratio| format!("{ratio:.4}")),
             json_ms(self.median.sleep_floor),
+            json_ms(self.median.completion_wait),
+            context(|stats| json_us(stats.dwell_p50)),
+            context(|stats| json_us(stats.dwell_p99)),
+            context(|stats| json_us(stats.dwell_max)),
+            context(|stats| stats.kicks_sent.to_string()),
+            context(|stats| stats.kicks_coalesced.to_string()),
+            context(|stats| stats.kicks_suppressed.to_string()),
+            context(|stats| stats.foreign_ops.to_string()),
+            context(|stats| stats.timer_ticks.to_string()),
             self.median.bytes,
             self.checksum_ok,
         )
     }
+}
+
+fn json_us(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
 }
 
 fn json_ms(duration: Duration) -> String {
@@ -369,11 +402,12 @@ pub(crate) fn run(
     let mut records = Vec::new();
     for round in 0..rounds.unwrap_or(0) {
         for &mode in modes.iter().filter(|&&mode| round < config.repeats(mode)) {
-            let guest = run_once(mode, config, &workload, &backing)?;
+            let (guest, context) = run_once(mode, config, &workload, &backing)?;
             let record = RunRecord {
                 mode,
                 round,
                 guest,
+                context,
                 checksum_ok: guest.bytes == workload.size
                     && guest.checksum == backing.expected_checksum,
             };
@@ -389,15 +423,19 @@ fn run_once(
     config: &Config,
     workload: &Workload,
     backing: &backing::Backing,
-) -> Result<GuestRun, Error> {
+) -> Result<(GuestRun, Option<ContextStats>), Error> {
     match mode {
-        Mode::Direct => on_vcpu_thread(|| {
-            let mut disk = PrivateRingDisk::open(&backing.path, config.direct_io, workload)?;
-            run_guest(workload, &mut disk)
-        }),
-        Mode::Kick | Mode::NoKick | Mode::NoKickBusy => Err(Error::InvalidConfig(format!(
-            "mode {mode} needs the aioctx core, which is not merged yet"
-        ))),
+        Mode::Direct => {
+            let guest = on_vcpu_thread(|| {
+                let mut disk = PrivateRingDisk::open(&backing.path, config.direct_io, workload)?;
+                run_guest(workload, &mut disk)
+            })?;
+            Ok((guest, None))
+        }
+        Mode::Kick | Mode::NoKick | Mode::NoKickBusy => {
+            let (guest, stats) = machine::run(mode, config, workload, &backing.path)?;
+            Ok((guest, Some(stats)))
+        }
     }
 }
 
@@ -423,10 +461,12 @@ fn summarize(modes: &[Mode], records: &[RunRecord]) -> Vec<ModeReport> {
             let runs: Vec<&RunRecord> = records.iter().filter(|run| run.mode == mode).collect();
             let mut by_wall = runs.clone();
             by_wall.sort_by_key(|run| run.guest.wall);
+            let median = by_wall[(by_wall.len() - 1) / 2];
             ModeReport {
                 mode,
                 wall_runs: runs.iter().map(|run| run.guest.wall).collect(),
-                median: by_wall[(by_wall.len() - 1) / 2].guest,
+                median: median.guest,
+                context: median.context,
                 ratio_to_direct: None,
                 checksum_ok: runs.iter().all(|run| run.checksum_ok),
             }
