@@ -319,7 +319,7 @@ pub(crate) struct ModeReport {
     pub(crate) mode: Mode,
     /// Every run's wall time, in run order.
     pub(crate) wall_runs: Vec<Duration>,
-    /// The median run (the lower one of an even count); the fields below are that run's.
+    /// The median run by wall time (the lower one of an even count).
     pub(crate) median: GuestRun,
     /// The median run's context metrics; `None` for `direct`.
     pub(crate) context: Option<ContextStats>,
