@@ -63,11 +63,15 @@
 )]
 
 #[cfg(not(aioctx_loom))]
+pub mod buf;
+#[cfg(not(aioctx_loom))]
 mod context;
 #[cfg(not(aioctx_loom))]
 mod driver;
 #[cfg(not(aioctx_loom))]
 mod enter;
+#[cfg(not(aioctx_loom))]
+pub mod fs;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
 #[cfg(not(aioctx_loom))]

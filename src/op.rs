@@ -84,6 +84,12 @@ impl Cqe {
         Cqe { result, flags }
     }
 
+    /// Whether the op failed because its context shut down before the
+    /// kernel saw it.
+    pub(crate) fn is_shutdown(&self) -> bool {
+        matches!(&self.result, Err(e) if crate::is_shutdown(e))
+    }
+
     pub(crate) fn error(error: io::Error) -> Cqe {
         Cqe {
             result: Err(error),
