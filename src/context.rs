@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, ThreadId};
+use std::time::Instant;
 
 use futures::task::AtomicWaker;
 use tokio::runtime::Runtime;
@@ -195,10 +196,13 @@ impl Shared {
     /// Hands a request to the driver: straight into the SQ on the home
     /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
     pub(crate) fn submit(self: &Arc<Self>, request: Request) -> io::Result<()> {
-        let request = match Core::try_accept_local(self, request) {
+        let mut request = match Core::try_accept_local(self, request) {
             Ok(result) => return result,
             Err(request) => request,
         };
+        if let Request::Submit(submission) = &mut request {
+            submission.pushed_at = Some(Instant::now());
+        }
         let is_submit = matches!(request, Request::Submit(_));
         match self.inbox.push(request) {
             Err(_) if is_submit => return Err(shutdown_error()),

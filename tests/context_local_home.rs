@@ -33,5 +33,7 @@ fn caller_thread_is_home_and_foreign_ops_complete() {
     assert!(m.ops_local >= 2);
     drop(local);
     // After the local context is gone, ops fail cleanly.
-    assert!(aioctx::is_shutdown(&futures::executor::block_on(ctx.nop()).unwrap_err()));
+    assert!(aioctx::is_shutdown(
+        &futures::executor::block_on(ctx.nop()).unwrap_err()
+    ));
 }
