@@ -63,11 +63,15 @@
 )]
 
 #[cfg(not(aioctx_loom))]
+pub mod buf;
+#[cfg(not(aioctx_loom))]
 mod context;
 #[cfg(not(aioctx_loom))]
 mod driver;
 #[cfg(not(aioctx_loom))]
 mod enter;
+#[cfg(not(aioctx_loom))]
+pub mod fs;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
 #[cfg(not(aioctx_loom))]
@@ -81,7 +85,7 @@ mod ring;
 mod sync;
 
 #[cfg(not(aioctx_loom))]
-pub use context::{BindGuard, Builder, Context, current, is_shutdown};
+pub use context::{BindGuard, Builder, Context, LocalContext, current, is_shutdown};
 #[cfg(not(aioctx_loom))]
 pub use enter::{JoinError, JoinHandle};
 #[cfg(not(aioctx_loom))]
