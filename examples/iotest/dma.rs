@@ -1,6 +1,6 @@
-//! The guest's DMA buffers: heap buffers that start on a page boundary, as O_DIRECT wants, carved
-//! out of a `Vec` with room to spare so they need no allocator tricks. The heap storage never
-//! moves when a buffer does, so a buffer can travel with the read that fills it.
+//! The `direct` mode's DMA buffers: heap buffers that start on a page boundary, as O_DIRECT
+//! wants, carved out of a `Vec` with room to spare so they need no allocator tricks. The floor
+//! uses no part of aioctx, so it does not use `aioctx::buf::AlignedBuf` either.
 
 /// O_DIRECT wants buffers aligned to the logical block size; a page covers every device.
 const ALIGN: usize = 4096;
@@ -22,10 +22,6 @@ impl DmaBuffer {
             start,
             len,
         }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// Where the kernel writes: the buffer's first byte, valid for [`len`](Self::len) bytes.

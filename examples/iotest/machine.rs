@@ -7,7 +7,7 @@
 //!  ───────────────────────                    ─────────────────────────────────────
 //!  sleep; ring the doorbell = MMIO exit:      housekeeping timer: a ring op every --timer-ms
 //!    lock the BQL, bind to the main context   [no-kick-busy: socket readiness CQEs, ~100 us]
-//!    per read: current().enter(READ SQE) ─push─► inbox ─kick, or the next turn─► io_uring_enter
+//!    per read: current().enter(read_at) ─push─► inbox ─kick, or the next turn─► io_uring_enter
 //!    unlock the BQL                            CQE ─► the read's future resumes here:
 //!  wait for the interrupt ◄───────────────────── lock the BQL, raise the interrupt
 //!  checksum; sleep
@@ -15,11 +15,7 @@
 //!
 //! Without the kick the driver submits only when it turns for a reason of its own (a completion,
 //! a home-thread op), so every doorbell waits for the next timer tick: the seed's 20x slowdown.
-//!
-//! The device queues each read as a caller-built SQE ([`Context::submit_raw`], the crate's
-//! counterpart of QEMU's `aio_add_sqe`, which the seed's block layer calls).
 
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -31,10 +27,10 @@ use std::thread;
 use std::time::Duration;
 
 use aioctx::Context;
+use aioctx::buf::AlignedBuf;
+use aioctx::fs::{File, OpenOptions};
 use io_uring::{opcode, types};
 
-use super::backing;
-use super::dma::DmaBuffer;
 use super::{Config, Disk, Error, GuestRun, Mode, Workload};
 
 /// How often the busy mode's unrelated traffic wakes the main loop (plus the sleep's slack).
@@ -51,8 +47,8 @@ pub(crate) struct ContextStats {
     pub(crate) kicks_coalesced: u64,
     /// Wakes the no-kick modes skipped: each is a doorbell left waiting for another reason to turn.
     pub(crate) kicks_suppressed: u64,
-    /// How long SQEs waited between push and `io_uring_enter`: 50th percentile. Every SQE of
-    /// the run counts, so in `no-kick-busy` the chatter's own (local, instant) polls dominate it.
+    /// How long the reads' SQEs waited between push and `io_uring_enter`: 50th percentile (the
+    /// context times foreign pushes only, so the timer's and the chatter's own ops do not count).
     pub(crate) dwell_p50: Duration,
     pub(crate) dwell_p99: Duration,
     pub(crate) dwell_max: Duration,
@@ -76,7 +72,7 @@ pub(crate) fn run(
             machine: &machine,
             interrupts,
             free_buffers: (0..workload.batch)
-                .map(|_| DmaBuffer::new(workload.chunk))
+                .map(|_| AlignedBuf::with_capacity(workload.chunk))
                 .collect(),
             chunk: workload.chunk,
             // Even without the kick a read waits at most one timer period; past a few, the
@@ -88,8 +84,7 @@ pub(crate) fn run(
     let after = machine.main_context.metrics();
     // Relaxed: a statistic read after the run, not ordered with anything else.
     let timer_ticks = machine.timer_ticks.load(Ordering::Relaxed) - ticks_before;
-    // The context is new for this run, so its dwell histogram holds this run's SQEs: the reads,
-    // the timer's housekeeping and, in no-kick-busy, the chatter's polls.
+    // The context is new for this run, so its dwell histogram holds exactly this run's reads.
     let stats = ContextStats {
         foreign_ops: after.ops_foreign - before.ops_foreign,
         kicks_sent: after.kicks_sent - before.kicks_sent,
@@ -166,11 +161,7 @@ impl Machine {
             Mode::NoKickBusy => Some(SocketChatter::start(&main_context)?),
             _ => None,
         };
-        let image =
-            backing::open_for_reading(image, config.direct_io).map_err(|source| Error::Io {
-                context: format!("cannot open {}", image.display()),
-                source,
-            })?;
+        let image = open_image(&main_context, image, config.direct_io)?;
         let bql = Arc::new(Mutex::new(()));
         let (to_vcpu, interrupts) = mpsc::channel();
         let machine = Machine {
@@ -199,11 +190,31 @@ impl Machine {
     }
 }
 
+/// Opens the image from the home thread, so the open is a local op that needs no kick in the
+/// no-kick modes.
+fn open_image(context: &Context, image: &Path, direct_io: bool) -> Result<File, Error> {
+    let opener = context.clone();
+    let path = image.to_owned();
+    let open_error = |source| Error::Io {
+        context: format!("cannot open {} on the main context", image.display()),
+        source,
+    };
+    context
+        .spawn(async move {
+            let mut options = OpenOptions::new();
+            options.read(true).direct(direct_io);
+            options.open(&opener, &path).await
+        })
+        .join()
+        .map_err(|join_error| open_error(io::Error::other(join_error.to_string())))?
+        .map_err(open_error)
+}
+
 /// One read the guest asked for, with the buffer the device reads into.
 #[derive(Debug)]
 struct ReadRequest {
     offset: u64,
-    buf: DmaBuffer,
+    buf: AlignedBuf,
 }
 
 /// A completion, as the interrupt hands it to the guest.
@@ -211,7 +222,7 @@ struct ReadRequest {
 struct Interrupt {
     offset: u64,
     result: io::Result<usize>,
-    buf: DmaBuffer,
+    buf: AlignedBuf,
 }
 
 /// The device model: it owns the image and raises an interrupt per finished read.
@@ -228,28 +239,15 @@ impl DiskController {
     fn handle_doorbell(&self, requests: Vec<ReadRequest>) {
         let context =
             aioctx::current().expect("an MMIO exit runs with the vCPU bound to the main context");
-        for ReadRequest { offset, mut buf } in requests {
+        for ReadRequest { offset, buf } in requests {
             let image = Arc::clone(&self.image);
             let interrupt_line = self.interrupt_line.clone();
             // Detached: the interrupt, not the handle, reports the completion.
             drop(context.enter(async move {
-                let read = opcode::Read::new(
-                    types::Fd(image.as_raw_fd()),
-                    buf.as_mut_ptr(),
-                    buf.len() as u32,
-                )
-                .offset(offset)
-                .build();
-                let context = aioctx::current().expect("enter binds the context while it polls");
-                // SAFETY: the SQE points into `buf`'s heap storage and names `image`'s fd; both
-                // travel with the op as its resources until the CQE arrives.
-                let op = unsafe { context.submit_raw(read, (buf, image)) };
-                drop(context);
-                let done = op.await;
-                let (buf, _image) = done.resources;
+                let (result, buf) = image.read_at(buf, offset).await;
                 interrupt_line.raise(Interrupt {
                     offset,
-                    result: done.result.map(|read| read as usize),
+                    result,
                     buf,
                 });
             }));
@@ -278,7 +276,7 @@ struct EmulatedDisk<'machine> {
     machine: &'machine Machine,
     interrupts: Receiver<Interrupt>,
     /// The guest's DMA buffers not lent to the device.
-    free_buffers: Vec<DmaBuffer>,
+    free_buffers: Vec<AlignedBuf>,
     chunk: usize,
     /// How long to wait for one interrupt before declaring the main loop stuck.
     interrupt_deadline: Duration,
@@ -325,7 +323,7 @@ impl Disk for EmulatedDisk<'_> {
             })?;
         let outcome = match result {
             Ok(read) if read == self.chunk => {
-                consume(offset, buf.filled(read));
+                consume(offset, &buf[..read]);
                 Ok(())
             }
             Ok(read) => Err(Error::short_read(offset, read, self.chunk)),
