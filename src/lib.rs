@@ -65,11 +65,15 @@
 #[cfg(not(aioctx_loom))]
 pub mod buf;
 #[cfg(not(aioctx_loom))]
+mod backend;
+#[cfg(not(aioctx_loom))]
 mod context;
 #[cfg(not(aioctx_loom))]
 mod driver;
 #[cfg(not(aioctx_loom))]
 mod enter;
+#[cfg(not(aioctx_loom))]
+mod fallback;
 #[cfg(not(aioctx_loom))]
 pub mod fs;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
@@ -82,8 +86,12 @@ mod op;
 pub mod ops;
 #[cfg(not(aioctx_loom))]
 mod ring;
+#[cfg(not(aioctx_loom))]
+pub mod sim;
 mod sync;
 
+#[cfg(not(aioctx_loom))]
+pub use backend::Backend;
 #[cfg(not(aioctx_loom))]
 pub use context::{BindGuard, Builder, Context, current, is_shutdown};
 #[cfg(not(aioctx_loom))]
