@@ -93,14 +93,31 @@ impl BlockingCall for Positional {
         let fd = self.fd.as_raw_fd();
         let offset = self.offset as libc::off_t;
         let iovecs: Vec<libc::iovec> = self.bufs.iter_mut().map(Bounce::iovec).collect();
-        retry(|| {
+        let (iov, count) = (iovecs.as_ptr(), iovecs.len() as i32);
+        let cqe = retry(|| {
             // SAFETY: each iovec points into a bounce this call owns, valid
             // for its length for the whole syscall.
             let ret = unsafe {
                 if self.write {
-                    libc::pwritev(fd, iovecs.as_ptr(), iovecs.len() as i32, offset)
+                    libc::pwritev(fd, iov, count, offset)
                 } else {
-                    libc::preadv(fd, iovecs.as_ptr(), iovecs.len() as i32, offset)
+                    libc::preadv(fd, iov, count, offset)
+                }
+            };
+            ret as i64
+        });
+        if !matches!(&cqe.result, Err(e) if e.raw_os_error() == Some(libc::ESPIPE)) {
+            return cqe;
+        }
+        // A pipe or socket: the ring ignores the offset of a non-seekable
+        // file, and so does the fallback.
+        retry(|| {
+            // SAFETY: as above.
+            let ret = unsafe {
+                if self.write {
+                    libc::writev(fd, iov, count)
+                } else {
+                    libc::readv(fd, iov, count)
                 }
             };
             ret as i64
