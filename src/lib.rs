@@ -93,7 +93,7 @@ mod sync;
 #[cfg(not(aioctx_loom))]
 pub use backend::Backend;
 #[cfg(not(aioctx_loom))]
-pub use context::{BindGuard, Builder, Context, current, is_shutdown};
+pub use context::{BindGuard, Builder, Context, LocalContext, current, is_shutdown};
 #[cfg(not(aioctx_loom))]
 pub use enter::{JoinError, JoinHandle};
 #[cfg(not(aioctx_loom))]

@@ -238,8 +238,9 @@ pub(crate) enum Request {
 pub(crate) struct Submission {
     pub(crate) op: Arc<dyn Inflight>,
     pub(crate) sqe: Sqe,
-    /// When the op was pushed: the start of its dwell time.
-    pub(crate) pushed_at: Instant,
+    /// When a foreign thread pushed the op: the start of its dwell time.
+    /// `None` for home-thread ops, which are not timed.
+    pub(crate) pushed_at: Option<Instant>,
 }
 
 impl<K: OpKind> OpCell<K> {
@@ -394,7 +395,7 @@ impl<K: OpKind> Future for Op<K> {
                         let submission = Submission {
                             op: cell.clone(),
                             sqe,
-                            pushed_at: Instant::now(),
+                            pushed_at: None,
                         };
                         this.shared.submit(Request::Submit(submission))
                     }
