@@ -26,6 +26,11 @@ fn virtual_time_to_complete_foreign_op(kick: bool) -> Option<Duration> {
             .start_paused(true)
             .kick_foreign_pushes(kick),
     )?;
+    run_far_timer_scenario(ctx, kick)
+}
+
+/// The scenario above on any context whose home runtime runs paused.
+fn run_far_timer_scenario(ctx: Context, kick: bool) -> Option<Duration> {
     // Without the kick only the ring's driver can miss a push.
     if !kick && !support::on_ring(&ctx) {
         return None;
@@ -107,4 +112,20 @@ fn diagnostic_switch_is_counted_not_sent() {
     let after = ctx.metrics();
     assert_eq!(after.kicks_sent, before.kicks_sent);
     assert!(after.kicks_suppressed > before.kicks_suppressed);
+}
+
+#[test]
+fn foreign_push_completes_with_zero_virtual_time_on_the_sim() {
+    // Built outside any runtime, the sim gets a home thread like the ring;
+    // with zero latency its ops take no virtual time, so any elapsed time
+    // would be a missed wake.
+    let ctx = Context::builder()
+        .start_paused(true)
+        .backend(aioctx::Backend::Sim(
+            aioctx::sim::SimConfig::new().latency(aioctx::sim::Latency::Fixed(Duration::ZERO)),
+        ))
+        .build()
+        .unwrap();
+    let elapsed = run_far_timer_scenario(ctx, true).unwrap();
+    assert_eq!(elapsed, Duration::ZERO, "the op waited for the home thread's timer");
 }
