@@ -95,7 +95,10 @@ fn main() -> io::Result<()> {
         for record in &records {
             println!("survived the crash: {}", String::from_utf8_lossy(record));
         }
-        println!("{} record(s) recovered; the unacknowledged write was lost", records.len());
+        println!(
+            "{} record(s) recovered; the unacknowledged write was lost",
+            records.len()
+        );
         Ok(())
     })
 }

@@ -44,13 +44,16 @@ pub enum Backend {
 pub(crate) fn select(backend: &Backend, config: RingConfig) -> io::Result<(Engine, Option<Ring>)> {
     match backend {
         Backend::Fallback => Ok((Engine::Fallback(Pool::new()), None)),
-        Backend::Sim(sim) => Ok((Engine::Sim(Sim::new(sim.clone())), None)),
+        Backend::Sim(sim) => Ok((Engine::Sim(Box::new(Sim::new(sim.clone()))), None)),
         Backend::Uring => {
             let ring = Ring::new(config)?;
             match ring.missing_opcodes() {
                 Ok(missing) if !missing.is_empty() => Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("io_uring lacks opcodes aioctx needs: {}", missing.join(", ")),
+                    format!(
+                        "io_uring lacks opcodes aioctx needs: {}",
+                        missing.join(", ")
+                    ),
                 )),
                 _ => Ok((Engine::Uring, Some(ring))),
             }

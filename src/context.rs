@@ -23,11 +23,11 @@ use tokio::sync::watch;
 use crate::backend::{self, Backend};
 use crate::driver::{Core, DriverTask};
 use crate::fallback::Pool;
-use crate::sim::Sim;
 use crate::inbox::{Inbox, Kick};
 use crate::metrics::{Counters, Metrics, RingFlags};
 use crate::op::Request;
 use crate::ring::{Ring, RingConfig};
+use crate::sim::Sim;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
 ///
@@ -84,7 +84,7 @@ pub(crate) struct Shared {
 pub(crate) enum Engine {
     Uring,
     Fallback(Pool),
-    Sim(Sim),
+    Sim(Box<Sim>),
 }
 
 impl Engine {
@@ -513,10 +513,14 @@ impl Builder {
 
 impl Builder {
     /// A sim context driven by a task on `runtime`, the caller's.
-    fn build_sim_on(&self, runtime: tokio::runtime::Handle, config: crate::sim::SimConfig) -> Context {
+    fn build_sim_on(
+        &self,
+        runtime: tokio::runtime::Handle,
+        config: crate::sim::SimConfig,
+    ) -> Context {
         let (finished_tx, finished_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(
-            Engine::Sim(Sim::new(config)),
+            Engine::Sim(Box::new(Sim::new(config))),
             runtime.clone(),
             RingFlags::default(),
             self.kick_foreign,
@@ -630,7 +634,12 @@ impl Home {
             config.kick_foreign,
             finished_rx,
         ));
-        tracing::debug!(backend = shared.engine.name(), ?ring_flags, entries = config.entries, "aioctx context ready");
+        tracing::debug!(
+            backend = shared.engine.name(),
+            ?ring_flags,
+            entries = config.entries,
+            "aioctx context ready"
+        );
 
         if let Some(ring) = ring {
             Core::install(shared.clone(), ring);

@@ -116,9 +116,7 @@ impl Pool {
                 shared.counters.dwell.record(pushed_at.elapsed());
                 let cqe = call.run();
                 let claimed = match &shared.engine {
-                    crate::context::Engine::Fallback(pool) => {
-                        pool.lock().ops.remove(&id).is_some()
-                    }
+                    crate::context::Engine::Fallback(pool) => pool.lock().ops.remove(&id).is_some(),
                     _ => unreachable!("fallback op on another backend"),
                 };
                 Counters::add(&shared.counters.cqes_reaped, 1);
@@ -142,7 +140,10 @@ impl Pool {
             pending.ops.drain().map(|(_, op)| op).collect()
         };
         if !ops.is_empty() {
-            tracing::debug!(pending = ops.len(), "fallback shutdown resolves pending ops");
+            tracing::debug!(
+                pending = ops.len(),
+                "fallback shutdown resolves pending ops"
+            );
         }
         for op in ops {
             op.complete(Cqe::error(shutdown_error()));

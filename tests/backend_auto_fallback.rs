@@ -39,10 +39,10 @@ fn deny_io_uring_setup() {
         k,
     };
     let mut program = [
-        stmt(LD_W_ABS, 4),                         // A = arch
-        jeq(ARCH, 1, 0),                           // our arch? skip next
-        stmt(RET_K, RET_ALLOW),                    // a foreign ABI: leave it
-        stmt(LD_W_ABS, 0),                         // A = syscall number
+        stmt(LD_W_ABS, 4),                          // A = arch
+        jeq(ARCH, 1, 0),                            // our arch? skip next
+        stmt(RET_K, RET_ALLOW),                     // a foreign ABI: leave it
+        stmt(LD_W_ABS, 0),                          // A = syscall number
         jeq(libc::SYS_io_uring_setup as u32, 0, 1), // io_uring_setup?
         stmt(RET_K, RET_ERRNO | libc::EPERM as u32),
         stmt(RET_K, RET_ALLOW),
@@ -54,7 +54,12 @@ fn deny_io_uring_setup() {
     // SAFETY: prctl with integer arguments; required before an unprivileged
     // seccomp filter.
     let ret = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-    assert_eq!(ret, 0, "PR_SET_NO_NEW_PRIVS: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        ret,
+        0,
+        "PR_SET_NO_NEW_PRIVS: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: `fprog` points at `program`, both live for the call; the kernel
     // copies the filter.
     let ret = unsafe {
@@ -64,7 +69,12 @@ fn deny_io_uring_setup() {
             &fprog as *const libc::sock_fprog,
         )
     };
-    assert_eq!(ret, 0, "PR_SET_SECCOMP: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        ret,
+        0,
+        "PR_SET_SECCOMP: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn child() {

@@ -127,5 +127,9 @@ fn foreign_push_completes_with_zero_virtual_time_on_the_sim() {
         .build()
         .unwrap();
     let elapsed = run_far_timer_scenario(ctx, true).unwrap();
-    assert_eq!(elapsed, Duration::ZERO, "the op waited for the home thread's timer");
+    assert_eq!(
+        elapsed,
+        Duration::ZERO,
+        "the op waited for the home thread's timer"
+    );
 }

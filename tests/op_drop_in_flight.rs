@@ -93,7 +93,10 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
         // A blocking read cannot be cancelled: the buffer stays until the
         // read returns, which takes data in the pipe.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(!freed.load(Ordering::SeqCst), "buffer freed while the read runs");
+        assert!(
+            !freed.load(Ordering::SeqCst),
+            "buffer freed while the read runs"
+        );
         writer.write_all(b"x").unwrap();
         support::eventually("buffer freed after completion", || {
             freed.load(Ordering::SeqCst)

@@ -8,8 +8,8 @@ use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
 use crate::ops::SharedFd;
 use crate::ops::blocking::{OnFd, sim_cqe};
-use crate::sim::SimOp;
 use crate::ring::{Sqe, op, ty};
+use crate::sim::SimOp;
 
 /// `fsync(2)` or `fdatasync(2)` of a file.
 #[derive(Debug)]
@@ -160,7 +160,11 @@ impl OpKind for Ftruncate {
 
     fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
         let fd = self.fd.as_raw_fd();
-        sim_cqe(files.resize(fd, SimOp::Ftruncate, 0, self.len, 0).map(|()| 0))
+        sim_cqe(
+            files
+                .resize(fd, SimOp::Ftruncate, 0, self.len, 0)
+                .map(|()| 0),
+        )
     }
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {

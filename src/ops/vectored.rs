@@ -89,7 +89,12 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
 
     fn land(&mut self, call: Positional, cqe: &mut Cqe) {
         if let Ok(n) = cqe.result {
-            let data: Vec<u8> = call.bufs.iter().flat_map(|b| b.as_slice()).copied().collect();
+            let data: Vec<u8> = call
+                .bufs
+                .iter()
+                .flat_map(|b| b.as_slice())
+                .copied()
+                .collect();
             self.fill(&data[..n as usize]);
         }
     }
@@ -188,7 +193,9 @@ impl<B: IoBuf> OpKind for WritevAt<B> {
         let mut data = Vec::new();
         for b in &self.bufs {
             // SAFETY: each buffer's first `bytes_init` bytes are initialised.
-            data.extend_from_slice(unsafe { std::slice::from_raw_parts(b.stable_ptr(), b.bytes_init()) });
+            data.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(b.stable_ptr(), b.bytes_init())
+            });
         }
         sim_cqe(files.write(self.fd.as_raw_fd(), self.offset, &data))
     }

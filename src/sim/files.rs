@@ -147,7 +147,9 @@ impl Files {
             Verdict::Run => len,
         };
         let data = &self.inodes[open.inode].data;
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let end = start.saturating_add(len).min(data.len());
         Ok(data[start..end].to_vec())
     }

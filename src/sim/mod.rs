@@ -314,9 +314,7 @@ impl Sim {
         while let Some((seq, op)) = state.arrivals.pop_front() {
             let deadline = now + state.latency() + op.sim_delay();
             let tie = state.next_random();
-            state
-                .scheduled
-                .insert((deadline, tie, seq), op);
+            state.scheduled.insert((deadline, tie, seq), op);
         }
         loop {
             let (&key, _) = state.scheduled.first_key_value()?;
@@ -370,7 +368,8 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                     return std::task::Poll::Pending;
                 }
                 Some(deadline) => {
-                    let timer = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    let timer =
+                        sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                     if timer.deadline() != deadline {
                         timer.as_mut().reset(deadline);
                     }

@@ -28,7 +28,10 @@ pub fn backend() -> Backend {
 pub fn on_ring(ctx: &Context) -> bool {
     let on_ring = ctx.backend() == "io_uring";
     if !on_ring {
-        eprintln!("skipping: tests ring mechanics, context runs on {}", ctx.backend());
+        eprintln!(
+            "skipping: tests ring mechanics, context runs on {}",
+            ctx.backend()
+        );
     }
     on_ring
 }
