@@ -20,11 +20,14 @@ use futures::task::AtomicWaker;
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
+use crate::backend::{self, Backend};
 use crate::driver::{Core, DriverTask};
+use crate::fallback::Pool;
 use crate::inbox::{Inbox, Kick};
 use crate::metrics::{Counters, Metrics, RingFlags};
 use crate::op::Request;
 use crate::ring::{Ring, RingConfig};
+use crate::sim::Sim;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
 ///
@@ -57,6 +60,8 @@ struct Handle {
 /// What every thread shares. Op futures and files hold this, not a
 /// [`Context`], so they do not keep the context alive.
 pub(crate) struct Shared {
+    /// The backend running this context's ops.
+    pub(crate) engine: Engine,
     pub(crate) inbox: Inbox<Request>,
     /// The driver task's waker, for kicks from other threads.
     pub(crate) driver_waker: AtomicWaker,
@@ -72,6 +77,25 @@ pub(crate) struct Shared {
     finished: watch::Receiver<bool>,
     /// For [`current`] on the home thread.
     handle: OnceLock<Weak<Handle>>,
+}
+
+/// What runs a context's ops: the ring (through the driver), the blocking
+/// pool, or the simulator. See [`crate::backend`] for the contract.
+pub(crate) enum Engine {
+    Uring,
+    Fallback(Pool),
+    Sim(Box<Sim>),
+}
+
+impl Engine {
+    /// The name [`Metrics::backend`] reports.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Engine::Uring => "io_uring",
+            Engine::Fallback(_) => "fallback",
+            Engine::Sim(_) => "sim",
+        }
+    }
 }
 
 // The compile-time promise the docs make.
@@ -103,10 +127,28 @@ impl Context {
     /// A snapshot of the context's counters.
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
-        shared.counters.snapshot("io_uring", shared.ring_flags)
+        shared
+            .counters
+            .snapshot(shared.engine.name(), shared.ring_flags)
     }
 
-    /// The io_uring setup flags the kernel accepted for this context's ring.
+    /// Which backend runs this context's ops: `"io_uring"`, `"fallback"` or
+    /// `"sim"` (as [`Metrics::backend`]).
+    pub fn backend(&self) -> &'static str {
+        self.shared().engine.name()
+    }
+
+    /// The simulator's controls, when this context runs on
+    /// [`Backend::Sim`]; `None` otherwise.
+    pub fn sim(&self) -> Option<crate::sim::SimHandle> {
+        match &self.shared().engine {
+            Engine::Sim(_) => Some(crate::sim::SimHandle::new(self.shared().clone())),
+            _ => None,
+        }
+    }
+
+    /// The io_uring setup flags the kernel accepted for this context's ring
+    /// (all `false` off io_uring).
     pub fn ring_flags(&self) -> RingFlags {
         self.shared().ring_flags
     }
@@ -166,7 +208,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = self.shared();
         f.debug_struct("Context")
-            .field("backend", &"io_uring")
+            .field("backend", &shared.engine.name())
             .field("ring_flags", &shared.ring_flags)
             .field("home_thread", &shared.home_thread)
             .field("kick_foreign_pushes", &shared.kick_foreign)
@@ -196,6 +238,14 @@ impl Shared {
     /// Hands a request to the driver: straight into the SQ on the home
     /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
     pub(crate) fn submit(self: &Arc<Self>, request: Request) -> io::Result<()> {
+        if !matches!(self.engine, Engine::Uring) {
+            // Only the ring driver takes requests: other backends start ops
+            // themselves and cannot cancel a started one.
+            return match request {
+                Request::Submit(_) => Err(crate::op::unsupported("not an io_uring context")),
+                Request::Cancel(_) => Ok(()),
+            };
+        }
         let mut request = match Core::try_accept_local(self, request) {
             Ok(result) => return result,
             Err(request) => request,
@@ -218,6 +268,25 @@ impl Shared {
             Counters::add(&self.counters.ops_foreign, 1);
         }
         Ok(())
+    }
+
+    /// Whether the calling thread is the context's home thread.
+    pub(crate) fn runtime_is_home(&self) -> bool {
+        thread::current().id() == self.home_thread
+    }
+
+    /// Resolves once shutdown has been requested. For the drivers of the
+    /// backends other than the ring; woken by `request_shutdown`.
+    pub(crate) async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            self.driver_waker.register(cx.waker());
+            if self.is_closing() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -298,6 +367,8 @@ pub struct Builder {
     thread_name: String,
     single_issuer: bool,
     kick_foreign: bool,
+    backend: Backend,
+    fallback_threads: usize,
     #[cfg(feature = "test-util")]
     start_paused: bool,
 }
@@ -309,6 +380,8 @@ impl Default for Builder {
             thread_name: "aioctx-home".to_owned(),
             single_issuer: true,
             kick_foreign: true,
+            backend: Backend::Auto,
+            fallback_threads: 16,
             #[cfg(feature = "test-util")]
             start_paused: false,
         }
@@ -353,6 +426,21 @@ impl Builder {
         self
     }
 
+    /// Which backend runs the ops; default [`Backend::Auto`] (io_uring, or
+    /// the thread-pool fallback where io_uring is unavailable).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The most pool threads the fallback backend runs blocking syscalls on
+    /// at once (the home runtime's `max_blocking_threads`); more ops wait in
+    /// its queue. Default 16.
+    pub fn fallback_threads(mut self, threads: usize) -> Self {
+        self.fallback_threads = threads.max(1);
+        self
+    }
+
     /// Starts the home runtime with Tokio's clock paused, for tests on
     /// virtual time (see `tokio::time::pause`). Default `false`.
     #[cfg(feature = "test-util")]
@@ -369,7 +457,19 @@ impl Builder {
     /// The io_uring setup error (`ENOSYS` where io_uring is missing, `EPERM`
     /// where it is disabled or filtered, `ENOMEM` past `RLIMIT_MEMLOCK` on
     /// old kernels), or a failure to spawn the thread or build the runtime.
+    ///
+    /// With [`Backend::Sim`], called inside a current-thread Tokio runtime
+    /// (such as `#[tokio::test]`'s), there is no home thread: the simulator
+    /// runs as a task on the caller's runtime, on its (possibly paused)
+    /// clock, and that thread counts as home.
     pub fn build(self) -> io::Result<Context> {
+        if let Backend::Sim(config) = &self.backend {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                    return Ok(self.build_sim_on(runtime, config.clone()));
+                }
+            }
+        }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let config = self.clone();
         let thread = thread::Builder::new()
@@ -408,6 +508,59 @@ impl Builder {
         });
         let _ = handle.shared.handle.set(Arc::downgrade(&handle));
         Ok(Context { handle })
+    }
+}
+
+impl Builder {
+    /// A sim context driven by a task on `runtime`, the caller's.
+    fn build_sim_on(
+        &self,
+        runtime: tokio::runtime::Handle,
+        config: crate::sim::SimConfig,
+    ) -> Context {
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(
+            Engine::Sim(Box::new(Sim::new(config))),
+            runtime.clone(),
+            RingFlags::default(),
+            self.kick_foreign,
+            finished_rx,
+        ));
+        let driven = shared.clone();
+        runtime.spawn(async move {
+            crate::sim::drive(driven).await;
+            let _ = finished_tx.send(true);
+        });
+        let handle = Arc::new(Handle {
+            shared,
+            home_thread: Mutex::new(None),
+        });
+        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        Context { handle }
+    }
+}
+
+impl Shared {
+    fn new(
+        engine: Engine,
+        runtime: tokio::runtime::Handle,
+        ring_flags: RingFlags,
+        kick_foreign: bool,
+        finished: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            engine,
+            inbox: Inbox::new(),
+            driver_waker: AtomicWaker::new(),
+            counters: Counters::default(),
+            runtime,
+            home_thread: thread::current().id(),
+            ring_flags,
+            kick_foreign,
+            closing: AtomicBool::new(false),
+            finished,
+            handle: OnceLock::new(),
+        }
     }
 }
 
@@ -456,34 +609,41 @@ struct Home {
 
 impl Home {
     fn new(config: &Builder) -> io::Result<Home> {
-        let ring = Ring::new(RingConfig {
-            entries: config.entries,
-            single_issuer: config.single_issuer,
-        })?;
-        let ring_flags = ring.flags();
+        let (engine, ring) = backend::select(
+            &config.backend,
+            RingConfig {
+                entries: config.entries,
+                single_issuer: config.single_issuer,
+            },
+        )?;
+        let ring_flags = ring.as_ref().map_or(RingFlags::default(), Ring::flags);
 
         let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_all();
+        builder
+            .enable_all()
+            .max_blocking_threads(config.fallback_threads);
         #[cfg(feature = "test-util")]
         builder.start_paused(config.start_paused);
         let runtime = builder.build()?;
 
         let (finished_tx, finished_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            inbox: Inbox::new(),
-            driver_waker: AtomicWaker::new(),
-            counters: Counters::default(),
-            runtime: runtime.handle().clone(),
-            home_thread: thread::current().id(),
+        let shared = Arc::new(Shared::new(
+            engine,
+            runtime.handle().clone(),
             ring_flags,
-            kick_foreign: config.kick_foreign,
-            closing: AtomicBool::new(false),
-            finished: finished_rx,
-            handle: OnceLock::new(),
-        });
-        tracing::debug!(?ring_flags, entries = config.entries, "aioctx ring ready");
+            config.kick_foreign,
+            finished_rx,
+        ));
+        tracing::debug!(
+            backend = shared.engine.name(),
+            ?ring_flags,
+            entries = config.entries,
+            "aioctx context ready"
+        );
 
-        Core::install(shared.clone(), ring);
+        if let Some(ring) = ring {
+            Core::install(shared.clone(), ring);
+        }
         HOME_OF.with(|home| *home.borrow_mut() = Some(shared.clone()));
         Ok(Home {
             shared,
@@ -495,8 +655,20 @@ impl Home {
     /// Spawns the driver task on the home runtime.
     fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let _runtime = self.runtime.enter();
-        let driver = DriverTask::new(self.shared.clone())?;
-        Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
+        let shared = self.shared.clone();
+        Ok(match &self.shared.engine {
+            Engine::Uring => {
+                let driver = DriverTask::new(shared)?;
+                tokio::spawn(tokio::task::coop::unconstrained(driver))
+            }
+            Engine::Fallback(_) => tokio::spawn(async move {
+                shared.closed().await;
+                if let Engine::Fallback(pool) = &shared.engine {
+                    pool.shut_down();
+                }
+            }),
+            Engine::Sim(_) => tokio::spawn(crate::sim::drive(shared)),
+        })
     }
 
     /// Runs the driver until shutdown has drained the ring, then tears the
@@ -511,8 +683,14 @@ impl Home {
             finished,
         } = self;
         // Dropping the runtime drops the tasks still on it; their ops fail
-        // fast, because the driver is closed.
-        drop(runtime);
+        // fast, because the driver is closed. The fallback's pool threads may
+        // be stuck in syscalls that never return (see fallback.rs): do not
+        // wait for them.
+        if let Engine::Fallback(_) = shared.engine {
+            runtime.shutdown_background();
+        } else {
+            drop(runtime);
+        }
         HOME_OF.with(|home| home.borrow_mut().take());
         Core::uninstall();
         let _ = finished.send(true);
