@@ -101,6 +101,8 @@ mod backend;
 #[cfg(not(aioctx_loom))]
 pub mod buf;
 #[cfg(not(aioctx_loom))]
+mod builder;
+#[cfg(not(aioctx_loom))]
 mod context;
 #[cfg(not(aioctx_loom))]
 mod driver;
@@ -127,7 +129,9 @@ mod sync;
 #[cfg(not(aioctx_loom))]
 pub use backend::Backend;
 #[cfg(not(aioctx_loom))]
-pub use context::{BindGuard, Builder, Context, LocalContext, current, is_shutdown};
+pub use builder::{Builder, LocalContext};
+#[cfg(not(aioctx_loom))]
+pub use context::{BindGuard, Context, current, is_shutdown};
 #[cfg(not(aioctx_loom))]
 pub use enter::{JoinError, JoinHandle};
 #[cfg(not(aioctx_loom))]
