@@ -96,43 +96,33 @@
     rust_2018_idioms
 )]
 
-#[cfg(not(aioctx_loom))]
-mod backend;
-#[cfg(not(aioctx_loom))]
-pub mod buf;
-#[cfg(not(aioctx_loom))]
-mod builder;
-#[cfg(not(aioctx_loom))]
-mod context;
-#[cfg(not(aioctx_loom))]
-mod driver;
-#[cfg(not(aioctx_loom))]
-mod enter;
-#[cfg(not(aioctx_loom))]
-mod fallback;
-#[cfg(not(aioctx_loom))]
-pub mod fs;
+/// Everything but the wake protocol is left out of the loom build, which
+/// model-checks `inbox` alone.
+macro_rules! outside_loom {
+    ($($item:item)*) => { $( #[cfg(not(aioctx_loom))] $item )* };
+}
+
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
-#[cfg(not(aioctx_loom))]
-mod metrics;
-#[cfg(not(aioctx_loom))]
-mod op;
-#[cfg(not(aioctx_loom))]
-pub mod ops;
-#[cfg(not(aioctx_loom))]
-mod ring;
-#[cfg(not(aioctx_loom))]
-pub mod sim;
 mod sync;
 
-#[cfg(not(aioctx_loom))]
-pub use backend::Backend;
-#[cfg(not(aioctx_loom))]
-pub use builder::{Builder, LocalContext};
-#[cfg(not(aioctx_loom))]
-pub use context::{BindGuard, Context, current, is_shutdown};
-#[cfg(not(aioctx_loom))]
-pub use enter::{JoinError, JoinHandle};
-#[cfg(not(aioctx_loom))]
-pub use metrics::{Dwell, Metrics, RingFlags};
+outside_loom! {
+    mod backend;
+    pub mod buf;
+    mod builder;
+    mod context;
+    mod driver;
+    mod enter;
+    mod fallback;
+    pub mod fs;
+    mod metrics;
+    mod op;
+    pub mod ops;
+    mod ring;
+    pub mod sim;
+    pub use backend::Backend;
+    pub use builder::{Builder, LocalContext};
+    pub use context::{BindGuard, Context, current, is_shutdown};
+    pub use enter::{JoinError, JoinHandle};
+    pub use metrics::{Dwell, Metrics, RingFlags};
+}
