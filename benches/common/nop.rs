@@ -1,0 +1,36 @@
+//! `nop`: per-op overhead with nothing underneath. NOP throughput with 32 ops in flight on one
+//! thread: the raw io-uring crate (the limit, batches of 32), and runtimes driving NOP futures
+//! from 32 tasks.
+
+use super::config::Config;
+use super::group::{Candidate, Group, run_group};
+use super::peers::{raw_uring, tokio_uring};
+use super::report::{RatioOf, Row};
+
+/// Ops in flight: the raw loop's batch size and the runtimes' task count.
+pub const IN_FLIGHT: usize = 32;
+
+/// The parameter of the `nop` rows.
+pub const PARAMETER: &str = "32 in flight";
+
+/// Runs the `nop` rows.
+pub fn run(config: &Config) -> Vec<Row> {
+    let window = config.window;
+    let group = Group {
+        benchmark: "nop",
+        parameter: PARAMETER.to_owned(),
+        ratio_of: RatioOf::OpsPerSec,
+        baselines: &["io-uring"],
+    };
+    let candidates = vec![
+        Candidate::new("io-uring", move || {
+            raw_uring::nop_batches(window, IN_FLIGHT)
+        })
+        .note("batches of 32, one submit_and_wait(32) each"),
+        Candidate::new("tokio-uring", move || {
+            tokio_uring::nop_tasks(window, IN_FLIGHT)
+        })
+        .note("32 local tasks awaiting tokio_uring::no_op()"),
+    ];
+    run_group(config, &group, candidates)
+}
