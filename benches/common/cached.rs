@@ -15,31 +15,19 @@ pub const TASKS: usize = 32;
 /// The parameter of the `cached` rows.
 pub const PARAMETER: &str = "tasks=32";
 
-/// The page-cache file, prepared and read once so that it is resident.
-pub fn prepare_file(config: &Config) -> Result<TestFile, Vec<Row>> {
+/// The page-cache file, prepared and read once so that it is resident, or why there is none.
+pub fn prepare_file(config: &Config) -> Result<TestFile, Outcome> {
     let prepared = TestFile::prepare("cached", config.cached_file_len);
     prepared
         .and_then(|file| file.warm_page_cache().map(|()| file))
-        .map_err(|error| {
-            vec![Row {
-                benchmark: "cached",
-                implementation: "(setup)",
-                parameter: PARAMETER.to_owned(),
-                outcome: Outcome::Failed(format!("cannot prepare the test file: {error}")),
-                ratio_of: RatioOf::OpsPerSec,
-                baseline: None,
-                ratio: None,
-                repeats: 0,
-                note: String::new(),
-            }]
-        })
+        .map_err(|error| Outcome::Failed(format!("cannot prepare the test file: {error}")))
 }
 
 /// Runs the `cached` rows.
 pub fn run(config: &Config) -> Vec<Row> {
     let file = match prepare_file(config) {
         Ok(file) => file,
-        Err(rows) => return rows,
+        Err(outcome) => return vec![Row::setup("cached", outcome)],
     };
     let window = config.window;
     let file = &file;

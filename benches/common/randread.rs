@@ -15,28 +15,28 @@ pub fn parameter(depth: usize) -> String {
     format!("QD{depth}")
 }
 
-/// The O_DIRECT file, prepared (written once, then reused) for the configured size.
-pub fn prepare_file(config: &Config) -> Result<TestFile, Vec<Row>> {
-    TestFile::prepare("randread", config.randread_file_len).map_err(|error| {
-        vec![Row {
-            benchmark: "randread",
-            implementation: "(setup)",
-            parameter: String::new(),
-            outcome: Outcome::Failed(format!("cannot prepare the test file: {error}")),
-            ratio_of: RatioOf::OpsPerSec,
-            baseline: None,
-            ratio: None,
-            repeats: 0,
-            note: String::new(),
-        }]
-    })
+/// The O_DIRECT file, prepared (written once, then reused) for the configured size, or why
+/// there is none. A filesystem without O_DIRECT (tmpfs) skips the benchmark.
+pub fn prepare_file(config: &Config) -> Result<TestFile, Outcome> {
+    let file = TestFile::prepare("randread", config.randread_file_len)
+        .map_err(|error| Outcome::Failed(format!("cannot prepare the test file: {error}")))?;
+    match file.open(ReadMode::Direct) {
+        Ok(_) => Ok(file),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Err(Outcome::Skipped(format!(
+            "{} does not support O_DIRECT; point AIOCTX_BENCH_DIR at a disk filesystem",
+            file.path.display()
+        ))),
+        Err(error) => Err(Outcome::Failed(format!(
+            "cannot open the test file: {error}"
+        ))),
+    }
 }
 
 /// Runs the `randread` rows.
 pub fn run(config: &Config) -> Vec<Row> {
     let file = match prepare_file(config) {
         Ok(file) => file,
-        Err(rows) => return rows,
+        Err(outcome) => return vec![Row::setup("randread", outcome)],
     };
     let fio = fio::version();
     let window = config.window;

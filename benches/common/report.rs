@@ -70,6 +70,22 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row standing for a whole benchmark that could not start (its test file could not be
+    /// made, the filesystem lacks O_DIRECT, ...).
+    pub fn setup(benchmark: &'static str, outcome: Outcome) -> Row {
+        Row {
+            benchmark,
+            implementation: "(setup)",
+            parameter: String::new(),
+            outcome,
+            ratio_of: RatioOf::OpsPerSec,
+            baseline: None,
+            ratio: None,
+            repeats: 0,
+            note: String::new(),
+        }
+    }
+
     /// The measurement, if the row ran.
     pub fn measurement(&self) -> Option<&Measurement> {
         match &self.outcome {
