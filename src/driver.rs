@@ -1,0 +1,515 @@
+//! The driver: the home thread's turn loop, its slot table of ops in flight, the
+//! backlog for a full SQ, and the shutdown drain.
+//!
+//! # A turn
+//!
+//! ```text
+//!   1  begin_turn; drain the inbox        foreign ops and cancels → SQ / backlog
+//!   2  backlog → SQ                       while the SQ and in-flight limit allow
+//!   3  io_uring_enter (once)              submit everything queued, run task work
+//!   4  reap CQEs                          free slots, wake futures
+//!   5  park                               register wakers; prepare_park; sleep
+//! ```
+//!
+//! The driver is a Tokio task on the home runtime. It sleeps on three wake
+//! sources: the ring's eventfd (completions, through Tokio's reactor), the
+//! inbox's kick (foreign pushes, see [`crate::inbox`]), and local pushes (ops
+//! created on the home thread go straight into the SQ and schedule a turn with
+//! a same-thread wake, which costs no syscall). Whatever was queued while other
+//! tasks ran goes to the kernel in the next turn's single `io_uring_enter`.
+//!
+//! The driver's state, [`Core`], lives in a thread-local of the home thread:
+//! ops submitted there reach it without a lock, and nothing on another thread
+//! can reach the ring at all.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::context::{Shared, shutdown_error};
+use crate::metrics::Counters;
+use crate::op::{Cqe, Inflight, Request, Submission};
+use crate::ring::{IGNORED_USER_DATA, Ring};
+
+thread_local! {
+    /// The driver state of the context whose home this thread is, if any.
+    static HOME: RefCell<Option<Core>> = const { RefCell::new(None) };
+}
+
+/// How long shutdown waits for the kernel to finish cancelled ops before it
+/// gives up and leaks their resources rather than free memory still in use.
+const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Turns per driver poll before it yields to other tasks.
+const TURNS_PER_POLL: usize = 8;
+
+/// The driver's state: the ring, the ops in flight, and the backlog.
+pub(crate) struct Core {
+    shared: Arc<Shared>,
+    ring: Ring,
+    slots: Slots,
+    /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
+    backlog: VecDeque<Submission>,
+    /// Push times of the SQEs queued in the SQ, for dwell-time accounting.
+    queued_at: Vec<Instant>,
+    /// Reused buffer for draining the inbox.
+    drained: Vec<Request>,
+    /// The driver task's waker, for same-thread wakes from local pushes.
+    waker: Option<Waker>,
+    /// A turn is already scheduled; local pushes need not wake again.
+    turn_scheduled: bool,
+    /// Set once shutdown begins; later submissions fail.
+    closing: bool,
+}
+
+/// What a turn leaves behind.
+#[derive(Debug, PartialEq, Eq)]
+enum TurnOutcome {
+    /// Nothing left that this thread can do: the driver may park.
+    Idle,
+    /// The backlog still holds ops that fit now: turn again.
+    MoreWork,
+    /// The context is shut down and drained: the driver task ends.
+    ShutDown,
+}
+
+impl Core {
+    /// Installs the driver state on the calling thread, the ring's home.
+    pub(crate) fn install(shared: Arc<Shared>, ring: Ring) {
+        let cq_capacity = ring.cq_capacity();
+        HOME.with(|home| {
+            let mut home = home.borrow_mut();
+            assert!(
+                home.is_none(),
+                "aioctx: a thread can be home to one context only"
+            );
+            *home = Some(Core {
+                shared,
+                ring,
+                slots: Slots::with_limit(cq_capacity),
+                backlog: VecDeque::new(),
+                queued_at: Vec::new(),
+                drained: Vec::new(),
+                waker: None,
+                turn_scheduled: false,
+                closing: false,
+            });
+        });
+    }
+
+    /// Removes the driver state from the calling thread, closing the ring.
+    pub(crate) fn uninstall() {
+        let core = HOME.with(|home| home.borrow_mut().take());
+        drop(core);
+    }
+
+    /// Hands `request` to the driver if the calling thread is `shared`'s home
+    /// thread; otherwise gives it back.
+    pub(crate) fn try_accept_local(
+        shared: &Arc<Shared>,
+        request: Request,
+    ) -> Result<io::Result<()>, Request> {
+        HOME.with(|home| {
+            let Ok(mut home) = home.try_borrow_mut() else {
+                // The driver itself is running (a completion callback
+                // submitted): go through the inbox, drained before it parks.
+                return Err(request);
+            };
+            match home.as_mut() {
+                Some(core) if Arc::ptr_eq(&core.shared, shared) => Ok(core.accept_local(request)),
+                _ => Err(request),
+            }
+        })
+    }
+
+    fn accept_local(&mut self, request: Request) -> io::Result<()> {
+        if self.closing {
+            return match request {
+                Request::Submit(_) => Err(shutdown_error()),
+                Request::Cancel(_) => Ok(()),
+            };
+        }
+        if let Request::Submit(_) = request {
+            Counters::add(&self.shared.counters.ops_local, 1);
+        }
+        self.handle(request);
+        if !self.turn_scheduled {
+            self.turn_scheduled = true;
+            if let Some(waker) = &self.waker {
+                waker.wake_by_ref();
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Submit(submission) => self.queue(submission),
+            Request::Cancel(op) => self.cancel(&op),
+        }
+    }
+
+    /// Puts an op into the SQ, or the backlog when it cannot go in now.
+    fn queue(&mut self, submission: Submission) {
+        if !self.backlog.is_empty() || !self.try_push(&submission) {
+            Counters::add(&self.shared.counters.backlogged, 1);
+            self.backlog.push_back(submission);
+        }
+    }
+
+    /// Pushes into the SQ if there is room and the in-flight limit allows.
+    /// An op abandoned before it reached the kernel is dropped here instead.
+    fn try_push(&mut self, submission: &Submission) -> bool {
+        let op = &submission.op;
+        if op.is_abandoned() {
+            return true;
+        }
+        if self.slots.is_full() || !self.ring.has_room() {
+            return false;
+        }
+        let user_data = self.slots.insert(op.clone());
+        op.set_user_data(Some(user_data));
+        let sqe = submission.sqe.clone().user_data(user_data);
+        // SAFETY: the SQE was built by its op from resources inside the op's
+        // cell, and the slot just inserted keeps that cell alive until the
+        // CQE for `user_data` is reaped (see `Slots` and
+        // tests/op_drop_in_flight.rs).
+        let pushed = unsafe { self.ring.push(&sqe) };
+        debug_assert!(pushed, "has_room was checked");
+        self.queued_at.push(submission.pushed_at);
+        true
+    }
+
+    /// Asks the kernel to cancel `op`, if it is in flight.
+    fn cancel(&mut self, op: &Arc<dyn Inflight>) {
+        // Not yet in the kernel: `try_push` drops it when its turn comes.
+        if let Some(user_data) = op.user_data() {
+            self.push_cancel(user_data);
+        }
+    }
+
+    fn push_cancel(&mut self, user_data: u64) {
+        let entry = Ring::cancel_entry(user_data);
+        // SAFETY: a cancel SQE points at no memory.
+        if !unsafe { self.ring.push(&entry) } {
+            // SQ full: submit what is there to make room. Cancels are rare.
+            self.enter();
+            // SAFETY: as above.
+            let _ = unsafe { self.ring.push(&entry) };
+        }
+        self.queued_at.push(Instant::now());
+        Counters::add(&self.shared.counters.cancels_sent, 1);
+    }
+
+    /// Moves backlog entries into the SQ while they fit.
+    fn flush_backlog(&mut self) {
+        while let Some(submission) = self.backlog.pop_front() {
+            if !self.try_push(&submission) {
+                self.backlog.push_front(submission);
+                break;
+            }
+        }
+    }
+
+    /// The one `io_uring_enter` of a turn (more only when the backlog refills
+    /// the SQ after it drained).
+    fn enter(&mut self) {
+        match self.ring.enter() {
+            Ok(submitted) => {
+                let counters = &self.shared.counters;
+                Counters::add(&counters.submits, 1);
+                Counters::add(&counters.sqes_submitted, submitted as u64);
+                let now = Instant::now();
+                for pushed_at in self.queued_at.drain(..submitted.min(self.queued_at.len())) {
+                    counters
+                        .dwell
+                        .record(now.saturating_duration_since(pushed_at));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
+        }
+    }
+
+    /// Reaps every CQE ready now and completes its op.
+    fn reap(&mut self) {
+        let slots = &mut self.slots;
+        let reaped = self.ring.reap(|user_data, res, flags| {
+            if user_data == IGNORED_USER_DATA {
+                return;
+            }
+            match slots.remove(user_data) {
+                Some(op) => {
+                    op.set_user_data(None);
+                    op.complete(Cqe::from_raw(res, flags));
+                }
+                None => tracing::error!(user_data, "CQE for an unknown slot"),
+            }
+        });
+        Counters::add(&self.shared.counters.cqes_reaped, reaped as u64);
+    }
+
+    /// One turn: drain, submit, reap.
+    fn turn(&mut self) -> TurnOutcome {
+        self.turn_scheduled = false;
+        Counters::add(&self.shared.counters.turns, 1);
+        if self.shared.is_closing() {
+            self.shut_down();
+            return TurnOutcome::ShutDown;
+        }
+
+        self.shared.inbox.begin_turn();
+        let mut drained = std::mem::take(&mut self.drained);
+        self.shared.inbox.drain_into(&mut drained);
+        for request in drained.drain(..) {
+            self.handle(request);
+        }
+        self.drained = drained;
+
+        self.flush_backlog();
+        if self.ring.needs_enter() {
+            self.enter();
+        }
+        self.reap();
+        if !self.backlog.is_empty() && !self.slots.is_full() && self.ring.has_room() {
+            TurnOutcome::MoreWork
+        } else {
+            TurnOutcome::Idle
+        }
+    }
+
+    /// Fails everything not yet in the kernel, cancels everything in it, and
+    /// waits for the kernel to finish with all of it.
+    fn shut_down(&mut self) {
+        self.closing = true;
+        tracing::debug!(in_flight = self.slots.len(), "aioctx context shutting down");
+        let mut not_submitted: Vec<Submission> = self.backlog.drain(..).collect();
+        for request in self.shared.inbox.close() {
+            if let Request::Submit(submission) = request {
+                not_submitted.push(submission);
+            }
+        }
+        for submission in not_submitted {
+            if !submission.op.is_abandoned() {
+                submission.op.complete(Cqe::error(shutdown_error()));
+            }
+        }
+        for user_data in self.slots.all_user_data() {
+            self.push_cancel(user_data);
+        }
+        let deadline = Instant::now() + SHUTDOWN_DRAIN_LIMIT;
+        while !self.slots.is_empty() {
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    leaked = self.slots.len(),
+                    "ops still in the kernel after shutdown's drain limit; leaking their buffers"
+                );
+                self.slots.leak();
+                break;
+            }
+            self.queued_at.clear();
+            if let Err(e) = self
+                .ring
+                .enter_and_wait_timeout(1, Duration::from_millis(100))
+            {
+                tracing::error!(error = %e, "io_uring_enter failed during shutdown");
+                break;
+            }
+            self.reap();
+        }
+    }
+}
+
+/// The driver as a Tokio task on the home runtime.
+pub(crate) struct DriverTask {
+    shared: Arc<Shared>,
+    completions: AsyncFd<EventFd>,
+}
+
+/// Our own fd for the ring's eventfd, registered with Tokio's reactor.
+struct EventFd(OwnedFd);
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl DriverTask {
+    /// Must run on the home thread, inside the home runtime, after
+    /// [`Core::install`].
+    pub(crate) fn new(shared: Arc<Shared>) -> io::Result<DriverTask> {
+        let fd = HOME.with(|home| {
+            home.borrow()
+                .as_ref()
+                .map(|core| core.ring.eventfd())
+                .expect("driver task created off its home thread")
+        })?;
+        // SAFETY: `EventFd` owns the fd, so it stays open and unchanged for
+        // the life of the registration.
+        let completions =
+            unsafe { AsyncFd::register_with_interest(EventFd(fd), tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        Ok(DriverTask {
+            shared,
+            completions,
+        })
+    }
+
+    /// Clears the eventfd's readiness if it fired. Returns whether it had.
+    ///
+    /// Called *before* reaping, so a completion posted after this point sets
+    /// readiness anew and is never lost; when it returns `Pending` the task's
+    /// waker is registered with the reactor.
+    fn take_completion_signal(&self, cx: &mut TaskContext<'_>) -> bool {
+        match self.completions.poll_read_ready(cx) {
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::error!(error = %e, "polling the ring's eventfd failed");
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+impl Future for DriverTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        for _ in 0..TURNS_PER_POLL {
+            this.take_completion_signal(cx);
+            let outcome = HOME.with(|home| {
+                let mut home = home.borrow_mut();
+                let core = home
+                    .as_mut()
+                    .expect("driver task polled off its home thread");
+                if !core.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    core.waker = Some(cx.waker().clone());
+                }
+                core.turn()
+            });
+            match outcome {
+                TurnOutcome::ShutDown => return Poll::Ready(()),
+                TurnOutcome::MoreWork => continue,
+                TurnOutcome::Idle => {}
+            }
+            // Park: register for kicks first, then announce it (see inbox.rs).
+            this.shared.driver_waker.register(cx.waker());
+            if !this.shared.inbox.prepare_park() {
+                continue;
+            }
+            if this.take_completion_signal(cx) {
+                continue;
+            }
+            return Poll::Pending;
+        }
+        // Busy: let the tasks this driver woke run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// The ops in flight, indexed by the low half of their `user_data`; the high
+/// half is a generation, so a late cancel never hits a reused slot.
+///
+/// A slot is freed only by [`Slots::remove`], called when the op's CQE is
+/// reaped (invariant 5), and its `Arc` keeps the op's resources alive until
+/// then (invariant 4).
+struct Slots {
+    entries: Vec<SlotEntry>,
+    free: Vec<u32>,
+    len: usize,
+    limit: usize,
+}
+
+struct SlotEntry {
+    generation: u32,
+    op: Option<Arc<dyn Inflight>>,
+}
+
+impl Slots {
+    fn with_limit(limit: usize) -> Slots {
+        Slots {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            limit,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// At the in-flight limit (the CQ size): more ops would risk CQ overflow.
+    fn is_full(&self) -> bool {
+        self.len >= self.limit
+    }
+
+    fn insert(&mut self, op: Arc<dyn Inflight>) -> u64 {
+        let index = match self.free.pop() {
+            Some(index) => index,
+            None => {
+                self.entries.push(SlotEntry {
+                    generation: 0,
+                    op: None,
+                });
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let entry = &mut self.entries[index as usize];
+        debug_assert!(entry.op.is_none(), "free list held an occupied slot");
+        entry.op = Some(op);
+        self.len += 1;
+        (u64::from(entry.generation) << 32) | u64::from(index)
+    }
+
+    fn remove(&mut self, user_data: u64) -> Option<Arc<dyn Inflight>> {
+        let (index, generation) = (user_data as u32, (user_data >> 32) as u32);
+        let entry = self.entries.get_mut(index as usize)?;
+        if entry.generation != generation {
+            return None;
+        }
+        let op = entry.op.take()?;
+        entry.generation = entry.generation.wrapping_add(1);
+        self.free.push(index);
+        self.len -= 1;
+        Some(op)
+    }
+
+    fn all_user_data(&self) -> Vec<u64> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.op.is_some())
+            .map(|(index, entry)| (u64::from(entry.generation) << 32) | index as u64)
+            .collect()
+    }
+
+    /// Gives up on the ops still in flight: their resources are never freed,
+    /// because the kernel may still write to them.
+    fn leak(&mut self) {
+        for entry in &mut self.entries {
+            if let Some(op) = entry.op.take() {
+                std::mem::forget(op);
+            }
+        }
+        self.len = 0;
+    }
+}

@@ -1,0 +1,292 @@
+//! Running futures against a context from any thread: [`Context::enter`]
+//! (QEMU's `aio_co_enter`), [`Context::spawn`] and [`Context::block_on`], and
+//! the [`JoinHandle`] they return.
+//!
+//! `enter` polls the future once, inline, on the calling thread, with the
+//! context bound, so the ops it starts are queued from that thread exactly as
+//! a vCPU thread queues block I/O while it handles an MMIO exit. If that poll
+//! returns `Pending`, the future is parked in a [`Handoff`] whose waker, the
+//! first time it fires, spawns the future onto the home thread; every later
+//! poll runs there. Until then no cross-thread traffic is spent on the
+//! future at all: the op's own push (and its kick) is the only message, and
+//! its completion wakes the hand-off on the home thread, where spawning is a
+//! same-thread queue push.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use crate::context::{Context, with_context};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Context {
+    /// Runs `future` inline on the calling thread until it first returns
+    /// `Pending`; every later poll runs on the home thread.
+    ///
+    /// The context is bound ([`current`](crate::current) returns it) and its
+    /// runtime entered during the inline poll. A future that completes without
+    /// ever returning `Pending` never touches the home thread. The caller gets
+    /// a [`JoinHandle`] and goes back to its own work; it can await the handle
+    /// or [`join`](JoinHandle::join) it.
+    ///
+    /// # Panics
+    ///
+    /// A panic in the inline poll propagates to the caller. A panic in a later
+    /// poll is caught on the home thread and surfaces through the handle.
+    pub fn enter<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let mut future: BoxFuture<F::Output> = Box::pin(future);
+        let handoff = Arc::new(Handoff {
+            runtime: self.runtime().clone(),
+            state: Mutex::new(HandoffState::Polling { woken: false }),
+        });
+        let waker = Waker::from(handoff.clone());
+        let first = with_context(self, || {
+            future.as_mut().poll(&mut TaskContext::from_waker(&waker))
+        });
+        match first {
+            Poll::Ready(output) => JoinHandle::ready(output),
+            Poll::Pending => {
+                handoff.park(future, tx);
+                JoinHandle {
+                    inner: Inner::Handoff(rx),
+                }
+            }
+        }
+    }
+
+    /// Spawns `future` onto the home thread's runtime.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        JoinHandle {
+            inner: Inner::Task(self.runtime().spawn(future)),
+        }
+    }
+
+    /// Runs `future` to completion on the calling thread, blocking it, with
+    /// the context bound and its runtime entered. For blocking callers
+    /// outside any async runtime: a vCPU thread, a worker pool, `main`.
+    ///
+    /// # Panics
+    ///
+    /// On the context's home thread, where blocking would stop the driver the
+    /// future waits for.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            !self.is_home_thread(),
+            "Context::block_on called on the context's own home thread: it would deadlock"
+        );
+        with_context(self, || futures::executor::block_on(future))
+    }
+}
+
+/// A future between its inline poll and its first poll on the home thread.
+///
+/// It holds the home runtime's handle, not a [`Context`]: a future waiting
+/// for an op must not keep the context from shutting down.
+struct Handoff<T> {
+    runtime: tokio::runtime::Handle,
+    state: Mutex<HandoffState<T>>,
+}
+
+enum HandoffState<T> {
+    /// The inline poll is running; `woken` records a wake during it.
+    Polling { woken: bool },
+    /// The inline poll returned `Pending`; waiting for the first wake.
+    Parked {
+        future: BoxFuture<T>,
+        output: oneshot::Sender<std::thread::Result<T>>,
+    },
+    /// Spawned onto the home thread; later wakes belong to that task.
+    Spawned,
+}
+
+impl<T: Send + 'static> Handoff<T> {
+    /// Stores the future after an inline `Pending`; spawns it at once if it
+    /// was woken during the inline poll.
+    fn park(
+        self: &Arc<Self>,
+        future: BoxFuture<T>,
+        output: oneshot::Sender<std::thread::Result<T>>,
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let woken = matches!(*state, HandoffState::Polling { woken: true });
+        if woken {
+            *state = HandoffState::Spawned;
+            drop(state);
+            self.spawn(future, output);
+        } else {
+            *state = HandoffState::Parked { future, output };
+        }
+    }
+
+    fn spawn(&self, future: BoxFuture<T>, output: oneshot::Sender<std::thread::Result<T>>) {
+        // If the runtime has shut down the task is dropped unpolled; the
+        // handle then reports cancellation.
+        self.runtime.spawn(async move {
+            let result = AssertUnwindSafe(future).catch_unwind().await;
+            let _ = output.send(result);
+        });
+    }
+}
+
+impl<T: Send + 'static> Wake for Handoff<T> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match std::mem::replace(&mut *state, HandoffState::Spawned) {
+            HandoffState::Polling { .. } => *state = HandoffState::Polling { woken: true },
+            HandoffState::Parked { future, output } => {
+                drop(state);
+                self.spawn(future, output);
+            }
+            HandoffState::Spawned => {}
+        }
+    }
+}
+
+/// An owned permission to wait for a future started by [`Context::enter`] or
+/// [`Context::spawn`].
+///
+/// Await it, or [`join`](JoinHandle::join) it from a blocking thread.
+/// Dropping it detaches the future, which keeps running.
+pub struct JoinHandle<T> {
+    inner: Inner<T>,
+}
+
+enum Inner<T> {
+    /// Finished during the inline poll.
+    Ready(Option<T>),
+    /// Handed off to the home thread by `enter`.
+    Handoff(oneshot::Receiver<std::thread::Result<T>>),
+    /// Spawned onto the home runtime.
+    Task(tokio::task::JoinHandle<T>),
+}
+
+// The output is never pinned: it is moved out as soon as it exists.
+impl<T> Unpin for JoinHandle<T> {}
+
+impl<T> JoinHandle<T> {
+    fn ready(output: T) -> Self {
+        JoinHandle {
+            inner: Inner::Ready(Some(output)),
+        }
+    }
+
+    /// Blocks the calling thread until the future finishes.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime's worker thread, where
+    /// blocking would stall that runtime.
+    pub fn join(self) -> Result<T, JoinError> {
+        futures::executor::block_on(self)
+    }
+
+    /// Whether the future has finished (its output may still be unread).
+    pub fn is_finished(&self) -> bool {
+        match &self.inner {
+            Inner::Ready(_) => true,
+            Inner::Handoff(rx) => rx.is_terminated() || !rx.is_empty(),
+            Inner::Task(task) => task.is_finished(),
+        }
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().inner {
+            Inner::Ready(output) => Poll::Ready(Ok(output
+                .take()
+                .expect("JoinHandle polled after completion"))),
+            Inner::Handoff(rx) => Pin::new(rx).poll(cx).map(|received| match received {
+                Ok(Ok(output)) => Ok(output),
+                Ok(Err(payload)) => Err(JoinError::Panicked(payload)),
+                Err(_) => Err(JoinError::Cancelled),
+            }),
+            Inner::Task(task) => Pin::new(task).poll(cx).map(|joined| {
+                joined.map_err(|e| match e.try_into_panic() {
+                    Ok(payload) => JoinError::Panicked(payload),
+                    Err(_) => JoinError::Cancelled,
+                })
+            }),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Why a [`JoinHandle`] has no output.
+pub enum JoinError {
+    /// The context shut down before the future finished; it was dropped.
+    Cancelled,
+    /// The future panicked on the home thread; this is the panic's payload.
+    Panicked(Box<dyn Any + Send + 'static>),
+}
+
+impl JoinError {
+    /// Whether the future was dropped by shutdown.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JoinError::Cancelled)
+    }
+
+    /// Whether the future panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+
+    /// Resumes the future's panic on the calling thread; returns a
+    /// cancellation unchanged.
+    pub fn resume_panic(self) -> JoinError {
+        match self {
+            JoinError::Panicked(payload) => panic::resume_unwind(payload),
+            cancelled => cancelled,
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("JoinError::Cancelled"),
+            JoinError::Panicked(_) => f.write_str("JoinError::Panicked(..)"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("task cancelled by context shutdown"),
+            JoinError::Panicked(_) => f.write_str("task panicked"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}

@@ -1,0 +1,264 @@
+//! Counters the driver and the submit paths keep, and the snapshot users read.
+//!
+//! Every counter is a `Relaxed` atomic: each is a statistic on its own, read
+//! without any claim of consistency with the others, so no ordering is needed.
+//! The one derived quantity that matters most is the *dwell time*: how long an
+//! SQE waited between being pushed (by any thread) and the `io_uring_enter`
+//! that carried it to the kernel. A driver that is not woken for foreign pushes
+//! (the bug this crate exists to prevent) shows up as dwell times the length of
+//! the home thread's timer period.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Live counters, shared by the home thread and every submitter.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) ops_local: AtomicU64,
+    pub(crate) ops_foreign: AtomicU64,
+    pub(crate) turns: AtomicU64,
+    pub(crate) submits: AtomicU64,
+    pub(crate) sqes_submitted: AtomicU64,
+    pub(crate) cqes_reaped: AtomicU64,
+    pub(crate) kicks_sent: AtomicU64,
+    pub(crate) kicks_coalesced: AtomicU64,
+    pub(crate) kicks_suppressed: AtomicU64,
+    pub(crate) backlogged: AtomicU64,
+    pub(crate) cancels_sent: AtomicU64,
+    pub(crate) dwell: Histogram,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, backend: &'static str, ring_flags: RingFlags) -> Metrics {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        Metrics {
+            backend,
+            ring_flags,
+            ops_local: get(&self.ops_local),
+            ops_foreign: get(&self.ops_foreign),
+            turns: get(&self.turns),
+            submits: get(&self.submits),
+            sqes_submitted: get(&self.sqes_submitted),
+            cqes_reaped: get(&self.cqes_reaped),
+            kicks_sent: get(&self.kicks_sent),
+            kicks_coalesced: get(&self.kicks_coalesced),
+            kicks_suppressed: get(&self.kicks_suppressed),
+            backlogged: get(&self.backlogged),
+            cancels_sent: get(&self.cancels_sent),
+            dwell: self.dwell.summary(),
+        }
+    }
+}
+
+/// The io_uring setup flags a context's ring actually runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingFlags {
+    /// `IORING_SETUP_SINGLE_ISSUER`: the kernel knows only the home thread submits.
+    pub single_issuer: bool,
+    /// `IORING_SETUP_DEFER_TASKRUN`: completions run only when the home thread enters.
+    pub defer_taskrun: bool,
+    /// `IORING_SETUP_COOP_TASKRUN`: no inter-processor interrupt per completion.
+    pub coop_taskrun: bool,
+}
+
+/// A point-in-time copy of a context's counters, from [`Context::metrics`].
+///
+/// Counters only grow; subtract two snapshots to measure an interval.
+///
+/// [`Context::metrics`]: crate::Context::metrics
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Which backend runs the ops: `"io_uring"`, `"fallback"` or `"sim"`.
+    pub backend: &'static str,
+    /// The ring's active setup flags (all `false` off io_uring).
+    pub ring_flags: RingFlags,
+    /// Ops submitted from the home thread, straight into the SQ.
+    pub ops_local: u64,
+    /// Ops submitted from other threads, through the inbox.
+    pub ops_foreign: u64,
+    /// Driver turns (drain, submit, reap).
+    pub turns: u64,
+    /// `io_uring_enter` calls.
+    pub submits: u64,
+    /// SQEs handed to the kernel by those calls.
+    pub sqes_submitted: u64,
+    /// CQEs reaped.
+    pub cqes_reaped: u64,
+    /// Foreign pushes that had to wake the sleeping driver.
+    pub kicks_sent: u64,
+    /// Foreign pushes that needed no wake (driver awake or already woken).
+    pub kicks_coalesced: u64,
+    /// Wakes skipped because the diagnostic switch
+    /// [`Builder::kick_foreign_pushes`](crate::Builder::kick_foreign_pushes) is off.
+    pub kicks_suppressed: u64,
+    /// Ops that waited in the backlog because the SQ or the in-flight limit was full.
+    pub backlogged: u64,
+    /// `IORING_OP_ASYNC_CANCEL` requests sent for dropped or shut-down ops.
+    pub cancels_sent: u64,
+    /// SQE dwell time: from push to the `io_uring_enter` that submitted it.
+    pub dwell: Dwell,
+}
+
+impl Metrics {
+    /// Kicks sent per foreign op: the cost of cross-thread submission.
+    pub fn kicks_per_foreign_op(&self) -> f64 {
+        if self.ops_foreign == 0 {
+            0.0
+        } else {
+            self.kicks_sent as f64 / self.ops_foreign as f64
+        }
+    }
+}
+
+/// A summary of the dwell-time histogram.
+///
+/// Quantiles come from log-linear buckets (eight per power of two), so they are
+/// exact to within about 7%; `max` is exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dwell {
+    /// SQEs measured.
+    pub count: u64,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Largest seen.
+    pub max: Duration,
+}
+
+impl fmt::Display for Dwell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} p50={:?} p99={:?} max={:?}",
+            self.count, self.p50, self.p99, self.max
+        )
+    }
+}
+
+/// Sub-buckets per power of two, as a bit count.
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
+
+/// A lock-free log-linear histogram of nanosecond values.
+pub(crate) struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    max: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Histogram").field(&self.summary()).finish()
+    }
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, value: Duration) {
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.max.fetch_max(ns, Relaxed);
+    }
+
+    pub(crate) fn summary(&self) -> Dwell {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        let max = self.max.load(Relaxed);
+        let quantile = |q: f64| {
+            if count == 0 {
+                return Duration::ZERO;
+            }
+            let rank = ((count as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (index, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Duration::from_nanos(midpoint_of(index).min(max));
+                }
+            }
+            Duration::from_nanos(max)
+        };
+        Dwell {
+            count,
+            p50: quantile(0.50),
+            p99: quantile(0.99),
+            max: Duration::from_nanos(max),
+        }
+    }
+}
+
+fn bucket_of(ns: u64) -> usize {
+    if ns < SUB as u64 {
+        return ns as usize;
+    }
+    let msb = 63 - ns.leading_zeros();
+    let sub = (ns >> (msb - SUB_BITS)) as usize & (SUB - 1);
+    (msb - SUB_BITS + 1) as usize * SUB + sub
+}
+
+fn midpoint_of(index: usize) -> u64 {
+    if index < SUB {
+        return index as u64;
+    }
+    let msb = (index / SUB) as u32 + SUB_BITS - 1;
+    let width = 1u64 << (msb - SUB_BITS);
+    let low = ((SUB + index % SUB) as u64) << (msb - SUB_BITS);
+    low + width / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_trip_within_one_sub_bucket() {
+        for ns in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1_000,
+            12_345,
+            1 << 40,
+            u64::MAX / 3,
+        ] {
+            let mid = midpoint_of(bucket_of(ns));
+            let err = mid.abs_diff(ns) as f64 / ns.max(1) as f64;
+            assert!(err <= 0.07, "{ns} -> {mid}");
+        }
+    }
+
+    #[test]
+    fn quantiles_of_a_known_distribution() {
+        let h = Histogram::default();
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let s = h.summary();
+        assert_eq!(s.count, 100);
+        assert_eq!(s.max, Duration::from_micros(100));
+        let p50 = s.p50.as_nanos() as f64;
+        assert!((p50 - 50_000.0).abs() / 50_000.0 < 0.07, "{s}");
+        let p99 = s.p99.as_nanos() as f64;
+        assert!((p99 - 99_000.0).abs() / 99_000.0 < 0.07, "{s}");
+    }
+}

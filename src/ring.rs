@@ -1,0 +1,265 @@
+//! The only file that talks to io_uring: ring setup and probing, pushing SQEs,
+//! the one `io_uring_enter` per turn, and reaping CQEs.
+//!
+//! A [`Ring`] is `!Send`: it is created on the home thread and never leaves it,
+//! so no other thread can reach `io_uring_enter` (invariant 3). [`Ring::enter`]
+//! also checks this at run time, so a mistake in the crate fails loudly.
+//!
+//! Completions are announced through an eventfd registered with the ring: the
+//! driver sleeps on that eventfd (through Tokio's reactor). Polling the ring fd
+//! itself does not work with `IORING_SETUP_DEFER_TASKRUN` — deferred
+//! completions never make it readable — while the registered eventfd fires for
+//! both kinds of ring.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::thread::{self, ThreadId};
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use crate::metrics::RingFlags;
+
+/// `user_data` of SQEs whose CQEs the driver ignores (cancel requests).
+pub(crate) const IGNORED_USER_DATA: u64 = u64::MAX;
+
+/// One io_uring instance, owned by the home thread.
+pub(crate) struct Ring {
+    uring: IoUring,
+    /// Registered with the ring; the kernel signals it when CQEs are posted.
+    eventfd: OwnedFd,
+    flags: RingFlags,
+    home: ThreadId,
+    /// Makes `Ring` `!Send` and `!Sync`: only the home thread may touch it.
+    _home_only: PhantomData<*const ()>,
+}
+
+/// What [`Ring::new`] is asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RingConfig {
+    pub(crate) entries: u32,
+    /// Try `SINGLE_ISSUER | DEFER_TASKRUN` first.
+    pub(crate) single_issuer: bool,
+}
+
+impl Ring {
+    /// Sets up a ring on the calling thread, which becomes its home thread.
+    ///
+    /// Tries `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, then
+    /// `COOP_TASKRUN | TASKRUN_FLAG`, then no flags, keeping the first the
+    /// kernel accepts. Errors from the last attempt (`ENOSYS`, `EPERM` when
+    /// io_uring is disabled or filtered) are returned as they are.
+    pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
+        let attempts: &[RingFlags] = &[
+            RingFlags {
+                single_issuer: true,
+                defer_taskrun: true,
+                coop_taskrun: false,
+            },
+            RingFlags {
+                single_issuer: false,
+                defer_taskrun: false,
+                coop_taskrun: true,
+            },
+            RingFlags::default(),
+        ];
+        let mut last_error = None;
+        for flags in attempts
+            .iter()
+            .filter(|f| config.single_issuer || !f.single_issuer)
+        {
+            let mut builder = IoUring::builder();
+            if flags.single_issuer {
+                builder.setup_single_issuer();
+            }
+            if flags.defer_taskrun {
+                builder.setup_defer_taskrun().setup_taskrun_flag();
+            }
+            if flags.coop_taskrun {
+                builder.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            // A CQ twice the SQ, as liburing does; the driver caps in-flight
+            // ops at the CQ size so the CQ never overflows in normal running.
+            builder.setup_cqsize(config.entries.saturating_mul(2));
+            match builder.build(config.entries) {
+                Ok(uring) => return Ring::with_uring(uring, *flags),
+                Err(e) => {
+                    tracing::debug!(?flags, error = %e, "io_uring setup refused these flags");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.expect("at least one setup attempt"))
+    }
+
+    fn with_uring(uring: IoUring, flags: RingFlags) -> io::Result<Ring> {
+        // SAFETY: eventfd(2) with valid flags; a non-negative return is a new
+        // fd that nothing else owns.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd from eventfd(2) above, owned by nobody else.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        Ok(Ring {
+            uring,
+            eventfd,
+            flags,
+            home: thread::current().id(),
+            _home_only: PhantomData,
+        })
+    }
+
+    pub(crate) fn flags(&self) -> RingFlags {
+        self.flags
+    }
+
+    /// A new fd for the eventfd the kernel signals when completions are posted.
+    pub(crate) fn eventfd(&self) -> io::Result<OwnedFd> {
+        self.eventfd.try_clone()
+    }
+
+    /// Completion queue size: the driver's limit on ops in flight.
+    pub(crate) fn cq_capacity(&self) -> usize {
+        self.uring.params().cq_entries() as usize
+    }
+
+    /// Queues one SQE. Returns `false` when the SQ is full.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, fd and struct the entry points at must stay valid (and
+    /// unmoved) until its CQE is reaped.
+    pub(crate) unsafe fn push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: the caller guarantees the entry's pointers outlive its CQE.
+        unsafe { self.uring.submission().push(entry).is_ok() }
+    }
+
+    /// SQEs queued and not yet submitted.
+    pub(crate) fn queued(&mut self) -> usize {
+        self.uring.submission().len()
+    }
+
+    /// Whether the SQ has room for another entry.
+    pub(crate) fn has_room(&mut self) -> bool {
+        !self.uring.submission().is_full()
+    }
+
+    /// Whether this turn needs an `io_uring_enter`: SQEs to submit, deferred
+    /// task work to run (the kernel sets `IORING_SQ_TASKRUN`), or CQEs that
+    /// overflowed into the kernel's backlog.
+    pub(crate) fn needs_enter(&mut self) -> bool {
+        let sq = self.uring.submission();
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+    }
+
+    /// Submits everything queued and runs pending task work, without waiting:
+    /// the one syscall of a turn. Returns how many SQEs the kernel took.
+    ///
+    /// # Panics
+    ///
+    /// If called off the home thread: that would break invariant 3, and with
+    /// `SINGLE_ISSUER` the kernel would refuse it anyway.
+    pub(crate) fn enter(&mut self) -> io::Result<usize> {
+        self.assert_home();
+        let to_submit = self.queued() as u32;
+        loop {
+            // SAFETY: plain io_uring_enter(2) on our own ring; no argument
+            // struct is passed, and every queued SQE satisfied `push`'s contract.
+            let result = unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(
+                    to_submit,
+                    0,
+                    IORING_ENTER_GETEVENTS,
+                    None,
+                )
+            };
+            match result {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY/EAGAIN: the kernel could not take more work right now
+                // (CQ overflow backlog, memory). The SQEs stay queued and go
+                // in on a later turn, after this one reaps.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    tracing::debug!(error = %e, "io_uring_enter deferred submission");
+                    return Ok(to_submit as usize - self.queued());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Submits what is queued and blocks until `want` CQEs are ready or
+    /// `timeout` passes. Used only by shutdown, to drain what is in flight.
+    pub(crate) fn enter_and_wait_timeout(
+        &mut self,
+        want: usize,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        self.assert_home();
+        let timespec = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&timespec);
+        match self.uring.submitter().submit_with_args(want, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn assert_home(&self) {
+        assert_eq!(
+            thread::current().id(),
+            self.home,
+            "io_uring_enter called off the ring's home thread"
+        );
+    }
+
+    /// Calls `f(user_data, result, flags)` for every CQE ready now.
+    pub(crate) fn reap(&mut self, mut f: impl FnMut(u64, i32, u32)) -> usize {
+        let mut count = 0;
+        let mut cq = self.uring.completion();
+        loop {
+            cq.sync();
+            if cq.is_empty() {
+                break;
+            }
+            for cqe in &mut cq {
+                count += 1;
+                f(cqe.user_data(), cqe.result(), cqe.flags());
+            }
+        }
+        count
+    }
+
+    /// Builds an `IORING_OP_ASYNC_CANCEL` for the op with `user_data`.
+    pub(crate) fn cancel_entry(user_data: u64) -> squeue::Entry {
+        opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(IGNORED_USER_DATA)
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // Unregistering is best effort: closing the ring fd right after
+        // releases the registration anyway.
+        let _ = self.uring.submitter().unregister_eventfd();
+    }
+}
+
+/// Re-exported for op definitions, so that they name io_uring types through
+/// this module only.
+pub(crate) use io_uring::opcode as op;
+pub(crate) use io_uring::squeue::Entry as Sqe;
+pub(crate) use io_uring::types as ty;
+
+/// `IORING_ENTER_GETEVENTS`: run task work and report completions.
+const IORING_ENTER_GETEVENTS: u32 = 1;

@@ -1,0 +1,44 @@
+//! Helpers shared by the integration tests: building contexts, counting open
+//! fds, and skipping (with a printed reason) where the machine lacks io_uring.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use aioctx::{Builder, Context};
+
+/// A context with the default configuration, or `None` (after printing why)
+/// when this machine cannot set up io_uring at all.
+pub fn context() -> Option<Context> {
+    build(Context::builder())
+}
+
+/// Builds `builder`, skipping the test when io_uring is unavailable here.
+pub fn build(builder: Builder) -> Option<Context> {
+    match builder.build() {
+        Ok(ctx) => Some(ctx),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
+            None
+        }
+        Err(e) => panic!("building a context failed: {e}"),
+    }
+}
+
+/// Number of fds open in this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Polls `condition` until it holds; panics with `what` after a generous
+/// bound. A liveness guard against hangs, not a timing assertion.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("never happened: {what}");
+}
