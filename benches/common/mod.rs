@@ -4,7 +4,8 @@
 //!
 //! Every number is a ratio against a baseline measured in the same run: one module per
 //! benchmark (`wake`, `nop`, `randread`, `cached`) builds its row groups from the peers in
-//! `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring), `group` runs
+//! `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring) and from
+//! `aioctx_rows` (the crate under test, measured the same way), `group` runs
 //! each group's implementations in turns and takes medians, `report` prints the table or JSON
 //! lines, and `targets` checks the targets of issue 5.
 //!
@@ -18,6 +19,7 @@
 
 #![allow(dead_code)]
 
+pub mod aioctx_rows;
 pub mod cached;
 pub mod config;
 pub mod group;

@@ -2,6 +2,7 @@
 //! thread: the raw io-uring crate (the limit, batches of 32), and runtimes driving NOP futures
 //! from 32 tasks.
 
+use super::aioctx_rows;
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::{raw_uring, tokio_uring};
@@ -31,6 +32,10 @@ pub fn run(config: &Config) -> Vec<Row> {
             tokio_uring::nop_tasks(window, IN_FLIGHT)
         })
         .note("32 local tasks awaiting tokio_uring::no_op()"),
+        Candidate::new("aioctx", move || aioctx_rows::nop_tasks(window, IN_FLIGHT)).note(format!(
+            "32 tasks spawned on the context awaiting ctx.nop(); {}",
+            aioctx_rows::backend_note()
+        )),
     ];
     run_group(config, &group, candidates)
 }

@@ -4,6 +4,7 @@
 //! same run (on the VMs here an idle-thread wake costs ~21-25 us whatever the mechanism, so the
 //! ratio is the number that counts).
 
+use super::aioctx_rows;
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::{eventfd, tokio_channel};
@@ -26,6 +27,10 @@ pub fn run(config: &Config) -> Vec<Row> {
             .note("ping-pong between two std threads"),
         Candidate::new("tokio-mpsc", move || tokio_channel::round_trip(window))
             .note("std thread -> mpsc -> parked current-thread runtime -> oneshot back"),
+        Candidate::new("aioctx", move || aioctx_rows::wake_round_trip(window)).note(format!(
+            "std thread: ctx.block_on(ctx.nop()) on an idle context; {}",
+            aioctx_rows::backend_note()
+        )),
     ];
     run_group(config, &group, candidates)
 }

@@ -1,0 +1,163 @@
+//! The crate under test: the aioctx side of every benchmark, measured the same way as its peers.
+//!
+//! - `wake`: a plain std thread runs `ctx.block_on(ctx.nop())` against an idle context.
+//! - `nop`: tasks spawned onto the home thread, each awaiting `ctx.nop()` in a loop.
+//! - `randread` / `cached`: tasks spawned onto the home thread, each awaiting
+//!   `aioctx::fs::File::read_at` into an `AlignedBuf`.
+//! - `submitters`: foreign std threads, each keeping its share of the queue depth in flight from
+//!   `ctx.block_on`, so every read goes through the inbox.
+//!
+//! Rows carry the context's counters over the measured window as extras: `enters_per_op`
+//! (`io_uring_enter` calls per completed op, the submit policy made visible) and, where ops come
+//! from foreign threads, `kicks_per_op`.
+
+use std::io;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aioctx::{Context, Metrics};
+
+use crate::common::group::{RunError, RunResult};
+use crate::common::measure::{Latencies, Measurement, Phase, Window};
+
+/// Ring entries of every benchmark context: room for the deepest queue (128) and more.
+const ENTRIES: u32 = 256;
+
+/// A fresh context for one run.
+fn context() -> Result<Context, RunError> {
+    Context::builder()
+        .entries(ENTRIES)
+        .thread_name("aioctx-bench")
+        .build()
+        .map_err(|error| RunError::Fail(format!("Context::build: {error}")))
+}
+
+/// The note for an aioctx row: which backend and ring flags ran it.
+pub fn backend_note() -> String {
+    match context() {
+        Ok(ctx) => {
+            let metrics = ctx.metrics();
+            let flags = metrics.ring_flags;
+            format!(
+                "backend {}{}{}",
+                metrics.backend,
+                if flags.single_issuer {
+                    ", SINGLE_ISSUER"
+                } else {
+                    ""
+                },
+                if flags.defer_taskrun {
+                    "+DEFER_TASKRUN"
+                } else {
+                    ""
+                },
+            )
+        }
+        Err(RunError::Skip(reason) | RunError::Fail(reason)) => reason,
+    }
+}
+
+fn join_error(error: aioctx::JoinError) -> RunError {
+    RunError::Fail(format!("benchmark task failed: {error}"))
+}
+
+/// Counter deltas over a measured window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    ops: u64,
+    ops_foreign: u64,
+    submits: u64,
+    kicks_sent: u64,
+}
+
+impl Counters {
+    fn of(metrics: &Metrics) -> Counters {
+        Counters {
+            ops: metrics.ops_local + metrics.ops_foreign,
+            ops_foreign: metrics.ops_foreign,
+            submits: metrics.submits,
+            kicks_sent: metrics.kicks_sent,
+        }
+    }
+
+    fn since(self, earlier: Counters) -> Counters {
+        Counters {
+            ops: self.ops - earlier.ops,
+            ops_foreign: self.ops_foreign - earlier.ops_foreign,
+            submits: self.submits - earlier.submits,
+            kicks_sent: self.kicks_sent - earlier.kicks_sent,
+        }
+    }
+
+    fn per_op(count: u64, ops: u64) -> f64 {
+        if ops == 0 {
+            0.0
+        } else {
+            count as f64 / ops as f64
+        }
+    }
+}
+
+/// Runs the measured window from this (non-home) thread: warm-up, then `measure` with the
+/// context's counters read at both ends.
+fn measured_window(ctx: &Context, phase: &Phase, window: Window) -> (Duration, Counters) {
+    thread::sleep(window.warmup);
+    let before = Counters::of(&ctx.metrics());
+    phase.start_measuring();
+    let start = Instant::now();
+    thread::sleep(window.measure);
+    phase.stop();
+    let elapsed = start.elapsed();
+    (elapsed, Counters::of(&ctx.metrics()).since(before))
+}
+
+/// `wake`: round trips of `ctx.block_on(ctx.nop())` from this std thread to an idle context.
+pub fn wake_round_trip(window: Window) -> RunResult {
+    let ctx = context()?;
+    let warmup_end = Instant::now() + window.warmup;
+    while Instant::now() < warmup_end {
+        ctx.block_on(ctx.nop())?;
+    }
+    let mut latencies = Latencies::with_capacity(1 << 16);
+    let start = Instant::now();
+    let mut round_trips = 0;
+    while start.elapsed() < window.measure {
+        let sent = Instant::now();
+        ctx.block_on(ctx.nop())?;
+        latencies.record_since(sent);
+        round_trips += 1;
+    }
+    Ok(latencies.into_measurement(round_trips, start.elapsed()))
+}
+
+/// `nop`: `tasks` tasks on the home thread, each awaiting `ctx.nop()` in a loop.
+pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
+    let ctx = context()?;
+    let phase = Arc::new(Phase::new());
+    let workers: Vec<_> = (0..tasks)
+        .map(|_| {
+            let task_ctx = ctx.clone();
+            let phase = Arc::clone(&phase);
+            ctx.spawn(async move {
+                let mut ops = 0u64;
+                while !phase.is_stopped() {
+                    task_ctx.nop().await?;
+                    if phase.is_measuring() {
+                        ops += 1;
+                    }
+                }
+                io::Result::Ok(ops)
+            })
+        })
+        .collect();
+    let (elapsed, counters) = measured_window(&ctx, &phase, window);
+    let mut ops = 0;
+    for worker in workers {
+        ops += worker.join().map_err(join_error)??;
+    }
+    Ok(Measurement::throughput(ops, elapsed).with_extra(
+        "enters_per_op",
+        Counters::per_op(counters.submits, counters.ops),
+    ))
+}
