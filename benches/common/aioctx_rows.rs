@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use aioctx::{Context, Metrics};
 
+use crate::common::affinity;
 use crate::common::group::{RunError, RunResult};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
 
@@ -112,9 +113,18 @@ fn measured_window(ctx: &Context, phase: &Phase, window: Window) -> (Duration, C
     (elapsed, Counters::of(&ctx.metrics()).since(before))
 }
 
-/// `wake`: round trips of `ctx.block_on(ctx.nop())` from this std thread to an idle context.
+/// `wake`: round trips of `ctx.block_on(ctx.nop())` from this std thread to an idle context,
+/// the two threads pinned to different CPUs.
 pub fn wake_round_trip(window: Window) -> RunResult {
+    let cpus = affinity::wake_cpus();
+    let _pinned = cpus
+        .map(|(caller, _)| affinity::pin_current_thread(caller))
+        .transpose()?;
     let ctx = context()?;
+    // The spawned task runs on the home thread, so this pins the home thread.
+    ctx.spawn(async move { affinity::pin_for_life(cpus.map(|(_, home)| home)) })
+        .join()
+        .map_err(join_error)??;
     let warmup_end = Instant::now() + window.warmup;
     while Instant::now() < warmup_end {
         ctx.block_on(ctx.nop())?;

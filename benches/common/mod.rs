@@ -19,6 +19,7 @@
 
 #![allow(dead_code)]
 
+pub mod affinity;
 pub mod aioctx_rows;
 pub mod cached;
 pub mod config;

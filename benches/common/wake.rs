@@ -2,7 +2,8 @@
 //! blocks until the answer comes back: two wakes of a sleeping thread per round trip. Reported as
 //! p50/p99 round-trip latency, with the ratio of p50 to the eventfd ping-pong measured in the
 //! same run (on the VMs here an idle-thread wake costs ~21-25 us whatever the mechanism, so the
-//! ratio is the number that counts).
+//! ratio is the number that counts). Every row pins the caller and the woken thread to two
+//! different CPUs (see `affinity`), so all of them pay the same kind of wake.
 
 use super::aioctx_rows;
 use super::config::Config;

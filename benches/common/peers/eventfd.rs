@@ -8,6 +8,7 @@ use std::os::fd::FromRawFd;
 use std::thread;
 use std::time::Instant;
 
+use crate::common::affinity;
 use crate::common::group::RunResult;
 use crate::common::measure::{Latencies, Window};
 
@@ -34,8 +35,13 @@ fn wait(mut fd: &File) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(value))
 }
 
-/// Measures eventfd ping-pong round trips (p50/p99) over `window`.
+/// Measures eventfd ping-pong round trips (p50/p99) over `window`, the two threads pinned to
+/// different CPUs.
 pub fn ping_pong(window: Window) -> RunResult {
+    let cpus = affinity::wake_cpus();
+    let _pinned = cpus
+        .map(|(caller, _)| affinity::pin_current_thread(caller))
+        .transpose()?;
     let ping = eventfd()?;
     let pong = eventfd()?;
     let echo = {
@@ -44,6 +50,7 @@ pub fn ping_pong(window: Window) -> RunResult {
         thread::Builder::new()
             .name("eventfd-echo".into())
             .spawn(move || -> io::Result<()> {
+                affinity::pin_for_life(cpus.map(|(_, responder)| responder))?;
                 while wait(&ping)? != STOP {
                     signal(&pong, 1)?;
                 }

@@ -8,11 +8,17 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::common::affinity;
 use crate::common::group::{RunError, RunResult};
 use crate::common::measure::{Latencies, Window};
 
-/// Measures mpsc-request, oneshot-reply round trips (p50/p99) over `window`.
+/// Measures mpsc-request, oneshot-reply round trips (p50/p99) over `window`, the two threads
+/// pinned to different CPUs.
 pub fn round_trip(window: Window) -> RunResult {
+    let cpus = affinity::wake_cpus();
+    let _pinned = cpus
+        .map(|(caller, _)| affinity::pin_current_thread(caller))
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -20,6 +26,7 @@ pub fn round_trip(window: Window) -> RunResult {
     let server = thread::Builder::new()
         .name("tokio-echo".into())
         .spawn(move || {
+            let _ = affinity::pin_for_life(cpus.map(|(_, responder)| responder));
             runtime.block_on(async move {
                 while let Some(reply) = incoming.recv().await {
                     let _ = reply.send(());
