@@ -1,11 +1,12 @@
 //! `nop`: per-op overhead with nothing underneath. NOP throughput with 32 ops in flight on one
-//! thread: the raw io-uring crate (the limit, batches of 32), and runtimes driving NOP futures
-//! from 32 tasks.
+//! thread: the raw io-uring crate (the limit, batches of 32), runtimes driving NOP futures from
+//! 32 tasks, and the cost of the task wake alone (what a Tokio task-per-op design cannot go
+//! below: the ring's cost per op comes on top of it).
 
 use super::aioctx_rows;
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
-use super::peers::{raw_uring, tokio_uring};
+use super::peers::{raw_uring, tokio_uring, tokio_wake};
 use super::report::{RatioOf, Row};
 
 /// Ops in flight: the raw loop's batch size and the runtimes' task count.
@@ -32,6 +33,10 @@ pub fn run(config: &Config) -> Vec<Row> {
             tokio_uring::nop_tasks(window, IN_FLIGHT)
         })
         .note("32 local tasks awaiting tokio_uring::no_op()"),
+        Candidate::new("tokio-wake", move || {
+            tokio_wake::wake_tasks(window, IN_FLIGHT)
+        })
+        .note("no I/O: each op one self-wake of a Tokio task (the floor of task-per-op designs)"),
         Candidate::new("aioctx", move || aioctx_rows::nop_tasks(window, IN_FLIGHT)).note(format!(
             "32 tasks spawned on the context awaiting ctx.nop(); {}",
             aioctx_rows::backend_note()

@@ -9,3 +9,4 @@ pub mod raw_uring;
 pub mod tokio_channel;
 pub mod tokio_fs;
 pub mod tokio_uring;
+pub mod tokio_wake;
