@@ -23,6 +23,8 @@ pub struct Config {
     pub quick: bool,
     /// Whether to print a progress line to stderr per run.
     pub progress: bool,
+    /// Implementations to run (by name); `None` runs all. For profiling one implementation.
+    pub implementations: Option<Vec<String>>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -41,6 +43,7 @@ impl Config {
             queue_depths: vec![1, 32, 128],
             quick: false,
             progress: true,
+            implementations: None,
         }
     }
 
@@ -57,6 +60,15 @@ impl Config {
             quick: true,
             ..Config::full()
         }
+    }
+}
+
+impl Config {
+    /// Whether `implementation` is selected by `--impls` (all are, without it).
+    pub fn selects_implementation(&self, implementation: &str) -> bool {
+        self.implementations
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|name| name == implementation))
     }
 }
 
@@ -80,6 +92,7 @@ options:
   --seconds S      measured seconds per run of a row (default 2)
   --depths 1,32    queue depths of the randread rows (default 1,32,128)
   --only A,B       only these benchmarks (wake, nop, randread, cached, submitters, seed)
+  --impls A,B      only these implementations (aioctx, io-uring, fio, ...), e.g. to profile one
   --no-progress    no progress lines on stderr";
 
 impl Cli {
@@ -121,6 +134,10 @@ impl Cli {
                         .split(',')
                         .map(|depth| depth.parse().map_err(|e| format!("--depths: {e}")))
                         .collect::<Result<_, _>>()?;
+                }
+                "--impls" => {
+                    config.implementations =
+                        Some(value("--impls")?.split(',').map(str::to_owned).collect());
                 }
                 "--only" => {
                     only = Some(value("--only")?.split(',').map(str::to_owned).collect());

@@ -85,7 +85,7 @@ pub struct Group {
 }
 
 /// Runs `candidates` in turns, `config.repeats` times, and returns one row per candidate. A
-/// candidate that skips or fails is not run again.
+/// candidate that skips or fails is not run again; candidates `--impls` leaves out get no row.
 pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>) -> Vec<Row> {
     struct Entry<'a> {
         candidate: Candidate<'a>,
@@ -94,6 +94,7 @@ pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>)
     }
     let mut entries: Vec<Entry<'_>> = candidates
         .into_iter()
+        .filter(|candidate| config.selects_implementation(candidate.implementation))
         .map(|candidate| Entry {
             candidate,
             runs: Vec::new(),
