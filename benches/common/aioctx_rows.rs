@@ -2,8 +2,9 @@
 //!
 //! - `wake`: a plain std thread runs `ctx.block_on(ctx.nop())` against an idle context.
 //! - `nop`: tasks spawned onto the home thread, each awaiting `ctx.nop()` in a loop.
-//! - `randread` / `cached`: tasks spawned onto the home thread, each awaiting
-//!   `aioctx::fs::File::read_at` into an `AlignedBuf`.
+//! - `randread` / `cached`: tasks spawned onto the home thread, each awaiting a 4 KiB read
+//!   (`Context::submit_raw` of a read SQE into a page-aligned buffer until `aioctx::fs` lands;
+//!   then `aioctx::fs::File::read_at` into an `AlignedBuf`).
 //! - `submitters`: foreign std threads, each keeping its share of the queue depth in flight from
 //!   `ctx.block_on`, so every read goes through the inbox.
 //!
@@ -12,15 +13,21 @@
 //! from foreign threads, `kicks_per_op`.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use aioctx::{Context, Metrics};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use io_uring::{opcode, types};
 
 use crate::common::affinity;
 use crate::common::group::{RunError, RunResult};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
+use crate::common::page_buf::PageBuf;
+use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
 const ENTRIES: u32 = 256;
@@ -170,4 +177,150 @@ pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
         "enters_per_op",
         Counters::per_op(counters.submits, counters.ops),
     ))
+}
+
+/// Opens `file` for `mode`. Until `aioctx::fs` lands, files are std files read through
+/// `Context::submit_raw`; the rows switch to `aioctx::fs::File` and `AlignedBuf` with it.
+fn open(file: &TestFile, mode: ReadMode) -> io::Result<Arc<std::fs::File>> {
+    file.open(mode).map(Arc::new)
+}
+
+/// Reads one block at `offset` into `buffer` and hands the buffer back.
+async fn read_block(
+    ctx: &Context,
+    file: &Arc<std::fs::File>,
+    mut buffer: PageBuf,
+    offset: u64,
+) -> io::Result<PageBuf> {
+    let entry = opcode::Read::new(
+        types::Fd(file.as_raw_fd()),
+        buffer.as_mut_ptr(),
+        BLOCK_LEN as u32,
+    )
+    .offset(offset)
+    .build();
+    // SAFETY: the SQE points into `buffer`'s heap allocation, which does not move when the
+    // buffer moves into the op's resources, and names `file`'s fd, which the `Arc` clone in
+    // the resources keeps open; the op owns both until its CQE arrives.
+    let completion = unsafe { ctx.submit_raw(entry, (buffer, Arc::clone(file))) }.await;
+    let (buffer, _file) = completion.resources;
+    match completion.result? as usize {
+        BLOCK_LEN => Ok(buffer),
+        short => Err(io::Error::other(format!("short read: {short} bytes"))),
+    }
+}
+
+/// `randread` / `cached`: `depth` tasks on the home thread, each reading random blocks with
+/// `File::read_at`. Records latency in [`ReadMode::Direct`].
+pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Window) -> RunResult {
+    let ctx = context()?;
+    let opened = open(file, mode)?;
+    let phase = Arc::new(Phase::new());
+    let record_latency = mode.records_latency();
+    let workers: Vec<_> = (0..depth)
+        .map(|task| {
+            let opened = Arc::clone(&opened);
+            let phase = Arc::clone(&phase);
+            let task_ctx = ctx.clone();
+            let mut offsets = BlockOffsets::new(file, task as u64);
+            ctx.spawn(async move {
+                let mut buffer = PageBuf::zeroed(BLOCK_LEN);
+                let mut latencies = Latencies::default();
+                let mut ops = 0u64;
+                while !phase.is_stopped() {
+                    let started = Instant::now();
+                    buffer = read_block(&task_ctx, &opened, buffer, offsets.next_offset()).await?;
+                    if phase.is_measuring() {
+                        ops += 1;
+                        if record_latency {
+                            latencies.record_since(started);
+                        }
+                    }
+                }
+                io::Result::Ok((ops, latencies))
+            })
+        })
+        .collect();
+    let (elapsed, counters) = measured_window(&ctx, &phase, window);
+    let mut all = Latencies::default();
+    let mut ops = 0;
+    for worker in workers {
+        let (worker_ops, latencies) = worker.join().map_err(join_error)??;
+        ops += worker_ops;
+        all.absorb(latencies);
+    }
+    Ok(all.into_measurement(ops, elapsed).with_extra(
+        "enters_per_op",
+        Counters::per_op(counters.submits, counters.ops),
+    ))
+}
+
+/// `submitters`: `threads` foreign std threads, each keeping `total_depth / threads` O_DIRECT
+/// reads in flight from `ctx.block_on`. Reports IOPS, latency, and kicks and enters per op.
+pub fn foreign_submitters(
+    file: &TestFile,
+    threads: usize,
+    total_depth: usize,
+    window: Window,
+) -> RunResult {
+    let ctx = context()?;
+    let opened = open(file, ReadMode::Direct)?;
+    let phase = Phase::new();
+    let per_thread = total_depth / threads;
+    let (elapsed, counters, results) = thread::scope(|scope| {
+        let submitters: Vec<_> = (0..threads)
+            .map(|index| {
+                let (ctx, opened, phase) = (&ctx, &opened, &phase);
+                let mut offsets = BlockOffsets::new(file, index as u64);
+                scope.spawn(move || {
+                    ctx.block_on(async {
+                        let mut latencies = Latencies::default();
+                        let mut ops = 0u64;
+                        let mut in_flight = FuturesUnordered::new();
+                        let read = |buffer, offset| async move {
+                            let started = Instant::now();
+                            (read_block(ctx, opened, buffer, offset).await, started)
+                        };
+                        for _ in 0..per_thread {
+                            in_flight.push(read(PageBuf::zeroed(BLOCK_LEN), offsets.next_offset()));
+                        }
+                        while let Some((result, started)) = in_flight.next().await {
+                            let buffer = result?;
+                            if phase.is_measuring() {
+                                ops += 1;
+                                latencies.record_since(started);
+                            }
+                            if !phase.is_stopped() {
+                                in_flight.push(read(buffer, offsets.next_offset()));
+                            }
+                        }
+                        io::Result::Ok((ops, latencies))
+                    })
+                })
+            })
+            .collect();
+        let (elapsed, counters) = measured_window(&ctx, &phase, window);
+        let results: Vec<_> = submitters
+            .into_iter()
+            .map(|s| s.join().expect("submitter panicked"))
+            .collect();
+        (elapsed, counters, results)
+    });
+    let mut all = Latencies::default();
+    let mut ops = 0;
+    for result in results {
+        let (thread_ops, latencies) = result?;
+        ops += thread_ops;
+        all.absorb(latencies);
+    }
+    Ok(all
+        .into_measurement(ops, elapsed)
+        .with_extra(
+            "kicks_per_op",
+            Counters::per_op(counters.kicks_sent, counters.ops_foreign),
+        )
+        .with_extra(
+            "enters_per_op",
+            Counters::per_op(counters.submits, counters.ops),
+        ))
 }

@@ -2,6 +2,7 @@
 //! readers. No device wait, so this measures each implementation's per-op CPU cost. tokio-uring
 //! is the baseline (the closest peer); raw io-uring is the limit.
 
+use super::aioctx_rows;
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::raw_uring::SubmitPolicy;
@@ -57,6 +58,13 @@ pub fn run(config: &Config) -> Vec<Row> {
             tokio_fs::random_reads(file, TASKS, window)
         })
         .note("seek + read_exact, a handle per task"),
+        Candidate::new("aioctx", move || {
+            aioctx_rows::random_reads(file, ReadMode::Cached, TASKS, window)
+        })
+        .note(format!(
+            "read SQEs (submit_raw) from 32 tasks on the context; {}",
+            aioctx_rows::backend_note()
+        )),
     ];
     run_group(config, &group, candidates)
 }

@@ -3,6 +3,7 @@
 //! baseline when installed (else raw io-uring). Raw io-uring runs both submit policies, because
 //! on this machine's virtio disk one enter per replacement beats batching replacements by ~15%.
 
+use super::aioctx_rows;
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::raw_uring::SubmitPolicy;
@@ -41,6 +42,7 @@ pub fn run(config: &Config) -> Vec<Row> {
     let fio = fio::version();
     let window = config.window;
     let note = format!("{} MiB file", file.len >> 20);
+    let backend = aioctx_rows::backend_note();
     let mut rows = Vec::new();
     for &depth in &config.queue_depths {
         let group = Group {
@@ -92,6 +94,14 @@ pub fn run(config: &Config) -> Vec<Row> {
                 tokio_uring::random_reads(file, ReadMode::Direct, depth, window)
             })
             .note("custom_flags(O_DIRECT), page-aligned buffer"),
+        );
+        candidates.push(
+            Candidate::new("aioctx", move || {
+                aioctx_rows::random_reads(file, ReadMode::Direct, depth, window)
+            })
+            .note(format!(
+                "read SQEs (submit_raw) from tasks on the context; {backend}"
+            )),
         );
         rows.extend(run_group(config, &group, candidates));
     }
