@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, ThreadId};
+use std::time::Instant;
 
 use futures::task::AtomicWaker;
 use tokio::runtime::Runtime;
@@ -195,10 +196,13 @@ impl Shared {
     /// Hands a request to the driver: straight into the SQ on the home
     /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
     pub(crate) fn submit(self: &Arc<Self>, request: Request) -> io::Result<()> {
-        let request = match Core::try_accept_local(self, request) {
+        let mut request = match Core::try_accept_local(self, request) {
             Ok(result) => return result,
             Err(request) => request,
         };
+        if let Request::Submit(submission) = &mut request {
+            submission.pushed_at = Some(Instant::now());
+        }
         let is_submit = matches!(request, Request::Submit(_));
         match self.inbox.push(request) {
             Err(_) if is_submit => return Err(shutdown_error()),
@@ -371,15 +375,21 @@ impl Builder {
         let thread = thread::Builder::new()
             .name(self.thread_name.clone())
             .spawn(move || {
-                let home = match Home::new(&config) {
-                    Ok(home) => home,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
+                let started = Home::new(&config).and_then(|home| {
+                    let driver = home.start_driver()?;
+                    Ok((home, driver))
+                });
+                match started {
+                    Ok((home, driver)) => {
+                        let _ = ready_tx.send(Ok(home.shared.clone()));
+                        home.run_until_shut_down(driver);
                     }
-                };
-                let _ = ready_tx.send(Ok(home.shared.clone()));
-                home.run_until_shut_down();
+                    Err(e) => {
+                        Core::uninstall();
+                        HOME_OF.with(|home| home.borrow_mut().take());
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
             })?;
         let shared = match ready_rx.recv() {
             Ok(Ok(shared)) => shared,
@@ -398,6 +408,42 @@ impl Builder {
         });
         let _ = handle.shared.handle.set(Arc::downgrade(&handle));
         Ok(Context { handle })
+    }
+}
+
+impl Builder {
+    /// Makes the calling thread the home thread: sets up the ring and a
+    /// current-thread runtime here, and returns a [`LocalContext`] whose
+    /// [`block_on`](LocalContext::block_on) runs the main loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Builder::build).
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is already home to a context.
+    pub fn build_local(self) -> io::Result<LocalContext> {
+        let home = Home::new(&self)?;
+        let driver = match home.start_driver() {
+            Ok(driver) => driver,
+            Err(e) => {
+                Core::uninstall();
+                HOME_OF.with(|home| home.borrow_mut().take());
+                return Err(e);
+            }
+        };
+        let handle = Arc::new(Handle {
+            shared: home.shared.clone(),
+            home_thread: Mutex::new(None),
+        });
+        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        Ok(LocalContext {
+            home: Some(home),
+            driver: Some(driver),
+            context: Context { handle },
+            _home_only: PhantomData,
+        })
     }
 }
 
@@ -446,23 +492,24 @@ impl Home {
         })
     }
 
+    /// Spawns the driver task on the home runtime.
+    fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        let _runtime = self.runtime.enter();
+        let driver = DriverTask::new(self.shared.clone())?;
+        Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
+    }
+
     /// Runs the driver until shutdown has drained the ring, then tears the
     /// runtime and the ring down, in that order.
-    fn run_until_shut_down(self) {
+    fn run_until_shut_down(self, driver: tokio::task::JoinHandle<()>) {
+        if let Err(e) = self.runtime.block_on(driver) {
+            tracing::error!(error = %e, "aioctx driver failed");
+        }
         let Home {
             shared,
             runtime,
             finished,
         } = self;
-        let result = runtime.block_on(async {
-            let driver = DriverTask::new(shared.clone())?;
-            tokio::spawn(tokio::task::coop::unconstrained(driver))
-                .await
-                .map_err(io::Error::other)
-        });
-        if let Err(e) = result {
-            tracing::error!(error = %e, "aioctx driver failed");
-        }
         // Dropping the runtime drops the tasks still on it; their ops fail
         // fast, because the driver is closed.
         drop(runtime);
@@ -470,6 +517,51 @@ impl Home {
         Core::uninstall();
         let _ = finished.send(true);
         drop(shared);
+    }
+}
+
+/// A context whose home is the thread that built it, QEMU main-loop style:
+/// the driver runs whenever that thread runs [`LocalContext::block_on`].
+///
+/// From [`Builder::build_local`]. `!Send`: it stays on its home thread.
+/// Dropping it shuts the context down (cancelling and draining what is in
+/// flight) on the calling thread.
+pub struct LocalContext {
+    home: Option<Home>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+    context: Context,
+    _home_only: PhantomData<*const ()>,
+}
+
+impl LocalContext {
+    /// A handle to the context, to clone and hand to other threads.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Runs `future` to completion on this, the home, thread. The driver runs
+    /// alongside it: ops from any thread make progress only while some
+    /// `block_on` runs (between calls, foreign pushes wait in the inbox).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        let home = self.home.as_ref().expect("home present until drop");
+        home.runtime.block_on(future)
+    }
+}
+
+impl fmt::Debug for LocalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalContext")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl Drop for LocalContext {
+    fn drop(&mut self) {
+        self.context.shared().request_shutdown();
+        if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
+            home.run_until_shut_down(driver);
+        }
     }
 }
 

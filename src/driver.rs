@@ -58,8 +58,9 @@ pub(crate) struct Core {
     slots: Slots,
     /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
     backlog: VecDeque<Submission>,
-    /// Push times of the SQEs queued in the SQ, for dwell-time accounting.
-    queued_at: Vec<Instant>,
+    /// Push times of the SQEs queued in the SQ (foreign pushes only), for
+    /// dwell-time accounting.
+    queued_at: Vec<Option<Instant>>,
     /// Reused buffer for draining the inbox.
     drained: Vec<Request>,
     /// The driver task's waker, for same-thread wakes from local pushes.
@@ -138,9 +139,13 @@ impl Core {
             };
         }
         if let Request::Submit(_) = request {
-            Counters::add(&self.shared.counters.ops_local, 1);
+            Counters::bump(&self.shared.counters.ops_local, 1);
         }
-        self.handle(request);
+        match request {
+            // Submitted by the poll that created it: it cannot be abandoned.
+            Request::Submit(submission) => self.queue(submission, false),
+            Request::Cancel(op) => self.cancel(&op),
+        }
         if !self.turn_scheduled {
             self.turn_scheduled = true;
             if let Some(waker) = &self.waker {
@@ -152,24 +157,24 @@ impl Core {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Submit(submission) => self.queue(submission),
+            Request::Submit(submission) => self.queue(submission, true),
             Request::Cancel(op) => self.cancel(&op),
         }
     }
 
     /// Puts an op into the SQ, or the backlog when it cannot go in now.
-    fn queue(&mut self, submission: Submission) {
-        if !self.backlog.is_empty() || !self.try_push(&submission) {
-            Counters::add(&self.shared.counters.backlogged, 1);
+    fn queue(&mut self, submission: Submission, may_be_abandoned: bool) {
+        if !self.backlog.is_empty() || !self.try_push(&submission, may_be_abandoned) {
+            Counters::bump(&self.shared.counters.backlogged, 1);
             self.backlog.push_back(submission);
         }
     }
 
     /// Pushes into the SQ if there is room and the in-flight limit allows.
     /// An op abandoned before it reached the kernel is dropped here instead.
-    fn try_push(&mut self, submission: &Submission) -> bool {
+    fn try_push(&mut self, submission: &Submission, may_be_abandoned: bool) -> bool {
         let op = &submission.op;
-        if op.is_abandoned() {
+        if may_be_abandoned && op.is_abandoned() {
             return true;
         }
         if self.slots.is_full() || !self.ring.has_room() {
@@ -205,14 +210,14 @@ impl Core {
             // SAFETY: as above.
             let _ = unsafe { self.ring.push(&entry) };
         }
-        self.queued_at.push(Instant::now());
-        Counters::add(&self.shared.counters.cancels_sent, 1);
+        self.queued_at.push(None);
+        Counters::bump(&self.shared.counters.cancels_sent, 1);
     }
 
     /// Moves backlog entries into the SQ while they fit.
     fn flush_backlog(&mut self) {
         while let Some(submission) = self.backlog.pop_front() {
-            if !self.try_push(&submission) {
+            if !self.try_push(&submission, true) {
                 self.backlog.push_front(submission);
                 break;
             }
@@ -225,10 +230,11 @@ impl Core {
         match self.ring.enter() {
             Ok(submitted) => {
                 let counters = &self.shared.counters;
-                Counters::add(&counters.submits, 1);
-                Counters::add(&counters.sqes_submitted, submitted as u64);
+                Counters::bump(&counters.submits, 1);
+                Counters::bump(&counters.sqes_submitted, submitted as u64);
                 let now = Instant::now();
-                for pushed_at in self.queued_at.drain(..submitted.min(self.queued_at.len())) {
+                let carried = self.queued_at.drain(..submitted.min(self.queued_at.len()));
+                for pushed_at in carried.flatten() {
                     counters
                         .dwell
                         .record(now.saturating_duration_since(pushed_at));
@@ -253,13 +259,13 @@ impl Core {
                 None => tracing::error!(user_data, "CQE for an unknown slot"),
             }
         });
-        Counters::add(&self.shared.counters.cqes_reaped, reaped as u64);
+        Counters::bump(&self.shared.counters.cqes_reaped, reaped as u64);
     }
 
     /// One turn: drain, submit, reap.
     fn turn(&mut self) -> TurnOutcome {
         self.turn_scheduled = false;
-        Counters::add(&self.shared.counters.turns, 1);
+        Counters::bump(&self.shared.counters.turns, 1);
         if self.shared.is_closing() {
             self.shut_down();
             return TurnOutcome::ShutDown;

@@ -30,8 +30,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Adds to a counter that several threads write.
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Adds to a counter that only the home thread writes: a plain load and
+    /// store, no read-modify-write (readers may see either value, as with
+    /// any `Relaxed` counter).
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed) + n, Relaxed);
     }
 
     pub(crate) fn snapshot(&self, backend: &'static str, ring_flags: RingFlags) -> Metrics {
@@ -101,7 +109,9 @@ pub struct Metrics {
     pub backlogged: u64,
     /// `IORING_OP_ASYNC_CANCEL` requests sent for dropped or shut-down ops.
     pub cancels_sent: u64,
-    /// SQE dwell time: from push to the `io_uring_enter` that submitted it.
+    /// SQE dwell time of foreign pushes: from the push into the inbox to the
+    /// `io_uring_enter` that submitted it. (Home-thread ops go straight into
+    /// the SQ of the running loop and are not timed, to keep their path lean.)
     pub dwell: Dwell,
 }
 
@@ -169,10 +179,14 @@ impl fmt::Debug for Histogram {
 }
 
 impl Histogram {
+    /// Records one value. Only the home thread records, so the updates are
+    /// single-writer loads and stores rather than read-modify-writes.
     pub(crate) fn record(&self, value: Duration) {
         let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
-        self.max.fetch_max(ns, Relaxed);
+        Counters::bump(&self.buckets[bucket_of(ns)], 1);
+        if ns > self.max.load(Relaxed) {
+            self.max.store(ns, Relaxed);
+        }
     }
 
     pub(crate) fn summary(&self) -> Dwell {

@@ -84,6 +84,12 @@ impl Cqe {
         Cqe { result, flags }
     }
 
+    /// Whether the op failed because its context shut down before the
+    /// kernel saw it.
+    pub(crate) fn is_shutdown(&self) -> bool {
+        matches!(&self.result, Err(e) if crate::is_shutdown(e))
+    }
+
     pub(crate) fn error(error: io::Error) -> Cqe {
         Cqe {
             result: Err(error),
@@ -162,8 +168,9 @@ pub(crate) enum Request {
 pub(crate) struct Submission {
     pub(crate) op: Arc<dyn Inflight>,
     pub(crate) sqe: Sqe,
-    /// When the op was pushed: the start of its dwell time.
-    pub(crate) pushed_at: Instant,
+    /// When a foreign thread pushed the op: the start of its dwell time.
+    /// `None` for home-thread ops, which are not timed.
+    pub(crate) pushed_at: Option<Instant>,
 }
 
 impl<K: OpKind> OpCell<K> {
@@ -279,7 +286,7 @@ impl<K: OpKind> Future for Op<K> {
                 let submission = Submission {
                     op: cell.clone(),
                     sqe,
-                    pushed_at: Instant::now(),
+                    pushed_at: None,
                 };
                 match this.shared.submit(Request::Submit(submission)) {
                     Ok(()) => {

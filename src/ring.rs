@@ -263,3 +263,34 @@ pub(crate) use io_uring::types as ty;
 
 /// `IORING_ENTER_GETEVENTS`: run task work and report completions.
 const IORING_ENTER_GETEVENTS: u32 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::{Ring, RingConfig};
+
+    /// Smuggles a `Ring` to another thread, which the type system forbids,
+    /// to check that the run-time guard behind invariant 3 fires.
+    struct Smuggled(Ring);
+    // SAFETY: test only; the ring is used by one thread at a time (moved to
+    // the spawned thread and dropped there), which is all io_uring needs.
+    unsafe impl Send for Smuggled {}
+
+    #[test]
+    fn enter_off_the_home_thread_panics() {
+        let ring = match Ring::new(RingConfig {
+            entries: 8,
+            single_issuer: true,
+        }) {
+            Ok(ring) => ring,
+            Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
+        };
+        let smuggled = Smuggled(ring);
+        let outcome = std::thread::spawn(move || {
+            let mut smuggled = smuggled;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| smuggled.0.enter())).is_err()
+        })
+        .join()
+        .unwrap();
+        assert!(outcome, "io_uring_enter off the home thread must panic");
+    }
+}

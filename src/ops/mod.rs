@@ -1,6 +1,7 @@
 //! The operations, one file per kind. Each defines an [`OpKind`] (its
 //! arguments and owned resources, how it becomes an SQE, and how its CQE
-//! becomes an output) and the `Context` method that starts it.
+//! becomes an output); [`Context`](crate::Context) and
+//! [`fs::File`](crate::fs::File) start them.
 //!
 //! Every op is a `Send` future usable from any thread and any runtime, and
 //! every op shares one cancel-safety contract, stated once here:
@@ -11,15 +12,31 @@
 //! memory the kernel may still write: the op's buffers and fds move to the
 //! driver until the kernel reports the op done, and the driver asks the kernel
 //! to cancel it (`IORING_OP_ASYNC_CANCEL`). The op itself may still take
-//! effect: a dropped write may have written.
-//!
-//! [`OpKind`]: crate::op::OpKind
+//! effect: a dropped write may have written, and a dropped open's fd is closed
+//! when it arrives.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 pub(crate) mod nop;
+pub(crate) mod open;
 pub(crate) mod raw;
+pub(crate) mod rw;
+pub(crate) mod statx;
+pub(crate) mod sync;
 pub(crate) mod timeout;
+pub(crate) mod vectored;
 
 pub use crate::op::{Cqe, Op, OpKind};
 pub use nop::Nop;
+pub use open::{Close, OpenAt};
 pub use raw::{RawCompletion, RawOp};
+pub use rw::{ReadAt, WriteAt};
+pub use statx::{Metadata, Statx};
+pub use sync::{Fallocate, Fsync, Ftruncate};
 pub use timeout::Timeout;
+pub use vectored::{ReadvAt, WritevAt};
+
+/// An fd shared by a file and its ops in flight: an op holds a clone, so the
+/// fd cannot be closed (and its number reused) while the kernel uses it.
+pub(crate) type SharedFd = Arc<OwnedFd>;

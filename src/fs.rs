@@ -1,0 +1,379 @@
+//! [`File`]: positional file I/O through a context's ring, with owned buffers.
+//!
+//! A `File` is `Send + Sync` and may be used from any thread; its ops go to
+//! the context it was opened on. Every op takes its buffer by value and hands
+//! it back with the result, `(io::Result<usize>, B)`, so nothing borrowed can
+//! be freed while the kernel writes. See [the ops module](crate::ops#cancel-safety)
+//! for what dropping an op future mid-flight does.
+//!
+//! # O_DIRECT
+//!
+//! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
+//! requires the buffer address, the length and the offset to be multiples of
+//! the device's logical block size (use [`AlignedBuf`](crate::buf::AlignedBuf));
+//! otherwise ops fail with `EINVAL`, and the context stays usable.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::context::{Context, Shared};
+use crate::op::Op;
+pub use crate::ops::Metadata;
+use crate::ops::{
+    Close, Fallocate, Fsync, Ftruncate, OpenAt, ReadAt, ReadvAt, SharedFd, Statx, WriteAt, WritevAt,
+};
+
+/// An open file whose I/O runs on a context's ring.
+pub struct File {
+    fd: SharedFd,
+    shared: Arc<Shared>,
+}
+
+impl File {
+    /// Opens `path` read-only.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's `openat` error.
+    pub async fn open(ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new().read(true).open(ctx, path).await
+    }
+
+    /// Opens `path` write-only, creating it or truncating it.
+    ///
+    /// # Errors
+    ///
+    /// The kernel's `openat` error.
+    pub async fn create(ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(ctx, path)
+            .await
+    }
+
+    /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
+    pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
+        File {
+            fd: Arc::new(fd),
+            shared: ctx.shared().clone(),
+        }
+    }
+
+    /// Reads up to the buffer's total size at `offset`; the buffer's
+    /// initialised length grows to cover what was read. `Ok(0)` is end of file.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
+    pub fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> Op<ReadAt<B>> {
+        self.op(ReadAt::new(self.fd.clone(), buf, 0, offset))
+    }
+
+    /// Writes the buffer's initialised bytes at `offset`; may write fewer.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, but a dropped write may still have written.
+    pub fn write_at<B: IoBuf>(&self, buf: B, offset: u64) -> Op<WriteAt<B>> {
+        self.op(WriteAt::new(self.fd.clone(), buf, 0, offset))
+    }
+
+    /// Fills the whole buffer (its total size) from `offset`, resubmitting the
+    /// remainder after short reads.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the file ends first (the buffer keeps what was read).
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe as a whole: dropping it loses the buffer and how much
+    /// was read; each underlying read is.
+    pub async fn read_exact_at<B: IoBufMut>(&self, mut buf: B, offset: u64) -> (io::Result<()>, B) {
+        let total = buf.bytes_total();
+        let mut filled = 0;
+        while filled < total {
+            let (result, returned) = self
+                .op(ReadAt::new(
+                    self.fd.clone(),
+                    buf,
+                    filled,
+                    offset + filled as u64,
+                ))
+                .await;
+            buf = returned;
+            match result {
+                Ok(0) => {
+                    let eof = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "end of file before the buffer was filled",
+                    );
+                    return (Err(eof), buf);
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes all of the buffer's initialised bytes at `offset`, resubmitting
+    /// the remainder after short writes.
+    ///
+    /// # Errors
+    ///
+    /// `WriteZero` if the kernel accepts nothing; otherwise the write's error.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe as a whole: dropping it loses the buffer and how much
+    /// was written; each underlying write is.
+    pub async fn write_all_at<B: IoBuf>(&self, mut buf: B, offset: u64) -> (io::Result<()>, B) {
+        let total = buf.bytes_init();
+        let mut written = 0;
+        while written < total {
+            let (result, returned) = self
+                .op(WriteAt::new(
+                    self.fd.clone(),
+                    buf,
+                    written,
+                    offset + written as u64,
+                ))
+                .await;
+            buf = returned;
+            match result {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Reads into each buffer in turn at `offset` (`preadv`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
+    pub fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, offset: u64) -> Op<ReadvAt<B>> {
+        self.op(ReadvAt::new(self.fd.clone(), bufs, offset))
+    }
+
+    /// Writes each buffer's initialised bytes in turn at `offset` (`pwritev`).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, but a dropped write may still have written.
+    pub fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, offset: u64) -> Op<WritevAt<B>> {
+        self.op(WritevAt::new(self.fd.clone(), bufs, offset))
+    }
+
+    /// Flushes data and metadata to the device (`fsync`).
+    pub fn sync_all(&self) -> Op<Fsync> {
+        self.op(Fsync::new(self.fd.clone(), false))
+    }
+
+    /// Flushes data, and metadata only as needed to read it back (`fdatasync`).
+    pub fn sync_data(&self) -> Op<Fsync> {
+        self.op(Fsync::new(self.fd.clone(), true))
+    }
+
+    /// `fallocate(2)`: `mode` 0 allocates `len` bytes at `offset` (growing the
+    /// file); see `libc::FALLOC_FL_*` for the others.
+    pub fn fallocate(&self, offset: u64, len: u64, mode: i32) -> Op<Fallocate> {
+        self.op(Fallocate::new(self.fd.clone(), offset, len, mode))
+    }
+
+    /// Truncates or extends the file to `len` bytes (`ftruncate`).
+    pub fn set_len(&self, len: u64) -> Op<Ftruncate> {
+        self.op(Ftruncate::new(self.fd.clone(), len))
+    }
+
+    /// The file's metadata (`statx`).
+    pub fn metadata(&self) -> Op<Statx> {
+        self.op(Statx::new(self.fd.clone()))
+    }
+
+    /// Closes the file through the ring and reports the kernel's verdict.
+    ///
+    /// Ops still in flight keep the fd open; then the close happens when the
+    /// last of them completes (synchronously, with no error to report).
+    pub async fn close(self) -> io::Result<()> {
+        match Arc::try_unwrap(self.fd) {
+            Ok(fd) => Op::new(self.shared, Close::new(fd)).await,
+            Err(_shared) => Ok(()),
+        }
+    }
+
+    fn op<K: crate::ops::OpKind>(&self, kind: K) -> Op<K> {
+        Op::new(self.shared.clone(), kind)
+    }
+}
+
+impl AsRawFd for File {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for File {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("File")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+/// Options for opening a [`File`], as `std::fs::OpenOptions`, plus `direct`.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    direct: bool,
+    custom_flags: i32,
+    mode: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions::new()
+    }
+}
+
+impl OpenOptions {
+    /// All options off; mode `0o666` (before the umask).
+    pub fn new() -> Self {
+        OpenOptions {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            direct: false,
+            custom_flags: 0,
+            mode: 0o666,
+        }
+    }
+
+    /// Open for reading.
+    pub fn read(&mut self, read: bool) -> &mut Self {
+        self.read = read;
+        self
+    }
+
+    /// Open for writing.
+    pub fn write(&mut self, write: bool) -> &mut Self {
+        self.write = write;
+        self
+    }
+
+    /// Open in append mode (positional writes still take their offset on
+    /// Linux only when not appending).
+    pub fn append(&mut self, append: bool) -> &mut Self {
+        self.append = append;
+        self
+    }
+
+    /// Truncate to zero length on open.
+    pub fn truncate(&mut self, truncate: bool) -> &mut Self {
+        self.truncate = truncate;
+        self
+    }
+
+    /// Create the file if it does not exist.
+    pub fn create(&mut self, create: bool) -> &mut Self {
+        self.create = create;
+        self
+    }
+
+    /// Create the file, failing if it exists.
+    pub fn create_new(&mut self, create_new: bool) -> &mut Self {
+        self.create_new = create_new;
+        self
+    }
+
+    /// Bypass the page cache (`O_DIRECT`); see [the module docs](self#o_direct).
+    pub fn direct(&mut self, direct: bool) -> &mut Self {
+        self.direct = direct;
+        self
+    }
+
+    /// Extra `open(2)` flags, or-ed in.
+    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
+        self.custom_flags = flags;
+        self
+    }
+
+    /// Permission bits for a created file.
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Opens `path` through `ctx`'s ring.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for contradictory options or a path with a NUL byte;
+    /// otherwise the kernel's `openat` error (`EINVAL` for `O_DIRECT` on a
+    /// filesystem that does not support it).
+    pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
+        let flags = self.flags()?;
+        let fd = Op::new(
+            ctx.shared().clone(),
+            OpenAt::new(path.as_ref(), flags, self.mode)?,
+        )
+        .await?;
+        Ok(File::from_fd(ctx, fd))
+    }
+
+    fn flags(&self) -> io::Result<i32> {
+        let access = match (self.read, self.write || self.append) {
+            (true, false) => libc::O_RDONLY,
+            (false, true) => libc::O_WRONLY,
+            (true, true) => libc::O_RDWR,
+            (false, false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "open needs read, write or append",
+                ));
+            }
+        };
+        let writable = self.write || self.append;
+        if !writable && (self.truncate || self.create || self.create_new) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "create and truncate need write access",
+            ));
+        }
+        let mut flags = access | self.custom_flags;
+        if self.append {
+            flags |= libc::O_APPEND;
+        }
+        if self.truncate {
+            flags |= libc::O_TRUNC;
+        }
+        if self.create_new {
+            flags |= libc::O_CREAT | libc::O_EXCL;
+        } else if self.create {
+            flags |= libc::O_CREAT;
+        }
+        if self.direct {
+            flags |= libc::O_DIRECT;
+        }
+        Ok(flags)
+    }
+}

@@ -1,0 +1,116 @@
+//! `IORING_OP_STATX` on an open file.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
+
+use crate::op::sealed::Sealed;
+use crate::op::{Cqe, OpKind};
+use crate::ops::SharedFd;
+use crate::ring::{Sqe, op, ty};
+
+/// `statx(2)` with `AT_EMPTY_PATH` on a file's fd.
+pub struct Statx {
+    fd: SharedFd,
+    /// Boxed so the kernel's write target does not move with the op.
+    buf: Box<libc::statx>,
+}
+
+impl std::fmt::Debug for Statx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statx")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Statx {
+    pub(crate) fn new(fd: SharedFd) -> Self {
+        // SAFETY: statx is plain old data; all-zero is a valid value.
+        let buf = Box::new(unsafe { std::mem::zeroed::<libc::statx>() });
+        Statx { fd, buf }
+    }
+}
+
+const EMPTY_PATH: &std::ffi::CStr = c"";
+
+impl Sealed for Statx {}
+
+impl OpKind for Statx {
+    type Output = io::Result<Metadata>;
+
+    fn sqe(&mut self) -> Sqe {
+        let target: *mut libc::statx = &mut *self.buf;
+        op::Statx::new(
+            ty::Fd(self.fd.as_raw_fd()),
+            EMPTY_PATH.as_ptr(),
+            target.cast(),
+        )
+        .flags(libc::AT_EMPTY_PATH)
+        .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
+        .build()
+    }
+
+    fn complete(self, cqe: Cqe) -> io::Result<Metadata> {
+        cqe.result.map(|_| Metadata { statx: *self.buf })
+    }
+}
+
+/// A file's metadata, from `statx(2)`.
+#[derive(Clone, Copy)]
+pub struct Metadata {
+    statx: libc::statx,
+}
+
+impl Metadata {
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.statx.stx_size
+    }
+
+    /// Whether the size is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        u32::from(self.statx.stx_mode) & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Whether this is a block device.
+    pub fn is_block_device(&self) -> bool {
+        u32::from(self.statx.stx_mode) & libc::S_IFMT == libc::S_IFBLK
+    }
+
+    /// Permission and type bits (`st_mode`).
+    pub fn mode(&self) -> u32 {
+        u32::from(self.statx.stx_mode)
+    }
+
+    /// The preferred I/O block size.
+    pub fn block_size(&self) -> u32 {
+        self.statx.stx_blksize
+    }
+
+    /// 512-byte blocks allocated.
+    pub fn blocks(&self) -> u64 {
+        self.statx.stx_blocks
+    }
+
+    /// Last modification time.
+    pub fn modified(&self) -> SystemTime {
+        let t = self.statx.stx_mtime;
+        SystemTime::UNIX_EPOCH + Duration::new(t.tv_sec as u64, t.tv_nsec)
+    }
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metadata")
+            .field("len", &self.len())
+            .field("mode", &format_args!("{:o}", self.mode()))
+            .field("blocks", &self.blocks())
+            .finish()
+    }
+}

@@ -1,0 +1,126 @@
+//! `IORING_OP_READV` / `IORING_OP_WRITEV` at an offset, over owned buffers.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use crate::buf::{IoBuf, IoBufMut};
+use crate::op::sealed::Sealed;
+use crate::op::{Cqe, OpKind};
+use crate::ops::SharedFd;
+use crate::ring::{Sqe, op, ty};
+
+/// A vectored read filling each buffer (up to its total size) in turn.
+#[derive(Debug)]
+pub struct ReadvAt<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    /// Built in `sqe`, once the op sits at its final address; the kernel
+    /// reads it during submission and the buffers' memory until completion.
+    iovecs: Vec<libc::iovec>,
+    offset: u64,
+}
+
+// SAFETY: the iovecs only point into `bufs`, which the op owns and which are
+// `Send`; raw pointers are what keep the auto-impl away.
+unsafe impl<B: Send> Send for ReadvAt<B> {}
+
+impl<B: IoBufMut> ReadvAt<B> {
+    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>, offset: u64) -> Self {
+        ReadvAt {
+            fd,
+            bufs,
+            iovecs: Vec::new(),
+            offset,
+        }
+    }
+}
+
+impl<B> Sealed for ReadvAt<B> {}
+
+impl<B: IoBufMut> OpKind for ReadvAt<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn sqe(&mut self) -> Sqe {
+        self.iovecs = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_mut_ptr().cast(),
+                iov_len: b.bytes_total(),
+            })
+            .collect();
+        op::Readv::new(
+            ty::Fd(self.fd.as_raw_fd()),
+            self.iovecs.as_ptr(),
+            self.iovecs.len() as u32,
+        )
+        .offset(self.offset)
+        .build()
+    }
+
+    fn complete(mut self, cqe: Cqe) -> Self::Output {
+        let result = cqe.result.map(|n| {
+            let mut left = n as usize;
+            for buf in &mut self.bufs {
+                let filled = left.min(buf.bytes_total());
+                // SAFETY: the kernel filled the buffers in order; this one
+                // got its first `filled` bytes.
+                unsafe { buf.set_init(filled) };
+                left -= filled;
+            }
+            n as usize
+        });
+        (result, self.bufs)
+    }
+}
+
+/// A vectored write of each buffer's initialised bytes in turn.
+#[derive(Debug)]
+pub struct WritevAt<B> {
+    fd: SharedFd,
+    bufs: Vec<B>,
+    iovecs: Vec<libc::iovec>,
+    offset: u64,
+}
+
+// SAFETY: as for ReadvAt.
+unsafe impl<B: Send> Send for WritevAt<B> {}
+
+impl<B: IoBuf> WritevAt<B> {
+    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>, offset: u64) -> Self {
+        WritevAt {
+            fd,
+            bufs,
+            iovecs: Vec::new(),
+            offset,
+        }
+    }
+}
+
+impl<B> Sealed for WritevAt<B> {}
+
+impl<B: IoBuf> OpKind for WritevAt<B> {
+    type Output = (io::Result<usize>, Vec<B>);
+
+    fn sqe(&mut self) -> Sqe {
+        self.iovecs = self
+            .bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.stable_ptr() as *mut libc::c_void,
+                iov_len: b.bytes_init(),
+            })
+            .collect();
+        op::Writev::new(
+            ty::Fd(self.fd.as_raw_fd()),
+            self.iovecs.as_ptr(),
+            self.iovecs.len() as u32,
+        )
+        .offset(self.offset)
+        .build()
+    }
+
+    fn complete(self, cqe: Cqe) -> Self::Output {
+        (cqe.result.map(|n| n as usize), self.bufs)
+    }
+}

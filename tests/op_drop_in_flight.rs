@@ -1,0 +1,97 @@
+//! Invariant 4, the kernel never writes freed memory: a read dropped while in
+//! the kernel keeps its buffer alive until the op's CQE arrives.
+
+mod support;
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use aioctx::buf::{IoBuf, IoBufMut};
+use aioctx::fs::File;
+use futures::FutureExt;
+
+/// A buffer that records when it is freed.
+struct Tracked {
+    inner: Vec<u8>,
+    freed: Arc<AtomicBool>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.freed.store(true, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: delegates to Vec<u8>, whose heap block is stable.
+unsafe impl IoBuf for Tracked {
+    fn stable_ptr(&self) -> *const u8 {
+        self.inner.stable_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.inner.bytes_init()
+    }
+    fn bytes_total(&self) -> usize {
+        self.inner.bytes_total()
+    }
+}
+
+// SAFETY: delegates to Vec<u8>.
+unsafe impl IoBufMut for Tracked {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.inner.stable_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.set_init(pos) }
+    }
+}
+
+#[test]
+fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let file = File::from_fd(&ctx, OwnedFd::from(reader));
+    let freed = Arc::new(AtomicBool::new(false));
+    let buf = Tracked {
+        inner: Vec::with_capacity(64),
+        freed: freed.clone(),
+    };
+
+    // Keep the home thread busy so the driver cannot act while we check.
+    let (busy_tx, busy_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+
+    let mut read = file.read_at(buf, 0);
+    // First poll submits; the pipe has no data, so the read stays in flight.
+    assert!((&mut read).now_or_never().is_none());
+    // Wait until the driver has put it in the kernel.
+    support::eventually("read submitted", || ctx.metrics().sqes_submitted >= 1);
+    let blocker = ctx.spawn(async move {
+        busy_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    busy_rx.recv().unwrap();
+    drop(read);
+    assert!(
+        !freed.load(Ordering::SeqCst),
+        "buffer freed while the kernel may write it"
+    );
+    release_tx.send(()).unwrap();
+    blocker.join().unwrap();
+    // The driver cancels the read; when the CQE arrives the buffer goes.
+    support::eventually("buffer freed after completion", || {
+        freed.load(Ordering::SeqCst)
+    });
+    assert!(ctx.metrics().cancels_sent >= 1);
+
+    // The pipe and the context keep working.
+    writer.write_all(b"after").unwrap();
+    let (n, data) = ctx.block_on(file.read_at(Vec::with_capacity(16), 0));
+    assert_eq!(n.unwrap(), 5);
+    assert_eq!(&data[..], b"after");
+}

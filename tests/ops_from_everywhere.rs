@@ -1,0 +1,115 @@
+//! Ops are `Send` futures that complete from any thread and any runtime: the
+//! home thread, a multi-thread Tokio runtime, `spawn_blocking`, plain threads.
+
+mod support;
+
+use std::time::Duration;
+
+#[test]
+fn from_multi_thread_runtime_tasks() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        ctx.nop().await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    assert_eq!(ctx.metrics().ops_foreign, 800);
+}
+
+#[test]
+fn from_spawn_blocking_and_plain_threads() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let blocking = {
+        let ctx = ctx.clone();
+        rt.spawn_blocking(move || ctx.block_on(ctx.nop()))
+    };
+    rt.block_on(blocking).unwrap().unwrap();
+    let plain = {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || ctx.block_on(ctx.timeout(Duration::from_millis(1))))
+    };
+    plain.join().unwrap().unwrap();
+}
+
+#[test]
+fn from_the_home_thread_without_syscalls_per_op() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    let home = ctx.clone();
+    ctx.spawn(async move {
+        let ops: Vec<_> = (0..32).map(|_| home.nop()).collect();
+        for result in futures::future::join_all(ops).await {
+            result.unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let m = ctx.metrics();
+    assert_eq!(m.ops_local, 32);
+    assert_eq!(m.ops_foreign, 0);
+    // 32 SQEs queued during one task poll go to the kernel in one enter.
+    assert!(m.submits < 32, "{m:?}");
+}
+
+#[test]
+fn raw_sqe_with_owned_resources() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    let (reader, writer) = std::io::pipe().unwrap();
+    use std::io::Write;
+    let mut writer = writer;
+    writer.write_all(b"raw").unwrap();
+    let buf = vec![0u8; 8];
+    use std::os::fd::AsRawFd;
+    let entry = io_uring::opcode::Read::new(
+        io_uring::types::Fd(reader.as_raw_fd()),
+        buf.as_ptr() as *mut u8,
+        buf.len() as u32,
+    )
+    .build();
+    // SAFETY: the SQE points only into `buf`'s heap block, owned by the op,
+    // and at `reader`, which the op owns too.
+    let done = ctx.block_on(unsafe { ctx.submit_raw(entry, (buf, reader)) });
+    assert_eq!(done.result.unwrap(), 3);
+    assert_eq!(&done.resources.0[..3], b"raw");
+}
+
+#[test]
+fn home_thread_is_the_only_one_entering_the_ring() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    // Foreign submitters push; the home thread enters. Ring::enter asserts
+    // its thread and would panic the home thread (failing every op after).
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || (0..100).for_each(|_| ctx.block_on(ctx.nop()).unwrap()))
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let m = ctx.metrics();
+    assert!(m.submits > 0 && m.sqes_submitted == 400, "{m:?}");
+}
