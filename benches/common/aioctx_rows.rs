@@ -2,9 +2,8 @@
 //!
 //! - `wake`: a plain std thread runs `ctx.block_on(ctx.nop())` against an idle context.
 //! - `nop`: tasks spawned onto the home thread, each awaiting `ctx.nop()` in a loop.
-//! - `randread` / `cached`: tasks spawned onto the home thread, each awaiting a 4 KiB read
-//!   (`Context::submit_raw` of a read SQE into a page-aligned buffer until `aioctx::fs` lands;
-//!   then `aioctx::fs::File::read_at` into an `AlignedBuf`).
+//! - `randread` / `cached`: tasks spawned onto the home thread, each awaiting
+//!   `aioctx::fs::File::read_at` into an `AlignedBuf`.
 //! - `submitters`: foreign std threads, each keeping its share of the queue depth in flight from
 //!   `ctx.block_on`, so every read goes through the inbox.
 //!
@@ -13,20 +12,19 @@
 //! from foreign threads, `kicks_per_op`.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use aioctx::buf::AlignedBuf;
+use aioctx::fs::{File, OpenOptions};
 use aioctx::{Context, Metrics};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use io_uring::{opcode, types};
 
 use crate::common::affinity;
 use crate::common::group::{RunError, RunResult};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
-use crate::common::page_buf::PageBuf;
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
@@ -179,32 +177,22 @@ pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
     ))
 }
 
-/// Opens `file` for `mode`. Until `aioctx::fs` lands, files are std files read through
-/// `Context::submit_raw`; the rows switch to `aioctx::fs::File` and `AlignedBuf` with it.
-fn open(file: &TestFile, mode: ReadMode) -> io::Result<Arc<std::fs::File>> {
-    file.open(mode).map(Arc::new)
+/// Opens `file` on `ctx` for `mode` (`OpenOptions::direct` for [`ReadMode::Direct`]).
+fn open(ctx: &Context, file: &TestFile, mode: ReadMode) -> io::Result<Arc<File>> {
+    let direct = mode == ReadMode::Direct;
+    let opened = ctx.block_on(
+        OpenOptions::new()
+            .read(true)
+            .direct(direct)
+            .open(ctx, &file.path),
+    )?;
+    Ok(Arc::new(opened))
 }
 
 /// Reads one block at `offset` into `buffer` and hands the buffer back.
-async fn read_block(
-    ctx: &Context,
-    file: &Arc<std::fs::File>,
-    mut buffer: PageBuf,
-    offset: u64,
-) -> io::Result<PageBuf> {
-    let entry = opcode::Read::new(
-        types::Fd(file.as_raw_fd()),
-        buffer.as_mut_ptr(),
-        BLOCK_LEN as u32,
-    )
-    .offset(offset)
-    .build();
-    // SAFETY: the SQE points into `buffer`'s heap allocation, which does not move when the
-    // buffer moves into the op's resources, and names `file`'s fd, which the `Arc` clone in
-    // the resources keeps open; the op owns both until its CQE arrives.
-    let completion = unsafe { ctx.submit_raw(entry, (buffer, Arc::clone(file))) }.await;
-    let (buffer, _file) = completion.resources;
-    match completion.result? as usize {
+async fn read_block(file: &File, buffer: AlignedBuf, offset: u64) -> io::Result<AlignedBuf> {
+    let (read, buffer) = file.read_at(buffer, offset).await;
+    match read? {
         BLOCK_LEN => Ok(buffer),
         short => Err(io::Error::other(format!("short read: {short} bytes"))),
     }
@@ -214,22 +202,21 @@ async fn read_block(
 /// `File::read_at`. Records latency in [`ReadMode::Direct`].
 pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Window) -> RunResult {
     let ctx = context()?;
-    let opened = open(file, mode)?;
+    let opened = open(&ctx, file, mode)?;
     let phase = Arc::new(Phase::new());
     let record_latency = mode.records_latency();
     let workers: Vec<_> = (0..depth)
         .map(|task| {
             let opened = Arc::clone(&opened);
             let phase = Arc::clone(&phase);
-            let task_ctx = ctx.clone();
             let mut offsets = BlockOffsets::new(file, task as u64);
             ctx.spawn(async move {
-                let mut buffer = PageBuf::zeroed(BLOCK_LEN);
+                let mut buffer = AlignedBuf::with_capacity(BLOCK_LEN);
                 let mut latencies = Latencies::default();
                 let mut ops = 0u64;
                 while !phase.is_stopped() {
                     let started = Instant::now();
-                    buffer = read_block(&task_ctx, &opened, buffer, offsets.next_offset()).await?;
+                    buffer = read_block(&opened, buffer, offsets.next_offset()).await?;
                     if phase.is_measuring() {
                         ops += 1;
                         if record_latency {
@@ -264,7 +251,7 @@ pub fn foreign_submitters(
     window: Window,
 ) -> RunResult {
     let ctx = context()?;
-    let opened = open(file, ReadMode::Direct)?;
+    let opened = open(&ctx, file, ReadMode::Direct)?;
     let phase = Phase::new();
     let per_thread = total_depth / threads;
     let (elapsed, counters, results) = thread::scope(|scope| {
@@ -279,10 +266,13 @@ pub fn foreign_submitters(
                         let mut in_flight = FuturesUnordered::new();
                         let read = |buffer, offset| async move {
                             let started = Instant::now();
-                            (read_block(ctx, opened, buffer, offset).await, started)
+                            (read_block(opened, buffer, offset).await, started)
                         };
                         for _ in 0..per_thread {
-                            in_flight.push(read(PageBuf::zeroed(BLOCK_LEN), offsets.next_offset()));
+                            in_flight.push(read(
+                                AlignedBuf::with_capacity(BLOCK_LEN),
+                                offsets.next_offset(),
+                            ));
                         }
                         while let Some((result, started)) = in_flight.next().await {
                             let buffer = result?;

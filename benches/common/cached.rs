@@ -62,7 +62,7 @@ pub fn run(config: &Config) -> Vec<Row> {
             aioctx_rows::random_reads(file, ReadMode::Cached, TASKS, window)
         })
         .note(format!(
-            "read SQEs (submit_raw) from 32 tasks on the context; {}",
+            "File::read_at from 32 tasks on the context; {}",
             aioctx_rows::backend_note()
         )),
     ];

@@ -100,7 +100,7 @@ pub fn run(config: &Config) -> Vec<Row> {
                 aioctx_rows::random_reads(file, ReadMode::Direct, depth, window)
             })
             .note(format!(
-                "read SQEs (submit_raw) from tasks on the context; {backend}"
+                "File::read_at into AlignedBuf from tasks on the context; {backend}"
             )),
         );
         rows.extend(run_group(config, &group, candidates));
