@@ -23,20 +23,20 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use crate::common::affinity;
-use crate::common::group::{RunError, RunResult};
+use crate::common::group::{RunError, RunResult, uring_setup_error};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
 const ENTRIES: u32 = 256;
 
-/// A fresh context for one run.
+/// A fresh context for one run; a machine without io_uring skips the row.
 fn context() -> Result<Context, RunError> {
     Context::builder()
         .entries(ENTRIES)
         .thread_name("aioctx-bench")
         .build()
-        .map_err(|error| RunError::Fail(format!("Context::build: {error}")))
+        .map_err(uring_setup_error)
 }
 
 /// The note for an aioctx row: which backend and ring flags ran it.
