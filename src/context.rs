@@ -1,5 +1,5 @@
-//! [`Context`], its [`Builder`], the home thread's lifecycle, and the
-//! thread binding behind [`current`].
+//! [`Context`], the state its threads share, and the thread binding behind
+//! [`current`]. Setting a context up is [`crate::builder`]'s job.
 //!
 //! A context is three parts: the user's handles ([`Context`], cheap to clone),
 //! the state every thread shares ([`Shared`]: the inbox, the kick, the
@@ -17,14 +17,15 @@ use std::thread::{self, ThreadId};
 use std::time::Instant;
 
 use futures::task::AtomicWaker;
-use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use crate::driver::{Core, DriverTask};
+use crate::builder::Builder;
+use crate::driver::Core;
+use crate::fallback::Pool;
 use crate::inbox::{Inbox, Kick};
 use crate::metrics::{Counters, Metrics, RingFlags};
 use crate::op::Request;
-use crate::ring::{Ring, RingConfig};
+use crate::sim::Sim;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
 ///
@@ -45,18 +46,20 @@ use crate::ring::{Ring, RingConfig};
 /// afterwards fail at once. Op futures and files do not keep a context alive.
 #[derive(Clone)]
 pub struct Context {
-    handle: Arc<Handle>,
+    pub(crate) handle: Arc<Handle>,
 }
 
 /// Owns the home thread; dropped with the last [`Context`].
-struct Handle {
-    shared: Arc<Shared>,
-    home_thread: Mutex<Option<thread::JoinHandle<()>>>,
+pub(crate) struct Handle {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) home_thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 /// What every thread shares. Op futures and files hold this, not a
 /// [`Context`], so they do not keep the context alive.
 pub(crate) struct Shared {
+    /// The backend running this context's ops.
+    pub(crate) engine: Engine,
     pub(crate) inbox: Inbox<Request>,
     /// The driver task's waker, for kicks from other threads.
     pub(crate) driver_waker: AtomicWaker,
@@ -71,7 +74,26 @@ pub(crate) struct Shared {
     /// Becomes `true` when the home thread has drained and closed the ring.
     finished: watch::Receiver<bool>,
     /// For [`current`] on the home thread.
-    handle: OnceLock<Weak<Handle>>,
+    pub(crate) handle: OnceLock<Weak<Handle>>,
+}
+
+/// What runs a context's ops: the ring (through the driver), the blocking
+/// pool, or the simulator. See [`crate::backend`] for the contract.
+pub(crate) enum Engine {
+    Uring,
+    Fallback(Pool),
+    Sim(Box<Sim>),
+}
+
+impl Engine {
+    /// The name [`Metrics::backend`] reports.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Engine::Uring => "io_uring",
+            Engine::Fallback(_) => "fallback",
+            Engine::Sim(_) => "sim",
+        }
+    }
 }
 
 // The compile-time promise the docs make.
@@ -103,10 +125,28 @@ impl Context {
     /// A snapshot of the context's counters.
     pub fn metrics(&self) -> Metrics {
         let shared = self.shared();
-        shared.counters.snapshot("io_uring", shared.ring_flags)
+        shared
+            .counters
+            .snapshot(shared.engine.name(), shared.ring_flags)
     }
 
-    /// The io_uring setup flags the kernel accepted for this context's ring.
+    /// Which backend runs this context's ops: `"io_uring"`, `"fallback"` or
+    /// `"sim"` (as [`Metrics::backend`]).
+    pub fn backend(&self) -> &'static str {
+        self.shared().engine.name()
+    }
+
+    /// The simulator's controls, when this context runs on
+    /// [`Backend::Sim`](crate::Backend::Sim); `None` otherwise.
+    pub fn sim(&self) -> Option<crate::sim::SimHandle> {
+        match &self.shared().engine {
+            Engine::Sim(_) => Some(crate::sim::SimHandle::new(self.shared().clone())),
+            _ => None,
+        }
+    }
+
+    /// The io_uring setup flags the kernel accepted for this context's ring
+    /// (all `false` off io_uring).
     pub fn ring_flags(&self) -> RingFlags {
         self.shared().ring_flags
     }
@@ -166,7 +206,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = self.shared();
         f.debug_struct("Context")
-            .field("backend", &"io_uring")
+            .field("backend", &shared.engine.name())
             .field("ring_flags", &shared.ring_flags)
             .field("home_thread", &shared.home_thread)
             .field("kick_foreign_pushes", &shared.kick_foreign)
@@ -196,6 +236,14 @@ impl Shared {
     /// Hands a request to the driver: straight into the SQ on the home
     /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
     pub(crate) fn submit(self: &Arc<Self>, request: Request) -> io::Result<()> {
+        if !matches!(self.engine, Engine::Uring) {
+            // Only the ring driver takes requests: other backends start ops
+            // themselves and cannot cancel a started one.
+            return match request {
+                Request::Submit(_) => Err(crate::op::unsupported("not an io_uring context")),
+                Request::Cancel(_) => Ok(()),
+            };
+        }
         let mut request = match Core::try_accept_local(self, request) {
             Ok(result) => return result,
             Err(request) => request,
@@ -220,12 +268,31 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether the calling thread is the context's home thread.
+    pub(crate) fn runtime_is_home(&self) -> bool {
+        thread::current().id() == self.home_thread
+    }
+
+    /// Resolves once shutdown has been requested. For the drivers of the
+    /// backends other than the ring; woken by `request_shutdown`.
+    pub(crate) async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            self.driver_waker.register(cx.waker());
+            if self.is_closing() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         // Acquire: pairs with the Release in `request_shutdown`.
         self.closing.load(Ordering::Acquire)
     }
 
-    fn request_shutdown(&self) {
+    pub(crate) fn request_shutdown(&self) {
         // Release: pairs with the Acquire in `is_closing`, read by the driver
         // at the start of the turn this wake causes.
         if !self.closing.swap(true, Ordering::AcqRel) {
@@ -260,7 +327,7 @@ thread_local! {
     /// Contexts this thread is bound to, innermost last.
     static BOUND: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
     /// The context whose home this thread is.
-    static HOME_OF: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    pub(crate) static HOME_OF: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
 }
 
 /// The context the calling thread should submit to: the innermost
@@ -291,276 +358,26 @@ impl Drop for BindGuard {
     }
 }
 
-/// Configures and starts a [`Context`].
-#[derive(Debug, Clone)]
-pub struct Builder {
-    entries: u32,
-    thread_name: String,
-    single_issuer: bool,
-    kick_foreign: bool,
-    #[cfg(feature = "test-util")]
-    start_paused: bool,
-}
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            entries: 256,
-            thread_name: "aioctx-home".to_owned(),
-            single_issuer: true,
-            kick_foreign: true,
-            #[cfg(feature = "test-util")]
-            start_paused: false,
-        }
-    }
-}
-
-impl Builder {
-    /// Submission queue entries (rounded up to a power of two by the kernel).
-    /// The completion queue gets twice as many. Default 256.
-    ///
-    /// More ops than this may be in flight at once: the excess waits in a
-    /// backlog and enters the ring as room frees.
-    pub fn entries(mut self, entries: u32) -> Self {
-        self.entries = entries.max(1);
-        self
-    }
-
-    /// Name of the home thread. Default `aioctx-home`.
-    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
-        self.thread_name = name.into();
-        self
-    }
-
-    /// Whether to try `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`
-    /// (default `true`). Where the kernel refuses them the ring falls back to
-    /// `COOP_TASKRUN`, then to no flags; [`Context::ring_flags`] tells which.
-    pub fn single_issuer(mut self, enabled: bool) -> Self {
-        self.single_issuer = enabled;
-        self
-    }
-
-    /// **Diagnostic only: reproduces the bug this crate exists to prevent.**
-    ///
-    /// With `false`, a push from a thread other than the home thread does not
-    /// wake a sleeping driver: the op waits until the driver turns for some
-    /// other reason (a completion, or a task on the home thread using the
-    /// ring, as QEMU's timers do in its main loop), exactly like QEMU before
-    /// commit 2ae361ef1d. It exists so a harness can show that bug beside the fix
-    /// (`examples/iotest`); never turn it off in real code. Default `true`.
-    pub fn kick_foreign_pushes(mut self, enabled: bool) -> Self {
-        self.kick_foreign = enabled;
-        self
-    }
-
-    /// Starts the home runtime with Tokio's clock paused, for tests on
-    /// virtual time (see `tokio::time::pause`). Default `false`.
-    #[cfg(feature = "test-util")]
-    pub fn start_paused(mut self, paused: bool) -> Self {
-        self.start_paused = paused;
-        self
-    }
-
-    /// Spawns the home thread, sets up its ring and runtime, and returns a
-    /// handle once the driver is running.
-    ///
-    /// # Errors
-    ///
-    /// The io_uring setup error (`ENOSYS` where io_uring is missing, `EPERM`
-    /// where it is disabled or filtered, `ENOMEM` past `RLIMIT_MEMLOCK` on
-    /// old kernels), or a failure to spawn the thread or build the runtime.
-    pub fn build(self) -> io::Result<Context> {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let config = self.clone();
-        let thread = thread::Builder::new()
-            .name(self.thread_name.clone())
-            .spawn(move || {
-                let started = Home::new(&config).and_then(|home| {
-                    let driver = home.start_driver()?;
-                    Ok((home, driver))
-                });
-                match started {
-                    Ok((home, driver)) => {
-                        let _ = ready_tx.send(Ok(home.shared.clone()));
-                        home.run_until_shut_down(driver);
-                    }
-                    Err(e) => {
-                        Core::uninstall();
-                        HOME_OF.with(|home| home.borrow_mut().take());
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            })?;
-        let shared = match ready_rx.recv() {
-            Ok(Ok(shared)) => shared,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(io::Error::other("aioctx home thread died during setup"));
-            }
-        };
-        let handle = Arc::new(Handle {
-            shared,
-            home_thread: Mutex::new(Some(thread)),
-        });
-        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
-        Ok(Context { handle })
-    }
-}
-
-impl Builder {
-    /// Makes the calling thread the home thread: sets up the ring and a
-    /// current-thread runtime here, and returns a [`LocalContext`] whose
-    /// [`block_on`](LocalContext::block_on) runs the main loop.
-    ///
-    /// # Errors
-    ///
-    /// As [`build`](Builder::build).
-    ///
-    /// # Panics
-    ///
-    /// If the calling thread is already home to a context.
-    pub fn build_local(self) -> io::Result<LocalContext> {
-        let home = Home::new(&self)?;
-        let driver = match home.start_driver() {
-            Ok(driver) => driver,
-            Err(e) => {
-                Core::uninstall();
-                HOME_OF.with(|home| home.borrow_mut().take());
-                return Err(e);
-            }
-        };
-        let handle = Arc::new(Handle {
-            shared: home.shared.clone(),
-            home_thread: Mutex::new(None),
-        });
-        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
-        Ok(LocalContext {
-            home: Some(home),
-            driver: Some(driver),
-            context: Context { handle },
-            _home_only: PhantomData,
-        })
-    }
-}
-
-/// The home thread's side: ring, runtime, driver. Lives on the home thread.
-struct Home {
-    shared: Arc<Shared>,
-    runtime: Runtime,
-    finished: watch::Sender<bool>,
-}
-
-impl Home {
-    fn new(config: &Builder) -> io::Result<Home> {
-        let ring = Ring::new(RingConfig {
-            entries: config.entries,
-            single_issuer: config.single_issuer,
-        })?;
-        let ring_flags = ring.flags();
-
-        let mut builder = tokio::runtime::Builder::new_current_thread();
-        builder.enable_all();
-        #[cfg(feature = "test-util")]
-        builder.start_paused(config.start_paused);
-        let runtime = builder.build()?;
-
-        let (finished_tx, finished_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+impl Shared {
+    pub(crate) fn new(
+        engine: Engine,
+        runtime: tokio::runtime::Handle,
+        ring_flags: RingFlags,
+        kick_foreign: bool,
+        finished: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            engine,
             inbox: Inbox::new(),
             driver_waker: AtomicWaker::new(),
             counters: Counters::default(),
-            runtime: runtime.handle().clone(),
+            runtime,
             home_thread: thread::current().id(),
             ring_flags,
-            kick_foreign: config.kick_foreign,
+            kick_foreign,
             closing: AtomicBool::new(false),
-            finished: finished_rx,
-            handle: OnceLock::new(),
-        });
-        tracing::debug!(?ring_flags, entries = config.entries, "aioctx ring ready");
-
-        Core::install(shared.clone(), ring);
-        HOME_OF.with(|home| *home.borrow_mut() = Some(shared.clone()));
-        Ok(Home {
-            shared,
-            runtime,
-            finished: finished_tx,
-        })
-    }
-
-    /// Spawns the driver task on the home runtime.
-    fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
-        let _runtime = self.runtime.enter();
-        let driver = DriverTask::new(self.shared.clone())?;
-        Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
-    }
-
-    /// Runs the driver until shutdown has drained the ring, then tears the
-    /// runtime and the ring down, in that order.
-    fn run_until_shut_down(self, driver: tokio::task::JoinHandle<()>) {
-        if let Err(e) = self.runtime.block_on(driver) {
-            tracing::error!(error = %e, "aioctx driver failed");
-        }
-        let Home {
-            shared,
-            runtime,
             finished,
-        } = self;
-        // Dropping the runtime drops the tasks still on it; their ops fail
-        // fast, because the driver is closed.
-        drop(runtime);
-        HOME_OF.with(|home| home.borrow_mut().take());
-        Core::uninstall();
-        let _ = finished.send(true);
-        drop(shared);
-    }
-}
-
-/// A context whose home is the thread that built it, QEMU main-loop style:
-/// the driver runs whenever that thread runs [`LocalContext::block_on`].
-///
-/// From [`Builder::build_local`]. `!Send`: it stays on its home thread.
-/// Dropping it shuts the context down (cancelling and draining what is in
-/// flight) on the calling thread.
-pub struct LocalContext {
-    home: Option<Home>,
-    driver: Option<tokio::task::JoinHandle<()>>,
-    context: Context,
-    _home_only: PhantomData<*const ()>,
-}
-
-impl LocalContext {
-    /// A handle to the context, to clone and hand to other threads.
-    pub fn context(&self) -> &Context {
-        &self.context
-    }
-
-    /// Runs `future` to completion on this, the home, thread. The driver runs
-    /// alongside it: ops from any thread make progress only while some
-    /// `block_on` runs (between calls, foreign pushes wait in the inbox).
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        let home = self.home.as_ref().expect("home present until drop");
-        home.runtime.block_on(future)
-    }
-}
-
-impl fmt::Debug for LocalContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalContext")
-            .field("context", &self.context)
-            .finish()
-    }
-}
-
-impl Drop for LocalContext {
-    fn drop(&mut self) {
-        self.context.shared().request_shutdown();
-        if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
-            home.run_until_shut_down(driver);
+            handle: OnceLock::new(),
         }
     }
 }

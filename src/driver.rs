@@ -227,12 +227,14 @@ impl Core {
     /// The one `io_uring_enter` of a turn (more only when the backlog refills
     /// the SQ after it drained).
     fn enter(&mut self) {
+        // Dwell ends when the SQE is handed to the kernel, so the clock is
+        // read before the syscall (which may issue the I/O inline).
+        let now = Instant::now();
         match self.ring.enter() {
             Ok(submitted) => {
                 let counters = &self.shared.counters;
                 Counters::bump(&counters.submits, 1);
                 Counters::bump(&counters.sqes_submitted, submitted as u64);
-                let now = Instant::now();
                 let carried = self.queued_at.drain(..submitted.min(self.queued_at.len()));
                 for pushed_at in carried.flatten() {
                     counters

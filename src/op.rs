@@ -25,7 +25,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 use std::{fmt, future::Future, pin::Pin};
 
-use crate::context::Shared;
+use crate::context::{Engine, Shared};
 use crate::ring::Sqe;
 
 /// An operation's arguments and owned resources, and how it becomes an SQE and
@@ -48,6 +48,37 @@ pub trait OpKind: Send + 'static + sealed::Sealed {
     fn complete(self, cqe: Cqe) -> Self::Output;
 
     #[doc(hidden)]
+    /// What the fallback backend runs on a pool thread: a blocking syscall
+    /// that owns everything it touches (bounce buffers, fd clones), so the
+    /// op's own resources are never in use by a thread the future cannot see.
+    type Blocking: BlockingCall;
+
+    #[doc(hidden)]
+    /// Prepares the blocking call (copying out what a write needs). Called
+    /// once, on submission, under the op's lock.
+    fn blocking(&mut self) -> Self::Blocking;
+
+    #[doc(hidden)]
+    /// Lands a finished blocking call's results in the op (copying read data
+    /// into the caller's buffer), before [`complete`](Self::complete) or
+    /// [`abandon`](Self::abandon) sees `cqe`.
+    fn land(&mut self, call: Self::Blocking, cqe: &mut Cqe) {
+        let _ = (call, cqe);
+    }
+
+    #[doc(hidden)]
+    /// Runs the op against the simulator's in-memory files, when its
+    /// simulated latency has passed.
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe;
+
+    #[doc(hidden)]
+    /// Extra simulated time the op takes beyond the configured latency (a
+    /// timeout's duration).
+    fn sim_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
+    #[doc(hidden)]
     /// Called instead of [`complete`](Self::complete) when the future was
     /// dropped before the op finished. Ops that produce a resource (an opened
     /// fd) release it here; the default just drops `self`.
@@ -63,6 +94,36 @@ pub(crate) mod sealed {
     /// Keeps [`OpKind`](super::OpKind) implementations inside the crate.
     #[allow(unreachable_pub)]
     pub trait Sealed {}
+
+    /// A blocking syscall prepared by an op for the fallback backend.
+    #[allow(unreachable_pub)]
+    pub trait BlockingCall: Send + 'static {
+        /// Runs the syscall on the calling (pool) thread.
+        fn run(&mut self) -> super::Cqe;
+    }
+
+    impl BlockingCall for () {
+        fn run(&mut self) -> super::Cqe {
+            super::Cqe::from_raw(0, 0)
+        }
+    }
+}
+
+pub(crate) use sealed::BlockingCall;
+
+/// The error of an op that the context's backend cannot run.
+pub(crate) fn unsupported(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, what.to_owned())
+}
+
+/// The `Cqe` of a blocking syscall that returned `ret` (`-1` with `errno` set
+/// on failure), as the ring would have reported it.
+pub(crate) fn cqe_of_syscall(ret: i64) -> Cqe {
+    if ret < 0 {
+        Cqe::error(io::Error::last_os_error())
+    } else {
+        Cqe::from_raw(ret.min(i64::from(i32::MAX)) as i32, 0)
+    }
 }
 
 /// The outcome of an op as the kernel (or the driver) reports it.
@@ -154,6 +215,15 @@ pub(crate) trait Inflight: Send + Sync {
 
     /// Set by the driver when the op enters its slot table, cleared at the CQE.
     fn set_user_data(&self, user_data: Option<u64>);
+
+    /// Runs the op on the simulator's files and completes it.
+    fn simulate(&self, files: &mut crate::sim::Files);
+
+    /// Simulated time the op takes beyond the configured latency.
+    fn sim_delay(&self) -> std::time::Duration;
+
+    /// The op's type, for the simulator's completion log.
+    fn kind_name(&self) -> &'static str;
 }
 
 /// A request to the driver, from any thread.
@@ -214,6 +284,43 @@ impl<K: OpKind> Inflight for OpCell<K> {
     fn set_user_data(&self, user_data: Option<u64>) {
         self.user_data
             .store(user_data.unwrap_or(NOT_IN_KERNEL), Relaxed);
+    }
+
+    fn simulate(&self, files: &mut crate::sim::Files) {
+        let cqe = match self.lock().kind.as_mut() {
+            Some(kind) => kind.simulate(files),
+            None => return,
+        };
+        self.complete(cqe);
+    }
+
+    fn sim_delay(&self) -> std::time::Duration {
+        self.lock()
+            .kind
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |kind| kind.sim_delay())
+    }
+
+    fn kind_name(&self) -> &'static str {
+        let name = std::any::type_name::<K>();
+        let base = name.split('<').next().unwrap_or(name);
+        base.rsplit("::").next().unwrap_or(base)
+    }
+}
+
+impl<K: OpKind> OpCell<K> {
+    /// Prepares the op's blocking call (fallback backend).
+    pub(crate) fn prepare_blocking(&self) -> Option<K::Blocking> {
+        self.lock().kind.as_mut().map(|kind| kind.blocking())
+    }
+
+    /// Lands a finished blocking call in the op and completes it. The caller
+    /// has claimed the completion (see `fallback.rs`), so it happens once.
+    pub(crate) fn land_blocking(&self, call: K::Blocking, mut cqe: Cqe) {
+        if let Some(kind) = self.lock().kind.as_mut() {
+            kind.land(call, &mut cqe);
+        }
+        self.complete(cqe);
     }
 }
 
@@ -277,18 +384,25 @@ impl<K: OpKind> Future for Op<K> {
                     }),
                     user_data: AtomicU64::new(NOT_IN_KERNEL),
                 });
-                let sqe = cell
-                    .lock()
-                    .kind
-                    .as_mut()
-                    .expect("a new cell holds its kind")
-                    .sqe();
-                let submission = Submission {
-                    op: cell.clone(),
-                    sqe,
-                    pushed_at: None,
+                let started = match &this.shared.engine {
+                    Engine::Uring => {
+                        let sqe = cell
+                            .lock()
+                            .kind
+                            .as_mut()
+                            .expect("a new cell holds its kind")
+                            .sqe();
+                        let submission = Submission {
+                            op: cell.clone(),
+                            sqe,
+                            pushed_at: None,
+                        };
+                        this.shared.submit(Request::Submit(submission))
+                    }
+                    Engine::Fallback(pool) => pool.start(&this.shared, cell.clone()),
+                    Engine::Sim(sim) => sim.start(&this.shared, cell.clone()),
                 };
-                match this.shared.submit(Request::Submit(submission)) {
+                match started {
                     Ok(()) => {
                         this.stage = Stage::Submitted(cell);
                         Poll::Pending

@@ -112,6 +112,33 @@ impl Ring {
         })
     }
 
+    /// The opcodes the crate's ops need that this kernel's probe says it
+    /// lacks. Empty when all are there; an error when the probe itself fails.
+    pub(crate) fn missing_opcodes(&self) -> io::Result<Vec<&'static str>> {
+        let needed: &[(u8, &'static str)] = &[
+            (opcode::Nop::CODE, "NOP"),
+            (opcode::Read::CODE, "READ"),
+            (opcode::Write::CODE, "WRITE"),
+            (opcode::Readv::CODE, "READV"),
+            (opcode::Writev::CODE, "WRITEV"),
+            (opcode::Fsync::CODE, "FSYNC"),
+            (opcode::Fallocate::CODE, "FALLOCATE"),
+            (opcode::Ftruncate::CODE, "FTRUNCATE"),
+            (opcode::OpenAt::CODE, "OPENAT"),
+            (opcode::Close::CODE, "CLOSE"),
+            (opcode::Statx::CODE, "STATX"),
+            (opcode::Timeout::CODE, "TIMEOUT"),
+            (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+        ];
+        let mut probe = io_uring::Probe::new();
+        self.uring.submitter().register_probe(&mut probe)?;
+        Ok(needed
+            .iter()
+            .filter(|(code, _)| !probe.is_supported(*code))
+            .map(|(_, name)| *name)
+            .collect())
+    }
+
     pub(crate) fn flags(&self) -> RingFlags {
         self.flags
     }

@@ -12,6 +12,9 @@ fn pushes_while_driver_busy_send_one_kick() {
     let Some(ctx) = support::context() else {
         return;
     };
+    if !support::on_ring(&ctx) {
+        return;
+    }
     let (busy_tx, busy_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     // Keep the home thread busy (blocked inside a task) while we push.
@@ -43,6 +46,9 @@ fn never_more_kicks_than_driver_turns() {
     let Some(ctx) = support::context() else {
         return;
     };
+    if !support::on_ring(&ctx) {
+        return;
+    }
     let threads: Vec<_> = (0..4)
         .map(|_| {
             let ctx = ctx.clone();

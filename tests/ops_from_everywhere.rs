@@ -92,6 +92,11 @@ fn raw_sqe_with_owned_resources() {
     // SAFETY: the SQE points only into `buf`'s heap block, owned by the op,
     // and at `reader`, which the op owns too.
     let done = ctx.block_on(unsafe { ctx.submit_raw(entry, (buf, reader)) });
+    if ctx.backend() != "io_uring" {
+        let err = done.result.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Unsupported, "{err}");
+        return;
+    }
     assert_eq!(done.result.unwrap(), 3);
     assert_eq!(&done.resources.0[..3], b"raw");
 }
@@ -111,5 +116,8 @@ fn home_thread_is_the_only_one_entering_the_ring() {
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
     let m = ctx.metrics();
-    assert!(m.submits > 0 && m.sqes_submitted == 400, "{m:?}");
+    assert_eq!(m.sqes_submitted, 400, "{m:?}");
+    if ctx.backend() == "io_uring" {
+        assert!(m.submits > 0, "{m:?}");
+    }
 }

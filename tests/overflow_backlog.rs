@@ -52,5 +52,8 @@ fn sixteen_times_the_ring_in_flight() {
         thread.join().unwrap();
     }
     let m = ctx.metrics();
-    assert!(m.backlogged > 0, "the backlog was exercised: {m:?}");
+    // Only the ring has an SQ to overflow; the other backends queue.
+    if ctx.backend() == "io_uring" {
+        assert!(m.backlogged > 0, "the backlog was exercised: {m:?}");
+    }
 }

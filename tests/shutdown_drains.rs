@@ -64,5 +64,9 @@ fn shutdown_resolves_every_pending_op_and_leaks_nothing() {
         assert!(aioctx::is_shutdown(&err));
         drop(pipes);
     }
-    assert_eq!(support::open_fds(), fds_before, "fds leaked by shutdown");
+    // On the fallback, pool threads blocked in those reads hold their fds
+    // until the reads return (the writers just closed): shortly after.
+    support::eventually("no fd leaked by shutdown", || {
+        support::open_fds() == fds_before
+    });
 }

@@ -18,6 +18,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+pub(crate) mod blocking;
 pub(crate) mod nop;
 pub(crate) mod open;
 pub(crate) mod raw;

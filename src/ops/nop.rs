@@ -20,6 +20,14 @@ impl OpKind for Nop {
         op::Nop::new().build()
     }
 
+    type Blocking = ();
+
+    fn blocking(&mut self) {}
+
+    fn simulate(&mut self, _files: &mut crate::sim::Files) -> Cqe {
+        Cqe::from_raw(0, 0)
+    }
+
     fn complete(self, cqe: Cqe) -> io::Result<()> {
         cqe.result.map(drop)
     }

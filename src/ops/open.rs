@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::op::sealed::Sealed;
@@ -45,6 +45,34 @@ impl OpKind for OpenAt {
             .build()
     }
 
+    type Blocking = OpenCall;
+
+    fn blocking(&mut self) -> OpenCall {
+        OpenCall {
+            path: self.path.clone(),
+            flags: self.flags,
+            mode: self.mode,
+            opened: None,
+        }
+    }
+
+    fn land(&mut self, mut call: OpenCall, _cqe: &mut Cqe) {
+        // The fd's ownership passes to the completion, which `complete` or
+        // `abandon` reclaims.
+        if let Some(fd) = call.opened.take() {
+            let _ = fd.into_raw_fd();
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(self.path.as_bytes()));
+        match files.open(path, self.flags) {
+            Ok(fd) => Cqe::from_raw(fd.into_raw_fd(), 0),
+            Err(e) => Cqe::error(e),
+        }
+    }
+
     fn complete(self, cqe: Cqe) -> io::Result<OwnedFd> {
         // SAFETY: a successful openat returns a new fd that nothing else owns.
         cqe.result
@@ -54,6 +82,45 @@ impl OpKind for OpenAt {
     fn abandon(self, cqe: Cqe) {
         // Dropping the OwnedFd closes the fd nobody will collect.
         drop(self.complete(cqe));
+    }
+}
+
+/// The fallback's `openat(2)`. Owns the fd it opens until the op lands it,
+/// so an open whose future was resolved by shutdown closes its fd here.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct OpenCall {
+    path: CString,
+    flags: i32,
+    mode: u32,
+    opened: Option<OwnedFd>,
+}
+
+impl crate::op::BlockingCall for OpenCall {
+    fn run(&mut self) -> Cqe {
+        // SAFETY: `path` is a NUL-terminated string owned by this call.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, self.path.as_ptr(), self.flags, self.mode) };
+        if fd >= 0 {
+            // SAFETY: a fresh fd from openat(2) that nothing else owns.
+            self.opened = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        crate::op::cqe_of_syscall(i64::from(fd))
+    }
+}
+
+/// The fallback's `close(2)`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct CloseCall(Option<OwnedFd>);
+
+impl crate::op::BlockingCall for CloseCall {
+    fn run(&mut self) -> Cqe {
+        let Some(fd) = self.0.take() else {
+            return Cqe::error(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        // SAFETY: the call owns the fd and gives it up here, once.
+        let ret = unsafe { libc::close(fd.into_raw_fd()) };
+        crate::op::cqe_of_syscall(i64::from(ret))
     }
 }
 
@@ -86,8 +153,23 @@ impl OpKind for Close {
         op::Close::new(ty::Fd(self.raw)).build()
     }
 
+    type Blocking = CloseCall;
+
+    fn blocking(&mut self) -> CloseCall {
+        CloseCall(self.fd.take())
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let Some(fd) = self.fd.take() else {
+            return Cqe::error(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        let result = files.close(fd.as_raw_fd());
+        drop(fd);
+        crate::ops::blocking::sim_cqe(result.map(|()| 0))
+    }
+
     fn complete(self, cqe: Cqe) -> io::Result<()> {
-        if cqe.is_shutdown() {
+        if cqe.is_shutdown() && self.raw >= 0 {
             // Never reached the kernel: close it here.
             // SAFETY: `raw` came from `into_raw_fd` and was never closed.
             drop(unsafe { OwnedFd::from_raw_fd(self.raw) });

@@ -6,7 +6,10 @@ use std::io;
 use crate::context::Context;
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, Op, OpKind};
+use crate::ops::blocking::Refuse;
 use crate::ring::Sqe;
+
+const RAW_UNSUPPORTED: &str = "submit_raw needs the io_uring backend";
 
 /// The arguments of [`Context::submit_raw`]: an SQE and what it borrows.
 pub struct RawOp<R> {
@@ -43,6 +46,16 @@ impl<R: Send + 'static> OpKind for RawOp<R> {
         self.entry.clone()
     }
 
+    type Blocking = Refuse;
+
+    fn blocking(&mut self) -> Refuse {
+        Refuse(RAW_UNSUPPORTED)
+    }
+
+    fn simulate(&mut self, _files: &mut crate::sim::Files) -> Cqe {
+        Cqe::error(crate::op::unsupported(RAW_UNSUPPORTED))
+    }
+
     fn complete(self, cqe: Cqe) -> RawCompletion<R> {
         RawCompletion {
             result: cqe.result,
@@ -67,6 +80,11 @@ impl Context {
     /// point only into heap memory owned by `resources` (a `Vec`'s or `Box`'s
     /// contents do not move when the value does), or into memory that lives
     /// for `'static`. The op must not outlive what it names in any other way.
+    ///
+    /// # Errors
+    ///
+    /// The op resolves with an `Unsupported` error (and the resources back)
+    /// on the fallback and sim backends, which cannot run an arbitrary SQE.
     ///
     /// # Cancel safety
     ///

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
 use crate::ops::SharedFd;
+use crate::ops::blocking::sim_cqe;
 use crate::ring::{Sqe, op, ty};
 
 /// `statx(2)` with `AT_EMPTY_PATH` on a file's fd.
@@ -51,8 +52,60 @@ impl OpKind for Statx {
         .build()
     }
 
+    type Blocking = StatxCall;
+
+    fn blocking(&mut self) -> StatxCall {
+        StatxCall {
+            fd: self.fd.clone(),
+            // SAFETY: statx is plain old data; all-zero is a valid value.
+            buf: Box::new(unsafe { std::mem::zeroed::<libc::statx>() }),
+        }
+    }
+
+    fn land(&mut self, call: StatxCall, _cqe: &mut Cqe) {
+        *self.buf = *call.buf;
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let result = files.len(self.fd.as_raw_fd()).map(|len| {
+            self.buf.stx_size = len;
+            self.buf.stx_mode = (libc::S_IFREG | 0o644) as u16;
+            self.buf.stx_blksize = 4096;
+            self.buf.stx_blocks = len.div_ceil(512);
+            self.buf.stx_mask = libc::STATX_BASIC_STATS;
+            0
+        });
+        sim_cqe(result)
+    }
+
     fn complete(self, cqe: Cqe) -> io::Result<Metadata> {
         cqe.result.map(|_| Metadata { statx: *self.buf })
+    }
+}
+
+/// The fallback's `statx(2)`, into a buffer of its own.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub struct StatxCall {
+    fd: SharedFd,
+    buf: Box<libc::statx>,
+}
+
+impl crate::op::BlockingCall for StatxCall {
+    fn run(&mut self) -> Cqe {
+        let target: *mut libc::statx = &mut *self.buf;
+        // SAFETY: `target` is this call's own statx, live for the syscall;
+        // the path is a static empty C string.
+        let ret = unsafe {
+            libc::statx(
+                self.fd.as_raw_fd(),
+                EMPTY_PATH.as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_BASIC_STATS | libc::STATX_BTIME,
+                target,
+            )
+        };
+        crate::op::cqe_of_syscall(i64::from(ret))
     }
 }
 

@@ -7,7 +7,9 @@ use std::os::fd::AsRawFd;
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
 use crate::ops::SharedFd;
+use crate::ops::blocking::{OnFd, sim_cqe};
 use crate::ring::{Sqe, op, ty};
+use crate::sim::SimOp;
 
 /// `fsync(2)` or `fdatasync(2)` of a file.
 #[derive(Debug)]
@@ -33,6 +35,29 @@ impl OpKind for Fsync {
             fsync = fsync.flags(ty::FsyncFlags::DATASYNC);
         }
         fsync.build()
+    }
+
+    type Blocking = OnFd;
+
+    fn blocking(&mut self) -> OnFd {
+        OnFd {
+            fd: self.fd.clone(),
+            // SAFETY (both arms): plain syscalls on an fd the call keeps open.
+            call: |fd, [data_only, ..]| {
+                if data_only != 0 {
+                    // SAFETY: see above.
+                    i64::from(unsafe { libc::fdatasync(fd) })
+                } else {
+                    // SAFETY: see above.
+                    i64::from(unsafe { libc::fsync(fd) })
+                }
+            },
+            args: [u64::from(self.data_only), 0, 0],
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        sim_cqe(files.fsync(self.fd.as_raw_fd()).map(|()| 0))
     }
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {
@@ -72,6 +97,27 @@ impl OpKind for Fallocate {
             .build()
     }
 
+    type Blocking = OnFd;
+
+    fn blocking(&mut self) -> OnFd {
+        OnFd {
+            fd: self.fd.clone(),
+            call: |fd, [offset, len, mode]| {
+                // SAFETY: a plain syscall on an fd the call keeps open.
+                i64::from(unsafe {
+                    libc::fallocate(fd, mode as i32, offset as libc::off_t, len as libc::off_t)
+                })
+            },
+            args: [self.offset, self.len, self.mode as u32 as u64],
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let fd = self.fd.as_raw_fd();
+        let result = files.resize(fd, SimOp::Fallocate, self.offset, self.len, self.mode);
+        sim_cqe(result.map(|()| 0))
+    }
+
     fn complete(self, cqe: Cqe) -> io::Result<()> {
         cqe.result.map(drop)
     }
@@ -97,6 +143,28 @@ impl OpKind for Ftruncate {
 
     fn sqe(&mut self) -> Sqe {
         op::Ftruncate::new(ty::Fd(self.fd.as_raw_fd()), self.len).build()
+    }
+
+    type Blocking = OnFd;
+
+    fn blocking(&mut self) -> OnFd {
+        OnFd {
+            fd: self.fd.clone(),
+            call: |fd, [len, ..]| {
+                // SAFETY: a plain syscall on an fd the call keeps open.
+                i64::from(unsafe { libc::ftruncate(fd, len as libc::off_t) })
+            },
+            args: [self.len, 0, 0],
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let fd = self.fd.as_raw_fd();
+        sim_cqe(
+            files
+                .resize(fd, SimOp::Ftruncate, 0, self.len, 0)
+                .map(|()| 0),
+        )
     }
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {

@@ -13,6 +13,19 @@ use crate::ring::{Sqe, op, ty};
 #[derive(Debug)]
 pub struct Timeout {
     timespec: ty::Timespec,
+    duration: Duration,
+}
+
+/// The fallback's timeout: a pool thread sleeps (real time, like the ring's).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Sleep(Duration);
+
+impl crate::op::BlockingCall for Sleep {
+    fn run(&mut self) -> Cqe {
+        std::thread::sleep(self.0);
+        Cqe::from_raw(-libc::ETIME, 0)
+    }
 }
 
 impl Sealed for Timeout {}
@@ -22,6 +35,20 @@ impl OpKind for Timeout {
 
     fn sqe(&mut self) -> Sqe {
         op::Timeout::new(&self.timespec).build()
+    }
+
+    type Blocking = Sleep;
+
+    fn blocking(&mut self) -> Sleep {
+        Sleep(self.duration)
+    }
+
+    fn simulate(&mut self, _files: &mut crate::sim::Files) -> Cqe {
+        Cqe::from_raw(-libc::ETIME, 0)
+    }
+
+    fn sim_delay(&self) -> Duration {
+        self.duration
     }
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {
@@ -50,6 +77,7 @@ impl Context {
             self.shared().clone(),
             Timeout {
                 timespec: ty::Timespec::from(duration),
+                duration,
             },
         )
     }

@@ -7,6 +7,7 @@ use crate::buf::{IoBuf, IoBufMut};
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
 use crate::ops::SharedFd;
+use crate::ops::blocking::{Bounce, Positional, sim_cqe};
 use crate::ring::{Sqe, op, ty};
 
 /// A vectored read filling each buffer (up to its total size) in turn.
@@ -35,6 +36,18 @@ impl<B: IoBufMut> ReadvAt<B> {
     }
 }
 
+impl<B: IoBufMut> ReadvAt<B> {
+    /// Spreads `data` over the buffers in order, as `readv` would.
+    fn fill(&mut self, mut data: &[u8]) {
+        for buf in &mut self.bufs {
+            let n = data.len().min(buf.bytes_total());
+            // SAFETY: `n <= bytes_total` of this buffer.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf.stable_mut_ptr(), n) };
+            data = &data[n..];
+        }
+    }
+}
+
 impl<B> Sealed for ReadvAt<B> {}
 
 impl<B: IoBufMut> OpKind for ReadvAt<B> {
@@ -56,6 +69,45 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
         )
         .offset(self.offset)
         .build()
+    }
+
+    type Blocking = Positional;
+
+    fn blocking(&mut self) -> Positional {
+        let bufs = self
+            .bufs
+            .iter_mut()
+            .map(|b| Bounce::shaped_like(b.stable_mut_ptr(), b.bytes_total()))
+            .collect();
+        Positional {
+            fd: self.fd.clone(),
+            bufs,
+            offset: self.offset,
+            write: false,
+        }
+    }
+
+    fn land(&mut self, call: Positional, cqe: &mut Cqe) {
+        if let Ok(n) = cqe.result {
+            let data: Vec<u8> = call
+                .bufs
+                .iter()
+                .flat_map(|b| b.as_slice())
+                .copied()
+                .collect();
+            self.fill(&data[..n as usize]);
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let len = self.bufs.iter().map(|b| b.bytes_total()).sum();
+        let result = files
+            .read(self.fd.as_raw_fd(), self.offset, len)
+            .map(|data| {
+                self.fill(&data);
+                data.len()
+            });
+        sim_cqe(result)
     }
 
     fn complete(mut self, cqe: Cqe) -> Self::Output {
@@ -118,6 +170,34 @@ impl<B: IoBuf> OpKind for WritevAt<B> {
         )
         .offset(self.offset)
         .build()
+    }
+
+    type Blocking = Positional;
+
+    fn blocking(&mut self) -> Positional {
+        let bufs = self
+            .bufs
+            .iter()
+            // SAFETY: each buffer's first `bytes_init` bytes are initialised.
+            .map(|b| unsafe { Bounce::copy_of(b.stable_ptr(), b.bytes_init()) })
+            .collect();
+        Positional {
+            fd: self.fd.clone(),
+            bufs,
+            offset: self.offset,
+            write: true,
+        }
+    }
+
+    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+        let mut data = Vec::new();
+        for b in &self.bufs {
+            // SAFETY: each buffer's first `bytes_init` bytes are initialised.
+            data.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(b.stable_ptr(), b.bytes_init())
+            });
+        }
+        sim_cqe(files.write(self.fd.as_raw_fd(), self.offset, &data))
     }
 
     fn complete(self, cqe: Cqe) -> Self::Output {

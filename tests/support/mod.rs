@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aioctx::{Builder, Context};
+use aioctx::{Backend, Builder, Context};
 
 /// A context with the default configuration, or `None` (after printing why)
 /// when this machine cannot set up io_uring at all.
@@ -12,9 +12,34 @@ pub fn context() -> Option<Context> {
     build(Context::builder())
 }
 
-/// Builds `builder`, skipping the test when io_uring is unavailable here.
+/// The backend the suite runs on: `AIOCTX_BACKEND=fallback` forces the
+/// thread-pool fallback, `uring` forbids it; unset means `Auto`.
+pub fn backend() -> Backend {
+    match std::env::var("AIOCTX_BACKEND").as_deref() {
+        Ok("fallback") => Backend::Fallback,
+        Ok("uring") => Backend::Uring,
+        Ok("auto") | Err(_) => Backend::Auto,
+        Ok(other) => panic!("unknown AIOCTX_BACKEND {other:?}"),
+    }
+}
+
+/// Whether `ctx` runs on io_uring; tests of ring mechanics (kicks, SQ
+/// backlog, cancel SQEs) print why and skip otherwise.
+pub fn on_ring(ctx: &Context) -> bool {
+    let on_ring = ctx.backend() == "io_uring";
+    if !on_ring {
+        eprintln!(
+            "skipping: tests ring mechanics, context runs on {}",
+            ctx.backend()
+        );
+    }
+    on_ring
+}
+
+/// Builds `builder` on the suite's backend, skipping the test when io_uring
+/// is unavailable here.
 pub fn build(builder: Builder) -> Option<Context> {
-    match builder.build() {
+    match builder.backend(backend()).build() {
         Ok(ctx) => Some(ctx),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
             eprintln!("skipping: io_uring is unavailable on this machine ({e})");

@@ -1,0 +1,484 @@
+//! The workload of QEMU commit 2ae361ef1d as plain functions: a guest on a vCPU thread reads a
+//! disk image in batches of chunk-sized reads, sleeping before each batch submit and after each
+//! completion, and checksums what it read. Each [`Mode`] is a different path from the guest's
+//! doorbell to the kernel. [`run`] runs the chosen modes, interleaved round by round, and
+//! returns one [`ModeReport`] per mode with the median run.
+//!
+//! `main.rs` only parses flags and prints; `tests/iotest_modes.rs` and the benches include this
+//! file with `#[path]`, so everything a run needs is reachable from [`run`].
+
+#[path = "backing.rs"]
+mod backing;
+#[path = "direct.rs"]
+mod direct;
+#[path = "dma.rs"]
+mod dma;
+#[path = "machine.rs"]
+mod machine;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use self::direct::PrivateRingDisk;
+use self::machine::ContextStats;
+
+/// One MiB, the unit of the sizes below.
+pub(crate) const MIB: u64 = 1 << 20;
+/// Bytes a run reads by default: the seed's 128 MB.
+pub(crate) const DEFAULT_SIZE: u64 = 128 * MIB;
+/// Bytes a `--quick` run reads.
+pub(crate) const QUICK_SIZE: u64 = 8 * MIB;
+
+/// A path from the guest's doorbell to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The vCPU thread submits to a private ring and waits on it: the floor.
+    Direct,
+    /// The MMIO exit queues the read into the main context, which is kicked awake: the fix.
+    Kick,
+    /// As `Kick` with the foreign-push kick disabled: the read waits for the next timer tick.
+    NoKick,
+    /// As `NoKick`, with unrelated socket traffic keeping the main loop awake: the bug hidden.
+    NoKickBusy,
+}
+
+impl Mode {
+    /// Every mode, in the order runs and reports use.
+    pub(crate) const ALL: [Mode; 4] = [Mode::Direct, Mode::Kick, Mode::NoKick, Mode::NoKickBusy];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Kick => "kick",
+            Mode::NoKick => "no-kick",
+            Mode::NoKickBusy => "no-kick-busy",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self, Error> {
+        Mode::ALL
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "unknown mode {name:?}: expected kick, no-kick, no-kick-busy or direct"
+                ))
+            })
+    }
+}
+
+/// Everything one invocation runs: the modes, the workload and where the image lives.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    /// The modes to run; each runs once per round, in [`Mode::ALL`] order.
+    pub(crate) modes: Vec<Mode>,
+    /// Runs per mode; `None` means 3, except 1 for the slow `no-kick`.
+    pub(crate) repeat: Option<usize>,
+    /// Bytes each run reads; `None` means [`DEFAULT_SIZE`], or all of a smaller `--path`.
+    pub(crate) size: Option<u64>,
+    /// Bytes per read: a multiple of 4096 so it suits O_DIRECT on any device.
+    pub(crate) chunk: usize,
+    /// Reads per doorbell write.
+    pub(crate) batch: usize,
+    /// The guest's sleep before each batch submit and after each completion.
+    pub(crate) delay: Duration,
+    /// Period of the main loop's housekeeping timer (QEMU's is up to 499 ms).
+    pub(crate) timer: Duration,
+    /// Read with O_DIRECT (the default) rather than through the page cache.
+    pub(crate) direct_io: bool,
+    /// An existing file or block device to read instead of a temporary image.
+    pub(crate) path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    /// The seed's workload: 128 MB in 128 KiB O_DIRECT reads, 16 per batch, 1 ms sleeps, a
+    /// 499 ms timer, every mode.
+    fn default() -> Self {
+        Self {
+            modes: Mode::ALL.to_vec(),
+            repeat: None,
+            size: None,
+            chunk: 128 * 1024,
+            batch: 16,
+            delay: Duration::from_millis(1),
+            timer: Duration::from_millis(499),
+            direct_io: true,
+            path: None,
+        }
+    }
+}
+
+impl Config {
+    /// How many runs `mode` gets.
+    pub(crate) fn repeats(&self, mode: Mode) -> usize {
+        self.repeat
+            .unwrap_or(if mode == Mode::NoKick { 1 } else { 3 })
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |message: String| Err(Error::InvalidConfig(message));
+        if self.modes.is_empty() {
+            return invalid("no mode to run".to_owned());
+        }
+        if self.repeat == Some(0) {
+            return invalid("--repeat must be at least 1".to_owned());
+        }
+        if self.chunk == 0 || self.chunk % 4096 != 0 || self.chunk > u32::MAX as usize {
+            return invalid(format!(
+                "--chunk {} must be a positive multiple of 4096 below 4 GiB",
+                self.chunk
+            ));
+        }
+        if self.batch == 0 || self.batch > 1024 {
+            return invalid(format!("--batch {} must be between 1 and 1024", self.batch));
+        }
+        if self.timer.is_zero() {
+            return invalid("--timer-ms must be at least 1".to_owned());
+        }
+        match self.size {
+            Some(size) if size == 0 || size % self.chunk as u64 != 0 => invalid(format!(
+                "--size {size} must be a positive multiple of --chunk {}",
+                self.chunk
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a run could not start or finish; every message says what to do about it.
+#[derive(Debug)]
+pub(crate) enum Error {
+    /// A flag value the workload cannot use.
+    InvalidConfig(String),
+    /// `--path` cannot be opened or read, or is neither a regular file nor a block device.
+    BadPath { path: PathBuf, reason: String },
+    /// The filesystem holding the image refuses O_DIRECT (open fails with EINVAL).
+    DirectIoUnsupported { path: PathBuf },
+    /// The temporary directory cannot hold the image.
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    /// io_uring cannot be set up here (an old kernel, seccomp, `kernel.io_uring_disabled`).
+    RingUnavailable(io::Error),
+    /// An I/O or runtime failure during setup or a run.
+    Io { context: String, source: io::Error },
+}
+
+impl Error {
+    fn short_read(offset: u64, read: usize, chunk: usize) -> Self {
+        Error::Io {
+            context: format!("reading at offset {offset}"),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read: {read} of {chunk} bytes"),
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(message) => f.write_str(message),
+            Error::BadPath { path, reason } => {
+                write!(f, "cannot use --path {}: {reason}", path.display())
+            }
+            Error::DirectIoUnsupported { path } => write!(
+                f,
+                "the filesystem holding {} does not support O_DIRECT (open failed with EINVAL); \
+                 rerun with --buffered to read through the page cache, or put the image on a \
+                 disk-backed filesystem (TMPDIR or --path)",
+                path.display()
+            ),
+            Error::NoSpace {
+                dir,
+                needed,
+                available,
+            } => write!(
+                f,
+                "not enough free space in {} for the {} MiB image ({} MiB free); use --quick or \
+                 --size, set TMPDIR to a roomier filesystem, or read an existing file with --path",
+                dir.display(),
+                needed.div_ceil(MIB),
+                available / MIB
+            ),
+            Error::RingUnavailable(err) => write!(
+                f,
+                "io_uring is not available here ({err}): the kernel is too old, or seccomp or \
+                 kernel.io_uring_disabled forbids it"
+            ),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The guest's side of one run, resolved from a [`Config`] and the image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Workload {
+    /// Bytes to read from offset 0: a whole number of chunks.
+    pub(crate) size: u64,
+    pub(crate) chunk: usize,
+    pub(crate) batch: usize,
+    pub(crate) delay: Duration,
+}
+
+/// A disk as the guest sees it: a doorbell that takes a batch of reads, and one completion per
+/// read.
+pub(crate) trait Disk {
+    /// Queues one `chunk`-byte read at each offset: one doorbell write (an MMIO exit in the
+    /// emulated modes).
+    fn submit(&mut self, offsets: &[u64]) -> Result<(), Error>;
+
+    /// Waits for the next completion and hands its offset and the bytes read to `consume`.
+    fn complete_one(&mut self, consume: impl FnOnce(u64, &[u8])) -> Result<(), Error>;
+}
+
+/// What the guest measured in one run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GuestRun {
+    /// From the first sleep to the last completion processed.
+    pub(crate) wall: Duration,
+    /// Time spent in the guest's own sleeps: no mode can finish sooner.
+    pub(crate) sleep_floor: Duration,
+    /// Time the guest spent waiting for completions (interrupts): where the modes differ.
+    pub(crate) completion_wait: Duration,
+    pub(crate) bytes: u64,
+    pub(crate) checksum: u64,
+}
+
+/// The guest program: the seed's `iotest`, run on the calling thread (the vCPU thread).
+fn run_guest(workload: &Workload, disk: &mut impl Disk) -> Result<GuestRun, Error> {
+    let offsets: Vec<u64> = (0..workload.size).step_by(workload.chunk).collect();
+    let mut sleep_floor = Duration::ZERO;
+    let mut sleep = || {
+        let before = Instant::now();
+        thread::sleep(workload.delay);
+        sleep_floor += before.elapsed();
+    };
+    let mut completion_wait = Duration::ZERO;
+    let mut checksum = 0u64;
+    let mut bytes = 0u64;
+    let started = Instant::now();
+    for batch in offsets.chunks(workload.batch) {
+        sleep();
+        disk.submit(batch)?;
+        for _ in batch {
+            let waiting = Instant::now();
+            disk.complete_one(|offset, data| {
+                completion_wait += waiting.elapsed();
+                checksum = checksum.wrapping_add(backing::checksum_chunk(offset, data));
+                bytes += data.len() as u64;
+            })?;
+            sleep();
+        }
+    }
+    let wall = started.elapsed();
+    Ok(GuestRun {
+        wall,
+        sleep_floor,
+        completion_wait,
+        bytes,
+        checksum,
+    })
+}
+
+/// One run of one mode, as handed to [`run`]'s progress callback.
+#[derive(Clone, Debug)]
+pub(crate) struct RunRecord {
+    pub(crate) mode: Mode,
+    /// 0-based round this run belongs to.
+    pub(crate) round: usize,
+    pub(crate) guest: GuestRun,
+    /// The main context's view of the run; `None` for `direct`, which has no context.
+    pub(crate) context: Option<ContextStats>,
+    /// The checksum matched the image's and every byte was read.
+    pub(crate) checksum_ok: bool,
+}
+
+/// The result for one mode: its median run and every run's wall time.
+#[derive(Clone, Debug)]
+pub(crate) struct ModeReport {
+    pub(crate) mode: Mode,
+    /// Every run's wall time, in run order.
+    pub(crate) wall_runs: Vec<Duration>,
+    /// The median run by wall time (the lower one of an even count).
+    pub(crate) median: GuestRun,
+    /// The median run's context metrics; `None` for `direct`.
+    pub(crate) context: Option<ContextStats>,
+    /// `median.wall` over `direct`'s, when `direct` ran.
+    pub(crate) ratio_to_direct: Option<f64>,
+    /// Every run read every byte with the right checksum.
+    pub(crate) checksum_ok: bool,
+}
+
+impl ModeReport {
+    /// The report as one line of JSON; `direct` has no context, so its context metrics are
+    /// `null`.
+    pub(crate) fn to_json(&self) -> String {
+        let runs: Vec<String> = self.wall_runs.iter().map(|wall| json_ms(*wall)).collect();
+        let context = |field: fn(&ContextStats) -> String| {
+            self.context.as_ref().map_or("null".to_owned(), field)
+        };
+        format!(
+            concat!(
+                "{{\"mode\":\"{}\",\"wall_ms\":{},\"wall_ms_runs\":[{}],\"ratio_to_direct\":{},",
+                "\"sleep_floor_ms\":{},\"completion_wait_ms\":{},\"dwell_p50_us\":{},",
+                "\"dwell_p99_us\":{},",
+                "\"dwell_max_us\":{},\"kicks_sent\":{},\"kicks_coalesced\":{},\"kicks_suppressed\":{},",
+                "\"foreign_ops\":{},\"timer_ticks\":{},\"bytes\":{},\"checksum_ok\":{}}}"
+            ),
+            self.mode,
+            json_ms(self.median.wall),
+            runs.join(","),
+            self.ratio_to_direct
+                .map_or("null".to_owned(), |ratio| format!("{ratio:.4}")),
+            json_ms(self.median.sleep_floor),
+            json_ms(self.median.completion_wait),
+            context(|stats| json_us(stats.dwell_p50)),
+            context(|stats| json_us(stats.dwell_p99)),
+            context(|stats| json_us(stats.dwell_max)),
+            context(|stats| stats.kicks_sent.to_string()),
+            context(|stats| stats.kicks_coalesced.to_string()),
+            context(|stats| stats.kicks_suppressed.to_string()),
+            context(|stats| stats.foreign_ops.to_string()),
+            context(|stats| stats.timer_ticks.to_string()),
+            self.median.bytes,
+            self.checksum_ok,
+        )
+    }
+}
+
+fn json_us(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+fn json_ms(duration: Duration) -> String {
+    format!("{:.3}", duration.as_secs_f64() * 1e3)
+}
+
+/// Prepares the image, runs every chosen mode `config.repeats(mode)` times (round-robin, so the
+/// machine's drifting load hits every mode alike), calls `on_run` after each run, and returns one
+/// report per mode.
+///
+/// # Errors
+///
+/// Any [`Error`] from setting up the image or from a run; the temporary image is removed either
+/// way.
+pub(crate) fn run(
+    config: &Config,
+    on_run: &mut dyn FnMut(&RunRecord),
+) -> Result<Vec<ModeReport>, Error> {
+    config.validate()?;
+    let backing = backing::prepare(config)?;
+    let workload = Workload {
+        size: backing.size,
+        chunk: config.chunk,
+        batch: config.batch,
+        delay: config.delay,
+    };
+    let modes: Vec<Mode> = Mode::ALL
+        .into_iter()
+        .filter(|mode| config.modes.contains(mode))
+        .collect();
+    let rounds = modes.iter().map(|&mode| config.repeats(mode)).max();
+    let mut records = Vec::new();
+    for round in 0..rounds.unwrap_or(0) {
+        for &mode in modes.iter().filter(|&&mode| round < config.repeats(mode)) {
+            let (guest, context) = run_once(mode, config, &workload, &backing)?;
+            let record = RunRecord {
+                mode,
+                round,
+                guest,
+                context,
+                checksum_ok: guest.bytes == workload.size
+                    && guest.checksum == backing.expected_checksum,
+            };
+            on_run(&record);
+            records.push(record);
+        }
+    }
+    Ok(summarize(&modes, &records))
+}
+
+fn run_once(
+    mode: Mode,
+    config: &Config,
+    workload: &Workload,
+    backing: &backing::Backing,
+) -> Result<(GuestRun, Option<ContextStats>), Error> {
+    match mode {
+        Mode::Direct => {
+            let guest = on_vcpu_thread(|| {
+                let mut disk = PrivateRingDisk::open(&backing.path, config.direct_io, workload)?;
+                run_guest(workload, &mut disk)
+            })?;
+            Ok((guest, None))
+        }
+        Mode::Kick | Mode::NoKick | Mode::NoKickBusy => {
+            let (guest, stats) = machine::run(mode, config, workload, &backing.path)?;
+            Ok((guest, Some(stats)))
+        }
+    }
+}
+
+/// Runs `guest` on a fresh thread named like QEMU's vCPU threads and returns what it returns.
+fn on_vcpu_thread<T: Send>(guest: impl FnOnce() -> Result<T, Error> + Send) -> Result<T, Error> {
+    thread::scope(|scope| {
+        let vcpu = thread::Builder::new()
+            .name("vcpu0".to_owned())
+            .spawn_scoped(scope, guest)
+            .map_err(|source| Error::Io {
+                context: "cannot start the vCPU thread".to_owned(),
+                source,
+            })?;
+        vcpu.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn summarize(modes: &[Mode], records: &[RunRecord]) -> Vec<ModeReport> {
+    let mut reports: Vec<ModeReport> = modes
+        .iter()
+        .map(|&mode| {
+            let runs: Vec<&RunRecord> = records.iter().filter(|run| run.mode == mode).collect();
+            let mut by_wall = runs.clone();
+            by_wall.sort_by_key(|run| run.guest.wall);
+            let median = by_wall[(by_wall.len() - 1) / 2];
+            ModeReport {
+                mode,
+                wall_runs: runs.iter().map(|run| run.guest.wall).collect(),
+                median: median.guest,
+                context: median.context,
+                ratio_to_direct: None,
+                checksum_ok: runs.iter().all(|run| run.checksum_ok),
+            }
+        })
+        .collect();
+    let direct_wall = reports
+        .iter()
+        .find(|report| report.mode == Mode::Direct)
+        .map(|report| report.median.wall);
+    for report in &mut reports {
+        report.ratio_to_direct =
+            direct_wall.map(|direct| report.median.wall.as_secs_f64() / direct.as_secs_f64());
+    }
+    reports
+}

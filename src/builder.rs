@@ -1,0 +1,379 @@
+//! [`Builder`]: configuring a context and starting its home, either on a
+//! thread of its own ([`Builder::build`]) or on the caller's thread
+//! ([`Builder::build_local`], main-loop style), and the home's lifecycle from
+//! setup to the drained shutdown.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+
+use crate::backend::{self, Backend};
+use crate::context::{Context, Engine, HOME_OF, Handle, Shared};
+use crate::driver::{Core, DriverTask};
+use crate::metrics::RingFlags;
+use crate::ring::{Ring, RingConfig};
+use crate::sim::Sim;
+
+/// Configures and starts a [`Context`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    entries: u32,
+    thread_name: String,
+    single_issuer: bool,
+    kick_foreign: bool,
+    backend: Backend,
+    fallback_threads: usize,
+    #[cfg(feature = "test-util")]
+    start_paused: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            entries: 256,
+            thread_name: "aioctx-home".to_owned(),
+            single_issuer: true,
+            kick_foreign: true,
+            backend: Backend::Auto,
+            fallback_threads: 16,
+            #[cfg(feature = "test-util")]
+            start_paused: false,
+        }
+    }
+}
+
+impl Builder {
+    /// Submission queue entries (rounded up to a power of two by the kernel).
+    /// The completion queue gets twice as many. Default 256.
+    ///
+    /// More ops than this may be in flight at once: the excess waits in a
+    /// backlog and enters the ring as room frees.
+    pub fn entries(mut self, entries: u32) -> Self {
+        self.entries = entries.max(1);
+        self
+    }
+
+    /// Name of the home thread. Default `aioctx-home`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// Whether to try `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`
+    /// (default `true`). Where the kernel refuses them the ring falls back to
+    /// `COOP_TASKRUN`, then to no flags; [`Context::ring_flags`] tells which.
+    pub fn single_issuer(mut self, enabled: bool) -> Self {
+        self.single_issuer = enabled;
+        self
+    }
+
+    /// **Diagnostic only: reproduces the bug this crate exists to prevent.**
+    ///
+    /// With `false`, a push from a thread other than the home thread does not
+    /// wake a sleeping driver: the op waits until the driver turns for some
+    /// other reason (a completion, or a task on the home thread using the
+    /// ring, as QEMU's timers do in its main loop), exactly like QEMU before
+    /// commit 2ae361ef1d. It exists so a harness can show that bug beside the fix
+    /// (`examples/iotest`); never turn it off in real code. Default `true`.
+    pub fn kick_foreign_pushes(mut self, enabled: bool) -> Self {
+        self.kick_foreign = enabled;
+        self
+    }
+
+    /// Which backend runs the ops; default [`Backend::Auto`] (io_uring, or
+    /// the thread-pool fallback where io_uring is unavailable).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The most pool threads the fallback backend runs blocking syscalls on
+    /// at once (the home runtime's `max_blocking_threads`); more ops wait in
+    /// its queue. Default 16.
+    pub fn fallback_threads(mut self, threads: usize) -> Self {
+        self.fallback_threads = threads.max(1);
+        self
+    }
+
+    /// Starts the home runtime with Tokio's clock paused, for tests on
+    /// virtual time (see `tokio::time::pause`). Default `false`.
+    #[cfg(feature = "test-util")]
+    pub fn start_paused(mut self, paused: bool) -> Self {
+        self.start_paused = paused;
+        self
+    }
+
+    /// Spawns the home thread, sets up its ring and runtime, and returns a
+    /// handle once the driver is running.
+    ///
+    /// # Errors
+    ///
+    /// The io_uring setup error (`ENOSYS` where io_uring is missing, `EPERM`
+    /// where it is disabled or filtered, `ENOMEM` past `RLIMIT_MEMLOCK` on
+    /// old kernels), or a failure to spawn the thread or build the runtime.
+    ///
+    /// With [`Backend::Sim`], called inside a current-thread Tokio runtime
+    /// (such as `#[tokio::test]`'s), there is no home thread: the simulator
+    /// runs as a task on the caller's runtime, on its (possibly paused)
+    /// clock, and that thread counts as home.
+    pub fn build(self) -> io::Result<Context> {
+        if let Backend::Sim(config) = &self.backend {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                    return Ok(self.build_sim_on(runtime, config.clone()));
+                }
+            }
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let config = self.clone();
+        let thread = thread::Builder::new()
+            .name(self.thread_name.clone())
+            .spawn(move || {
+                let started = Home::new(&config).and_then(|home| {
+                    let driver = home.start_driver()?;
+                    Ok((home, driver))
+                });
+                match started {
+                    Ok((home, driver)) => {
+                        let _ = ready_tx.send(Ok(home.shared.clone()));
+                        home.run_until_shut_down(driver);
+                    }
+                    Err(e) => {
+                        Core::uninstall();
+                        HOME_OF.with(|home| home.borrow_mut().take());
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+        let shared = match ready_rx.recv() {
+            Ok(Ok(shared)) => shared,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(io::Error::other("aioctx home thread died during setup"));
+            }
+        };
+        let handle = Arc::new(Handle {
+            shared,
+            home_thread: Mutex::new(Some(thread)),
+        });
+        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        Ok(Context { handle })
+    }
+}
+
+impl Builder {
+    /// A sim context driven by a task on `runtime`, the caller's.
+    fn build_sim_on(
+        &self,
+        runtime: tokio::runtime::Handle,
+        config: crate::sim::SimConfig,
+    ) -> Context {
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(
+            Engine::Sim(Box::new(Sim::new(config))),
+            runtime.clone(),
+            RingFlags::default(),
+            self.kick_foreign,
+            finished_rx,
+        ));
+        let driven = shared.clone();
+        runtime.spawn(async move {
+            crate::sim::drive(driven).await;
+            let _ = finished_tx.send(true);
+        });
+        let handle = Arc::new(Handle {
+            shared,
+            home_thread: Mutex::new(None),
+        });
+        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        Context { handle }
+    }
+}
+
+impl Builder {
+    /// Makes the calling thread the home thread: sets up the ring and a
+    /// current-thread runtime here, and returns a [`LocalContext`] whose
+    /// [`block_on`](LocalContext::block_on) runs the main loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Builder::build).
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is already home to a context.
+    pub fn build_local(self) -> io::Result<LocalContext> {
+        let home = Home::new(&self)?;
+        let driver = match home.start_driver() {
+            Ok(driver) => driver,
+            Err(e) => {
+                Core::uninstall();
+                HOME_OF.with(|home| home.borrow_mut().take());
+                return Err(e);
+            }
+        };
+        let handle = Arc::new(Handle {
+            shared: home.shared.clone(),
+            home_thread: Mutex::new(None),
+        });
+        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        Ok(LocalContext {
+            home: Some(home),
+            driver: Some(driver),
+            context: Context { handle },
+            _home_only: PhantomData,
+        })
+    }
+}
+
+/// The home thread's side: ring, runtime, driver. Lives on the home thread.
+struct Home {
+    shared: Arc<Shared>,
+    runtime: Runtime,
+    finished: watch::Sender<bool>,
+}
+
+impl Home {
+    fn new(config: &Builder) -> io::Result<Home> {
+        let (engine, ring) = backend::select(
+            &config.backend,
+            RingConfig {
+                entries: config.entries,
+                single_issuer: config.single_issuer,
+            },
+        )?;
+        let ring_flags = ring.as_ref().map_or(RingFlags::default(), Ring::flags);
+
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder
+            .enable_all()
+            .max_blocking_threads(config.fallback_threads);
+        #[cfg(feature = "test-util")]
+        builder.start_paused(config.start_paused);
+        let runtime = builder.build()?;
+
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(
+            engine,
+            runtime.handle().clone(),
+            ring_flags,
+            config.kick_foreign,
+            finished_rx,
+        ));
+        tracing::debug!(
+            backend = shared.engine.name(),
+            ?ring_flags,
+            entries = config.entries,
+            "aioctx context ready"
+        );
+
+        if let Some(ring) = ring {
+            Core::install(shared.clone(), ring);
+        }
+        HOME_OF.with(|home| *home.borrow_mut() = Some(shared.clone()));
+        Ok(Home {
+            shared,
+            runtime,
+            finished: finished_tx,
+        })
+    }
+
+    /// Spawns the driver task on the home runtime.
+    fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        let _runtime = self.runtime.enter();
+        let shared = self.shared.clone();
+        Ok(match &self.shared.engine {
+            Engine::Uring => {
+                let driver = DriverTask::new(shared)?;
+                tokio::spawn(tokio::task::coop::unconstrained(driver))
+            }
+            Engine::Fallback(_) => tokio::spawn(async move {
+                shared.closed().await;
+                if let Engine::Fallback(pool) = &shared.engine {
+                    pool.shut_down();
+                }
+            }),
+            Engine::Sim(_) => tokio::spawn(crate::sim::drive(shared)),
+        })
+    }
+
+    /// Runs the driver until shutdown has drained the ring, then tears the
+    /// runtime and the ring down, in that order.
+    fn run_until_shut_down(self, driver: tokio::task::JoinHandle<()>) {
+        if let Err(e) = self.runtime.block_on(driver) {
+            tracing::error!(error = %e, "aioctx driver failed");
+        }
+        let Home {
+            shared,
+            runtime,
+            finished,
+        } = self;
+        // Dropping the runtime drops the tasks still on it; their ops fail
+        // fast, because the driver is closed. The fallback's pool threads may
+        // be stuck in syscalls that never return (see fallback.rs): do not
+        // wait for them.
+        if let Engine::Fallback(_) = shared.engine {
+            runtime.shutdown_background();
+        } else {
+            drop(runtime);
+        }
+        HOME_OF.with(|home| home.borrow_mut().take());
+        Core::uninstall();
+        let _ = finished.send(true);
+        drop(shared);
+    }
+}
+
+/// A context whose home is the thread that built it, QEMU main-loop style:
+/// the driver runs whenever that thread runs [`LocalContext::block_on`].
+///
+/// From [`Builder::build_local`]. `!Send`: it stays on its home thread.
+/// Dropping it shuts the context down (cancelling and draining what is in
+/// flight) on the calling thread.
+pub struct LocalContext {
+    home: Option<Home>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+    context: Context,
+    _home_only: PhantomData<*const ()>,
+}
+
+impl LocalContext {
+    /// A handle to the context, to clone and hand to other threads.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    /// Runs `future` to completion on this, the home, thread. The driver runs
+    /// alongside it: ops from any thread make progress only while some
+    /// `block_on` runs (between calls, foreign pushes wait in the inbox).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        let home = self.home.as_ref().expect("home present until drop");
+        home.runtime.block_on(future)
+    }
+}
+
+impl fmt::Debug for LocalContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalContext")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+impl Drop for LocalContext {
+    fn drop(&mut self) {
+        self.context.shared().request_shutdown();
+        if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
+            home.run_until_shut_down(driver);
+        }
+    }
+}
