@@ -3,7 +3,7 @@
 //! `#[path = "../benches/common/mod.rs"] mod common;`).
 //!
 //! Every number is a ratio against a baseline measured in the same run: one module per
-//! benchmark (`wake`, `nop`, `randread`, `cached`, `submitters`) builds its row groups from the peers in
+//! benchmark (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`) builds its row groups from the peers in
 //! `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring) and from
 //! `aioctx_rows` (the crate under test, measured the same way), `group` runs
 //! each group's implementations in turns and takes medians, `report` prints the table or JSON
@@ -31,6 +31,7 @@ pub mod page_buf;
 pub mod peers;
 pub mod randread;
 pub mod report;
+pub mod seed;
 pub mod submitters;
 pub mod targets;
 pub mod testfile;
@@ -40,7 +41,7 @@ use config::{Cli, Config};
 use report::Row;
 
 /// Every benchmark, in the order `compare` runs them.
-pub const BENCHMARKS: &[&str] = &["wake", "nop", "randread", "cached", "submitters"];
+pub const BENCHMARKS: &[&str] = &["wake", "nop", "randread", "cached", "submitters", "seed"];
 
 /// Runs the named benchmarks and returns their rows.
 ///
@@ -59,6 +60,7 @@ pub fn run(config: &Config, benchmarks: &[&str]) -> Vec<Row> {
             "randread" => randread::run(config),
             "cached" => cached::run(config),
             "submitters" => submitters::run(config),
+            "seed" => seed::run(config),
             other => panic!("no benchmark named `{other}`"),
         });
     }
