@@ -79,6 +79,8 @@ pub struct Cli {
     pub config: Config,
     /// Print one JSON object per line instead of a table.
     pub json: bool,
+    /// Also write the JSON lines to this file (with the table on stdout).
+    pub json_out: Option<std::path::PathBuf>,
     /// Benchmarks to run (by name); `None` runs all that the binary offers.
     pub only: Option<Vec<String>>,
 }
@@ -88,6 +90,7 @@ pub const USAGE: &str = "\
 options:
   --quick          very short runs (100 ms per row, one repeat, small files)
   --json           one JSON object per row instead of a table
+  --json-out FILE  also write the JSON lines to FILE
   --repeats N      runs per row; rows report the median (default 3)
   --seconds S      measured seconds per run of a row (default 2)
   --depths 1,32    queue depths of the randread rows (default 1,32,128)
@@ -106,6 +109,7 @@ impl Cli {
             Config::full()
         };
         let mut json = false;
+        let mut json_out = None;
         let mut only = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -113,6 +117,7 @@ impl Cli {
             match arg.as_str() {
                 "--quick" | "--bench" => {}
                 "--json" => json = true,
+                "--json-out" => json_out = Some(value("--json-out")?.into()),
                 "--no-progress" => config.progress = false,
                 "--repeats" => {
                     config.repeats = value("--repeats")?
@@ -146,7 +151,12 @@ impl Cli {
                 other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
             }
         }
-        Ok(Cli { config, json, only })
+        Ok(Cli {
+            config,
+            json,
+            json_out,
+            only,
+        })
     }
 
     /// Whether `benchmark` is selected by `--only` (all are, without it).

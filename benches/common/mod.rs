@@ -92,6 +92,14 @@ pub fn main(benchmarks: &[&str]) {
         .filter(|name| cli.selects(name))
         .collect();
     let rows = run(&cli.config, &selected);
+    if let Some(path) = &cli.json_out {
+        let mut text = json_lines(&rows).join("\n");
+        text.push('\n');
+        if let Err(error) = std::fs::write(path, text) {
+            eprintln!("cannot write {}: {error}", path.display());
+            std::process::exit(1);
+        }
+    }
     if cli.json {
         for line in json_lines(&rows) {
             println!("{line}");
