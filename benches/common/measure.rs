@@ -1,0 +1,256 @@
+//! What one run of one implementation yields, and how repeated runs become one number: a
+//! [`Measurement`] (ops/s, p50, p99, samples, extra counters), per-op [`Latencies`], the
+//! [`Phase`] flag that splits a run into warm-up and measured window, and [`median_of`], which
+//! takes the median of every field over the repeats.
+//!
+//! Medians, not means: on a shared 2-core machine one repeat that collides with another build is
+//! an outlier to discard, not to average in.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// The result of one run (or the median of several) of one implementation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    /// Completed operations per second over the measured window.
+    pub ops_per_sec: f64,
+    /// Median per-op latency, when the run records latencies.
+    pub p50: Option<Duration>,
+    /// 99th-percentile per-op latency, when the run records latencies.
+    pub p99: Option<Duration>,
+    /// Operations completed in the measured window (summed over repeats by [`median_of`]).
+    pub samples: u64,
+    /// Named counters particular to a benchmark, such as kicks per op.
+    pub extra: Vec<(&'static str, f64)>,
+}
+
+impl Measurement {
+    /// A throughput-only measurement: `ops` completed in `elapsed`.
+    pub fn throughput(ops: u64, elapsed: Duration) -> Measurement {
+        Measurement {
+            ops_per_sec: ops as f64 / elapsed.as_secs_f64().max(1e-9),
+            p50: None,
+            p99: None,
+            samples: ops,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds a named counter to the measurement.
+    pub fn with_extra(mut self, name: &'static str, value: f64) -> Measurement {
+        self.extra.push((name, value));
+        self
+    }
+
+    /// The named counter, if the run reported it.
+    pub fn extra(&self, name: &str) -> Option<f64> {
+        self.extra
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| *value)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `NaN` when empty.
+pub fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+/// Folds repeated runs of one implementation into one measurement: the median of each field
+/// taken on its own, and the total number of samples.
+///
+/// # Panics
+///
+/// Panics if `runs` is empty.
+pub fn median_of(runs: &[Measurement]) -> Measurement {
+    assert!(!runs.is_empty(), "median_of needs at least one run");
+    let median_duration = |pick: fn(&Measurement) -> Option<Duration>| {
+        let mut nanos: Vec<f64> = runs
+            .iter()
+            .filter_map(pick)
+            .map(|d| d.as_nanos() as f64)
+            .collect();
+        (!nanos.is_empty()).then(|| Duration::from_nanos(median(&mut nanos) as u64))
+    };
+    let extra = runs[0]
+        .extra
+        .iter()
+        .map(|(name, _)| {
+            let mut values: Vec<f64> = runs.iter().filter_map(|run| run.extra(name)).collect();
+            (*name, median(&mut values))
+        })
+        .collect();
+    Measurement {
+        ops_per_sec: median(&mut runs.iter().map(|run| run.ops_per_sec).collect::<Vec<_>>()),
+        p50: median_duration(|run| run.p50),
+        p99: median_duration(|run| run.p99),
+        samples: runs.iter().map(|run| run.samples).sum(),
+        extra,
+    }
+}
+
+/// Per-op latencies of one run, in nanoseconds.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    nanos: Vec<u64>,
+}
+
+impl Latencies {
+    /// An empty recorder with room for `capacity` samples.
+    pub fn with_capacity(capacity: usize) -> Latencies {
+        Latencies {
+            nanos: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Records one latency.
+    pub fn record(&mut self, latency: Duration) {
+        self.nanos.push(latency.as_nanos() as u64);
+    }
+
+    /// Records the time since `start`.
+    pub fn record_since(&mut self, start: Instant) {
+        self.record(start.elapsed());
+    }
+
+    /// Moves `other`'s samples into `self` (to merge per-task recorders).
+    pub fn absorb(&mut self, mut other: Latencies) {
+        self.nanos.append(&mut other.nanos);
+    }
+
+    /// Number of samples recorded.
+    pub fn len(&self) -> usize {
+        self.nanos.len()
+    }
+
+    /// Whether no sample was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.nanos.is_empty()
+    }
+
+    /// The `quantile` (0.0..=1.0) of the recorded latencies, by the nearest-rank method.
+    pub fn quantile(&mut self, quantile: f64) -> Option<Duration> {
+        if self.nanos.is_empty() {
+            return None;
+        }
+        let rank =
+            ((self.nanos.len() as f64 * quantile).ceil() as usize).clamp(1, self.nanos.len());
+        let (_, nth, _) = self.nanos.select_nth_unstable(rank - 1);
+        Some(Duration::from_nanos(*nth))
+    }
+
+    /// A measurement of `ops` completed in `elapsed`, with p50 and p99 from these latencies.
+    pub fn into_measurement(mut self, ops: u64, elapsed: Duration) -> Measurement {
+        Measurement {
+            p50: self.quantile(0.50),
+            p99: self.quantile(0.99),
+            ..Measurement::throughput(ops, elapsed)
+        }
+    }
+}
+
+/// The window a run is in, shared between the thread that times the run and the workers (which
+/// may be tasks, blocking threads or std threads).
+///
+/// Workers count and record only while [`Phase::is_measuring`], and stop at
+/// [`Phase::is_stopped`]; the timer moves the phase forward with [`Phase::start_measuring`] and
+/// [`Phase::stop`]. All accesses are `Relaxed`: the phase only gates counting, and every count is
+/// handed back through a join (which synchronises) before it is read.
+#[derive(Debug, Default)]
+pub struct Phase(AtomicU8);
+
+const WARMING_UP: u8 = 0;
+const MEASURING: u8 = 1;
+const STOPPED: u8 = 2;
+
+impl Phase {
+    /// A phase that starts in warm-up.
+    pub fn new() -> Phase {
+        Phase(AtomicU8::new(WARMING_UP))
+    }
+
+    /// Moves from warm-up to the measured window.
+    pub fn start_measuring(&self) {
+        self.0.store(MEASURING, Ordering::Relaxed);
+    }
+
+    /// Ends the measured window; workers finish their current op and return.
+    pub fn stop(&self) {
+        self.0.store(STOPPED, Ordering::Relaxed);
+    }
+
+    /// Whether completions now count.
+    pub fn is_measuring(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == MEASURING
+    }
+
+    /// Whether workers should return.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == STOPPED
+    }
+
+    /// Runs the window on a blocking thread: sleeps through `warmup`, measures for `measure`,
+    /// stops, and returns the measured window's length.
+    pub fn run_blocking(&self, warmup: Duration, measure: Duration) -> Duration {
+        std::thread::sleep(warmup);
+        self.start_measuring();
+        let start = Instant::now();
+        std::thread::sleep(measure);
+        self.stop();
+        start.elapsed()
+    }
+
+    /// Runs the window inside a Tokio runtime (current-thread runtimes must not block).
+    pub async fn run_async(&self, warmup: Duration, measure: Duration) -> Duration {
+        tokio::time::sleep(warmup).await;
+        self.start_measuring();
+        let start = Instant::now();
+        tokio::time::sleep(measure).await;
+        self.stop();
+        start.elapsed()
+    }
+}
+
+/// A loop's time limit, for single-threaded loops that check the clock themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Time run before counting starts.
+    pub warmup: Duration,
+    /// Time counted.
+    pub measure: Duration,
+}
+
+// Written without `use`: see the note on the tests in `json.rs`.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_handles_odd_and_even_counts() {
+        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn quantile_uses_nearest_rank() {
+        let mut latencies = super::Latencies::default();
+        for micros in 1..=100 {
+            latencies.record(std::time::Duration::from_micros(micros));
+        }
+        assert_eq!(
+            latencies.quantile(0.5),
+            Some(std::time::Duration::from_micros(50))
+        );
+        assert_eq!(
+            latencies.quantile(0.99),
+            Some(std::time::Duration::from_micros(99))
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! What a Tokio program does today for O_DIRECT or positioned reads: `depth` tasks on a
+//! current-thread runtime, each handing one `pread` at a time to `spawn_blocking` and awaiting it.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::common::group::{RunError, RunResult};
+use crate::common::measure::{Latencies, Phase, Window};
+use crate::common::page_buf::PageBuf;
+use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+
+/// Random 4 KiB reads of `file` by `depth` concurrent tasks, each awaiting
+/// `spawn_blocking(pread)`.
+pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Window) -> RunResult {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let opened = Arc::new(file.open(mode)?);
+    let phase = Arc::new(Phase::new());
+    runtime.block_on(async {
+        let workers: Vec<_> = (0..depth)
+            .map(|task| {
+                let worker = Worker {
+                    file: Arc::clone(&opened),
+                    offsets: BlockOffsets::new(file, task as u64),
+                    phase: Arc::clone(&phase),
+                    record_latency: mode.records_latency(),
+                };
+                tokio::spawn(worker.run())
+            })
+            .collect();
+        let elapsed = phase.run_async(window.warmup, window.measure).await;
+        let mut all = Latencies::default();
+        let mut ops = 0;
+        for worker in workers {
+            let (worker_ops, latencies) =
+                worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
+            ops += worker_ops;
+            all.absorb(latencies);
+        }
+        Ok(all.into_measurement(ops, elapsed))
+    })
+}
+
+struct Worker {
+    file: Arc<std::fs::File>,
+    offsets: BlockOffsets,
+    phase: Arc<Phase>,
+    record_latency: bool,
+}
+
+impl Worker {
+    async fn run(mut self) -> io::Result<(u64, Latencies)> {
+        let mut buffer = PageBuf::zeroed(BLOCK_LEN);
+        let mut latencies = Latencies::default();
+        let mut ops = 0;
+        while !self.phase.is_stopped() {
+            let offset = self.offsets.next_offset();
+            let file = Arc::clone(&self.file);
+            let started = Instant::now();
+            let (read, returned) = tokio::task::spawn_blocking(move || {
+                let read = file.read_at(buffer.as_mut_slice(), offset);
+                (read, buffer)
+            })
+            .await?;
+            buffer = returned;
+            if read? != BLOCK_LEN {
+                return Err(io::Error::other("short read"));
+            }
+            if self.phase.is_measuring() {
+                ops += 1;
+                if self.record_latency {
+                    latencies.record_since(started);
+                }
+            }
+        }
+        Ok((ops, latencies))
+    }
+}

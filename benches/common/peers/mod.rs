@@ -1,0 +1,12 @@
+//! The implementations this crate is measured against, one file per peer. Each function runs one
+//! timed window (warm-up, then measurement) and returns a [`super::measure::Measurement`]; none
+//! of them needs the aioctx crate.
+
+pub mod blocking_pread;
+pub mod eventfd;
+pub mod fio;
+pub mod raw_uring;
+pub mod tokio_channel;
+pub mod tokio_fs;
+pub mod tokio_uring;
+pub mod tokio_wake;
