@@ -169,3 +169,17 @@ fn set_ratios(rows: &mut [Row], group: &Group) {
             .map(|value| value / baseline_value);
     }
 }
+
+/// Sums the op counts returned by the workers of one run; a worker that
+/// failed or panicked fails the run.
+pub async fn total_ops<F, E>(workers: impl IntoIterator<Item = F>) -> Result<u64, RunError>
+where
+    F: std::future::Future<Output = Result<std::io::Result<u64>, E>>,
+    E: std::fmt::Display,
+{
+    let mut ops = 0;
+    for worker in workers {
+        ops += worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
+    }
+    Ok(ops)
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::common::group::{RunError, RunResult};
+use crate::common::group::{RunResult, total_ops};
 use crate::common::measure::{Measurement, Phase, Window};
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
 
@@ -39,10 +39,7 @@ pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult 
             })
             .collect();
         let elapsed = phase.run_async(window.warmup, window.measure).await;
-        let mut ops = 0;
-        for worker in workers {
-            ops += worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
-        }
+        let ops = total_ops(workers).await?;
         Ok(Measurement::throughput(ops, elapsed))
     })
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::common::group::{RunError, RunResult, uring_setup_error};
+use crate::common::group::{RunError, RunResult, total_ops, uring_setup_error};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
 use crate::common::page_buf::PageBuf;
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
@@ -39,10 +39,7 @@ pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
             })
             .collect();
         let elapsed = phase.run_async(window.warmup, window.measure).await;
-        let mut ops = 0;
-        for worker in workers {
-            ops += worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
-        }
+        let ops = total_ops(workers).await?;
         Ok(Measurement::throughput(ops, elapsed))
     })
 }
