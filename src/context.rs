@@ -24,7 +24,8 @@ use crate::driver::Core;
 use crate::fallback::Pool;
 use crate::inbox::{Inbox, Kick};
 use crate::metrics::{Counters, Metrics, RingFlags};
-use crate::op::Request;
+use crate::lifecycle::Canceller;
+use crate::op::{Cqe, Request, Submission};
 use crate::sim::Sim;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
@@ -233,37 +234,53 @@ impl Drop for Handle {
 }
 
 impl Shared {
-    /// Hands a request to the driver: straight into the SQ on the home
-    /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
-    pub(crate) fn submit(self: &Arc<Self>, request: Request) -> io::Result<()> {
+    /// Hands an op to the driver: straight into the SQ on the home thread,
+    /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
+    /// the driver cannot take (shut down, another backend) is completed with
+    /// the error.
+    pub(crate) fn submit(self: &Arc<Self>, submission: Submission) {
         if !matches!(self.engine, Engine::Uring) {
-            // Only the ring driver takes requests: other backends start ops
-            // themselves and cannot cancel a started one.
-            return match request {
-                Request::Submit(_) => Err(crate::op::unsupported("not an io_uring context")),
-                Request::Cancel(_) => Ok(()),
-            };
+            // Only the ring driver takes submissions: other backends start
+            // ops themselves.
+            let error = crate::op::unsupported("not an io_uring context");
+            submission.op.complete(Cqe::error(error));
+            return;
         }
-        let mut request = match Core::try_accept_local(self, request) {
-            Ok(result) => return result,
-            Err(request) => request,
+        let mut submission = match Core::try_submit_local(self, submission) {
+            Ok(()) => return,
+            Err(submission) => submission,
         };
-        if let Request::Submit(submission) = &mut request {
-            submission.pushed_at = Some(Instant::now());
+        submission.pushed_at = Some(Instant::now());
+        if let Err(Request::Submit(submission)) = self.push(Request::Submit(submission)) {
+            submission.op.complete(Cqe::error(shutdown_error()));
+            return;
         }
-        let is_submit = matches!(request, Request::Submit(_));
-        match self.inbox.push(request) {
-            Err(_) if is_submit => return Err(shutdown_error()),
-            Err(_) => return Ok(()),
-            Ok(Kick::Send) if self.kick_foreign => {
+        Counters::add(&self.counters.ops_foreign, 1);
+    }
+
+    /// Passes a dropped op's reference to the driver, which cancels the op
+    /// if it is in the kernel. Other backends cannot cancel a started op:
+    /// dropping the reference is all there is to do.
+    pub(crate) fn cancel(self: &Arc<Self>, canceller: Canceller) {
+        if !matches!(self.engine, Engine::Uring) {
+            return;
+        }
+        if let Err(canceller) = Core::try_cancel_local(self, canceller) {
+            // Shut down: shutdown cancels everything in flight anyway.
+            let _ = self.push(Request::Cancel(canceller));
+        }
+    }
+
+    /// Queues a request in the inbox, kicking the driver if it sleeps. Gives
+    /// the request back if the inbox has closed.
+    fn push(&self, request: Request) -> Result<(), Request> {
+        match self.inbox.push(request).map_err(|closed| closed.0)? {
+            Kick::Send if self.kick_foreign => {
                 Counters::add(&self.counters.kicks_sent, 1);
                 self.driver_waker.wake();
             }
-            Ok(Kick::Send) => Counters::add(&self.counters.kicks_suppressed, 1),
-            Ok(Kick::Coalesced) => Counters::add(&self.counters.kicks_coalesced, 1),
-        }
-        if is_submit {
-            Counters::add(&self.counters.ops_foreign, 1);
+            Kick::Send => Counters::add(&self.counters.kicks_suppressed, 1),
+            Kick::Coalesced => Counters::add(&self.counters.kicks_coalesced, 1),
         }
         Ok(())
     }

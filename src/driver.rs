@@ -36,7 +36,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::context::{Shared, shutdown_error};
 use crate::metrics::Counters;
-use crate::op::{Cqe, Inflight, Request, Submission};
+use crate::lifecycle::Canceller;
+use crate::op::{Cqe, OpRef, Request, Submission};
 use crate::ring::{IGNORED_USER_DATA, Ring};
 
 thread_local! {
@@ -119,48 +120,62 @@ impl Core {
         drop(core);
     }
 
-    /// Hands `request` to the driver if the calling thread is `shared`'s home
-    /// thread; otherwise gives it back.
-    pub(crate) fn try_accept_local(
+    /// Runs `accept` on the driver if the calling thread is `shared`'s home
+    /// thread and the driver is not running; otherwise gives `value` back.
+    fn try_local<T>(
         shared: &Arc<Shared>,
-        request: Request,
-    ) -> Result<io::Result<()>, Request> {
+        value: T,
+        accept: impl FnOnce(&mut Core, T),
+    ) -> Result<(), T> {
         HOME.with(|home| {
             let Ok(mut home) = home.try_borrow_mut() else {
-                // The driver itself is running (a completion callback
-                // submitted): go through the inbox, drained before it parks.
-                return Err(request);
+                // The driver itself is running (a completion's waker polled
+                // inline): go through the inbox, drained before it parks.
+                return Err(value);
             };
             match home.as_mut() {
-                Some(core) if Arc::ptr_eq(&core.shared, shared) => Ok(core.accept_local(request)),
-                _ => Err(request),
+                Some(core) if Arc::ptr_eq(&core.shared, shared) => {
+                    accept(core, value);
+                    Ok(())
+                }
+                _ => Err(value),
             }
         })
     }
 
-    fn accept_local(&mut self, request: Request) -> io::Result<()> {
-        if self.closing {
-            return match request {
-                Request::Submit(_) => Err(shutdown_error()),
-                Request::Cancel(_) => Ok(()),
-            };
-        }
-        if let Request::Submit(_) = request {
-            Counters::bump(&self.shared.counters.ops_local, 1);
-        }
-        match request {
-            // Submitted by the poll that created it: it cannot be abandoned.
-            Request::Submit(submission) => {
-                self.queue(submission, false);
-                if self.policy.eager && self.ring.queued() > 0 {
-                    // Ops that go to a device: hand this one over now, as
-                    // fio does, instead of at the end of the batch.
-                    self.enter();
-                    self.reap();
-                    return Ok(());
-                }
+    /// Queues a home-thread op straight into the SQ (or backlog).
+    pub(crate) fn try_submit_local(
+        shared: &Arc<Shared>,
+        submission: Submission,
+    ) -> Result<(), Submission> {
+        Core::try_local(shared, submission, Core::submit_local)
+    }
+
+    /// Handles a home-thread cancel at once.
+    pub(crate) fn try_cancel_local(
+        shared: &Arc<Shared>,
+        canceller: Canceller,
+    ) -> Result<(), Canceller> {
+        Core::try_local(shared, canceller, |core, canceller| {
+            if !core.closing {
+                core.cancel(canceller);
             }
-            Request::Cancel(op) => self.cancel(&op),
+        })
+    }
+
+    fn submit_local(&mut self, submission: Submission) {
+        if self.closing {
+            submission.op.complete(Cqe::error(shutdown_error()));
+            return;
+        }
+        Counters::bump(&self.shared.counters.ops_local, 1);
+        self.queue(submission);
+        if self.policy.eager && self.ring.queued() > 0 {
+            // Ops that go to a device: hand this one over now, as fio does,
+            // instead of at the end of the batch.
+            self.enter();
+            self.reap();
+            return;
         }
         if !self.turn_scheduled {
             self.turn_scheduled = true;
@@ -168,51 +183,60 @@ impl Core {
                 waker.wake_by_ref();
             }
         }
-        Ok(())
     }
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Submit(submission) => self.queue(submission, true),
-            Request::Cancel(op) => self.cancel(&op),
+            Request::Submit(submission) => self.queue(submission),
+            Request::Cancel(canceller) => self.cancel(canceller),
         }
     }
 
     /// Puts an op into the SQ, or the backlog when it cannot go in now.
-    fn queue(&mut self, submission: Submission, may_be_abandoned: bool) {
-        if !self.backlog.is_empty() || !self.try_push(&submission, may_be_abandoned) {
-            Counters::bump(&self.shared.counters.backlogged, 1);
-            self.backlog.push_back(submission);
-        }
+    fn queue(&mut self, submission: Submission) {
+        let submission = if self.backlog.is_empty() {
+            match self.try_push(submission) {
+                Ok(()) => return,
+                Err(submission) => submission,
+            }
+        } else {
+            submission
+        };
+        Counters::bump(&self.shared.counters.backlogged, 1);
+        self.backlog.push_back(submission);
     }
 
-    /// Pushes into the SQ if there is room and the in-flight limit allows.
-    /// An op abandoned before it reached the kernel is dropped here instead.
-    fn try_push(&mut self, submission: &Submission, may_be_abandoned: bool) -> bool {
-        let op = &submission.op;
-        if may_be_abandoned && op.is_abandoned() {
-            return true;
+    /// Pushes into the SQ if there is room and the in-flight limit allows;
+    /// gives the submission back otherwise. An op whose future is already
+    /// gone is given up instead of submitted.
+    fn try_push(&mut self, submission: Submission) -> Result<(), Submission> {
+        if submission.op.header().is_dropped() {
+            let cancelled = io::Error::from_raw_os_error(libc::ECANCELED);
+            submission.op.complete(Cqe::error(cancelled));
+            return Ok(());
         }
         if self.slots.is_full() || !self.ring.has_room() {
-            return false;
+            return Err(submission);
         }
-        let user_data = self.slots.insert(op.clone(), self.enters + 1);
-        op.set_user_data(Some(user_data));
-        let sqe = submission.sqe.clone().user_data(user_data);
+        let Submission { op, sqe, pushed_at } = submission;
+        let user_data = self.slots.insert(op, self.enters + 1);
+        let sqe = sqe.user_data(user_data);
         // SAFETY: the SQE was built by its op from resources inside the op's
-        // cell, and the slot just inserted keeps that cell alive until the
-        // CQE for `user_data` is reaped (see `Slots` and
-        // tests/op_drop_in_flight.rs).
+        // cell, and the slot just inserted holds the backend reference that
+        // keeps the cell alive until the CQE for `user_data` is reaped (see
+        // `Slots` and tests/op_drop_in_flight.rs).
         let pushed = unsafe { self.ring.push(&sqe) };
         debug_assert!(pushed, "has_room was checked");
-        self.queued_at.push(submission.pushed_at);
-        true
+        self.queued_at.push(pushed_at);
+        Ok(())
     }
 
-    /// Asks the kernel to cancel `op`, if it is in flight.
-    fn cancel(&mut self, op: &Arc<dyn Inflight>) {
-        // Not yet in the kernel: `try_push` drops it when its turn comes.
-        if let Some(user_data) = op.user_data() {
+    /// Asks the kernel to cancel a dropped op, if it is in flight. An op not
+    /// yet in the kernel is given up by `try_push` when its turn comes.
+    fn cancel(&mut self, canceller: Canceller) {
+        if let Some(user_data) = canceller.header().tag()
+            && self.slots.contains(user_data)
+        {
             self.push_cancel(user_data);
         }
     }
@@ -233,7 +257,7 @@ impl Core {
     /// Moves backlog entries into the SQ while they fit.
     fn flush_backlog(&mut self) {
         while let Some(submission) = self.backlog.pop_front() {
-            if !self.try_push(&submission, true) {
+            if let Err(submission) = self.try_push(submission) {
                 self.backlog.push_front(submission);
                 break;
             }
@@ -274,7 +298,6 @@ impl Core {
             match slots.remove(user_data) {
                 Some((op, submitted_by)) => {
                     policy.record(submitted_by == enters);
-                    op.set_user_data(None);
                     op.complete(Cqe::from_raw(res, flags));
                 }
                 None => tracing::error!(user_data, "CQE for an unknown slot"),
@@ -324,9 +347,7 @@ impl Core {
             }
         }
         for submission in not_submitted {
-            if !submission.op.is_abandoned() {
-                submission.op.complete(Cqe::error(shutdown_error()));
-            }
+            submission.op.complete(Cqe::error(shutdown_error()));
         }
         for user_data in self.slots.all_user_data() {
             self.push_cancel(user_data);
@@ -484,8 +505,8 @@ impl SubmitPolicy {
 /// half is a generation, so a late cancel never hits a reused slot.
 ///
 /// A slot is freed only by [`Slots::remove`], called when the op's CQE is
-/// reaped (invariant 5), and its `Arc` keeps the op's resources alive until
-/// then (invariant 4).
+/// reaped (invariant 5), and its backend reference keeps the op's resources
+/// alive until then (invariant 4).
 struct Slots {
     entries: Vec<SlotEntry>,
     free: Vec<u32>,
@@ -497,7 +518,7 @@ struct SlotEntry {
     generation: u32,
     /// Number of the `io_uring_enter` that submits (or submitted) the op.
     submitted_by: u64,
-    op: Option<Arc<dyn Inflight>>,
+    op: Option<OpRef>,
 }
 
 impl Slots {
@@ -523,7 +544,9 @@ impl Slots {
         self.len >= self.limit
     }
 
-    fn insert(&mut self, op: Arc<dyn Inflight>, submitted_by: u64) -> u64 {
+    /// Files `op` under a fresh `user_data`, which it also records in the
+    /// op's cell (for a later cancel), and returns.
+    fn insert(&mut self, op: OpRef, submitted_by: u64) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -537,15 +560,25 @@ impl Slots {
         };
         let entry = &mut self.entries[index as usize];
         debug_assert!(entry.op.is_none(), "free list held an occupied slot");
+        let user_data = (u64::from(entry.generation) << 32) | u64::from(index);
+        op.header().set_tag(user_data);
         entry.op = Some(op);
         entry.submitted_by = submitted_by;
         self.len += 1;
-        (u64::from(entry.generation) << 32) | u64::from(index)
+        user_data
+    }
+
+    /// Whether `user_data` names an op still in flight.
+    fn contains(&self, user_data: u64) -> bool {
+        let (index, generation) = (user_data as u32, (user_data >> 32) as u32);
+        self.entries
+            .get(index as usize)
+            .is_some_and(|entry| entry.generation == generation && entry.op.is_some())
     }
 
     /// Frees the op's slot; returns it with the number of the enter that
     /// submitted it.
-    fn remove(&mut self, user_data: u64) -> Option<(Arc<dyn Inflight>, u64)> {
+    fn remove(&mut self, user_data: u64) -> Option<(OpRef, u64)> {
         let (index, generation) = (user_data as u32, (user_data >> 32) as u32);
         let entry = self.entries.get_mut(index as usize)?;
         if entry.generation != generation {
@@ -572,7 +605,7 @@ impl Slots {
     fn leak(&mut self) {
         for entry in &mut self.entries {
             if let Some(op) = entry.op.take() {
-                std::mem::forget(op);
+                op.leak();
             }
         }
         self.len = 0;

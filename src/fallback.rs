@@ -38,12 +38,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::sync::{Arc, Mutex};
 
 use crate::context::{Shared, shutdown_error};
 use crate::metrics::Counters;
-use crate::op::{BlockingCall, Cqe, Inflight, OpCell, OpKind};
+use crate::lifecycle::{BackendRef, OpCell};
+use crate::op::{BlockingCall, Cqe, OpKind, OpRef, erase};
 
 /// The fallback backend's state, shared by every thread.
 pub(crate) struct Pool {
@@ -55,7 +55,7 @@ struct Pending {
     /// Set by shutdown; no op starts afterwards.
     closed: bool,
     next_id: u64,
-    ops: HashMap<u64, Arc<dyn Inflight>>,
+    ops: HashMap<u64, OpRef>,
 }
 
 impl fmt::Debug for Pool {
@@ -76,27 +76,24 @@ impl Pool {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `cell`'s op on the blocking pool.
-    ///
-    /// # Errors
-    ///
-    /// The shutdown error if the context has shut down; the op never started.
+    /// Starts `op` on the blocking pool as `call`, prepared from it. If the
+    /// context has shut down, the op completes with the shutdown error.
     pub(crate) fn start<K: OpKind>(
         &self,
         shared: &Arc<Shared>,
-        cell: Arc<OpCell<K>>,
-    ) -> io::Result<()> {
-        let Some(mut call) = cell.prepare_blocking() else {
-            return Err(shutdown_error());
-        };
+        op: BackendRef<OpCell<K>>,
+        mut call: K::Blocking,
+    ) {
         let id = {
             let mut pending = self.lock();
             if pending.closed {
-                return Err(shutdown_error());
+                drop(pending);
+                op.complete(Cqe::error(shutdown_error()));
+                return;
             }
             let id = pending.next_id;
             pending.next_id += 1;
-            pending.ops.insert(id, cell.clone());
+            pending.ops.insert(id, erase(op));
             id
         };
         let counters = &shared.counters;
@@ -114,20 +111,25 @@ impl Pool {
             let shared = shared.clone();
             move || {
                 shared.counters.dwell.record(pushed_at.elapsed());
-                let cqe = call.run();
+                let mut cqe = call.run();
                 let claimed = match &shared.engine {
-                    crate::context::Engine::Fallback(pool) => pool.lock().ops.remove(&id).is_some(),
+                    crate::context::Engine::Fallback(pool) => pool.lock().ops.remove(&id),
                     _ => unreachable!("fallback op on another backend"),
                 };
                 Counters::add(&shared.counters.cqes_reaped, 1);
-                if claimed {
-                    cell.land_blocking(call, cqe);
-                }
                 // Not claimed: shutdown resolved the future already; `call`
                 // drops here, releasing what the syscall produced.
+                let Some(op) = claimed else { return };
+                let cell = op
+                    .cell()
+                    .as_any()
+                    .downcast_ref::<OpCell<K>>()
+                    .expect("a fallback op's cell has the op's type");
+                // SAFETY: `op` is the backend reference, not yet completed.
+                unsafe { cell.with_kind(|kind| kind.land(call, &mut cqe)) };
+                op.complete(cqe);
             }
         }));
-        Ok(())
     }
 
     /// Closes the table and resolves every pending op with the shutdown

@@ -104,6 +104,8 @@ macro_rules! outside_loom {
 
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
+#[cfg_attr(aioctx_loom, allow(dead_code))]
+mod lifecycle;
 mod sync;
 
 outside_loom! {

@@ -1,31 +1,32 @@
-//! One in-flight operation: the state its future and the driver share, and the
-//! hand-off that makes dropping a future mid-flight safe.
+//! One operation: what it is ([`OpKind`]), what the kernel reports ([`Cqe`]),
+//! and the future that submits it and waits ([`Op`]).
 //!
 //! An op starts as an [`OpKind`] value (the opcode's arguments and the
 //! resources it owns: buffers, fds). On its first poll the future moves it into
-//! an [`OpCell`] behind an `Arc`, builds the SQE from it at its final address,
-//! and submits the cell. From then on two parties hold the `Arc`:
+//! a heap cell, builds the SQE from it at its final address, and hands the
+//! backend a reference to the cell:
 //!
 //! ```text
-//!   future ──Arc──► OpCell { Lifecycle, resources } ◄──Arc── driver slot table
+//!   future ──FutureHalf──► OpCell { state, waker, outcome, op } ◄──OpRef── driver slot table
 //! ```
 //!
 //! The driver's reference lives in its slot table until the CQE arrives, so the
 //! kernel never writes memory that has been freed (invariant 4), whatever the
 //! future does. The driver frees the slot when it reaps the CQE, not when the
-//! future is polled (invariant 5). A future dropped early flips the lifecycle
-//! to [`Lifecycle::Abandoned`] and asks the driver to cancel; the resources are
-//! released by whichever side drops the last `Arc`, which is always after the
-//! CQE.
+//! future is polled (invariant 5). A future dropped early gives its reference
+//! to the driver as a cancel request; the op's resources are released at the
+//! CQE. Who may touch what, and when, is [`crate::lifecycle`]'s protocol.
 
+use std::any::Any;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Instant;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 use std::{fmt, future::Future, pin::Pin};
 
 use crate::context::{Engine, Shared};
+use crate::lifecycle::{BackendRef, Canceller, Cell, Fresh, FutureHalf, OpCell, Payload};
 use crate::ring::Sqe;
 
 /// An operation's arguments and owned resources, and how it becomes an SQE and
@@ -159,146 +160,45 @@ impl Cqe {
     }
 }
 
-/// Where an op stands. Owned by the op's cell, under its lock.
-enum Lifecycle {
-    /// Submitted (or on its way to the SQ); `waker` is woken when the CQE
-    /// arrives.
-    Waiting { waker: Waker },
-    /// The CQE arrived; the future has not collected it yet.
-    Completed(Cqe),
-    /// The future was dropped before completion. The driver releases the
-    /// resources when the CQE arrives.
-    Abandoned,
-    /// The future collected the output. Nothing happens to the cell again.
-    Finished,
-}
-
-impl fmt::Debug for Lifecycle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Lifecycle::Waiting { .. } => "Waiting",
-            Lifecycle::Completed(_) => "Completed",
-            Lifecycle::Abandoned => "Abandoned",
-            Lifecycle::Finished => "Finished",
-        })
+impl<K: OpKind> Payload for K {
+    fn abandon(self, outcome: Cqe) {
+        OpKind::abandon(self, outcome);
     }
 }
 
-struct State<K> {
-    lifecycle: Lifecycle,
-    /// The op's arguments and resources; `None` once handed back or released.
-    kind: Option<K>,
-}
-
-/// The shared half of an op. See the module docs.
-pub(crate) struct OpCell<K> {
-    state: Mutex<State<K>>,
-    /// The SQE's `user_data` while in the kernel, or [`NOT_IN_KERNEL`].
-    /// Written and read only by the driver on the home thread, hence `Relaxed`.
-    user_data: AtomicU64,
-}
-
-const NOT_IN_KERNEL: u64 = u64::MAX;
-
-/// What the driver sees of an op: type-erased, so one slot table holds all kinds.
-pub(crate) trait Inflight: Send + Sync {
-    /// Records the completion and wakes the future, or releases the resources
-    /// if the future is gone.
-    fn complete(&self, cqe: Cqe);
-
-    /// Whether the future was dropped; an abandoned op that has not reached
-    /// the kernel yet is never submitted.
-    fn is_abandoned(&self) -> bool;
-
-    /// The `user_data` of the op's SQE while it is in the kernel.
-    fn user_data(&self) -> Option<u64>;
-
-    /// Set by the driver when the op enters its slot table, cleared at the CQE.
-    fn set_user_data(&self, user_data: Option<u64>);
-
-    /// Runs the op on the simulator's files and completes it.
-    fn simulate(&self, files: &mut crate::sim::Files);
+/// What the backends see of an op, whatever its type.
+pub(crate) trait Inflight: Cell {
+    /// Runs the op on the simulator's files.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the op's backend reference and has not completed it.
+    unsafe fn simulate(&self, files: &mut crate::sim::Files) -> Cqe;
 
     /// Simulated time the op takes beyond the configured latency.
-    fn sim_delay(&self) -> std::time::Duration;
+    ///
+    /// # Safety
+    ///
+    /// As [`simulate`](Inflight::simulate).
+    unsafe fn sim_delay(&self) -> Duration;
 
     /// The op's type, for the simulator's completion log.
     fn kind_name(&self) -> &'static str;
-}
 
-/// A request to the driver, from any thread.
-pub(crate) enum Request {
-    /// Submit this op.
-    Submit(Submission),
-    /// The op's future was dropped in flight: cancel it if it is in the kernel.
-    Cancel(Arc<dyn Inflight>),
-}
-
-/// An op on its way to the SQ.
-pub(crate) struct Submission {
-    pub(crate) op: Arc<dyn Inflight>,
-    pub(crate) sqe: Sqe,
-    /// When a foreign thread pushed the op: the start of its dwell time.
-    /// `None` for home-thread ops, which are not timed.
-    pub(crate) pushed_at: Option<Instant>,
-}
-
-impl<K: OpKind> OpCell<K> {
-    fn lock(&self) -> MutexGuard<'_, State<K>> {
-        // A panic while holding this lock would come from a bug in the
-        // lifecycle below, which panics only on impossible transitions; the
-        // state is still the last consistent one, so poisoning is ignored.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    /// The concrete cell, for the fallback pool's typed completion.
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<K: OpKind> Inflight for OpCell<K> {
-    fn complete(&self, cqe: Cqe) {
-        let mut state = self.lock();
-        match std::mem::replace(&mut state.lifecycle, Lifecycle::Finished) {
-            Lifecycle::Waiting { waker } => {
-                state.lifecycle = Lifecycle::Completed(cqe);
-                drop(state);
-                waker.wake();
-            }
-            Lifecycle::Abandoned => {
-                let kind = state.kind.take();
-                drop(state);
-                if let Some(kind) = kind {
-                    kind.abandon(cqe);
-                }
-            }
-            other => panic!("aioctx: op completed twice (lifecycle was {other:?})"),
-        }
+    unsafe fn simulate(&self, files: &mut crate::sim::Files) -> Cqe {
+        // SAFETY: the caller holds the backend reference, uncompleted.
+        unsafe { self.with_kind(|kind| kind.simulate(files)) }
+            .expect("an op in flight keeps its op")
     }
 
-    fn is_abandoned(&self) -> bool {
-        matches!(self.lock().lifecycle, Lifecycle::Abandoned)
-    }
-
-    fn user_data(&self) -> Option<u64> {
-        let user_data = self.user_data.load(Relaxed);
-        (user_data != NOT_IN_KERNEL).then_some(user_data)
-    }
-
-    fn set_user_data(&self, user_data: Option<u64>) {
-        self.user_data
-            .store(user_data.unwrap_or(NOT_IN_KERNEL), Relaxed);
-    }
-
-    fn simulate(&self, files: &mut crate::sim::Files) {
-        let cqe = match self.lock().kind.as_mut() {
-            Some(kind) => kind.simulate(files),
-            None => return,
-        };
-        self.complete(cqe);
-    }
-
-    fn sim_delay(&self) -> std::time::Duration {
-        self.lock()
-            .kind
-            .as_ref()
-            .map_or(std::time::Duration::ZERO, |kind| kind.sim_delay())
+    unsafe fn sim_delay(&self) -> Duration {
+        // SAFETY: as above.
+        unsafe { self.with_kind(|kind| kind.sim_delay()) }.unwrap_or_default()
     }
 
     fn kind_name(&self) -> &'static str {
@@ -306,22 +206,36 @@ impl<K: OpKind> Inflight for OpCell<K> {
         let base = name.split('<').next().unwrap_or(name);
         base.rsplit("::").next().unwrap_or(base)
     }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
-impl<K: OpKind> OpCell<K> {
-    /// Prepares the op's blocking call (fallback backend).
-    pub(crate) fn prepare_blocking(&self) -> Option<K::Blocking> {
-        self.lock().kind.as_mut().map(|kind| kind.blocking())
-    }
+/// A backend's reference to an op in flight: completing it resolves the op's
+/// future. See [`BackendRef`].
+pub(crate) type OpRef = BackendRef<dyn Inflight>;
 
-    /// Lands a finished blocking call in the op and completes it. The caller
-    /// has claimed the completion (see `fallback.rs`), so it happens once.
-    pub(crate) fn land_blocking(&self, call: K::Blocking, mut cqe: Cqe) {
-        if let Some(kind) = self.lock().kind.as_mut() {
-            kind.land(call, &mut cqe);
-        }
-        self.complete(cqe);
-    }
+/// Erases an op's type for the backends' queues and tables.
+pub(crate) fn erase<K: OpKind>(op: BackendRef<OpCell<K>>) -> OpRef {
+    op.erase(|cell| -> NonNull<dyn Inflight> { cell })
+}
+
+/// A request to the driver, from any thread.
+pub(crate) enum Request {
+    /// Submit this op.
+    Submit(Submission),
+    /// The op's future was dropped in flight: cancel it if it is in the kernel.
+    Cancel(Canceller),
+}
+
+/// An op on its way to the SQ.
+pub(crate) struct Submission {
+    pub(crate) op: OpRef,
+    pub(crate) sqe: Sqe,
+    /// When a foreign thread pushed the op: the start of its dwell time.
+    /// `None` for home-thread ops, which are not timed.
+    pub(crate) pushed_at: Option<Instant>,
 }
 
 /// The future of one operation. Created unsubmitted; submitted on first poll.
@@ -335,14 +249,14 @@ pub struct Op<K: OpKind> {
     stage: Stage<K>,
 }
 
-enum Stage<K> {
+enum Stage<K: OpKind> {
     Unsubmitted(K),
-    Submitted(Arc<OpCell<K>>),
+    Submitted(FutureHalf<K>),
     Done,
 }
 
 // Nothing in an `Op` is ever pinned: the kind moves into a heap cell on first
-// poll, and the cell is reached through an `Arc`.
+// poll, and the cell is reached through a pointer.
 impl<K: OpKind> Unpin for Op<K> {}
 
 impl<K: OpKind> fmt::Debug for Op<K> {
@@ -366,6 +280,36 @@ impl<K: OpKind> Op<K> {
             stage: Stage::Unsubmitted(kind),
         }
     }
+
+    /// Moves the op into its cell and hands it to the backend. A backend
+    /// that refuses it (shut down) completes it with the error, so the next
+    /// poll resolves.
+    fn start(&self, kind: K, cx: &TaskContext<'_>) -> FutureHalf<K> {
+        let mut fresh = Fresh::new(kind);
+        match &self.shared.engine {
+            Engine::Uring => {
+                let sqe = fresh.with_kind(|kind| kind.sqe());
+                let (half, op) = fresh.share(cx.waker().clone());
+                self.shared.submit(Submission {
+                    op: erase(op),
+                    sqe,
+                    pushed_at: None,
+                });
+                half
+            }
+            Engine::Fallback(pool) => {
+                let call = fresh.with_kind(|kind| kind.blocking());
+                let (half, op) = fresh.share(cx.waker().clone());
+                pool.start(&self.shared, op, call);
+                half
+            }
+            Engine::Sim(sim) => {
+                let (half, op) = fresh.share(cx.waker().clone());
+                sim.start(&self.shared, erase(op));
+                half
+            }
+        }
+    }
 }
 
 impl<K: OpKind> Future for Op<K> {
@@ -373,110 +317,39 @@ impl<K: OpKind> Future for Op<K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<K::Output> {
         let this = self.get_mut();
-        match std::mem::replace(&mut this.stage, Stage::Done) {
+        let half = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Unsubmitted(kind) => {
-                let cell = Arc::new(OpCell {
-                    state: Mutex::new(State {
-                        lifecycle: Lifecycle::Waiting {
-                            waker: cx.waker().clone(),
-                        },
-                        kind: Some(kind),
-                    }),
-                    user_data: AtomicU64::new(NOT_IN_KERNEL),
-                });
-                let started = match &this.shared.engine {
-                    Engine::Uring => {
-                        let sqe = cell
-                            .lock()
-                            .kind
-                            .as_mut()
-                            .expect("a new cell holds its kind")
-                            .sqe();
-                        let submission = Submission {
-                            op: cell.clone(),
-                            sqe,
-                            pushed_at: None,
-                        };
-                        this.shared.submit(Request::Submit(submission))
-                    }
-                    Engine::Fallback(pool) => pool.start(&this.shared, cell.clone()),
-                    Engine::Sim(sim) => sim.start(&this.shared, cell.clone()),
-                };
-                match started {
-                    Ok(()) => {
-                        this.stage = Stage::Submitted(cell);
-                        Poll::Pending
-                    }
-                    Err(error) => {
-                        // Never reached the driver: we hold the only other
-                        // reference, so the kind comes straight back.
-                        let kind = cell
-                            .lock()
-                            .kind
-                            .take()
-                            .expect("unsubmitted op keeps its kind");
-                        Poll::Ready(kind.complete(Cqe::error(error)))
-                    }
+                let half = this.start(kind, cx);
+                // Usually in flight now; complete already if the backend
+                // refused it, or the driver ran it on the spot.
+                if !half.is_complete() {
+                    this.stage = Stage::Submitted(half);
+                    return Poll::Pending;
                 }
+                half
             }
-            Stage::Submitted(cell) => {
-                let mut state = cell.lock();
-                match &mut state.lifecycle {
-                    Lifecycle::Waiting { waker } => {
-                        if !waker.will_wake(cx.waker()) {
-                            waker.clone_from(cx.waker());
-                        }
-                        drop(state);
-                        this.stage = Stage::Submitted(cell);
-                        Poll::Pending
-                    }
-                    Lifecycle::Completed(_) => {
-                        let Lifecycle::Completed(cqe) =
-                            std::mem::replace(&mut state.lifecycle, Lifecycle::Finished)
-                        else {
-                            unreachable!()
-                        };
-                        let kind = state.kind.take().expect("a completed op keeps its kind");
-                        drop(state);
-                        Poll::Ready(kind.complete(cqe))
-                    }
-                    other => panic!("aioctx: op polled in lifecycle {other:?}"),
-                }
-            }
+            Stage::Submitted(half) => half,
             Stage::Done => panic!("aioctx: op polled after it resolved"),
+        };
+        match half.poll(cx.waker()) {
+            Ok((kind, cqe)) => Poll::Ready(kind.complete(cqe)),
+            Err(half) => {
+                this.stage = Stage::Submitted(half);
+                Poll::Pending
+            }
         }
     }
 }
 
 impl<K: OpKind> Drop for Op<K> {
     fn drop(&mut self) {
-        let Stage::Submitted(cell) = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::Submitted(half) = std::mem::replace(&mut self.stage, Stage::Done) else {
             return;
         };
-        let mut state = cell.lock();
-        match state.lifecycle {
-            Lifecycle::Waiting { .. } => {
-                state.lifecycle = Lifecycle::Abandoned;
-                drop(state);
-                // Best effort: if the context is shutting down, shutdown
-                // cancels everything in flight anyway.
-                let _ = self.shared.submit(Request::Cancel(cell));
-            }
-            Lifecycle::Completed(_) => {
-                // The kernel is done with the resources, but the output was
-                // never collected: release what the op produced.
-                let Lifecycle::Completed(cqe) =
-                    std::mem::replace(&mut state.lifecycle, Lifecycle::Finished)
-                else {
-                    unreachable!()
-                };
-                let kind = state.kind.take();
-                drop(state);
-                if let Some(kind) = kind {
-                    kind.abandon(cqe);
-                }
-            }
-            Lifecycle::Abandoned | Lifecycle::Finished => {}
+        if let Some(canceller) = half.abandon() {
+            // Best effort: a backend that cannot cancel drops the request, and
+            // shutdown cancels everything in flight anyway.
+            self.shared.cancel(canceller);
         }
     }
 }

@@ -33,7 +33,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,7 +43,7 @@ use tokio::time::Instant;
 
 use crate::context::{Engine, Shared, shutdown_error};
 use crate::metrics::Counters;
-use crate::op::{Cqe, Inflight};
+use crate::op::{Cqe, OpRef};
 
 mod files;
 
@@ -221,9 +220,9 @@ struct State {
     latency: Latency,
     next_seq: u64,
     /// Submitted, not yet given a deadline by the simulator task.
-    arrivals: VecDeque<(u64, Arc<dyn Inflight>)>,
+    arrivals: VecDeque<(u64, OpRef)>,
     /// Scheduled: (deadline, tie-break, seq) → op.
-    scheduled: BTreeMap<(Instant, u64, u64), Arc<dyn Inflight>>,
+    scheduled: BTreeMap<(Instant, u64, u64), OpRef>,
     closed: bool,
     started: Option<Instant>,
     log: Vec<Completion>,
@@ -280,16 +279,15 @@ impl Sim {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an op for the simulator task.
-    ///
-    /// # Errors
-    ///
-    /// The shutdown error once the context has shut down.
-    pub(crate) fn start(&self, shared: &Arc<Shared>, op: Arc<dyn Inflight>) -> io::Result<()> {
+    /// Queues an op for the simulator task; once the context has shut down,
+    /// completes it with the shutdown error instead.
+    pub(crate) fn start(&self, shared: &Arc<Shared>, op: OpRef) {
         {
             let mut state = self.lock();
             if state.closed {
-                return Err(shutdown_error());
+                drop(state);
+                op.complete(Cqe::error(shutdown_error()));
+                return;
             }
             let seq = state.next_seq;
             state.next_seq += 1;
@@ -303,7 +301,6 @@ impl Sim {
             Counters::add(&counters.kicks_sent, 1);
         }
         self.waker.wake();
-        Ok(())
     }
 
     /// Gives arrivals their deadlines, completes every op due by `now`, and
@@ -312,7 +309,8 @@ impl Sim {
         let mut state = self.lock();
         let started = *state.started.get_or_insert(now);
         while let Some((seq, op)) = state.arrivals.pop_front() {
-            let deadline = now + state.latency() + op.sim_delay();
+            // SAFETY: `op` is the backend reference, not yet completed.
+            let deadline = now + state.latency() + unsafe { op.cell().sim_delay() };
             let tie = state.next_random();
             state.scheduled.insert((deadline, tie, seq), op);
         }
@@ -325,10 +323,12 @@ impl Sim {
             let op = state.scheduled.remove(&key).expect("just seen");
             state.log.push(Completion {
                 seq,
-                op: op.kind_name(),
+                op: op.cell().kind_name(),
                 at: now - started,
             });
-            op.simulate(&mut state.files);
+            // SAFETY: as above.
+            let cqe = unsafe { op.cell().simulate(&mut state.files) };
+            op.complete(cqe);
         }
     }
 

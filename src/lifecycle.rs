@@ -1,0 +1,654 @@
+//! The memory one op shares between its future and its backend, and the
+//! lock-free protocol that decides who may touch which part of it, and who
+//! frees it.
+//!
+//! An [`OpCell`] is one heap allocation holding an atomic state word, the
+//! future's waker, the outcome, and the op itself (its arguments and the
+//! buffers and fds the kernel uses). Three kinds of handle hold references to
+//! it:
+//!
+//! ```text
+//!   FutureHalf<K>  ── owned by the op's future (typed: it takes the op back)
+//!   BackendRef<T>  ── owned by the backend (the driver's slot table, the
+//!                     fallback pool, the simulator); type-erased
+//!   Canceller      ── what a future dropped in flight becomes: its reference,
+//!                     sent to the driver to ask for a cancel
+//! ```
+//!
+//! # The state word
+//!
+//! ```text
+//!   bit 0  WAKER     the waker slot holds the waker to wake at completion,
+//!                    and belongs to the backend
+//!   bit 1  COMPLETE  the outcome is written; the backend is done with the op
+//!   bit 2  DROPPED   the future is gone
+//!   3..    refs      live handles
+//! ```
+//!
+//! Ownership of each part follows from the bits:
+//!
+//! - The op (`kind`) belongs to the backend until `COMPLETE`, then to the
+//!   future; to the backend for good if `DROPPED` was set first. So the kernel
+//!   and the backend never see the op freed under them (invariant 4).
+//! - The outcome slot belongs to the backend until `COMPLETE`.
+//! - The waker slot belongs to the backend while `WAKER` is set, and to the
+//!   future while it is clear. The backend only reads it if `WAKER` was set
+//!   when it set `COMPLETE`; the future clears `WAKER` before replacing the
+//!   waker, and sets it again after.
+//! - The memory is freed by whoever drops the last reference.
+//!
+//! The common path costs the backend two read-modify-writes (set `COMPLETE`,
+//! drop its reference) and the future none: the completion poll finds
+//! `COMPLETE` with one reference left (its own) and frees the cell with a plain
+//! load. The loom models at the end of this file check every interleaving of
+//! completion against polls, re-registration and drop.
+
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::task::Waker;
+
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+
+/// What a backend reports when an op finishes: the CQE.
+#[cfg(not(aioctx_loom))]
+pub(crate) type Outcome = crate::op::Cqe;
+#[cfg(aioctx_loom)]
+pub(crate) type Outcome = u32;
+
+/// The outcome of an op whose backend reference was dropped without
+/// completing it: the context shut down before the op ran.
+fn lost() -> Outcome {
+    #[cfg(not(aioctx_loom))]
+    return crate::op::Cqe::error(crate::context::shutdown_error());
+    #[cfg(aioctx_loom)]
+    return u32::MAX;
+}
+
+const WAKER: usize = 1;
+const COMPLETE: usize = 2;
+const DROPPED: usize = 4;
+const REF: usize = 8;
+const REFS: usize = !(REF - 1);
+
+/// What a cell holds: an op that can be given up when its future is gone.
+pub(crate) trait Payload: Send + 'static {
+    /// Releases what the op produced (an opened fd), when its future was
+    /// dropped before collecting the outcome.
+    fn abandon(self, outcome: Outcome);
+}
+
+/// The part of a cell every handle can reach without knowing the op's type.
+pub(crate) struct Header {
+    state: AtomicUsize,
+    /// The backend's own word (the driver keeps the SQE's `user_data` here),
+    /// [`NO_TAG`] until it sets one. Only the backend's thread reads and
+    /// writes it, hence `Relaxed`.
+    tag: AtomicU64,
+}
+
+/// The tag of a cell its backend has not tagged.
+const NO_TAG: u64 = u64::MAX;
+
+impl Header {
+    /// Drops one reference. Returns whether it was the last, in which case
+    /// the caller frees the cell.
+    fn release(&self) -> bool {
+        // Release: every access this handle made to the cell happens before
+        // the free; Acquire: the freeing side sees the other handles' accesses
+        // (pairs with this same fetch_sub on the other handles).
+        self.state.fetch_sub(REF, Ordering::AcqRel) & REFS == REF
+    }
+
+    pub(crate) fn tag(&self) -> Option<u64> {
+        let tag = self.tag.load(Ordering::Relaxed);
+        (tag != NO_TAG).then_some(tag)
+    }
+
+    pub(crate) fn set_tag(&self, tag: u64) {
+        self.tag.store(tag, Ordering::Relaxed);
+    }
+
+    /// Whether the future is gone. A backend skips such an op if it has not
+    /// started it yet.
+    pub(crate) fn is_dropped(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & DROPPED != 0
+    }
+}
+
+/// One op's shared memory. See the module docs.
+pub(crate) struct OpCell<K> {
+    header: Header,
+    waker: UnsafeCell<Option<Waker>>,
+    outcome: UnsafeCell<Option<Outcome>>,
+    kind: UnsafeCell<Option<K>>,
+}
+
+// SAFETY: every access to the `UnsafeCell`s follows the ownership rules of
+// the state word (module docs), which hand each part to one thread at a time
+// with Acquire/Release edges between owners; `K`, the waker and the outcome
+// are `Send`, so passing them between threads is sound.
+unsafe impl<K: Send> Sync for OpCell<K> {}
+// SAFETY: as above; the cell owns `Send` values only.
+unsafe impl<K: Send> Send for OpCell<K> {}
+
+/// What a backend reference can do to a cell of any op type.
+pub(crate) trait Cell: Send + Sync {
+    fn header(&self) -> &Header;
+
+    /// Records the outcome and wakes the future (or, if the future is gone,
+    /// gives the op up), then drops the backend's reference. Returns whether
+    /// that was the last reference.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the backend reference, and calls this once.
+    unsafe fn complete(&self, outcome: Outcome) -> bool;
+}
+
+impl<K: Payload> Cell for OpCell<K> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    unsafe fn complete(&self, outcome: Outcome) -> bool {
+        // SAFETY: the outcome slot is the backend's until COMPLETE.
+        self.outcome
+            .with_mut(|slot| unsafe { *slot = Some(outcome) });
+        // Release: publishes the outcome, and the backend's writes into the
+        // op, to the future's Acquire load in `poll`/`abandon`. Acquire:
+        // pairs with the future's Release when it set WAKER (so the waker
+        // written before it is visible) or DROPPED.
+        let prev = self.header.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        debug_assert_eq!(prev & COMPLETE, 0, "op completed twice");
+        if prev & DROPPED != 0 {
+            // The future left before the outcome: the op is ours to give up.
+            // SAFETY: DROPPED before COMPLETE hands kind and outcome to the
+            // backend for good; the future never touches them again.
+            let (kind, outcome) = unsafe { self.take_kind_and_outcome() };
+            if let Some(kind) = kind {
+                kind.abandon(outcome);
+            }
+            return self.header.release();
+        }
+        let waker = if prev & WAKER != 0 {
+            // SAFETY: WAKER was set when COMPLETE went in, so the slot is
+            // ours; the future clears WAKER before it touches the slot, and
+            // it cannot do so usefully now that COMPLETE is set.
+            self.waker.with_mut(|slot| unsafe { (*slot).take() })
+        } else {
+            None
+        };
+        let last = self.header.release();
+        // Woken after the reference is gone: the moved-out waker is ours, and
+        // the task it schedules finds the cell with its own reference only.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        last
+    }
+}
+
+impl<K> OpCell<K> {
+    /// # Safety
+    ///
+    /// The caller owns both slots (see the module docs).
+    unsafe fn take_kind_and_outcome(&self) -> (Option<K>, Outcome) {
+        // SAFETY: exclusive by the caller's contract.
+        let kind = self.kind.with_mut(|slot| unsafe { (*slot).take() });
+        // SAFETY: as above.
+        let outcome = self.outcome.with_mut(|slot| unsafe { (*slot).take() });
+        (kind, outcome.unwrap_or_else(lost))
+    }
+
+    /// Runs `f` on the op while it is in flight (a backend reading the
+    /// write data or filling the read buffer).
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the backend reference and has not completed the op.
+    pub(crate) unsafe fn with_kind<R>(&self, f: impl FnOnce(&mut K) -> R) -> Option<R> {
+        // SAFETY: the op belongs to the backend until COMPLETE.
+        self.kind
+            .with_mut(|slot| unsafe { (*slot).as_mut().map(f) })
+    }
+}
+
+/// Frees a cell whose last reference the caller just dropped.
+///
+/// # Safety
+///
+/// `ptr` came from `Box::into_raw` in [`Fresh::new`], and no handle to it is
+/// left.
+unsafe fn free<T: ?Sized>(ptr: NonNull<T>) {
+    // SAFETY: by the caller's contract.
+    drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+}
+
+/// A cell not yet shared: the future owns all of it.
+pub(crate) struct Fresh<K: Payload> {
+    ptr: NonNull<OpCell<K>>,
+}
+
+impl<K: Payload> Fresh<K> {
+    pub(crate) fn new(kind: K) -> Fresh<K> {
+        let cell = Box::new(OpCell {
+            header: Header {
+                state: AtomicUsize::new(REF),
+                tag: AtomicU64::new(NO_TAG),
+            },
+            waker: UnsafeCell::new(None),
+            outcome: UnsafeCell::new(None),
+            kind: UnsafeCell::new(Some(kind)),
+        });
+        Fresh {
+            ptr: NonNull::from(Box::leak(cell)),
+        }
+    }
+
+    fn cell(&self) -> &OpCell<K> {
+        // SAFETY: the cell lives until this handle frees it.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// The op, at its final address: pointers into it stay valid until the
+    /// cell is freed.
+    pub(crate) fn with_kind<R>(&mut self, f: impl FnOnce(&mut K) -> R) -> R {
+        // SAFETY: nobody else holds a reference to a fresh cell.
+        unsafe { self.cell().with_kind(f) }.expect("a fresh cell holds its op")
+    }
+
+    /// Shares the cell: the future keeps one half and waits with `waker`,
+    /// the backend gets the other.
+    pub(crate) fn share(self, waker: Waker) -> (FutureHalf<K>, BackendRef<OpCell<K>>) {
+        let this = ManuallyDrop::new(self);
+        let cell = this.cell();
+        // SAFETY: still exclusive: the other half does not exist yet.
+        cell.waker.with_mut(|slot| unsafe { *slot = Some(waker) });
+        // Relaxed: the backend half reaches its thread through a queue or a
+        // thread-local hand-off that orders this store before its use.
+        cell.header
+            .state
+            .store((2 * REF) | WAKER, Ordering::Relaxed);
+        (FutureHalf { ptr: this.ptr }, BackendRef { ptr: this.ptr })
+    }
+}
+
+impl<K: Payload> Drop for Fresh<K> {
+    fn drop(&mut self) {
+        // SAFETY: the only reference; nothing was shared.
+        unsafe { free(self.ptr) };
+    }
+}
+
+/// The future's reference to its op's cell.
+pub(crate) struct FutureHalf<K: Payload> {
+    ptr: NonNull<OpCell<K>>,
+}
+
+// SAFETY: the handle only does what the state word allows it (module docs),
+// from whichever thread holds it.
+unsafe impl<K: Payload> Send for FutureHalf<K> {}
+// SAFETY: `&FutureHalf` gives no access to the cell.
+unsafe impl<K: Payload> Sync for FutureHalf<K> {}
+
+impl<K: Payload> FutureHalf<K> {
+    fn cell(&self) -> &OpCell<K> {
+        // SAFETY: this handle's reference keeps the cell alive.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    /// Whether the backend has completed the op (a hint: `poll` decides).
+    pub(crate) fn is_complete(&self) -> bool {
+        self.cell().header.state.load(Ordering::Relaxed) & COMPLETE != 0
+    }
+
+    /// The op and its outcome, once complete; otherwise makes sure `waker`
+    /// is the one woken at completion and gives the half back.
+    pub(crate) fn poll(self, waker: &Waker) -> Result<(K, Outcome), FutureHalf<K>> {
+        let state = &self.cell().header.state;
+        // Acquire: pairs with the Release of `complete`'s fetch_or (the
+        // outcome and the op's buffers) and of its reference drop.
+        let seen = state.load(Ordering::Acquire);
+        if seen & COMPLETE != 0 {
+            return Ok(self.finish(seen));
+        }
+        // Not complete: a poll the completion did not cause (a `select!`, a
+        // task moved to another runtime). Claim the waker slot to check it.
+        // Acquire: as above, in case the op completes just now.
+        let seen = state.fetch_and(!WAKER, Ordering::Acquire);
+        if seen & COMPLETE != 0 {
+            return Ok(self.finish(seen));
+        }
+        // SAFETY: WAKER is clear and COMPLETE was not set before it, so the
+        // backend will not touch the slot.
+        self.cell().waker.with_mut(|slot| unsafe {
+            match &mut *slot {
+                Some(current) if current.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
+        });
+        // Release: publishes the waker to `complete`'s Acquire fetch_or.
+        // Acquire: the outcome, if the op completed meanwhile (it then saw
+        // WAKER clear and woke nobody, so this poll must take it).
+        let seen = state.fetch_or(WAKER, Ordering::AcqRel);
+        if seen & COMPLETE != 0 {
+            return Ok(self.finish(seen));
+        }
+        Err(self)
+    }
+
+    /// Takes the op and outcome after COMPLETE (seen in `seen`), and drops
+    /// this reference.
+    fn finish(self, seen: usize) -> (K, Outcome) {
+        let this = ManuallyDrop::new(self);
+        let cell = this.cell();
+        // SAFETY: COMPLETE without DROPPED: the op and outcome are the
+        // future's, and this half is the future.
+        let (kind, outcome) = unsafe { cell.take_kind_and_outcome() };
+        let kind = kind.expect("a completed op keeps its op for the future");
+        // Our reference was the only one left when `seen` was loaded (the
+        // backend's drop, with Release, is what we read): no RMW needed.
+        if seen & REFS == REF || cell.header.release() {
+            // SAFETY: the last reference, just dropped.
+            unsafe { free(this.ptr) };
+        }
+        (kind, outcome)
+    }
+
+    /// Gives the op up: the future was dropped before collecting it.
+    ///
+    /// If the op already completed, its output is released here (an opened
+    /// fd closed) and `None` returned. Otherwise the backend gives it up when
+    /// it completes, and the returned [`Canceller`] carries this reference to
+    /// whoever can cancel the op early.
+    pub(crate) fn abandon(self) -> Option<Canceller> {
+        let this = ManuallyDrop::new(self);
+        let cell = this.cell();
+        // Acquire: as in `poll`.
+        let seen = cell.header.state.load(Ordering::Acquire);
+        let seen = if seen & COMPLETE != 0 {
+            seen
+        } else {
+            // Set DROPPED and take the waker slot back in one step.
+            // AcqRel: Release so the backend's Acquire in `complete` sees the
+            // waker gone; Acquire for the outcome if it completed meanwhile.
+            let prev = cell
+                .header
+                .state
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                    Some((s | DROPPED) & !WAKER)
+                })
+                .expect("the closure always returns Some");
+            if prev & COMPLETE == 0 {
+                if prev & WAKER != 0 {
+                    // SAFETY: we cleared WAKER before COMPLETE: the slot is
+                    // ours, and the task it wakes no longer waits.
+                    drop(cell.waker.with_mut(|slot| unsafe { (*slot).take() }));
+                }
+                let erased: NonNull<dyn Cell> = this.ptr;
+                return Some(Canceller { ptr: erased });
+            }
+            prev
+        };
+        // Completed but never collected.
+        // SAFETY: COMPLETE came before DROPPED: the op and outcome are ours.
+        let (kind, outcome) = unsafe { cell.take_kind_and_outcome() };
+        if let Some(kind) = kind {
+            kind.abandon(outcome);
+        }
+        if seen & REFS == REF || cell.header.release() {
+            // SAFETY: the last reference, just dropped.
+            unsafe { free(this.ptr) };
+        }
+        None
+    }
+}
+
+impl<K: Payload> Drop for FutureHalf<K> {
+    fn drop(&mut self) {
+        let half = FutureHalf { ptr: self.ptr };
+        drop(half.abandon());
+    }
+}
+
+/// The backend's reference to a cell: completing through it is the only way
+/// an op's future resolves.
+///
+/// Dropping it without [`complete`](BackendRef::complete) completes the op
+/// with the shutdown error (so a future never hangs because a queue holding
+/// the reference was dropped); [`leak`](BackendRef::leak) is the only way to
+/// drop it otherwise.
+pub(crate) struct BackendRef<T: ?Sized + Cell> {
+    ptr: NonNull<T>,
+}
+
+// SAFETY: as for `FutureHalf`.
+unsafe impl<T: ?Sized + Cell> Send for BackendRef<T> {}
+// SAFETY: `&BackendRef` only reaches the header (atomics) and, through
+// `with_kind`, what the holder's contract allows.
+unsafe impl<T: ?Sized + Cell> Sync for BackendRef<T> {}
+
+impl<T: ?Sized + Cell> BackendRef<T> {
+    pub(crate) fn cell(&self) -> &T {
+        // SAFETY: this handle's reference keeps the cell alive.
+        unsafe { self.ptr.as_ref() }
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        self.cell().header()
+    }
+
+    /// Completes the op with `outcome`: wakes its future, or gives the op up
+    /// if the future is gone.
+    pub(crate) fn complete(self, outcome: Outcome) {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: this is the backend reference, consumed here.
+        if unsafe { this.cell().complete(outcome) } {
+            // SAFETY: the last reference, just dropped.
+            unsafe { free(this.ptr) };
+        }
+    }
+
+    /// Gives up on the cell without completing it: its memory is never
+    /// freed. For ops the kernel may still write into after shutdown's limit.
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<K: Payload> BackendRef<OpCell<K>> {
+    /// The same reference, with the op's type erased into `dyn T`.
+    pub(crate) fn erase<T: ?Sized + Cell>(
+        self,
+        coerce: fn(NonNull<OpCell<K>>) -> NonNull<T>,
+    ) -> BackendRef<T> {
+        let this = ManuallyDrop::new(self);
+        BackendRef {
+            ptr: coerce(this.ptr),
+        }
+    }
+}
+
+impl<T: ?Sized + Cell> Drop for BackendRef<T> {
+    fn drop(&mut self) {
+        let this = BackendRef { ptr: self.ptr };
+        this.complete(lost());
+    }
+}
+
+/// The reference of a future dropped while its op was in flight, on its way
+/// to the backend that may cancel the op. Dropping it drops the reference.
+pub(crate) struct Canceller {
+    ptr: NonNull<dyn Cell>,
+}
+
+// SAFETY: it only reaches the header, which is atomics.
+unsafe impl Send for Canceller {}
+// SAFETY: as above.
+unsafe impl Sync for Canceller {}
+
+impl Canceller {
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: this handle's reference keeps the cell alive.
+        unsafe { self.ptr.as_ref() }.header()
+    }
+}
+
+impl Drop for Canceller {
+    fn drop(&mut self) {
+        if self.header().release() {
+            // SAFETY: the last reference, just dropped.
+            unsafe { free(self.ptr) };
+        }
+    }
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, aioctx_loom))]
+mod loom_model {
+    //! Model checks of the lifecycle: completion against the future's polls,
+    //! re-registration, drop, and the cancel reference. A lost wake shows up
+    //! as loom's deadlock report; a double completion or abandon as a failed
+    //! count; a use after free as loom's access checks on the cell.
+
+    use super::{BackendRef, Fresh, FutureHalf, OpCell, Outcome, Payload};
+    use loom::future::block_on;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+    use std::task::{Poll, Waker};
+
+    /// An op that counts how often it is given up, and with what.
+    struct TestOp {
+        abandoned: Arc<AtomicUsize>,
+    }
+
+    impl Payload for TestOp {
+        fn abandon(self, outcome: Outcome) {
+            assert_eq!(outcome, 7, "given up with the backend's outcome");
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fresh() -> (Fresh<TestOp>, Arc<AtomicUsize>) {
+        let abandoned = Arc::new(AtomicUsize::new(0));
+        let op = TestOp {
+            abandoned: abandoned.clone(),
+        };
+        (Fresh::new(op), abandoned)
+    }
+
+    /// Waits on `half` in loom's `block_on`, whose waker differs from the
+    /// one the half was shared with: the first poll re-registers.
+    fn wait(half: FutureHalf<TestOp>) -> Outcome {
+        let mut half = Some(half);
+        let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
+            match half.take().expect("polled after ready").poll(cx.waker()) {
+                Ok(done) => Poll::Ready(done),
+                Err(pending) => {
+                    half = Some(pending);
+                    Poll::Pending
+                }
+            }
+        }));
+        outcome
+    }
+
+    fn complete_on_thread(op: BackendRef<OpCell<TestOp>>) -> thread::JoinHandle<()> {
+        thread::spawn(move || op.complete(7))
+    }
+
+    #[test]
+    fn completion_wakes_the_waiting_future() {
+        loom::model(|| {
+            let (fresh, abandoned) = fresh();
+            // Shared inside the first poll, with that poll's waker, as `Op`
+            // does; the backend picks the reference up from a queue.
+            let queue = Arc::new(Mutex::new(None));
+            let backend = thread::spawn({
+                let queue = queue.clone();
+                move || {
+                    loop {
+                        if let Some(op) = queue.lock().unwrap().take() {
+                            let op: BackendRef<OpCell<TestOp>> = op;
+                            op.complete(7);
+                            return;
+                        }
+                        thread::yield_now();
+                    }
+                }
+            });
+            let mut fresh = Some(fresh);
+            let mut half: Option<FutureHalf<TestOp>> = None;
+            let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
+                let current = match half.take() {
+                    Some(current) => current,
+                    None => {
+                        let (current, op) = fresh.take().unwrap().share(cx.waker().clone());
+                        *queue.lock().unwrap() = Some(op);
+                        if !current.is_complete() {
+                            half = Some(current);
+                            return Poll::Pending;
+                        }
+                        current
+                    }
+                };
+                match current.poll(cx.waker()) {
+                    Ok(done) => Poll::Ready(done),
+                    Err(pending) => {
+                        half = Some(pending);
+                        Poll::Pending
+                    }
+                }
+            }));
+            assert_eq!(outcome, 7);
+            backend.join().unwrap();
+            assert_eq!(abandoned.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn re_registered_waker_is_the_one_woken() {
+        loom::model(|| {
+            let (fresh, abandoned) = fresh();
+            let (half, op) = fresh.share(Waker::noop().clone());
+            let backend = complete_on_thread(op);
+            assert_eq!(wait(half), 7);
+            backend.join().unwrap();
+            assert_eq!(abandoned.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn drop_racing_completion_gives_the_op_up_once() {
+        loom::model(|| {
+            let (fresh, abandoned) = fresh();
+            let (half, op) = fresh.share(Waker::noop().clone());
+            let backend = complete_on_thread(op);
+            // The cancel request may outlive the backend's reference, on a
+            // third thread.
+            let canceller = half.abandon();
+            let driver = thread::spawn(move || drop(canceller));
+            backend.join().unwrap();
+            driver.join().unwrap();
+            assert_eq!(abandoned.load(Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn dropped_backend_reference_resolves_the_future() {
+        loom::model(|| {
+            let (fresh, abandoned) = fresh();
+            let (half, op) = fresh.share(Waker::noop().clone());
+            let backend = thread::spawn(move || drop(op));
+            assert_eq!(wait(half), super::lost());
+            backend.join().unwrap();
+            assert_eq!(abandoned.load(Ordering::Relaxed), 0);
+        });
+    }
+}
