@@ -25,7 +25,7 @@ use crate::fallback::Pool;
 use crate::inbox::{Inbox, Kick};
 use crate::metrics::{Counters, Metrics, RingFlags};
 use crate::lifecycle::Canceller;
-use crate::op::{Cqe, Request, Submission};
+use crate::op::{Cqe, Handoff, Request, Submission};
 use crate::sim::Sim;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
@@ -238,24 +238,25 @@ impl Shared {
     /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
     /// the driver cannot take (shut down, another backend) is completed with
     /// the error.
-    pub(crate) fn submit(self: &Arc<Self>, submission: Submission) {
+    pub(crate) fn submit(self: &Arc<Self>, submission: Submission) -> Handoff {
         if !matches!(self.engine, Engine::Uring) {
             // Only the ring driver takes submissions: other backends start
             // ops themselves.
             let error = crate::op::unsupported("not an io_uring context");
             submission.op.complete(Cqe::error(error));
-            return;
+            return Handoff::Here;
         }
         let mut submission = match Core::try_submit_local(self, submission) {
-            Ok(()) => return,
+            Ok(()) => return Handoff::Here,
             Err(submission) => submission,
         };
         submission.pushed_at = Some(Instant::now());
         if let Err(Request::Submit(submission)) = self.push(Request::Submit(submission)) {
             submission.op.complete(Cqe::error(shutdown_error()));
-            return;
+            return Handoff::Here;
         }
         Counters::add(&self.counters.ops_foreign, 1);
+        Handoff::Queued
     }
 
     /// Passes a dropped op's reference to the driver, which cancels the op

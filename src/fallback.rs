@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{Shared, shutdown_error};
 use crate::metrics::Counters;
 use crate::lifecycle::{BackendRef, OpCell};
-use crate::op::{BlockingCall, Cqe, OpKind, OpRef, erase};
+use crate::op::{BlockingCall, Cqe, Handoff, OpKind, OpRef, erase};
 
 /// The fallback backend's state, shared by every thread.
 pub(crate) struct Pool {
@@ -83,13 +83,13 @@ impl Pool {
         shared: &Arc<Shared>,
         op: BackendRef<OpCell<K>>,
         mut call: K::Blocking,
-    ) {
+    ) -> Handoff {
         let id = {
             let mut pending = self.lock();
             if pending.closed {
                 drop(pending);
                 op.complete(Cqe::error(shutdown_error()));
-                return;
+                return Handoff::Here;
             }
             let id = pending.next_id;
             pending.next_id += 1;
@@ -130,6 +130,7 @@ impl Pool {
                 op.complete(cqe);
             }
         }));
+        Handoff::Queued
     }
 
     /// Closes the table and resolves every pending op with the shutdown

@@ -229,6 +229,16 @@ pub(crate) enum Request {
     Cancel(Canceller),
 }
 
+/// Where a backend left an op it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handoff {
+    /// Handled on the calling thread: refused, or queued by the home
+    /// thread's own driver (which may have completed it already).
+    Here,
+    /// Queued for another thread.
+    Queued,
+}
+
 /// An op on its way to the SQ.
 pub(crate) struct Submission {
     pub(crate) op: OpRef,
@@ -284,29 +294,29 @@ impl<K: OpKind> Op<K> {
     /// Moves the op into its cell and hands it to the backend. A backend
     /// that refuses it (shut down) completes it with the error, so the next
     /// poll resolves.
-    fn start(&self, kind: K, cx: &TaskContext<'_>) -> FutureHalf<K> {
+    fn start(&self, kind: K, cx: &TaskContext<'_>) -> (FutureHalf<K>, Handoff) {
         let mut fresh = Fresh::new(kind);
         match &self.shared.engine {
             Engine::Uring => {
                 let sqe = fresh.with_kind(|kind| kind.sqe());
                 let (half, op) = fresh.share(cx.waker().clone());
-                self.shared.submit(Submission {
+                let handoff = self.shared.submit(Submission {
                     op: erase(op),
                     sqe,
                     pushed_at: None,
                 });
-                half
+                (half, handoff)
             }
             Engine::Fallback(pool) => {
                 let call = fresh.with_kind(|kind| kind.blocking());
                 let (half, op) = fresh.share(cx.waker().clone());
-                pool.start(&self.shared, op, call);
-                half
+                let handoff = pool.start(&self.shared, op, call);
+                (half, handoff)
             }
             Engine::Sim(sim) => {
                 let (half, op) = fresh.share(cx.waker().clone());
-                sim.start(&self.shared, erase(op));
-                half
+                let handoff = sim.start(&self.shared, erase(op));
+                (half, handoff)
             }
         }
     }
@@ -319,10 +329,13 @@ impl<K: OpKind> Future for Op<K> {
         let this = self.get_mut();
         let half = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Unsubmitted(kind) => {
-                let half = this.start(kind, cx);
-                // Usually in flight now; complete already if the backend
-                // refused it, or the driver ran it on the spot.
-                if !half.is_complete() {
+                let (half, handoff) = this.start(kind, cx);
+                // An op handled on this thread may be complete already
+                // (refused, or run by the home driver on the spot). One
+                // queued for another thread always waits for a wake, even if
+                // it raced to completion: where the code after it runs must
+                // not depend on timing.
+                if handoff == Handoff::Queued || !half.is_complete() {
                     this.stage = Stage::Submitted(half);
                     return Poll::Pending;
                 }

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 
 use crate::context::{Engine, Shared, shutdown_error};
 use crate::metrics::Counters;
-use crate::op::{Cqe, OpRef};
+use crate::op::{Cqe, Handoff, OpRef};
 
 mod files;
 
@@ -281,13 +281,13 @@ impl Sim {
 
     /// Queues an op for the simulator task; once the context has shut down,
     /// completes it with the shutdown error instead.
-    pub(crate) fn start(&self, shared: &Arc<Shared>, op: OpRef) {
+    pub(crate) fn start(&self, shared: &Arc<Shared>, op: OpRef) -> Handoff {
         {
             let mut state = self.lock();
             if state.closed {
                 drop(state);
                 op.complete(Cqe::error(shutdown_error()));
-                return;
+                return Handoff::Here;
             }
             let seq = state.next_seq;
             state.next_seq += 1;
@@ -301,6 +301,7 @@ impl Sim {
             Counters::add(&counters.kicks_sent, 1);
         }
         self.waker.wake();
+        Handoff::Queued
     }
 
     /// Gives arrivals their deadlines, completes every op due by `now`, and
