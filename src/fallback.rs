@@ -17,8 +17,8 @@
 //!
 //! An op prepares its syscall up front ([`OpKind::blocking`]): the call owns
 //! copies of everything it touches (a bounce buffer shaped like the caller's
-//! buffer, so `O_DIRECT` alignment errors match the ring's; a clone of the
-//! fd's `Arc`). The op's own buffer is never touched by a pool thread, and
+//! buffer, so `O_DIRECT` alignment errors match the ring's), and the pool
+//! thread holds a clone of the op's anchor, which keeps the fd open. The op's own buffer is never touched by a pool thread, and
 //! the result is copied into it when the call returns. A blocking syscall
 //! cannot be cancelled, so a dropped future's call runs to the end, then its
 //! output is released (an opened fd is closed).
@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use crate::context::{Shared, shutdown_error};
 use crate::metrics::Counters;
 use crate::lifecycle::{BackendRef, OpCell};
-use crate::op::{BlockingCall, Cqe, Handoff, OpKind, OpRef, erase};
+use crate::op::{Anchor, BlockingCall, Cqe, Handoff, OpKind, OpRef, erase};
 
 /// The fallback backend's state, shared by every thread.
 pub(crate) struct Pool {
@@ -83,6 +83,7 @@ impl Pool {
         shared: &Arc<Shared>,
         op: BackendRef<OpCell<K>>,
         mut call: K::Blocking,
+        anchor: Anchor,
     ) -> Handoff {
         let id = {
             let mut pending = self.lock();
@@ -110,6 +111,9 @@ impl Pool {
         drop(shared.runtime.spawn_blocking({
             let shared = shared.clone();
             move || {
+                // Keeps the op's fd open for the syscall, whoever resolves
+                // the future.
+                let _anchor = anchor;
                 shared.counters.dwell.record(pushed_at.elapsed());
                 let mut cqe = call.run();
                 let claimed = match &shared.engine {

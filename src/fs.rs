@@ -21,16 +21,23 @@ use std::sync::Arc;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::{Context, Shared};
-use crate::op::Op;
+use crate::op::{Anchor, Op};
 pub use crate::ops::Metadata;
 use crate::ops::{
-    Close, Fallocate, Fsync, Ftruncate, OpenAt, ReadAt, ReadvAt, SharedFd, Statx, WriteAt, WritevAt,
+    Close, Fallocate, Fsync, Ftruncate, OpenAt, ReadAt, ReadvAt, FileFd, Statx, WriteAt, WritevAt,
 };
 
 /// An open file whose I/O runs on a context's ring.
 pub struct File {
-    fd: SharedFd,
-    shared: Arc<Shared>,
+    inner: Arc<FileInner>,
+}
+
+/// What a file shares with its ops in flight: each op holds one reference
+/// (its anchor), so the fd stays open, and the context reachable, until the
+/// kernel is done with the op.
+pub(crate) struct FileInner {
+    fd: OwnedFd,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl File {
@@ -60,8 +67,10 @@ impl File {
     /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
     pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
         File {
-            fd: Arc::new(fd),
-            shared: ctx.shared().clone(),
+            inner: Arc::new(FileInner {
+                fd,
+                shared: ctx.shared().clone(),
+            }),
         }
     }
 
@@ -72,7 +81,7 @@ impl File {
     ///
     /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
     pub fn read_at<B: IoBufMut>(&self, buf: B, offset: u64) -> Op<ReadAt<B>> {
-        self.op(ReadAt::new(self.fd.clone(), buf, 0, offset))
+        self.op(ReadAt::new(self.fd(), buf, 0, offset))
     }
 
     /// Writes the buffer's initialised bytes at `offset`; may write fewer.
@@ -81,7 +90,7 @@ impl File {
     ///
     /// Cancel safe, but a dropped write may still have written.
     pub fn write_at<B: IoBuf>(&self, buf: B, offset: u64) -> Op<WriteAt<B>> {
-        self.op(WriteAt::new(self.fd.clone(), buf, 0, offset))
+        self.op(WriteAt::new(self.fd(), buf, 0, offset))
     }
 
     /// Fills the whole buffer (its total size) from `offset`, resubmitting the
@@ -101,7 +110,7 @@ impl File {
         while filled < total {
             let (result, returned) = self
                 .op(ReadAt::new(
-                    self.fd.clone(),
+                    self.fd(),
                     buf,
                     filled,
                     offset + filled as u64,
@@ -141,7 +150,7 @@ impl File {
         while written < total {
             let (result, returned) = self
                 .op(WriteAt::new(
-                    self.fd.clone(),
+                    self.fd(),
                     buf,
                     written,
                     offset + written as u64,
@@ -164,7 +173,7 @@ impl File {
     ///
     /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
     pub fn readv_at<B: IoBufMut>(&self, bufs: Vec<B>, offset: u64) -> Op<ReadvAt<B>> {
-        self.op(ReadvAt::new(self.fd.clone(), bufs, offset))
+        self.op(ReadvAt::new(self.fd(), bufs, offset))
     }
 
     /// Writes each buffer's initialised bytes in turn at `offset` (`pwritev`).
@@ -173,33 +182,33 @@ impl File {
     ///
     /// Cancel safe, but a dropped write may still have written.
     pub fn writev_at<B: IoBuf>(&self, bufs: Vec<B>, offset: u64) -> Op<WritevAt<B>> {
-        self.op(WritevAt::new(self.fd.clone(), bufs, offset))
+        self.op(WritevAt::new(self.fd(), bufs, offset))
     }
 
     /// Flushes data and metadata to the device (`fsync`).
     pub fn sync_all(&self) -> Op<Fsync> {
-        self.op(Fsync::new(self.fd.clone(), false))
+        self.op(Fsync::new(self.fd(), false))
     }
 
     /// Flushes data, and metadata only as needed to read it back (`fdatasync`).
     pub fn sync_data(&self) -> Op<Fsync> {
-        self.op(Fsync::new(self.fd.clone(), true))
+        self.op(Fsync::new(self.fd(), true))
     }
 
     /// `fallocate(2)`: `mode` 0 allocates `len` bytes at `offset` (growing the
     /// file); see `libc::FALLOC_FL_*` for the others.
     pub fn fallocate(&self, offset: u64, len: u64, mode: i32) -> Op<Fallocate> {
-        self.op(Fallocate::new(self.fd.clone(), offset, len, mode))
+        self.op(Fallocate::new(self.fd(), offset, len, mode))
     }
 
     /// Truncates or extends the file to `len` bytes (`ftruncate`).
     pub fn set_len(&self, len: u64) -> Op<Ftruncate> {
-        self.op(Ftruncate::new(self.fd.clone(), len))
+        self.op(Ftruncate::new(self.fd(), len))
     }
 
     /// The file's metadata (`statx`).
     pub fn metadata(&self) -> Op<Statx> {
-        self.op(Statx::new(self.fd.clone()))
+        self.op(Statx::new(self.fd()))
     }
 
     /// Closes the file through the ring and reports the kernel's verdict.
@@ -207,27 +216,32 @@ impl File {
     /// Ops still in flight keep the fd open; then the close happens when the
     /// last of them completes (synchronously, with no error to report).
     pub async fn close(self) -> io::Result<()> {
-        match Arc::try_unwrap(self.fd) {
-            Ok(fd) => Op::new(self.shared, Close::new(fd)).await,
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => Op::new(inner.shared, Close::new(inner.fd)).await,
             Err(_shared) => Ok(()),
         }
     }
 
+    /// The fd for an op's SQE; the op's anchor keeps it open.
+    fn fd(&self) -> FileFd {
+        FileFd(self.inner.fd.as_raw_fd())
+    }
+
     fn op<K: crate::ops::OpKind>(&self, kind: K) -> Op<K> {
-        Op::new(self.shared.clone(), kind)
+        Op::new(Anchor::File(self.inner.clone()), kind)
     }
 }
 
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.inner.fd.as_raw_fd()
     }
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("File")
-            .field("fd", &self.fd.as_raw_fd())
+            .field("fd", &self.inner.fd.as_raw_fd())
             .finish()
     }
 }

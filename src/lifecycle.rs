@@ -55,6 +55,14 @@ pub(crate) type Outcome = crate::op::Cqe;
 #[cfg(aioctx_loom)]
 pub(crate) type Outcome = u32;
 
+/// What keeps an op's context (and a file op's fd) alive for as long as the
+/// cell exists. Set when the cell is made and never changed, so every handle
+/// may read it.
+#[cfg(not(aioctx_loom))]
+pub(crate) type Anchor = crate::op::Anchor;
+#[cfg(aioctx_loom)]
+pub(crate) type Anchor = ();
+
 /// The outcome of an op whose backend reference was dropped without
 /// completing it: the context shut down before the op ran.
 fn lost() -> Outcome {
@@ -121,12 +129,14 @@ pub(crate) struct OpCell<K> {
     waker: UnsafeCell<Option<Waker>>,
     outcome: UnsafeCell<Option<Outcome>>,
     kind: UnsafeCell<Option<K>>,
+    anchor: Anchor,
 }
 
 // SAFETY: every access to the `UnsafeCell`s follows the ownership rules of
 // the state word (module docs), which hand each part to one thread at a time
 // with Acquire/Release edges between owners; `K`, the waker and the outcome
-// are `Send`, so passing them between threads is sound.
+// are `Send`, so passing them between threads is sound. The anchor is never
+// written after the cell is made, and is `Send + Sync` itself.
 unsafe impl<K: Send> Sync for OpCell<K> {}
 // SAFETY: as above; the cell owns `Send` values only.
 unsafe impl<K: Send> Send for OpCell<K> {}
@@ -230,7 +240,7 @@ pub(crate) struct Fresh<K: Payload> {
 }
 
 impl<K: Payload> Fresh<K> {
-    pub(crate) fn new(kind: K) -> Fresh<K> {
+    pub(crate) fn new(kind: K, anchor: Anchor) -> Fresh<K> {
         let cell = Box::new(OpCell {
             header: Header {
                 state: AtomicUsize::new(REF),
@@ -239,6 +249,7 @@ impl<K: Payload> Fresh<K> {
             waker: UnsafeCell::new(None),
             outcome: UnsafeCell::new(None),
             kind: UnsafeCell::new(Some(kind)),
+            anchor,
         });
         Fresh {
             ptr: NonNull::from(Box::leak(cell)),
@@ -295,6 +306,11 @@ impl<K: Payload> FutureHalf<K> {
     fn cell(&self) -> &OpCell<K> {
         // SAFETY: this handle's reference keeps the cell alive.
         unsafe { self.ptr.as_ref() }
+    }
+
+    /// The cell's anchor: immutable, so readable while the op is in flight.
+    pub(crate) fn anchor(&self) -> &Anchor {
+        &self.cell().anchor
     }
 
     /// Whether the backend has completed the op (a hint: `poll` decides).
@@ -540,7 +556,7 @@ mod loom_model {
         let op = TestOp {
             abandoned: abandoned.clone(),
         };
-        (Fresh::new(op), abandoned)
+        (Fresh::new(op, ()), abandoned)
     }
 
     /// Waits on `half` in loom's `block_on`, whose waker differs from the

@@ -212,6 +212,33 @@ impl<K: OpKind> Inflight for OpCell<K> {
     }
 }
 
+/// What an op holds on to: its context, and for a file's op the file (whose
+/// fd must stay open until the kernel is done with the op).
+///
+/// One reference per op, kept in the op's cell until the cell is freed: the
+/// op's future reaches its context through it, and the op's SQE names the fd
+/// it keeps open.
+#[derive(Clone)]
+pub(crate) enum Anchor {
+    Context(Arc<Shared>),
+    File(Arc<crate::fs::FileInner>),
+}
+
+impl Anchor {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        match self {
+            Anchor::Context(shared) => shared,
+            Anchor::File(file) => &file.shared,
+        }
+    }
+}
+
+impl From<Arc<Shared>> for Anchor {
+    fn from(shared: Arc<Shared>) -> Anchor {
+        Anchor::Context(shared)
+    }
+}
+
 /// A backend's reference to an op in flight: completing it resolves the op's
 /// future. See [`BackendRef`].
 pub(crate) type OpRef = BackendRef<dyn Inflight>;
@@ -255,12 +282,11 @@ pub(crate) struct Submission {
 /// driver asks the kernel to cancel the op.
 #[must_use = "ops do nothing unless polled"]
 pub struct Op<K: OpKind> {
-    shared: Arc<Shared>,
     stage: Stage<K>,
 }
 
 enum Stage<K: OpKind> {
-    Unsubmitted(K),
+    Unsubmitted(K, Anchor),
     Submitted(FutureHalf<K>),
     Done,
 }
@@ -272,7 +298,7 @@ impl<K: OpKind> Unpin for Op<K> {}
 impl<K: OpKind> fmt::Debug for Op<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let stage = match &self.stage {
-            Stage::Unsubmitted(_) => "Unsubmitted",
+            Stage::Unsubmitted(..) => "Unsubmitted",
             Stage::Submitted(_) => "Submitted",
             Stage::Done => "Done",
         };
@@ -284,41 +310,44 @@ impl<K: OpKind> fmt::Debug for Op<K> {
 }
 
 impl<K: OpKind> Op<K> {
-    pub(crate) fn new(shared: Arc<Shared>, kind: K) -> Op<K> {
+    pub(crate) fn new(anchor: impl Into<Anchor>, kind: K) -> Op<K> {
         Op {
-            shared,
-            stage: Stage::Unsubmitted(kind),
+            stage: Stage::Unsubmitted(kind, anchor.into()),
         }
     }
 
     /// Moves the op into its cell and hands it to the backend. A backend
     /// that refuses it (shut down) completes it with the error, so the next
     /// poll resolves.
-    fn start(&self, kind: K, cx: &TaskContext<'_>) -> (FutureHalf<K>, Handoff) {
-        let mut fresh = Fresh::new(kind);
-        match &self.shared.engine {
-            Engine::Uring => {
-                let sqe = fresh.with_kind(|kind| kind.sqe());
-                let (half, op) = fresh.share(cx.waker().clone());
-                let handoff = self.shared.submit(Submission {
-                    op: erase(op),
-                    sqe,
-                    pushed_at: None,
-                });
-                (half, handoff)
-            }
-            Engine::Fallback(pool) => {
-                let call = fresh.with_kind(|kind| kind.blocking());
-                let (half, op) = fresh.share(cx.waker().clone());
-                let handoff = pool.start(&self.shared, op, call);
-                (half, handoff)
-            }
-            Engine::Sim(sim) => {
-                let (half, op) = fresh.share(cx.waker().clone());
-                let handoff = sim.start(&self.shared, erase(op));
-                (half, handoff)
-            }
+    fn start(kind: K, anchor: Anchor, cx: &TaskContext<'_>) -> (FutureHalf<K>, Handoff) {
+        let on_ring = matches!(anchor.shared().engine, Engine::Uring);
+        let mut fresh = Fresh::new(kind, anchor);
+        if on_ring {
+            // The hot path: the SQE is built from the op at its final address.
+            let sqe = fresh.with_kind(|kind| kind.sqe());
+            let (half, op) = fresh.share(cx.waker().clone());
+            let handoff = half.anchor().shared().submit(Submission {
+                op: erase(op),
+                sqe,
+                pushed_at: None,
+            });
+            return (half, handoff);
         }
+        let (half, op) = fresh.share(cx.waker().clone());
+        let shared = half.anchor().shared();
+        let handoff = match &shared.engine {
+            Engine::Fallback(pool) => {
+                // SAFETY: `op` is the backend reference, not yet completed.
+                let call = unsafe { op.cell().with_kind(|kind| kind.blocking()) }
+                    .expect("an op in flight keeps its op");
+                // The pool thread keeps the anchor (and so the fd) until its
+                // syscall returns, even if shutdown resolves the future first.
+                pool.start(shared, op, call, half.anchor().clone())
+            }
+            Engine::Sim(sim) => sim.start(shared, erase(op)),
+            Engine::Uring => unreachable!("ring ops took the path above"),
+        };
+        (half, handoff)
     }
 }
 
@@ -328,8 +357,8 @@ impl<K: OpKind> Future for Op<K> {
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<K::Output> {
         let this = self.get_mut();
         let half = match std::mem::replace(&mut this.stage, Stage::Done) {
-            Stage::Unsubmitted(kind) => {
-                let (half, handoff) = this.start(kind, cx);
+            Stage::Unsubmitted(kind, anchor) => {
+                let (half, handoff) = Op::start(kind, anchor, cx);
                 // An op handled on this thread may be complete already
                 // (refused, or run by the home driver on the spot). One
                 // queued for another thread always waits for a wake, even if
@@ -359,10 +388,12 @@ impl<K: OpKind> Drop for Op<K> {
         let Stage::Submitted(half) = std::mem::replace(&mut self.stage, Stage::Done) else {
             return;
         };
+        // Dropped in flight (rare): the context outlives the cancel request.
+        let shared = half.anchor().shared().clone();
         if let Some(canceller) = half.abandon() {
             // Best effort: a backend that cannot cancel drops the request, and
             // shutdown cancels everything in flight anyway.
-            self.shared.cancel(canceller);
+            shared.cancel(canceller);
         }
     }
 }

@@ -13,7 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::op::{BlockingCall, Cqe, cqe_of_syscall};
-use crate::ops::SharedFd;
+use crate::ops::FileFd;
 
 const PAGE: usize = 4096;
 
@@ -82,7 +82,7 @@ fn retry(mut f: impl FnMut() -> i64) -> Cqe {
 /// `pread`/`pwrite` (`preadv`/`pwritev` for several buffers) on bounces.
 #[derive(Debug)]
 pub struct Positional {
-    pub(crate) fd: SharedFd,
+    pub(crate) fd: FileFd,
     pub(crate) bufs: Vec<Bounce>,
     pub(crate) offset: u64,
     pub(crate) write: bool,
@@ -128,7 +128,7 @@ impl BlockingCall for Positional {
 /// A syscall on an fd with no memory arguments: fsync, fallocate, ftruncate.
 #[derive(Debug)]
 pub struct OnFd {
-    pub(crate) fd: SharedFd,
+    pub(crate) fd: FileFd,
     pub(crate) call: fn(RawFd, [u64; 3]) -> i64,
     pub(crate) args: [u64; 3],
 }

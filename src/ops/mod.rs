@@ -15,8 +15,7 @@
 //! effect: a dropped write may have written, and a dropped open's fd is closed
 //! when it arrives.
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, RawFd};
 
 pub(crate) mod blocking;
 pub(crate) mod nop;
@@ -38,6 +37,14 @@ pub use sync::{Fallocate, Fsync, Ftruncate};
 pub use timeout::Timeout;
 pub use vectored::{ReadvAt, WritevAt};
 
-/// An fd shared by a file and its ops in flight: an op holds a clone, so the
-/// fd cannot be closed (and its number reused) while the kernel uses it.
-pub(crate) type SharedFd = Arc<OwnedFd>;
+/// The fd a file's op works on. The op's anchor (the file's shared state, see
+/// `op::Anchor`) keeps it open until the op's cell is freed, so its number
+/// cannot be closed and reused while the kernel or a pool thread uses it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileFd(pub(crate) RawFd);
+
+impl AsRawFd for FileFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}

@@ -6,21 +6,21 @@ use std::os::fd::AsRawFd;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
-use crate::ops::SharedFd;
+use crate::ops::FileFd;
 use crate::ops::blocking::{Bounce, Positional, sim_cqe};
 use crate::ring::{Sqe, op, ty};
 
 /// A read of up to `bytes_total - start` bytes into `buf[start..]` at `offset`.
 #[derive(Debug)]
 pub struct ReadAt<B> {
-    fd: SharedFd,
+    fd: FileFd,
     buf: B,
     start: usize,
     offset: u64,
 }
 
 impl<B: IoBufMut> ReadAt<B> {
-    pub(crate) fn new(fd: SharedFd, buf: B, start: usize, offset: u64) -> Self {
+    pub(crate) fn new(fd: FileFd, buf: B, start: usize, offset: u64) -> Self {
         assert!(start <= buf.bytes_total(), "read start past the buffer");
         ReadAt {
             fd,
@@ -66,7 +66,7 @@ impl<B: IoBufMut> OpKind for ReadAt<B> {
         // SAFETY: `start <= bytes_total`, checked in `new`.
         let ptr = unsafe { self.buf.stable_mut_ptr().add(self.start) };
         Positional {
-            fd: self.fd.clone(),
+            fd: self.fd,
             bufs: vec![Bounce::shaped_like(ptr, len)],
             offset: self.offset,
             write: false,
@@ -104,14 +104,14 @@ impl<B: IoBufMut> OpKind for ReadAt<B> {
 /// A write of `buf[start..bytes_init]` at `offset`.
 #[derive(Debug)]
 pub struct WriteAt<B> {
-    fd: SharedFd,
+    fd: FileFd,
     buf: B,
     start: usize,
     offset: u64,
 }
 
 impl<B: IoBuf> WriteAt<B> {
-    pub(crate) fn new(fd: SharedFd, buf: B, start: usize, offset: u64) -> Self {
+    pub(crate) fn new(fd: FileFd, buf: B, start: usize, offset: u64) -> Self {
         assert!(
             start <= buf.bytes_init(),
             "write start past the buffer's data"
@@ -156,7 +156,7 @@ impl<B: IoBuf> OpKind for WriteAt<B> {
         // SAFETY: `data` is the buffer's initialised bytes, live for the call.
         let bounce = unsafe { Bounce::copy_of(data.as_ptr(), data.len()) };
         Positional {
-            fd: self.fd.clone(),
+            fd: self.fd,
             bufs: vec![bounce],
             offset: self.offset,
             write: true,

@@ -6,13 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
-use crate::ops::SharedFd;
+use crate::ops::FileFd;
 use crate::ops::blocking::sim_cqe;
 use crate::ring::{Sqe, op, ty};
 
 /// `statx(2)` with `AT_EMPTY_PATH` on a file's fd.
 pub struct Statx {
-    fd: SharedFd,
+    fd: FileFd,
     /// Boxed so the kernel's write target does not move with the op.
     buf: Box<libc::statx>,
 }
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Statx {
 }
 
 impl Statx {
-    pub(crate) fn new(fd: SharedFd) -> Self {
+    pub(crate) fn new(fd: FileFd) -> Self {
         // SAFETY: statx is plain old data; all-zero is a valid value.
         let buf = Box::new(unsafe { std::mem::zeroed::<libc::statx>() });
         Statx { fd, buf }
@@ -56,7 +56,7 @@ impl OpKind for Statx {
 
     fn blocking(&mut self) -> StatxCall {
         StatxCall {
-            fd: self.fd.clone(),
+            fd: self.fd,
             // SAFETY: statx is plain old data; all-zero is a valid value.
             buf: Box::new(unsafe { std::mem::zeroed::<libc::statx>() }),
         }
@@ -87,7 +87,7 @@ impl OpKind for Statx {
 #[doc(hidden)]
 #[allow(missing_debug_implementations)]
 pub struct StatxCall {
-    fd: SharedFd,
+    fd: FileFd,
     buf: Box<libc::statx>,
 }
 

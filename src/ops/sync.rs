@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
-use crate::ops::SharedFd;
+use crate::ops::FileFd;
 use crate::ops::blocking::{OnFd, sim_cqe};
 use crate::ring::{Sqe, op, ty};
 use crate::sim::SimOp;
@@ -14,12 +14,12 @@ use crate::sim::SimOp;
 /// `fsync(2)` or `fdatasync(2)` of a file.
 #[derive(Debug)]
 pub struct Fsync {
-    fd: SharedFd,
+    fd: FileFd,
     data_only: bool,
 }
 
 impl Fsync {
-    pub(crate) fn new(fd: SharedFd, data_only: bool) -> Self {
+    pub(crate) fn new(fd: FileFd, data_only: bool) -> Self {
         Fsync { fd, data_only }
     }
 }
@@ -41,7 +41,7 @@ impl OpKind for Fsync {
 
     fn blocking(&mut self) -> OnFd {
         OnFd {
-            fd: self.fd.clone(),
+            fd: self.fd,
             // SAFETY (both arms): plain syscalls on an fd the call keeps open.
             call: |fd, [data_only, ..]| {
                 if data_only != 0 {
@@ -68,14 +68,14 @@ impl OpKind for Fsync {
 /// `fallocate(2)` of a range.
 #[derive(Debug)]
 pub struct Fallocate {
-    fd: SharedFd,
+    fd: FileFd,
     offset: u64,
     len: u64,
     mode: i32,
 }
 
 impl Fallocate {
-    pub(crate) fn new(fd: SharedFd, offset: u64, len: u64, mode: i32) -> Self {
+    pub(crate) fn new(fd: FileFd, offset: u64, len: u64, mode: i32) -> Self {
         Fallocate {
             fd,
             offset,
@@ -101,7 +101,7 @@ impl OpKind for Fallocate {
 
     fn blocking(&mut self) -> OnFd {
         OnFd {
-            fd: self.fd.clone(),
+            fd: self.fd,
             call: |fd, [offset, len, mode]| {
                 // SAFETY: a plain syscall on an fd the call keeps open.
                 i64::from(unsafe {
@@ -126,12 +126,12 @@ impl OpKind for Fallocate {
 /// `ftruncate(2)` to a length.
 #[derive(Debug)]
 pub struct Ftruncate {
-    fd: SharedFd,
+    fd: FileFd,
     len: u64,
 }
 
 impl Ftruncate {
-    pub(crate) fn new(fd: SharedFd, len: u64) -> Self {
+    pub(crate) fn new(fd: FileFd, len: u64) -> Self {
         Ftruncate { fd, len }
     }
 }
@@ -149,7 +149,7 @@ impl OpKind for Ftruncate {
 
     fn blocking(&mut self) -> OnFd {
         OnFd {
-            fd: self.fd.clone(),
+            fd: self.fd,
             call: |fd, [len, ..]| {
                 // SAFETY: a plain syscall on an fd the call keeps open.
                 i64::from(unsafe { libc::ftruncate(fd, len as libc::off_t) })

@@ -6,14 +6,14 @@ use std::os::fd::AsRawFd;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::op::sealed::Sealed;
 use crate::op::{Cqe, OpKind};
-use crate::ops::SharedFd;
+use crate::ops::FileFd;
 use crate::ops::blocking::{Bounce, Positional, sim_cqe};
 use crate::ring::{Sqe, op, ty};
 
 /// A vectored read filling each buffer (up to its total size) in turn.
 #[derive(Debug)]
 pub struct ReadvAt<B> {
-    fd: SharedFd,
+    fd: FileFd,
     bufs: Vec<B>,
     /// Built in `sqe`, once the op sits at its final address; the kernel
     /// reads it during submission and the buffers' memory until completion.
@@ -26,7 +26,7 @@ pub struct ReadvAt<B> {
 unsafe impl<B: Send> Send for ReadvAt<B> {}
 
 impl<B: IoBufMut> ReadvAt<B> {
-    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>, offset: u64) -> Self {
+    pub(crate) fn new(fd: FileFd, bufs: Vec<B>, offset: u64) -> Self {
         ReadvAt {
             fd,
             bufs,
@@ -80,7 +80,7 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
             .map(|b| Bounce::shaped_like(b.stable_mut_ptr(), b.bytes_total()))
             .collect();
         Positional {
-            fd: self.fd.clone(),
+            fd: self.fd,
             bufs,
             offset: self.offset,
             write: false,
@@ -129,7 +129,7 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
 /// A vectored write of each buffer's initialised bytes in turn.
 #[derive(Debug)]
 pub struct WritevAt<B> {
-    fd: SharedFd,
+    fd: FileFd,
     bufs: Vec<B>,
     iovecs: Vec<libc::iovec>,
     offset: u64,
@@ -139,7 +139,7 @@ pub struct WritevAt<B> {
 unsafe impl<B: Send> Send for WritevAt<B> {}
 
 impl<B: IoBuf> WritevAt<B> {
-    pub(crate) fn new(fd: SharedFd, bufs: Vec<B>, offset: u64) -> Self {
+    pub(crate) fn new(fd: FileFd, bufs: Vec<B>, offset: u64) -> Self {
         WritevAt {
             fd,
             bufs,
@@ -182,7 +182,7 @@ impl<B: IoBuf> OpKind for WritevAt<B> {
             .map(|b| unsafe { Bounce::copy_of(b.stable_ptr(), b.bytes_init()) })
             .collect();
         Positional {
-            fd: self.fd.clone(),
+            fd: self.fd,
             bufs,
             offset: self.offset,
             write: true,
