@@ -385,8 +385,12 @@ impl<K: OpKind> Future for Op<K> {
 
 impl<K: OpKind> Drop for Op<K> {
     fn drop(&mut self) {
-        let Stage::Submitted(half) = std::mem::replace(&mut self.stage, Stage::Done) else {
+        // Resolved ops (the common case) have nothing to hand over.
+        if !matches!(self.stage, Stage::Submitted(_)) {
             return;
+        }
+        let Stage::Submitted(half) = std::mem::replace(&mut self.stage, Stage::Done) else {
+            unreachable!("checked above");
         };
         // Dropped in flight (rare): the context outlives the cancel request.
         let shared = half.anchor().shared().clone();
