@@ -3,9 +3,10 @@
 //! frees it.
 //!
 //! An [`OpCell`] is one heap allocation holding an atomic state word, the
-//! future's waker, the outcome, and the op itself (its arguments and the
-//! buffers and fds the kernel uses). Three kinds of handle hold references to
-//! it:
+//! future's waker, the outcome, the op itself (its arguments and the buffers
+//! the kernel uses), and the op's anchor (its context, or the file whose fd
+//! the op names; never written after the cell is made). Three kinds of handle
+//! hold references to it:
 //!
 //! ```text
 //!   FutureHalf<K>  ── owned by the op's future (typed: it takes the op back)
