@@ -234,18 +234,12 @@ impl Drop for Handle {
 }
 
 impl Shared {
-    /// Hands an op to the driver: straight into the SQ on the home thread,
-    /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
-    /// the driver cannot take (shut down, another backend) is completed with
-    /// the error.
+    /// Hands an op to the ring's driver: straight into the SQ on the home
+    /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
+    /// An op the driver cannot take (shut down) is completed with the error.
+    /// Only for ring contexts: other backends start their ops themselves.
     pub(crate) fn submit(self: &Arc<Self>, submission: Submission) -> Handoff {
-        if !matches!(self.engine, Engine::Uring) {
-            // Only the ring driver takes submissions: other backends start
-            // ops themselves.
-            let error = crate::op::unsupported("not an io_uring context");
-            submission.op.complete(Cqe::error(error));
-            return Handoff::Here;
-        }
+        debug_assert!(matches!(self.engine, Engine::Uring), "submit off the ring");
         let mut submission = match Core::try_submit_local(self, submission) {
             Ok(()) => return Handoff::Here,
             Err(submission) => submission,
