@@ -560,18 +560,28 @@ mod loom_model {
         (Fresh::new(op, ()), abandoned)
     }
 
+    /// Polls `half` as `Op` does, keeping it in `slot` while pending.
+    fn poll_half(
+        slot: &mut Option<FutureHalf<TestOp>>,
+        half: FutureHalf<TestOp>,
+        waker: &Waker,
+    ) -> Poll<(TestOp, Outcome)> {
+        match half.poll(waker) {
+            Ok(done) => Poll::Ready(done),
+            Err(pending) => {
+                *slot = Some(pending);
+                Poll::Pending
+            }
+        }
+    }
+
     /// Waits on `half` in loom's `block_on`, whose waker differs from the
     /// one the half was shared with: the first poll re-registers.
     fn wait(half: FutureHalf<TestOp>) -> Outcome {
-        let mut half = Some(half);
+        let mut slot = Some(half);
         let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
-            match half.take().expect("polled after ready").poll(cx.waker()) {
-                Ok(done) => Poll::Ready(done),
-                Err(pending) => {
-                    half = Some(pending);
-                    Poll::Pending
-                }
-            }
+            let half = slot.take().expect("polled after ready");
+            poll_half(&mut slot, half, cx.waker())
         }));
         outcome
     }
@@ -615,13 +625,7 @@ mod loom_model {
                         current
                     }
                 };
-                match current.poll(cx.waker()) {
-                    Ok(done) => Poll::Ready(done),
-                    Err(pending) => {
-                        half = Some(pending);
-                        Poll::Pending
-                    }
-                }
+                poll_half(&mut half, current, cx.waker())
             }));
             assert_eq!(outcome, 7);
             backend.join().unwrap();
