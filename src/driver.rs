@@ -59,9 +59,14 @@ pub(crate) struct Core {
     slots: Slots,
     /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
     backlog: VecDeque<Submission>,
-    /// Push times of the SQEs queued in the SQ (foreign pushes only), for
-    /// dwell-time accounting.
-    queued_at: Vec<Option<Instant>>,
+    /// Dwell-time accounting for foreign pushes still in the SQ: the number
+    /// of each one's SQE and when its op was pushed. Home-thread ops are not
+    /// timed and leave no entry.
+    dwell: VecDeque<(u64, Instant)>,
+    /// SQEs pushed into the SQ so far, and how many of them the kernel has
+    /// taken: an SQE numbered at most `sqes_taken` has left the SQ.
+    sqes_pushed: u64,
+    sqes_taken: u64,
     /// Reused buffer for draining the inbox.
     drained: Vec<Request>,
     /// The driver task's waker, for same-thread wakes from local pushes.
@@ -103,7 +108,9 @@ impl Core {
                 ring,
                 slots: Slots::with_limit(cq_capacity),
                 backlog: VecDeque::new(),
-                queued_at: Vec::new(),
+                dwell: VecDeque::new(),
+                sqes_pushed: 0,
+                sqes_taken: 0,
                 drained: Vec::new(),
                 waker: None,
                 turn_scheduled: false,
@@ -227,7 +234,10 @@ impl Core {
         // `Slots` and tests/op_drop_in_flight.rs).
         let pushed = unsafe { self.ring.push(&sqe) };
         debug_assert!(pushed, "has_room was checked");
-        self.queued_at.push(pushed_at);
+        self.sqes_pushed += 1;
+        if let Some(pushed_at) = pushed_at {
+            self.dwell.push_back((self.sqes_pushed, pushed_at));
+        }
         Ok(())
     }
 
@@ -244,14 +254,17 @@ impl Core {
     fn push_cancel(&mut self, user_data: u64) {
         let entry = Ring::cancel_entry(user_data);
         // SAFETY: a cancel SQE points at no memory.
-        if !unsafe { self.ring.push(&entry) } {
+        let mut pushed = unsafe { self.ring.push(&entry) };
+        if !pushed {
             // SQ full: submit what is there to make room. Cancels are rare.
             self.enter();
             // SAFETY: as above.
-            let _ = unsafe { self.ring.push(&entry) };
+            pushed = unsafe { self.ring.push(&entry) };
         }
-        self.queued_at.push(None);
-        Counters::bump(&self.shared.counters.cancels_sent, 1);
+        if pushed {
+            self.sqes_pushed += 1;
+            Counters::bump(&self.shared.counters.cancels_sent, 1);
+        }
     }
 
     /// Moves backlog entries into the SQ while they fit.
@@ -268,19 +281,25 @@ impl Core {
     /// the SQ after it drained).
     fn enter(&mut self) {
         // Dwell ends when the SQE is handed to the kernel, so the clock is
-        // read before the syscall (which may issue the I/O inline).
-        let now = Instant::now();
+        // read before the syscall (which may issue the I/O inline), and only
+        // if a foreign push is waiting.
+        let now = (!self.dwell.is_empty()).then(Instant::now);
         self.enters += 1;
         match self.ring.enter() {
             Ok(submitted) => {
                 let counters = &self.shared.counters;
                 Counters::bump(&counters.submits, 1);
                 Counters::bump(&counters.sqes_submitted, submitted as u64);
-                let carried = self.queued_at.drain(..submitted.min(self.queued_at.len()));
-                for pushed_at in carried.flatten() {
-                    counters
-                        .dwell
-                        .record(now.saturating_duration_since(pushed_at));
+                self.sqes_taken += submitted as u64;
+                while let Some(&(sqe, pushed_at)) = self.dwell.front()
+                    && sqe <= self.sqes_taken
+                {
+                    self.dwell.pop_front();
+                    if let Some(now) = now {
+                        counters
+                            .dwell
+                            .record(now.saturating_duration_since(pushed_at));
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
@@ -362,7 +381,9 @@ impl Core {
                 self.slots.leak();
                 break;
             }
-            self.queued_at.clear();
+            // Nothing is timed during the drain.
+            self.dwell.clear();
+            self.sqes_taken = self.sqes_pushed;
             if let Err(e) = self
                 .ring
                 .enter_and_wait_timeout(1, Duration::from_millis(100))

@@ -121,3 +121,40 @@ fn home_thread_is_the_only_one_entering_the_ring() {
         assert!(m.submits > 0, "{m:?}");
     }
 }
+
+#[test]
+fn dwell_is_timed_for_each_foreign_op_and_no_home_op() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    if !support::on_ring(&ctx) {
+        return;
+    }
+    // Home ops, cancels of dropped home ops, and foreign ops share the SQ;
+    // the dwell histogram must count exactly the foreign ones.
+    let home = ctx.clone();
+    let home_task = ctx.spawn(async move {
+        for _ in 0..50 {
+            home.nop().await.unwrap();
+            let mut timeout = std::pin::pin!(home.timeout(Duration::from_secs(60)));
+            assert!(futures::poll!(timeout.as_mut()).is_pending());
+            // Dropped in flight: its cancel SQE goes through the SQ too.
+        }
+    });
+    let foreign: Vec<_> = (0..2)
+        .map(|_| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || (0..100).for_each(|_| ctx.block_on(ctx.nop()).unwrap()))
+        })
+        .collect();
+    foreign.into_iter().for_each(|t| t.join().unwrap());
+    home_task.join().unwrap();
+    support::eventually("the cancelled timeouts complete", || {
+        ctx.metrics().cqes_reaped >= ctx.metrics().sqes_submitted
+    });
+    let m = ctx.metrics();
+    assert_eq!(m.ops_foreign, 200, "{m:?}");
+    assert_eq!(m.ops_local, 100, "{m:?}");
+    assert_eq!(m.cancels_sent, 50, "{m:?}");
+    assert_eq!(m.dwell.count, 200, "{m:?}");
+}
