@@ -108,13 +108,7 @@ fn home_thread_is_the_only_one_entering_the_ring() {
     };
     // Foreign submitters push; the home thread enters. Ring::enter asserts
     // its thread and would panic the home thread (failing every op after).
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let ctx = ctx.clone();
-            std::thread::spawn(move || (0..100).for_each(|_| ctx.block_on(ctx.nop()).unwrap()))
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
+    nops_from_threads(&ctx, 4, 100);
     let m = ctx.metrics();
     assert_eq!(m.sqes_submitted, 400, "{m:?}");
     if ctx.backend() == "io_uring" {
@@ -141,13 +135,7 @@ fn dwell_is_timed_for_each_foreign_op_and_no_home_op() {
             // Dropped in flight: its cancel SQE goes through the SQ too.
         }
     });
-    let foreign: Vec<_> = (0..2)
-        .map(|_| {
-            let ctx = ctx.clone();
-            std::thread::spawn(move || (0..100).for_each(|_| ctx.block_on(ctx.nop()).unwrap()))
-        })
-        .collect();
-    foreign.into_iter().for_each(|t| t.join().unwrap());
+    nops_from_threads(&ctx, 2, 100);
     home_task.join().unwrap();
     support::eventually("the cancelled timeouts complete", || {
         ctx.metrics().cqes_reaped >= ctx.metrics().sqes_submitted
@@ -157,4 +145,16 @@ fn dwell_is_timed_for_each_foreign_op_and_no_home_op() {
     assert_eq!(m.ops_local, 100, "{m:?}");
     assert_eq!(m.cancels_sent, 50, "{m:?}");
     assert_eq!(m.dwell.count, 200, "{m:?}");
+}
+
+/// Runs `each` NOPs from each of `threads` plain threads, one `block_on` per
+/// NOP, and waits for them all.
+fn nops_from_threads(ctx: &aioctx::Context, threads: usize, each: usize) {
+    let threads: Vec<_> = (0..threads)
+        .map(|_| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || (0..each).for_each(|_| ctx.block_on(ctx.nop()).unwrap()))
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
 }
