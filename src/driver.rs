@@ -291,11 +291,12 @@ impl Core {
                 Counters::bump(&counters.submits, 1);
                 Counters::bump(&counters.sqes_submitted, submitted as u64);
                 self.sqes_taken += submitted as u64;
-                while let Some(&(sqe, pushed_at)) = self.dwell.front()
-                    && sqe <= self.sqes_taken
-                {
-                    self.dwell.pop_front();
-                    if let Some(now) = now {
+                // `now` is `None` only when no foreign push was waiting.
+                if let Some(now) = now {
+                    while let Some(&(sqe, pushed_at)) = self.dwell.front()
+                        && sqe <= self.sqes_taken
+                    {
+                        self.dwell.pop_front();
                         counters
                             .dwell
                             .record(now.saturating_duration_since(pushed_at));
