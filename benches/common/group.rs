@@ -6,7 +6,7 @@
 use std::io;
 
 use super::config::Config;
-use super::measure::{Measurement, median_of};
+use super::measure::{Latencies, Measurement, median_of};
 use super::report::{Outcome, RatioOf, Row};
 
 /// Why an implementation produced no measurement.
@@ -182,4 +182,24 @@ where
         ops += worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
     }
     Ok(ops)
+}
+
+/// As [`total_ops`], for workers that also return their latencies: the run's
+/// measurement over `elapsed`, from all of them merged.
+pub async fn total_measurement<F, E>(
+    workers: impl IntoIterator<Item = F>,
+    elapsed: std::time::Duration,
+) -> Result<Measurement, RunError>
+where
+    F: std::future::Future<Output = Result<std::io::Result<(u64, Latencies)>, E>>,
+    E: std::fmt::Display,
+{
+    let mut all = Latencies::default();
+    let mut ops = 0;
+    for worker in workers {
+        let (worker_ops, latencies) = worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
+        ops += worker_ops;
+        all.absorb(latencies);
+    }
+    Ok(all.into_measurement(ops, elapsed))
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::common::group::{RunError, RunResult};
+use crate::common::group::{RunResult, total_measurement};
 use crate::common::measure::{Latencies, Phase, Window};
 use crate::common::page_buf::PageBuf;
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
@@ -32,15 +32,7 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
             })
             .collect();
         let elapsed = phase.run_async(window.warmup, window.measure).await;
-        let mut all = Latencies::default();
-        let mut ops = 0;
-        for worker in workers {
-            let (worker_ops, latencies) =
-                worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
-            ops += worker_ops;
-            all.absorb(latencies);
-        }
-        Ok(all.into_measurement(ops, elapsed))
+        total_measurement(workers, elapsed).await
     })
 }
 

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::common::group::{RunError, RunResult, total_ops, uring_setup_error};
+use crate::common::group::{RunError, RunResult, total_measurement, total_ops, uring_setup_error};
 use crate::common::measure::{Latencies, Measurement, Phase, Window};
 use crate::common::page_buf::PageBuf;
 use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
@@ -83,15 +83,8 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
             })
             .collect();
         let elapsed = phase.run_async(window.warmup, window.measure).await;
-        let mut all = Latencies::default();
-        let mut ops = 0;
-        for worker in workers {
-            let (worker_ops, latencies) =
-                worker.await.map_err(|e| RunError::Fail(e.to_string()))??;
-            ops += worker_ops;
-            all.absorb(latencies);
-        }
+        let measurement = total_measurement(workers, elapsed).await?;
         drop(opened);
-        Ok(all.into_measurement(ops, elapsed))
+        Ok(measurement)
     })
 }
