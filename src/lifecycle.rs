@@ -177,7 +177,10 @@ impl<K: Payload> Cell for OpCell<K> {
             // backend for good; the future never touches them again.
             let (kind, outcome) = unsafe { self.take_kind_and_outcome() };
             if let Some(kind) = kind {
-                kind.abandon(outcome);
+                // Drops the user's buffers: user code, on the backend's thread.
+                contain("dropping an abandoned op's resources", || {
+                    kind.abandon(outcome)
+                });
             }
             return self.header.release();
         }
@@ -193,9 +196,22 @@ impl<K: Payload> Cell for OpCell<K> {
         // Woken after the reference is gone: the moved-out waker is ours, and
         // the task it schedules finds the cell with its own reference only.
         if let Some(waker) = waker {
-            waker.wake();
+            contain("a waker", || waker.wake());
         }
         last
+    }
+}
+
+/// Runs user code on a backend's thread (a waker, the drop of a user's
+/// buffer) so that its panic cannot unwind into the driver and end it
+/// (invariant 9). The panic hook has already reported the panic; the op it
+/// happened in is complete either way.
+fn contain(what: &'static str, user_code: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(user_code)).is_err() {
+        #[cfg(not(aioctx_loom))]
+        tracing::error!("{what} panicked on an aioctx driver; the panic was contained");
+        #[cfg(aioctx_loom)]
+        let _ = what;
     }
 }
 
