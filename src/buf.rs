@@ -225,6 +225,9 @@ unsafe impl<B: IoBufMut> IoBufMut for Slice<B> {
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
+    /// Usable bytes: the capacity asked for. The allocation (`layout`) is at
+    /// least one byte, since the allocator takes no zero-sized requests.
+    capacity: usize,
     layout: Layout,
 }
 
@@ -256,6 +259,7 @@ impl AlignedBuf {
         AlignedBuf {
             ptr,
             len: 0,
+            capacity,
             layout,
         }
     }
@@ -267,9 +271,9 @@ impl AlignedBuf {
         buf
     }
 
-    /// Bytes allocated.
+    /// Bytes the buffer can hold.
     pub fn capacity(&self) -> usize {
-        self.layout.size()
+        self.capacity
     }
 
     /// The alignment of the buffer's start.

@@ -1,32 +1,24 @@
-//! [`Context`], the state its threads share, and the thread binding behind
-//! [`current`]. Setting a context up is [`crate::builder`]'s job.
+//! [`Context`], the handle users hold, and the thread binding behind
+//! [`current`]. Setting a context up is `home.rs`'s job; running its ops is
+//! its backend's.
 //!
-//! A context is three parts: the user's handles ([`Context`], cheap to clone),
-//! the state every thread shares ([`Shared`]: the inbox, the kick, the
-//! counters), and the home thread's private driver state (in `driver.rs`).
-//! Dropping the last handle, or [`Context::shutdown`], shuts the driver down:
-//! ops in flight are cancelled and drained, and every pending future resolves.
+//! A context is three parts: the user's handles ([`Context`], cheap to clone,
+//! whose last drop shuts the context down through the [`Owner`]), the state
+//! every thread shares ([`Shared`]: the backend, the home runtime, the home
+//! thread), and the home thread's private driver state (inside the backend).
 
 use std::cell::RefCell;
 use std::fmt;
-use std::io;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, ThreadId};
-use std::time::Instant;
 
-use futures::task::AtomicWaker;
 use tokio::sync::watch;
 
-use crate::builder::Builder;
-use crate::driver::Core;
-use crate::fallback::Pool;
-use crate::inbox::{Inbox, Kick};
-use crate::metrics::{Counters, Metrics, RingFlags};
-use crate::lifecycle::Canceller;
-use crate::op::{Cqe, Handoff, Request, Submission};
-use crate::sim::Sim;
+use crate::backend::AnyBackend;
+use crate::home_thread::HomeThread;
+use crate::metrics::{Metrics, RingFlags};
+use crate::backend::sim::SimHandle;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
 ///
@@ -41,17 +33,20 @@ use crate::sim::Sim;
 /// # Shutdown
 ///
 /// Dropping the last `Context` shuts the context down and joins its home
-/// thread (from async code prefer [`shutdown`](Context::shutdown), which does
-/// not block). Ops still in flight are cancelled; their futures resolve with
-/// an error ([`is_shutdown`](crate::is_shutdown) or `ECANCELED`). Ops started
-/// afterwards fail at once. Op futures and files do not keep a context alive.
+/// thread. From async code prefer [`shutdown`](Context::shutdown), which does
+/// not block; debug builds warn when the last handle is dropped inside a
+/// Tokio runtime. Ops still in flight are cancelled; their futures resolve
+/// with an error ([`is_shutdown`](crate::is_shutdown) or `ECANCELED`). Ops
+/// started afterwards fail at once. Op futures and files do not keep a
+/// context alive.
 #[derive(Clone)]
 pub struct Context {
-    pub(crate) handle: Arc<Handle>,
+    pub(crate) owner: Arc<Owner>,
 }
 
-/// Owns the home thread; dropped with the last [`Context`].
-pub(crate) struct Handle {
+/// Owns the home thread (if the crate spawned it); dropped with the last
+/// [`Context`], which shuts the context down.
+pub(crate) struct Owner {
     pub(crate) shared: Arc<Shared>,
     pub(crate) home_thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
@@ -59,42 +54,16 @@ pub(crate) struct Handle {
 /// What every thread shares. Op futures and files hold this, not a
 /// [`Context`], so they do not keep the context alive.
 pub(crate) struct Shared {
-    /// The backend running this context's ops.
-    pub(crate) engine: Engine,
-    pub(crate) inbox: Inbox<Request>,
-    /// The driver task's waker, for kicks from other threads.
-    pub(crate) driver_waker: AtomicWaker,
-    pub(crate) counters: Counters,
-    pub(crate) runtime: tokio::runtime::Handle,
-    home_thread: ThreadId,
-    ring_flags: RingFlags,
-    /// Off only under the diagnostic switch [`Builder::kick_foreign_pushes`].
+    /// What runs this context's ops.
+    pub(crate) backend: AnyBackend,
+    runtime: tokio::runtime::Handle,
+    home: HomeThread,
+    /// Whether foreign pushes wake the driver (off only for diagnostics).
     kick_foreign: bool,
-    /// Set once by the first shutdown request.
-    closing: AtomicBool,
     /// Becomes `true` when the home thread has drained and closed the ring.
     finished: watch::Receiver<bool>,
-    /// For [`current`] on the home thread.
-    pub(crate) handle: OnceLock<Weak<Handle>>,
-}
-
-/// What runs a context's ops: the ring (through the driver), the blocking
-/// pool, or the simulator. See [`crate::backend`] for the contract.
-pub(crate) enum Engine {
-    Uring,
-    Fallback(Pool),
-    Sim(Box<Sim>),
-}
-
-impl Engine {
-    /// The name [`Metrics::backend`] reports.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Engine::Uring => "io_uring",
-            Engine::Fallback(_) => "fallback",
-            Engine::Sim(_) => "sim",
-        }
-    }
+    /// The handles' owner, for [`current`] on the home thread.
+    pub(crate) owner: OnceLock<Weak<Owner>>,
 }
 
 // The compile-time promise the docs make.
@@ -104,62 +73,89 @@ const _: () = {
     assert_send_sync::<Shared>();
 };
 
+impl Shared {
+    pub(crate) fn new(
+        backend: AnyBackend,
+        runtime: tokio::runtime::Handle,
+        home: HomeThread,
+        kick_foreign: bool,
+        finished: watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            backend,
+            runtime,
+            home,
+            kick_foreign,
+            finished,
+            owner: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn home(&self) -> HomeThread {
+        self.home
+    }
+}
+
 impl Context {
     /// Starts configuring a context.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> crate::Builder {
+        crate::Builder::default()
     }
 
     /// A context with the default configuration.
     ///
     /// # Errors
     ///
-    /// As [`Builder::build`].
-    pub fn new() -> io::Result<Context> {
-        Builder::default().build()
+    /// As [`Builder::build`](crate::Builder::build).
+    pub fn new() -> std::io::Result<Context> {
+        crate::Builder::default().build()
+    }
+
+    /// The handle owning `shared`, made by the builder.
+    pub(crate) fn own(shared: Arc<Shared>, home_thread: Option<thread::JoinHandle<()>>) -> Context {
+        let owner = Arc::new(Owner {
+            shared,
+            home_thread: Mutex::new(home_thread),
+        });
+        let _ = owner.shared.owner.set(Arc::downgrade(&owner));
+        Context { owner }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.handle.shared
+        &self.owner.shared
     }
 
     /// A snapshot of the context's counters.
     pub fn metrics(&self) -> Metrics {
-        let shared = self.shared();
-        shared
-            .counters
-            .snapshot(shared.engine.name(), shared.ring_flags)
+        self.shared().backend.metrics()
     }
 
     /// Which backend runs this context's ops: `"io_uring"`, `"fallback"` or
     /// `"sim"` (as [`Metrics::backend`]).
     pub fn backend(&self) -> &'static str {
-        self.shared().engine.name()
+        self.shared().backend.name()
     }
 
     /// The simulator's controls, when this context runs on
     /// [`Backend::Sim`](crate::Backend::Sim); `None` otherwise.
-    pub fn sim(&self) -> Option<crate::sim::SimHandle> {
-        match &self.shared().engine {
-            Engine::Sim(_) => Some(crate::sim::SimHandle::new(self.shared().clone())),
-            _ => None,
-        }
+    pub fn sim(&self) -> Option<SimHandle> {
+        self.shared().backend.sim()
     }
 
     /// The io_uring setup flags the kernel accepted for this context's ring
     /// (all `false` off io_uring).
     pub fn ring_flags(&self) -> RingFlags {
-        self.shared().ring_flags
+        self.shared().backend.ring_flags()
     }
 
     /// The home thread's id.
     pub fn home_thread(&self) -> ThreadId {
-        self.shared().home_thread
+        self.shared().home.id()
     }
 
     /// Whether the calling thread is this context's home thread.
     pub fn is_home_thread(&self) -> bool {
-        thread::current().id() == self.shared().home_thread
+        self.shared().home.is_current()
     }
 
     /// A handle to the home thread's Tokio runtime.
@@ -168,14 +164,18 @@ impl Context {
     }
 
     /// Binds the calling thread to this context until the guard is dropped:
-    /// while bound, [`current`] returns this context. Bindings nest.
+    /// while bound, [`current`] returns this context.
+    ///
+    /// Bindings nest: `current` returns the most recent binding whose guard
+    /// is still alive. Guards may be dropped in any order; each removes the
+    /// binding it made, and only that one.
     ///
     /// This is the rule a vCPU thread follows while it holds the big lock and
     /// handles an MMIO exit: code deep in a device model finds the context it
     /// must submit to without being handed it.
     pub fn bind(&self) -> BindGuard {
-        BOUND.with(|bound| bound.borrow_mut().push(self.clone()));
         BindGuard {
+            id: push_binding(Binding::Handle(self.clone())),
             _not_send: PhantomData,
         }
     }
@@ -188,7 +188,7 @@ impl Context {
     /// home thread cannot wait for itself.
     pub async fn shutdown(&self) {
         let shared = self.shared();
-        shared.request_shutdown();
+        shared.backend.shut_down();
         if self.is_home_thread() {
             return;
         }
@@ -197,9 +197,10 @@ impl Context {
         let _ = finished.wait_for(|done| *done).await;
     }
 
-    /// Whether the context has been asked to shut down.
+    /// Whether the context has been asked to shut down (or its driver has
+    /// ended).
     pub fn is_shut_down(&self) -> bool {
-        self.shared().is_closing()
+        self.shared().backend.is_shut_down()
     }
 }
 
@@ -207,194 +208,146 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shared = self.shared();
         f.debug_struct("Context")
-            .field("backend", &shared.engine.name())
-            .field("ring_flags", &shared.ring_flags)
-            .field("home_thread", &shared.home_thread)
+            .field("backend", &shared.backend.name())
+            .field("ring_flags", &shared.backend.ring_flags())
+            .field("home_thread", &shared.home.id())
             .field("kick_foreign_pushes", &shared.kick_foreign)
-            .field("shut_down", &shared.is_closing())
+            .field("shut_down", &shared.backend.is_shut_down())
             .finish()
     }
 }
 
-impl Drop for Handle {
+impl Drop for Owner {
     fn drop(&mut self) {
-        self.shared.request_shutdown();
+        self.shared.backend.shut_down();
         let home = self
             .home_thread
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(home) = home {
-            // The home thread cannot join itself; it exits on its own.
-            if home.thread().id() != thread::current().id() && home.join().is_err() {
-                tracing::error!("aioctx home thread panicked");
-            }
-        }
-    }
-}
-
-impl Shared {
-    /// Hands an op to the ring's driver: straight into the SQ on the home
-    /// thread, through the inbox (with a kick if the driver sleeps) elsewhere.
-    /// An op the driver cannot take (shut down) is completed with the error.
-    /// Only for ring contexts: other backends start their ops themselves.
-    pub(crate) fn submit(self: &Arc<Self>, submission: Submission) -> Handoff {
-        debug_assert!(matches!(self.engine, Engine::Uring), "submit off the ring");
-        let mut submission = match Core::try_submit_local(self, submission) {
-            Ok(()) => return Handoff::Here,
-            Err(submission) => submission,
-        };
-        submission.pushed_at = Some(Instant::now());
-        if let Err(Request::Submit(submission)) = self.push(Request::Submit(submission)) {
-            submission.op.complete(Cqe::error(shutdown_error()));
-            return Handoff::Here;
-        }
-        Counters::add(&self.counters.ops_foreign, 1);
-        Handoff::Queued
-    }
-
-    /// Passes a dropped op's reference to the driver, which cancels the op
-    /// if it is in the kernel. Other backends cannot cancel a started op:
-    /// dropping the reference is all there is to do.
-    pub(crate) fn cancel(self: &Arc<Self>, canceller: Canceller) {
-        if !matches!(self.engine, Engine::Uring) {
+        let Some(home) = home else { return };
+        // The home thread cannot join itself; it exits on its own.
+        if home.thread().id() == thread::current().id() {
             return;
         }
-        if let Err(canceller) = Core::try_cancel_local(self, canceller) {
-            // Shut down: shutdown cancels everything in flight anyway.
-            let _ = self.push(Request::Cancel(canceller));
+        #[cfg(debug_assertions)]
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tracing::warn!(
+                "the last aioctx::Context was dropped inside a Tokio runtime: the drop blocks \
+                 until the home thread has drained; `ctx.shutdown().await` first avoids that"
+            );
+        }
+        if home.join().is_err() {
+            tracing::error!("aioctx home thread panicked");
         }
     }
+}
 
-    /// Queues a request in the inbox, kicking the driver if it sleeps. Gives
-    /// the request back if the inbox has closed.
-    fn push(&self, request: Request) -> Result<(), Request> {
-        match self.inbox.push(request).map_err(|closed| closed.0)? {
-            Kick::Send if self.kick_foreign => {
-                Counters::add(&self.counters.kicks_sent, 1);
-                self.driver_waker.wake();
+/// One entry of a thread's binding stack.
+enum Binding {
+    /// From [`Context::bind`]: a handle, kept alive by the binding.
+    Handle(Context),
+    /// The context whose home this thread is: weak, so the home thread does
+    /// not keep its own context alive.
+    Home(Weak<Shared>),
+}
+
+impl Binding {
+    fn context(&self) -> Option<Context> {
+        match self {
+            Binding::Handle(context) => Some(context.clone()),
+            Binding::Home(shared) => {
+                let owner = shared.upgrade()?.owner.get()?.upgrade()?;
+                Some(Context { owner })
             }
-            Kick::Send => Counters::add(&self.counters.kicks_suppressed, 1),
-            Kick::Coalesced => Counters::add(&self.counters.kicks_coalesced, 1),
-        }
-        Ok(())
-    }
-
-    /// Whether the calling thread is the context's home thread.
-    pub(crate) fn runtime_is_home(&self) -> bool {
-        thread::current().id() == self.home_thread
-    }
-
-    /// Resolves once shutdown has been requested. For the drivers of the
-    /// backends other than the ring; woken by `request_shutdown`.
-    pub(crate) async fn closed(&self) {
-        std::future::poll_fn(|cx| {
-            self.driver_waker.register(cx.waker());
-            if self.is_closing() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        // Acquire: pairs with the Release in `request_shutdown`.
-        self.closing.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn request_shutdown(&self) {
-        // Release: pairs with the Acquire in `is_closing`, read by the driver
-        // at the start of the turn this wake causes.
-        if !self.closing.swap(true, Ordering::AcqRel) {
-            self.driver_waker.wake();
         }
     }
 }
-
-/// The error of an op submitted to a context that has shut down.
-pub(crate) fn shutdown_error() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, ShutDown)
-}
-
-/// Whether `error` says the op's context has shut down (rather than the
-/// kernel failing the op).
-pub fn is_shutdown(error: &io::Error) -> bool {
-    error.get_ref().is_some_and(|inner| inner.is::<ShutDown>())
-}
-
-#[derive(Debug)]
-struct ShutDown;
-
-impl fmt::Display for ShutDown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the aioctx context has shut down")
-    }
-}
-
-impl std::error::Error for ShutDown {}
 
 thread_local! {
-    /// Contexts this thread is bound to, innermost last.
-    static BOUND: RefCell<Vec<Context>> = const { RefCell::new(Vec::new()) };
-    /// The context whose home this thread is.
-    pub(crate) static HOME_OF: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// This thread's bindings, innermost last, each with its id.
+    static BOUND: RefCell<Vec<(u64, Binding)>> = const { RefCell::new(Vec::new()) };
+    static NEXT_BINDING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// The context the calling thread should submit to: the innermost
+fn push_binding(binding: Binding) -> u64 {
+    let id = NEXT_BINDING.with(|next| {
+        let id = next.get();
+        next.set(id + 1);
+        id
+    });
+    BOUND.with(|bound| {
+        let mut bound = bound.borrow_mut();
+        // Forget home bindings whose context is gone.
+        bound.retain(|(_, b)| !matches!(b, Binding::Home(shared) if shared.strong_count() == 0));
+        bound.push((id, binding));
+    });
+    id
+}
+
+fn remove_binding(id: u64) {
+    // Taken out under the borrow, dropped after it: dropping a context's
+    // last handle may run arbitrary code.
+    let removed = BOUND.with(|bound| {
+        let mut bound = bound.borrow_mut();
+        let at = bound.iter().rposition(|(entry, _)| *entry == id)?;
+        Some(bound.remove(at))
+    });
+    drop(removed);
+}
+
+/// The context the calling thread should submit to: the most recent
 /// [`Context::bind`] guard's, else the context whose home thread this is,
 /// else `None`.
 pub fn current() -> Option<Context> {
-    if let Some(context) = BOUND.with(|bound| bound.borrow().last().cloned()) {
-        return Some(context);
-    }
-    HOME_OF.with(|home| {
-        let home = home.borrow();
-        let handle = home.as_ref()?.handle.get()?.upgrade()?;
-        Some(Context { handle })
+    BOUND.with(|bound| {
+        bound
+            .borrow()
+            .iter()
+            .rev()
+            .find_map(|(_, binding)| binding.context())
     })
+}
+
+/// Binds the calling thread, the home of `shared`, to its context: weakly,
+/// until the guard is dropped (or, if it is forgotten, until the context is
+/// gone).
+pub(crate) fn bind_home(shared: &Arc<Shared>) -> HomeBinding {
+    HomeBinding {
+        id: push_binding(Binding::Home(Arc::downgrade(shared))),
+        _not_send: PhantomData,
+    }
 }
 
 /// Keeps the calling thread bound to a context; see [`Context::bind`].
 #[must_use = "the thread is unbound when the guard is dropped"]
 #[derive(Debug)]
 pub struct BindGuard {
+    id: u64,
     /// Bindings are per thread: the guard must be dropped where it was made.
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for BindGuard {
     fn drop(&mut self) {
-        BOUND.with(|bound| bound.borrow_mut().pop());
+        remove_binding(self.id);
     }
 }
 
-impl Shared {
-    pub(crate) fn new(
-        engine: Engine,
-        runtime: tokio::runtime::Handle,
-        ring_flags: RingFlags,
-        kick_foreign: bool,
-        finished: watch::Receiver<bool>,
-    ) -> Shared {
-        Shared {
-            engine,
-            inbox: Inbox::new(),
-            driver_waker: AtomicWaker::new(),
-            counters: Counters::default(),
-            runtime,
-            home_thread: thread::current().id(),
-            ring_flags,
-            kick_foreign,
-            closing: AtomicBool::new(false),
-            finished,
-            handle: OnceLock::new(),
-        }
+/// A home thread's binding to its own context; see [`bind_home`].
+#[derive(Debug)]
+pub(crate) struct HomeBinding {
+    id: u64,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for HomeBinding {
+    fn drop(&mut self) {
+        remove_binding(self.id);
     }
 }
 
-/// Runs a future on the caller's thread with `context` bound and its runtime
+/// Runs `f` on the caller's thread with `context` bound and its runtime
 /// entered, so `current()`, `tokio::spawn` and Tokio timers work inside.
 pub(crate) fn with_context<R>(context: &Context, f: impl FnOnce() -> R) -> R {
     let _bound = context.bind();

@@ -5,9 +5,9 @@
 //! `enter` polls the future once, inline, on the calling thread, with the
 //! context bound, so the ops it starts are queued from that thread exactly as
 //! a vCPU thread queues block I/O while it handles an MMIO exit. If that poll
-//! returns `Pending`, the future is parked in a [`Handoff`] whose waker, the
-//! first time it fires, spawns the future onto the home thread; every later
-//! poll runs there. Until then no cross-thread traffic is spent on the
+//! returns `Pending`, the future is parked in an [`Entered`] cell whose waker,
+//! the first time it fires, spawns the future onto the home thread; every
+//! later poll runs there. Until then no cross-thread traffic is spent on the
 //! future at all: the op's own push (and its kick) is the only message, and
 //! its completion wakes the hand-off on the home thread, where spawning is a
 //! same-thread queue push.
@@ -17,6 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
@@ -24,6 +25,7 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::context::{Context, with_context};
+use crate::home_thread::HomeThread;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -47,23 +49,34 @@ impl Context {
         F::Output: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let finished = Arc::new(AtomicBool::new(false));
         let mut future: BoxFuture<F::Output> = Box::pin(future);
-        let handoff = Arc::new(Handoff {
+        let entered = Arc::new(Entered {
             runtime: self.runtime().clone(),
-            state: Mutex::new(HandoffState::Polling { woken: false }),
+            state: Mutex::new(EnteredState::Polling { woken: false }),
         });
-        let waker = Waker::from(handoff.clone());
+        let waker = Waker::from(entered.clone());
         let first = with_context(self, || {
             future.as_mut().poll(&mut TaskContext::from_waker(&waker))
         });
         match first {
-            Poll::Ready(output) => JoinHandle::ready(output),
+            Poll::Ready(output) => self.handle(Inner::Ready(Some(output))),
             Poll::Pending => {
-                handoff.park(future, tx);
-                JoinHandle {
-                    inner: Inner::Handoff(rx),
-                }
+                let output = Output {
+                    tx: Some(tx),
+                    finished: finished.clone(),
+                };
+                entered.park(future, output);
+                self.handle(Inner::Entered { rx, finished })
             }
+        }
+    }
+
+    fn handle<T>(&self, inner: Inner<T>) -> JoinHandle<T> {
+        JoinHandle {
+            inner,
+            runtime: self.runtime().clone(),
+            home: self.shared().home(),
         }
     }
 
@@ -73,25 +86,27 @@ impl Context {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        JoinHandle {
-            inner: Inner::Task(self.runtime().spawn(future)),
-        }
+        self.handle(Inner::Task(self.runtime().spawn(future)))
     }
 
     /// Runs `future` to completion on the calling thread, blocking it, with
     /// the context bound and its runtime entered. For blocking callers
-    /// outside any async runtime: a vCPU thread, a worker pool, `main`.
+    /// outside any async runtime: a vCPU thread, a worker pool, `main`, a
+    /// thread of a runtime's blocking pool (`spawn_blocking`).
     ///
     /// # Panics
     ///
     /// On the context's home thread, where blocking would stop the driver the
-    /// future waits for.
+    /// future waits for; and on a thread that drives a Tokio runtime (a
+    /// worker, or inside a `block_on`), where blocking would stall that
+    /// runtime (Tokio's own check and message).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         assert!(
             !self.is_home_thread(),
             "Context::block_on called on the context's own home thread: it would deadlock"
         );
-        with_context(self, || futures::executor::block_on(future))
+        let _bound = self.bind();
+        self.runtime().block_on(future)
     }
 }
 
@@ -99,66 +114,85 @@ impl Context {
 ///
 /// It holds the home runtime's handle, not a [`Context`]: a future waiting
 /// for an op must not keep the context from shutting down.
-struct Handoff<T> {
+struct Entered<T> {
     runtime: tokio::runtime::Handle,
-    state: Mutex<HandoffState<T>>,
+    state: Mutex<EnteredState<T>>,
 }
 
-enum HandoffState<T> {
+enum EnteredState<T> {
     /// The inline poll is running; `woken` records a wake during it.
     Polling { woken: bool },
     /// The inline poll returned `Pending`; waiting for the first wake.
     Parked {
         future: BoxFuture<T>,
-        output: oneshot::Sender<std::thread::Result<T>>,
+        output: Output<T>,
     },
     /// Spawned onto the home thread; later wakes belong to that task.
     Spawned,
 }
 
-impl<T: Send + 'static> Handoff<T> {
+/// Where an entered future's output goes. Dropped (with or without sending)
+/// once the future is done or can never run: its drop marks the handle
+/// finished either way.
+struct Output<T> {
+    tx: Option<oneshot::Sender<std::thread::Result<T>>>,
+    finished: Arc<AtomicBool>,
+}
+
+impl<T> Output<T> {
+    fn send(mut self, result: std::thread::Result<T>) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl<T> Drop for Output<T> {
+    fn drop(&mut self) {
+        // Release: pairs with the Acquire in `is_finished`, after the send.
+        self.finished.store(true, Ordering::Release);
+    }
+}
+
+impl<T: Send + 'static> Entered<T> {
     /// Stores the future after an inline `Pending`; spawns it at once if it
     /// was woken during the inline poll.
-    fn park(
-        self: &Arc<Self>,
-        future: BoxFuture<T>,
-        output: oneshot::Sender<std::thread::Result<T>>,
-    ) {
+    fn park(self: &Arc<Self>, future: BoxFuture<T>, output: Output<T>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let woken = matches!(*state, HandoffState::Polling { woken: true });
+        let woken = matches!(*state, EnteredState::Polling { woken: true });
         if woken {
-            *state = HandoffState::Spawned;
+            *state = EnteredState::Spawned;
             drop(state);
             self.spawn(future, output);
         } else {
-            *state = HandoffState::Parked { future, output };
+            *state = EnteredState::Parked { future, output };
         }
     }
 
-    fn spawn(&self, future: BoxFuture<T>, output: oneshot::Sender<std::thread::Result<T>>) {
-        // If the runtime has shut down the task is dropped unpolled; the
-        // handle then reports cancellation.
+    fn spawn(&self, future: BoxFuture<T>, output: Output<T>) {
+        // If the runtime has shut down the task is dropped unpolled, with
+        // `output`: the handle then reports cancellation.
         self.runtime.spawn(async move {
             let result = AssertUnwindSafe(future).catch_unwind().await;
-            let _ = output.send(result);
+            output.send(result);
         });
     }
 }
 
-impl<T: Send + 'static> Wake for Handoff<T> {
+impl<T: Send + 'static> Wake for Entered<T> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match std::mem::replace(&mut *state, HandoffState::Spawned) {
-            HandoffState::Polling { .. } => *state = HandoffState::Polling { woken: true },
-            HandoffState::Parked { future, output } => {
+        match std::mem::replace(&mut *state, EnteredState::Spawned) {
+            EnteredState::Polling { .. } => *state = EnteredState::Polling { woken: true },
+            EnteredState::Parked { future, output } => {
                 drop(state);
                 self.spawn(future, output);
             }
-            HandoffState::Spawned => {}
+            EnteredState::Spawned => {}
         }
     }
 }
@@ -170,13 +204,19 @@ impl<T: Send + 'static> Wake for Handoff<T> {
 /// Dropping it detaches the future, which keeps running.
 pub struct JoinHandle<T> {
     inner: Inner<T>,
+    /// The home runtime, whose handle blocks in `join`.
+    runtime: tokio::runtime::Handle,
+    home: HomeThread,
 }
 
 enum Inner<T> {
     /// Finished during the inline poll.
     Ready(Option<T>),
-    /// Handed off to the home thread by `enter`.
-    Handoff(oneshot::Receiver<std::thread::Result<T>>),
+    /// Handed to the home thread by `enter`.
+    Entered {
+        rx: oneshot::Receiver<std::thread::Result<T>>,
+        finished: Arc<AtomicBool>,
+    },
     /// Spawned onto the home runtime.
     Task(tokio::task::JoinHandle<T>),
 }
@@ -185,27 +225,34 @@ enum Inner<T> {
 impl<T> Unpin for JoinHandle<T> {}
 
 impl<T> JoinHandle<T> {
-    fn ready(output: T) -> Self {
-        JoinHandle {
-            inner: Inner::Ready(Some(output)),
-        }
-    }
-
     /// Blocks the calling thread until the future finishes.
     ///
     /// # Panics
     ///
-    /// When called from inside an async runtime's worker thread, where
-    /// blocking would stall that runtime.
+    /// On the context's home thread, where blocking would stop the thread
+    /// that runs the future; and on a thread that drives a Tokio runtime (a
+    /// worker, or inside a `block_on`), where blocking would stall that
+    /// runtime (Tokio's own check and message). A thread of a runtime's
+    /// blocking pool may join.
     pub fn join(self) -> Result<T, JoinError> {
-        futures::executor::block_on(self)
+        if let Inner::Ready(output) = self.inner {
+            return Ok(output.expect("JoinHandle joined after completion"));
+        }
+        assert!(
+            !self.home.is_current(),
+            "JoinHandle::join called on the context's own home thread: it would deadlock"
+        );
+        let runtime = self.runtime.clone();
+        runtime.block_on(self)
     }
 
-    /// Whether the future has finished (its output may still be unread).
+    /// Whether the future has finished, or was dropped by shutdown (its
+    /// output, or the cancellation, may still be unread).
     pub fn is_finished(&self) -> bool {
         match &self.inner {
             Inner::Ready(_) => true,
-            Inner::Handoff(rx) => rx.is_terminated() || !rx.is_empty(),
+            // Acquire: pairs with the Release in `Output::drop`.
+            Inner::Entered { finished, .. } => finished.load(Ordering::Acquire),
             Inner::Task(task) => task.is_finished(),
         }
     }
@@ -219,7 +266,7 @@ impl<T> Future for JoinHandle<T> {
             Inner::Ready(output) => Poll::Ready(Ok(output
                 .take()
                 .expect("JoinHandle polled after completion"))),
-            Inner::Handoff(rx) => Pin::new(rx).poll(cx).map(|received| match received {
+            Inner::Entered { rx, .. } => Pin::new(rx).poll(cx).map(|received| match received {
                 Ok(Ok(output)) => Ok(output),
                 Ok(Err(payload)) => Err(JoinError::Panicked(payload)),
                 Err(_) => Err(JoinError::Cancelled),

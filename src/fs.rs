@@ -20,24 +20,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::context::{Context, Shared};
-use crate::op::{Anchor, Op};
+use crate::context::Context;
+use crate::op::{Anchor, Op, OpenFile};
 pub use crate::ops::Metadata;
 use crate::ops::{
-    Close, Fallocate, Fsync, Ftruncate, OpenAt, ReadAt, ReadvAt, FileFd, Statx, WriteAt, WritevAt,
+    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx,
+    WriteAt, WritevAt,
 };
 
 /// An open file whose I/O runs on a context's ring.
-pub struct File {
-    inner: Arc<FileInner>,
-}
-
-/// What a file shares with its ops in flight: each op holds one reference
+///
+/// The file shares its fd with its ops in flight: each op holds one reference
 /// (its anchor), so the fd stays open, and the context reachable, until the
 /// kernel is done with the op.
-pub(crate) struct FileInner {
-    fd: OwnedFd,
-    pub(crate) shared: Arc<Shared>,
+pub struct File {
+    inner: Arc<OpenFile>,
 }
 
 impl File {
@@ -67,7 +64,7 @@ impl File {
     /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
     pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
         File {
-            inner: Arc::new(FileInner {
+            inner: Arc::new(OpenFile {
                 fd,
                 shared: ctx.shared().clone(),
             }),
@@ -217,7 +214,7 @@ impl File {
     /// last of them completes (synchronously, with no error to report).
     pub async fn close(self) -> io::Result<()> {
         match Arc::try_unwrap(self.inner) {
-            Ok(inner) => Op::new(inner.shared, Close::new(inner.fd)).await,
+            Ok(OpenFile { fd, shared }) => Op::new(Anchor::Context(shared), Close::new(fd)).await,
             Err(_shared) => Ok(()),
         }
     }
@@ -227,7 +224,7 @@ impl File {
         FileFd(self.inner.fd.as_raw_fd())
     }
 
-    fn op<K: crate::ops::OpKind>(&self, kind: K) -> Op<K> {
+    fn op<K: OpKind>(&self, kind: K) -> Op<K> {
         Op::new(Anchor::File(self.inner.clone()), kind)
     }
 }
@@ -347,7 +344,7 @@ impl OpenOptions {
     pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let fd = Op::new(
-            ctx.shared().clone(),
+            Anchor::Context(ctx.shared().clone()),
             OpenAt::new(path.as_ref(), flags, self.mode)?,
         )
         .await?;

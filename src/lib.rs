@@ -55,6 +55,24 @@
 //! # }
 //! ```
 //!
+//! # How the crate is laid out
+//!
+//! Every import points one way, down this list; no file imports one above it,
+//! and no two files import each other.
+//!
+//! ```text
+//! surface     context (handles, bind/current) · home (builder, home thread,
+//!             LocalContext) · op (the future, its anchor) · enter · fs
+//! backends    backend/mod.rs: the contract, the public choice, the only match
+//!             over backends · backend/uring/{shared, turn, task, slots, policy}
+//!             · backend/fallback · backend/sim/{mod, files} · backend/common
+//! ops         ops/mod.rs: the sealed public OpKind (its output) and a
+//!             crate-private trait per backend · ops/* one file per op
+//! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
+//!             ring (the only file that talks to io_uring)
+//! leaves      sync (std/loom switch) · error · metrics · buf · home_thread
+//! ```
+//!
 //! # Backends
 //!
 //! [`Builder::backend`] picks what runs the ops, behind the same API:
@@ -96,35 +114,45 @@
     rust_2018_idioms
 )]
 
-/// Everything but the wake protocol is left out of the loom build, which
-/// model-checks `inbox` alone.
+/// Everything but the two modelled protocols is left out of the loom build,
+/// which model-checks `inbox` and `lifecycle`.
 macro_rules! outside_loom {
     ($($item:item)*) => { $( #[cfg(not(aioctx_loom))] $item )* };
 }
 
+// Leaves.
+mod sync;
+outside_loom! {
+    pub mod buf;
+    mod error;
+    mod home_thread;
+    mod metrics;
+}
+
+// Protocols.
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod lifecycle;
-mod sync;
-
 outside_loom! {
-    mod backend;
-    pub mod buf;
-    mod builder;
-    mod context;
-    mod driver;
-    mod enter;
-    mod fallback;
-    pub mod fs;
-    mod metrics;
-    mod op;
-    pub mod ops;
     mod ring;
-    pub mod sim;
-    pub use backend::Backend;
-    pub use builder::{Builder, LocalContext};
-    pub use context::{BindGuard, Context, current, is_shutdown};
+}
+
+// Ops, backends, surface.
+outside_loom! {
+    pub mod ops;
+    mod backend;
+    mod context;
+    mod enter;
+    pub mod fs;
+    mod home;
+    mod op;
+
+    pub use backend::{Backend, sim};
+    pub use context::{BindGuard, Context, current};
     pub use enter::{JoinError, JoinHandle};
+    pub use error::is_shutdown;
+    pub use home::{Builder, LocalContext};
     pub use metrics::{Dwell, Metrics, RingFlags};
+    pub use op::Op;
 }

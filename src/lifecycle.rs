@@ -1,6 +1,7 @@
 //! The memory one op shares between its future and its backend, and the
 //! lock-free protocol that decides who may touch which part of it, and who
-//! frees it.
+//! frees it. A protocol module: it imports `sync` and `error` only, and is
+//! generic over what the op anchors (its context, its file).
 //!
 //! An [`OpCell`] is one heap allocation holding an atomic state word, the
 //! future's waker, the outcome, the op itself (its arguments and the buffers
@@ -52,23 +53,15 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 
 /// What a backend reports when an op finishes: the CQE.
 #[cfg(not(aioctx_loom))]
-pub(crate) type Outcome = crate::op::Cqe;
+pub(crate) type Outcome = crate::error::Cqe;
 #[cfg(aioctx_loom)]
 pub(crate) type Outcome = u32;
-
-/// What keeps an op's context (and a file op's fd) alive for as long as the
-/// cell exists. Set when the cell is made and never changed, so every handle
-/// may read it.
-#[cfg(not(aioctx_loom))]
-pub(crate) type Anchor = crate::op::Anchor;
-#[cfg(aioctx_loom)]
-pub(crate) type Anchor = ();
 
 /// The outcome of an op whose backend reference was dropped without
 /// completing it: the context shut down before the op ran.
 fn lost() -> Outcome {
     #[cfg(not(aioctx_loom))]
-    return crate::op::Cqe::error(crate::context::shutdown_error());
+    return crate::error::Cqe::not_run(crate::error::shutdown_error());
     #[cfg(aioctx_loom)]
     return u32::MAX;
 }
@@ -125,12 +118,16 @@ impl Header {
 }
 
 /// One op's shared memory. See the module docs.
-pub(crate) struct OpCell<K> {
+///
+/// `A` is what the op holds on to for as long as the cell exists (its
+/// context, and for a file's op the file whose fd the op names). It is set
+/// when the cell is made and never changed, so every handle may read it.
+pub(crate) struct OpCell<K, A> {
     header: Header,
     waker: UnsafeCell<Option<Waker>>,
     outcome: UnsafeCell<Option<Outcome>>,
     kind: UnsafeCell<Option<K>>,
-    anchor: Anchor,
+    anchor: A,
 }
 
 // SAFETY: every access to the `UnsafeCell`s follows the ownership rules of
@@ -138,9 +135,9 @@ pub(crate) struct OpCell<K> {
 // with Acquire/Release edges between owners; `K`, the waker and the outcome
 // are `Send`, so passing them between threads is sound. The anchor is never
 // written after the cell is made, and is `Send + Sync` itself.
-unsafe impl<K: Send> Sync for OpCell<K> {}
+unsafe impl<K: Send, A: Send + Sync + 'static> Sync for OpCell<K, A> {}
 // SAFETY: as above; the cell owns `Send` values only.
-unsafe impl<K: Send> Send for OpCell<K> {}
+unsafe impl<K: Send, A: Send + Sync + 'static> Send for OpCell<K, A> {}
 
 /// What a backend reference can do to a cell of any op type.
 pub(crate) trait Cell: Send + Sync {
@@ -156,7 +153,7 @@ pub(crate) trait Cell: Send + Sync {
     unsafe fn complete(&self, outcome: Outcome) -> bool;
 }
 
-impl<K: Payload> Cell for OpCell<K> {
+impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
     fn header(&self) -> &Header {
         &self.header
     }
@@ -215,7 +212,7 @@ fn contain(what: &'static str, user_code: impl FnOnce()) {
     }
 }
 
-impl<K> OpCell<K> {
+impl<K, A> OpCell<K, A> {
     /// # Safety
     ///
     /// The caller owns both slots (see the module docs).
@@ -252,12 +249,12 @@ unsafe fn free<T: ?Sized>(ptr: NonNull<T>) {
 }
 
 /// A cell not yet shared: the future owns all of it.
-pub(crate) struct Fresh<K: Payload> {
-    ptr: NonNull<OpCell<K>>,
+pub(crate) struct Fresh<K: Payload, A: Send + Sync + 'static> {
+    ptr: NonNull<OpCell<K, A>>,
 }
 
-impl<K: Payload> Fresh<K> {
-    pub(crate) fn new(kind: K, anchor: Anchor) -> Fresh<K> {
+impl<K: Payload, A: Send + Sync + 'static> Fresh<K, A> {
+    pub(crate) fn new(kind: K, anchor: A) -> Fresh<K, A> {
         let cell = Box::new(OpCell {
             header: Header {
                 state: AtomicUsize::new(REF),
@@ -273,9 +270,14 @@ impl<K: Payload> Fresh<K> {
         }
     }
 
-    fn cell(&self) -> &OpCell<K> {
+    fn cell(&self) -> &OpCell<K, A> {
         // SAFETY: the cell lives until this handle frees it.
         unsafe { self.ptr.as_ref() }
+    }
+
+    /// The cell's anchor.
+    pub(crate) fn anchor(&self) -> &A {
+        &self.cell().anchor
     }
 
     /// The op, at its final address: pointers into it stay valid until the
@@ -287,7 +289,7 @@ impl<K: Payload> Fresh<K> {
 
     /// Shares the cell: the future keeps one half and waits with `waker`,
     /// the backend gets the other.
-    pub(crate) fn share(self, waker: Waker) -> (FutureHalf<K>, BackendRef<OpCell<K>>) {
+    pub(crate) fn share(self, waker: Waker) -> (FutureHalf<K, A>, BackendRef<OpCell<K, A>>) {
         let this = ManuallyDrop::new(self);
         let cell = this.cell();
         // SAFETY: still exclusive: the other half does not exist yet.
@@ -301,7 +303,7 @@ impl<K: Payload> Fresh<K> {
     }
 }
 
-impl<K: Payload> Drop for Fresh<K> {
+impl<K: Payload, A: Send + Sync + 'static> Drop for Fresh<K, A> {
     fn drop(&mut self) {
         // SAFETY: the only reference; nothing was shared.
         unsafe { free(self.ptr) };
@@ -309,24 +311,25 @@ impl<K: Payload> Drop for Fresh<K> {
 }
 
 /// The future's reference to its op's cell.
-pub(crate) struct FutureHalf<K: Payload> {
-    ptr: NonNull<OpCell<K>>,
+pub(crate) struct FutureHalf<K: Payload, A: Send + Sync + 'static> {
+    ptr: NonNull<OpCell<K, A>>,
 }
 
 // SAFETY: the handle only does what the state word allows it (module docs),
 // from whichever thread holds it.
-unsafe impl<K: Payload> Send for FutureHalf<K> {}
-// SAFETY: `&FutureHalf` gives no access to the cell.
-unsafe impl<K: Payload> Sync for FutureHalf<K> {}
+unsafe impl<K: Payload, A: Send + Sync + 'static> Send for FutureHalf<K, A> {}
+// SAFETY: `&FutureHalf` gives no access to the cell beyond the anchor, which
+// is `Sync`.
+unsafe impl<K: Payload, A: Send + Sync + 'static> Sync for FutureHalf<K, A> {}
 
-impl<K: Payload> FutureHalf<K> {
-    fn cell(&self) -> &OpCell<K> {
+impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
+    fn cell(&self) -> &OpCell<K, A> {
         // SAFETY: this handle's reference keeps the cell alive.
         unsafe { self.ptr.as_ref() }
     }
 
     /// The cell's anchor: immutable, so readable while the op is in flight.
-    pub(crate) fn anchor(&self) -> &Anchor {
+    pub(crate) fn anchor(&self) -> &A {
         &self.cell().anchor
     }
 
@@ -337,7 +340,7 @@ impl<K: Payload> FutureHalf<K> {
 
     /// The op and its outcome, once complete; otherwise makes sure `waker`
     /// is the one woken at completion and gives the half back.
-    pub(crate) fn poll(self, waker: &Waker) -> Result<(K, Outcome), FutureHalf<K>> {
+    pub(crate) fn poll(self, waker: &Waker) -> Result<(K, Outcome), FutureHalf<K, A>> {
         let state = &self.cell().header.state;
         // Acquire: pairs with the Release of `complete`'s fetch_or (the
         // outcome and the op's buffers) and of its reference drop.
@@ -437,7 +440,7 @@ impl<K: Payload> FutureHalf<K> {
     }
 }
 
-impl<K: Payload> Drop for FutureHalf<K> {
+impl<K: Payload, A: Send + Sync + 'static> Drop for FutureHalf<K, A> {
     fn drop(&mut self) {
         let half = FutureHalf { ptr: self.ptr };
         drop(half.abandon());
@@ -489,11 +492,11 @@ impl<T: ?Sized + Cell> BackendRef<T> {
     }
 }
 
-impl<K: Payload> BackendRef<OpCell<K>> {
+impl<K: Payload, A: Send + Sync + 'static> BackendRef<OpCell<K, A>> {
     /// The same reference, with the op's type erased into `dyn T`.
     pub(crate) fn erase<T: ?Sized + Cell>(
         self,
-        coerce: fn(NonNull<OpCell<K>>) -> NonNull<T>,
+        coerce: fn(NonNull<OpCell<K, A>>) -> NonNull<T>,
     ) -> BackendRef<T> {
         let this = ManuallyDrop::new(self);
         BackendRef {
@@ -568,7 +571,7 @@ mod loom_model {
         }
     }
 
-    fn fresh() -> (Fresh<TestOp>, Arc<AtomicUsize>) {
+    fn fresh() -> (Fresh<TestOp, ()>, Arc<AtomicUsize>) {
         let abandoned = Arc::new(AtomicUsize::new(0));
         let op = TestOp {
             abandoned: abandoned.clone(),
@@ -578,8 +581,8 @@ mod loom_model {
 
     /// Polls `half` as `Op` does, keeping it in `slot` while pending.
     fn poll_half(
-        slot: &mut Option<FutureHalf<TestOp>>,
-        half: FutureHalf<TestOp>,
+        slot: &mut Option<FutureHalf<TestOp, ()>>,
+        half: FutureHalf<TestOp, ()>,
         waker: &Waker,
     ) -> Poll<(TestOp, Outcome)> {
         match half.poll(waker) {
@@ -593,7 +596,7 @@ mod loom_model {
 
     /// Waits on `half` in loom's `block_on`, whose waker differs from the
     /// one the half was shared with: the first poll re-registers.
-    fn wait(half: FutureHalf<TestOp>) -> Outcome {
+    fn wait(half: FutureHalf<TestOp, ()>) -> Outcome {
         let mut slot = Some(half);
         let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
             let half = slot.take().expect("polled after ready");
@@ -602,7 +605,7 @@ mod loom_model {
         outcome
     }
 
-    fn complete_on_thread(op: BackendRef<OpCell<TestOp>>) -> thread::JoinHandle<()> {
+    fn complete_on_thread(op: BackendRef<OpCell<TestOp, ()>>) -> thread::JoinHandle<()> {
         thread::spawn(move || op.complete(7))
     }
 
@@ -618,7 +621,7 @@ mod loom_model {
                 move || {
                     loop {
                         if let Some(op) = queue.lock().unwrap().take() {
-                            let op: BackendRef<OpCell<TestOp>> = op;
+                            let op: BackendRef<OpCell<TestOp, ()>> = op;
                             op.complete(7);
                             return;
                         }
@@ -627,7 +630,7 @@ mod loom_model {
                 }
             });
             let mut fresh = Some(fresh);
-            let mut half: Option<FutureHalf<TestOp>> = None;
+            let mut half: Option<FutureHalf<TestOp, ()>> = None;
             let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
                 let current = match half.take() {
                     Some(current) => current,

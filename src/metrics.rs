@@ -1,18 +1,36 @@
-//! Counters the driver and the submit paths keep, and the snapshot users read.
+//! Counters the backends keep, and the snapshot users read. A leaf.
 //!
 //! Every counter is a `Relaxed` atomic: each is a statistic on its own, read
 //! without any claim of consistency with the others, so no ordering is needed.
 //! The one derived quantity that matters most is the *dwell time*: how long an
-//! SQE waited between being pushed (by any thread) and the `io_uring_enter`
-//! that carried it to the kernel. A driver that is not woken for foreign pushes
-//! (the bug this crate exists to prevent) shows up as dwell times the length of
-//! the home thread's timer period.
+//! op waited between being pushed by a thread other than the home thread and
+//! being handed to the kernel (or to a pool thread). A driver that is not woken
+//! for foreign pushes (the bug this crate exists to prevent) shows up as dwell
+//! times the length of the home thread's timer period.
+//!
+//! # Which backend fills which counter
+//!
+//! Each backend owns one [`Counters`] and fills only what it has:
+//!
+//! | counter | io_uring | fallback | sim |
+//! |---|---|---|---|
+//! | `ops_local`, `ops_foreign` | yes | yes | yes |
+//! | `turns` | driver turns | — | simulator turns |
+//! | `submits` | `io_uring_enter` calls | — | — |
+//! | `sqes_submitted` | SQEs the kernel took | blocking calls started | — |
+//! | `cqes_reaped` | CQEs reaped | blocking calls returned | ops completed |
+//! | `kicks_sent`, `kicks_coalesced`, `kicks_suppressed` | the inbox's wake protocol | — | — |
+//! | `backlogged` | ops that waited for SQ room | — | — |
+//! | `cancels_sent` | `ASYNC_CANCEL` SQEs | queued calls and timers cancelled | — |
+//! | `dwell` | foreign push → `io_uring_enter` | start → pool thread picks the call up | — |
+//!
+//! A dash stays zero: the sim, for one, never sends a kick, so it reports none.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Live counters, shared by the home thread and every submitter.
+/// Live counters of one backend, shared by its threads and every submitter.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) ops_local: AtomicU64,
@@ -179,14 +197,12 @@ impl fmt::Debug for Histogram {
 }
 
 impl Histogram {
-    /// Records one value. Only the home thread records, so the updates are
-    /// single-writer loads and stores rather than read-modify-writes.
+    /// Records one value. Any number of threads may record at once (the
+    /// fallback's pool threads do): every update is a read-modify-write.
     pub(crate) fn record(&self, value: Duration) {
         let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        Counters::bump(&self.buckets[bucket_of(ns)], 1);
-        if ns > self.max.load(Relaxed) {
-            self.max.store(ns, Relaxed);
-        }
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.max.fetch_max(ns, Relaxed);
     }
 
     pub(crate) fn summary(&self) -> Dwell {
@@ -259,6 +275,25 @@ mod tests {
             let err = mid.abs_diff(ns) as f64 / ns.max(1) as f64;
             assert!(err <= 0.07, "{ns} -> {mid}");
         }
+    }
+
+    #[test]
+    fn concurrent_records_are_all_counted() {
+        let h = std::sync::Arc::new(Histogram::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000u64 {
+                        h.record(Duration::from_nanos(i % 64 + t));
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let s = h.summary();
+        assert_eq!(s.count, 80_000);
+        assert_eq!(s.max, Duration::from_nanos(63 + 7));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The only file that talks to io_uring: ring setup and probing, pushing SQEs,
-//! the one `io_uring_enter` per turn, and reaping CQEs.
+//! the one `io_uring_enter` per turn, and reaping CQEs. A protocol module: it
+//! imports only `metrics` (for the flags it reports).
 //!
 //! A [`Ring`] is `!Send`: it is created on the home thread and never leaves it,
 //! so no other thread can reach `io_uring_enter` (invariant 3). [`Ring::enter`]
@@ -112,24 +113,12 @@ impl Ring {
         })
     }
 
-    /// The opcodes the crate's ops need that this kernel's probe says it
-    /// lacks. Empty when all are there; an error when the probe itself fails.
-    pub(crate) fn missing_opcodes(&self) -> io::Result<Vec<&'static str>> {
-        let needed: &[(u8, &'static str)] = &[
-            (opcode::Nop::CODE, "NOP"),
-            (opcode::Read::CODE, "READ"),
-            (opcode::Write::CODE, "WRITE"),
-            (opcode::Readv::CODE, "READV"),
-            (opcode::Writev::CODE, "WRITEV"),
-            (opcode::Fsync::CODE, "FSYNC"),
-            (opcode::Fallocate::CODE, "FALLOCATE"),
-            (opcode::Ftruncate::CODE, "FTRUNCATE"),
-            (opcode::OpenAt::CODE, "OPENAT"),
-            (opcode::Close::CODE, "CLOSE"),
-            (opcode::Statx::CODE, "STATX"),
-            (opcode::Timeout::CODE, "TIMEOUT"),
-            (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
-        ];
+    /// Which of `needed` (opcode, name) this kernel's probe says it lacks.
+    /// Empty when all are there; an error when the probe itself fails.
+    pub(crate) fn missing_opcodes(
+        &self,
+        needed: &[(u8, &'static str)],
+    ) -> io::Result<Vec<&'static str>> {
         let mut probe = io_uring::Probe::new();
         self.uring.submitter().register_probe(&mut probe)?;
         Ok(needed

@@ -19,18 +19,21 @@ fn caller_thread_is_home_and_foreign_ops_complete() {
             foreign.block_on(foreign.nop()).unwrap();
         }
     });
-    local.block_on(async {
+    let timeouts = local.block_on(async {
         ctx.nop().await.unwrap();
         // Keep the main loop running until the foreign thread is done.
+        let mut timeouts = 0;
         while !worker.is_finished() {
             ctx.timeout(std::time::Duration::from_millis(1))
                 .await
                 .unwrap();
+            timeouts += 1;
         }
+        timeouts
     });
     let m = ctx.metrics();
     assert_eq!(m.ops_foreign, 100);
-    assert!(m.ops_local >= 2);
+    assert_eq!(m.ops_local, 1 + timeouts, "the nop and each timeout");
     drop(local);
     // After the local context is gone, ops fail cleanly.
     assert!(aioctx::is_shutdown(

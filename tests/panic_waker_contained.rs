@@ -5,7 +5,7 @@
 //! ops hung.
 //!
 //! Each test keeps a read in flight (from a pipe nobody has written yet, or a
-//! sim file with a long latency), completes a NOP whose waker panics, then
+//! sim file with a long latency), completes a timeout whose waker panics, then
 //! checks that the read still completes with the data, into the buffer it was
 //! given, and that the context keeps working.
 
@@ -37,12 +37,12 @@ impl Wake for PanickingWaker {
     }
 }
 
-/// Polls a NOP once with a panicking waker and waits until the driver has
-/// woken (and so panicked in) it.
-fn complete_nop_with_panicking_waker(ctx: &Context) {
+/// Polls a short timeout once with a panicking waker and waits until the
+/// driver has woken (and so panicked in) it.
+fn complete_op_with_panicking_waker(ctx: &Context) {
     let panicking = Arc::new(PanickingWaker(AtomicUsize::new(0)));
     let waker = Waker::from(panicking.clone());
-    let mut nop = pin!(ctx.nop());
+    let mut nop = pin!(ctx.timeout(Duration::from_millis(1)));
     assert!(
         nop.as_mut()
             .poll(&mut TaskContext::from_waker(&waker))
@@ -56,7 +56,7 @@ fn complete_nop_with_panicking_waker(ctx: &Context) {
         .as_mut()
         .poll(&mut TaskContext::from_waker(Waker::noop()))
     {
-        Poll::Ready(result) => result.expect("the nop succeeds"),
+        Poll::Ready(result) => result.expect("the timeout fires"),
         Poll::Pending => panic!("woken, but not complete"),
     }
 }
@@ -84,7 +84,7 @@ fn read_survives_panicking_waker(ctx: Context) {
         let ctx = ctx.clone();
         move || ctx.block_on(file.read_at(vec![0u8; 1 << 20], 0))
     });
-    complete_nop_with_panicking_waker(&ctx);
+    complete_op_with_panicking_waker(&ctx);
     assert!(!read.is_finished(), "the read must still be in flight");
     assert!(!ctx.is_shut_down(), "a user's panic shut the context down");
 
@@ -136,7 +136,7 @@ fn sim_driver_survives_panicking_waker() {
             })
         }
     });
-    complete_nop_with_panicking_waker(&ctx);
+    complete_op_with_panicking_waker(&ctx);
     assert!(!ctx.is_shut_down(), "a user's panic shut the context down");
     let data = read.join().unwrap().expect("the read completes");
     assert_eq!(data, b"durable bytes");

@@ -5,21 +5,30 @@
 //! modulo 4096, so `O_DIRECT` accepts or refuses it exactly as it would the
 //! caller's buffer (and the ring): alignment errors match across backends.
 
-// The call types appear in `OpKind::Blocking`, so they are `pub`, but this
-// module is private: nothing outside the crate can name them.
-#![allow(unreachable_pub)]
-
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use crate::op::{BlockingCall, Cqe, cqe_of_syscall};
+use crate::error::Cqe;
 use crate::ops::FileFd;
 
 const PAGE: usize = 4096;
 
+/// A blocking syscall prepared by an op for the fallback backend.
+pub trait BlockingCall: Send + 'static {
+    /// Runs the syscall on the calling (pool) thread.
+    fn run(&mut self) -> Cqe;
+}
+
+/// A call that does nothing: a NOP's round trip through the pool.
+impl BlockingCall for () {
+    fn run(&mut self) -> Cqe {
+        Cqe::from_raw(0, 0)
+    }
+}
+
 /// Memory shaped like a caller's buffer; see the module docs.
 #[derive(Debug)]
-pub struct Bounce {
+pub(crate) struct Bounce {
     storage: Vec<u8>,
     start: usize,
     len: usize,
@@ -69,13 +78,13 @@ impl Bounce {
 
 /// Retries a syscall interrupted by a signal, as the ring never reports EINTR
 /// for these ops.
-fn retry(mut f: impl FnMut() -> i64) -> Cqe {
+pub(crate) fn retry(mut f: impl FnMut() -> i64) -> Cqe {
     loop {
         let ret = f();
         if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
-        return cqe_of_syscall(ret);
+        return Cqe::of_syscall(ret);
     }
 }
 
@@ -91,6 +100,7 @@ pub struct Positional {
 impl BlockingCall for Positional {
     fn run(&mut self) -> Cqe {
         let fd = self.fd.as_raw_fd();
+        // The op refused offsets above i64::MAX before it got here.
         let offset = self.offset as libc::off_t;
         let iovecs: Vec<libc::iovec> = self.bufs.iter_mut().map(Bounce::iovec).collect();
         let (iov, count) = (iovecs.as_ptr(), iovecs.len() as i32);
@@ -125,35 +135,39 @@ impl BlockingCall for Positional {
     }
 }
 
-/// A syscall on an fd with no memory arguments: fsync, fallocate, ftruncate.
+/// A syscall on an fd with no memory arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FdCall {
+    Fsync { data_only: bool },
+    Fallocate { offset: u64, len: u64, mode: i32 },
+    Ftruncate { len: u64 },
+}
+
+/// An [`FdCall`] on a file's fd, which the op's anchor keeps open.
 #[derive(Debug)]
 pub struct OnFd {
     pub(crate) fd: FileFd,
-    pub(crate) call: fn(RawFd, [u64; 3]) -> i64,
-    pub(crate) args: [u64; 3],
+    pub(crate) call: FdCall,
 }
 
 impl BlockingCall for OnFd {
     fn run(&mut self) -> Cqe {
-        let fd = self.fd.as_raw_fd();
-        retry(|| (self.call)(fd, self.args))
-    }
-}
-
-/// A call that fails at once: ops the fallback cannot run.
-#[derive(Debug)]
-pub struct Refuse(pub(crate) &'static str);
-
-impl BlockingCall for Refuse {
-    fn run(&mut self) -> Cqe {
-        Cqe::error(crate::op::unsupported(self.0))
-    }
-}
-
-/// Turns a simulator result into the completion the ring would post.
-pub(crate) fn sim_cqe(result: io::Result<usize>) -> Cqe {
-    match result {
-        Ok(n) => Cqe::from_raw(n.min(i32::MAX as usize) as i32, 0),
-        Err(e) => Cqe::error(e),
+        let fd: RawFd = self.fd.as_raw_fd();
+        retry(|| {
+            // SAFETY: plain syscalls on an fd the call keeps open, with no
+            // memory arguments. The ops refused offsets and lengths above
+            // i64::MAX, so the casts to off_t keep their values.
+            let ret = unsafe {
+                match self.call {
+                    FdCall::Fsync { data_only: true } => libc::fdatasync(fd),
+                    FdCall::Fsync { data_only: false } => libc::fsync(fd),
+                    FdCall::Fallocate { offset, len, mode } => {
+                        libc::fallocate(fd, mode, offset as libc::off_t, len as libc::off_t)
+                    }
+                    FdCall::Ftruncate { len } => libc::ftruncate(fd, len as libc::off_t),
+                }
+            };
+            i64::from(ret)
+        })
     }
 }

@@ -1,7 +1,25 @@
-//! The operations, one file per kind. Each defines an [`OpKind`] (its
-//! arguments and owned resources, how it becomes an SQE, and how its CQE
-//! becomes an output); [`Context`](crate::Context) and
-//! [`fs::File`](crate::fs::File) start them.
+//! The operations, one file per kind, and what each backend needs of them.
+//!
+//! Users see an op as an [`OpKind`]: a sealed trait whose only item is the
+//! future's output. What the backends need is crate-private, one trait each,
+//! so the public docs show none of it:
+//!
+//! ```text
+//!   OpKind (public: Output)
+//!     └─ Operation      validate, complete, abandon          every backend
+//!          ├─ UringOp       the SQE, at the op's final address    io_uring
+//!          ├─ BlockingOp    the blocking call and its landing     fallback
+//!          └─ SimulatedOp   the effect on in-memory files          sim
+//! ```
+//!
+//! The backend traits live in the private `contract` module (see there for
+//! why they are declared `pub`).
+//!
+//! Each op file declares its opcode; `OPCODES` collects them for the
+//! ring's probe at setup. Adding an op is its file, a line here, and a
+//! constructor on [`Context`](crate::Context) or [`File`](crate::fs::File).
+//! This layer imports the protocols (`lifecycle`, `ring`) and the leaves,
+//! never a backend or the surface.
 //!
 //! Every op is a `Send` future usable from any thread and any runtime, and
 //! every op shares one cancel-safety contract, stated once here:
@@ -15,19 +33,27 @@
 //! effect: a dropped write may have written, and a dropped open's fd is closed
 //! when it arrives.
 
+use std::any::Any;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::error::Cqe;
+use crate::lifecycle::{BackendRef, Cell, OpCell, Payload};
 
 pub(crate) mod blocking;
+mod contract;
 pub(crate) mod nop;
 pub(crate) mod open;
 pub(crate) mod raw;
 pub(crate) mod rw;
+pub(crate) mod simulated;
 pub(crate) mod statx;
 pub(crate) mod sync;
 pub(crate) mod timeout;
 pub(crate) mod vectored;
 
-pub use crate::op::{Cqe, Op, OpKind};
 pub use nop::Nop;
 pub use open::{Close, OpenAt};
 pub use raw::{RawCompletion, RawOp};
@@ -37,9 +63,105 @@ pub use sync::{Fallocate, Fsync, Ftruncate};
 pub use timeout::Timeout;
 pub use vectored::{ReadvAt, WritevAt};
 
-/// The fd a file's op works on. The op's anchor (the file's shared state, see
-/// `op::Anchor`) keeps it open until the op's cell is freed, so its number
-/// cannot be closed and reused while the kernel or a pool thread uses it.
+pub(crate) use contract::{BlockingOp, Fallback, Operation, SimulatedOp, UringOp};
+use simulated::SimFs;
+
+/// An operation: its arguments and the resources it owns until it
+/// completes. [`Op`](crate::Op) is the future that runs one.
+///
+/// Sealed: the crate's op types are the only implementations, because a
+/// wrong SQE can make the kernel write freed memory. Submit a hand-built SQE
+/// with [`Context::submit_raw`](crate::Context::submit_raw) instead.
+pub trait OpKind: Send + 'static + contract::Sealed<Resolved = <Self as OpKind>::Output> {
+    /// What the op's future resolves to.
+    type Output;
+}
+
+/// An opcode the crate's ops use, with its name for error messages.
+pub(crate) type Opcode = (u8, &'static str);
+
+/// Every opcode the ops need, for the ring's probe at setup.
+pub(crate) const OPCODES: &[Opcode] = &[
+    nop::OPCODE,
+    rw::READ,
+    rw::WRITE,
+    vectored::READV,
+    vectored::WRITEV,
+    sync::FSYNC,
+    sync::FALLOCATE,
+    sync::FTRUNCATE,
+    open::OPENAT,
+    open::CLOSE,
+    statx::OPCODE,
+    timeout::OPCODE,
+];
+
+impl<K: Operation> Payload for K {
+    fn abandon(self, outcome: Cqe) {
+        Operation::abandon(self, outcome);
+    }
+}
+
+/// What a backend sees of an op in flight, whatever its type and anchor.
+pub(crate) trait Inflight: Cell {
+    /// Runs the op on the simulator's files.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the op's backend reference and has not completed it.
+    unsafe fn simulate(&self, fs: &mut dyn SimFs) -> Cqe;
+
+    /// Simulated time the op takes beyond the configured latency.
+    ///
+    /// # Safety
+    ///
+    /// As [`simulate`](Inflight::simulate).
+    unsafe fn sim_delay(&self) -> Duration;
+
+    /// The op's type, for the simulator's completion log.
+    fn kind_name(&self) -> &'static str;
+
+    /// The concrete cell, for the fallback's typed landing.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
+    unsafe fn simulate(&self, fs: &mut dyn SimFs) -> Cqe {
+        // SAFETY: the caller holds the backend reference, uncompleted.
+        unsafe { self.with_kind(|kind| kind.simulate(fs)) }
+            .expect("an op in flight keeps its op")
+    }
+
+    unsafe fn sim_delay(&self) -> Duration {
+        // SAFETY: as above.
+        unsafe { self.with_kind(|kind| kind.sim_delay()) }.unwrap_or_default()
+    }
+
+    fn kind_name(&self) -> &'static str {
+        let name = std::any::type_name::<K>();
+        let base = name.split('<').next().unwrap_or(name);
+        base.rsplit("::").next().unwrap_or(base)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// A backend's reference to an op in flight: completing it resolves the op's
+/// future.
+pub(crate) type OpRef = BackendRef<dyn Inflight>;
+
+/// Erases an op's type for the backends' queues and tables.
+pub(crate) fn erase<K: Operation, A: Send + Sync + 'static>(
+    op: BackendRef<OpCell<K, A>>,
+) -> OpRef {
+    op.erase(|cell| -> NonNull<dyn Inflight> { cell })
+}
+
+/// The fd a file's op works on. The op's anchor (the file's shared state)
+/// keeps it open until the op's cell is freed, so its number cannot be closed
+/// and reused while the kernel or a pool thread uses it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileFd(pub(crate) RawFd);
 
@@ -47,4 +169,14 @@ impl AsRawFd for FileFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0
     }
+}
+
+/// Refuses an offset the kernel would misread: io_uring takes `-1` (`u64::MAX`)
+/// as "the current file position", and every offset above `i64::MAX` is
+/// negative to the kernel.
+pub(crate) fn check_offset(offset: u64) -> io::Result<()> {
+    if offset > i64::MAX as u64 {
+        return Err(crate::error::invalid());
+    }
+    Ok(())
 }

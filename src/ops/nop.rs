@@ -2,49 +2,52 @@
 
 use std::io;
 
-use crate::context::Context;
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, Op, OpKind};
+use crate::error::Cqe;
+use crate::ops::simulated::SimFs;
+use crate::ops::{BlockingOp, Fallback, OpKind, Opcode, Operation, SimulatedOp, UringOp};
 use crate::ring::{Sqe, op};
 
-/// The arguments of [`Context::nop`] (it has none).
+pub(crate) const OPCODE: Opcode = (op::Nop::CODE, "NOP");
+
+/// The arguments of [`Context::nop`](crate::Context::nop) (it has none).
 #[derive(Debug)]
 pub struct Nop(());
 
-impl Sealed for Nop {}
+impl Nop {
+    pub(crate) fn new() -> Nop {
+        Nop(())
+    }
+}
 
 impl OpKind for Nop {
     type Output = io::Result<()>;
+}
 
-    fn sqe(&mut self) -> Sqe {
-        op::Nop::new().build()
-    }
-
-    type Blocking = ();
-
-    fn blocking(&mut self) {}
-
-    fn simulate(&mut self, _files: &mut crate::sim::Files) -> Cqe {
-        Cqe::from_raw(0, 0)
-    }
+impl Operation for Nop {
+    type Resolved = io::Result<()>;
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {
         cqe.result.map(drop)
     }
 }
 
-impl Context {
-    /// Submits a no-op and resolves when its completion comes back: the
-    /// cheapest way to measure the path through the ring.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
-    ///
-    /// # Errors
-    ///
-    /// Only if the context has shut down ([`is_shutdown`](crate::is_shutdown)).
-    pub fn nop(&self) -> Op<Nop> {
-        Op::new(self.shared().clone(), Nop(()))
+impl UringOp for Nop {
+    fn sqe(&mut self) -> Sqe {
+        op::Nop::new().build()
+    }
+}
+
+impl BlockingOp for Nop {
+    type Call = ();
+
+    fn fallback(&mut self) -> Fallback<()> {
+        // A round trip through the pool, as a NOP is one through the ring.
+        Fallback::Call(())
+    }
+}
+
+impl SimulatedOp for Nop {
+    fn simulate(&mut self, _fs: &mut dyn SimFs) -> Cqe {
+        Cqe::from_raw(0, 0)
     }
 }

@@ -1,16 +1,23 @@
 //! `IORING_OP_OPENAT` and `IORING_OP_CLOSE`: ops that create and release fds.
 //!
-//! An open whose future is dropped still produces an fd when it completes;
-//! the op closes it then, so an abandoned open never leaks.
+//! Neither leaks an fd, whatever happens to its future: an open whose future
+//! is dropped still produces an fd when it completes, and the op closes it
+//! then; a close that never reaches the kernel (dropped before its backend
+//! started it, or caught by shutdown) closes its fd itself.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, OpKind};
+use crate::error::Cqe;
+use crate::ops::blocking::BlockingCall;
+use crate::ops::simulated::{SimFs, cqe_of};
+use crate::ops::{BlockingOp, Fallback, OpKind, Opcode, Operation, SimulatedOp, UringOp};
 use crate::ring::{Sqe, op, ty};
+
+pub(crate) const OPENAT: Opcode = (op::OpenAt::CODE, "OPENAT");
+pub(crate) const CLOSE: Opcode = (op::Close::CODE, "CLOSE");
 
 /// `openat(2)` relative to the current directory.
 #[derive(Debug)]
@@ -33,45 +40,12 @@ impl OpenAt {
     }
 }
 
-impl Sealed for OpenAt {}
-
 impl OpKind for OpenAt {
     type Output = io::Result<OwnedFd>;
+}
 
-    fn sqe(&mut self) -> Sqe {
-        op::OpenAt::new(ty::Fd(libc::AT_FDCWD), self.path.as_ptr())
-            .flags(self.flags)
-            .mode(self.mode)
-            .build()
-    }
-
-    type Blocking = OpenCall;
-
-    fn blocking(&mut self) -> OpenCall {
-        OpenCall {
-            path: self.path.clone(),
-            flags: self.flags,
-            mode: self.mode,
-            opened: None,
-        }
-    }
-
-    fn land(&mut self, mut call: OpenCall, _cqe: &mut Cqe) {
-        // The fd's ownership passes to the completion, which `complete` or
-        // `abandon` reclaims.
-        if let Some(fd) = call.opened.take() {
-            let _ = fd.into_raw_fd();
-        }
-    }
-
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        use std::os::unix::ffi::OsStrExt;
-        let path = Path::new(std::ffi::OsStr::from_bytes(self.path.as_bytes()));
-        match files.open(path, self.flags) {
-            Ok(fd) => Cqe::from_raw(fd.into_raw_fd(), 0),
-            Err(e) => Cqe::error(e),
-        }
-    }
+impl Operation for OpenAt {
+    type Resolved = io::Result<OwnedFd>;
 
     fn complete(self, cqe: Cqe) -> io::Result<OwnedFd> {
         // SAFETY: a successful openat returns a new fd that nothing else owns.
@@ -85,9 +59,49 @@ impl OpKind for OpenAt {
     }
 }
 
+impl UringOp for OpenAt {
+    fn sqe(&mut self) -> Sqe {
+        op::OpenAt::new(ty::Fd(libc::AT_FDCWD), self.path.as_ptr())
+            .flags(self.flags)
+            .mode(self.mode)
+            .build()
+    }
+}
+
+impl BlockingOp for OpenAt {
+    type Call = OpenCall;
+
+    fn fallback(&mut self) -> Fallback<OpenCall> {
+        Fallback::Call(OpenCall {
+            path: self.path.clone(),
+            flags: self.flags,
+            mode: self.mode,
+            opened: None,
+        })
+    }
+
+    fn land(&mut self, mut call: OpenCall, _cqe: &mut Cqe) {
+        // The fd's ownership passes to the completion, which `complete` or
+        // `abandon` reclaims.
+        if let Some(fd) = call.opened.take() {
+            let _ = fd.into_raw_fd();
+        }
+    }
+}
+
+impl SimulatedOp for OpenAt {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        use std::os::unix::ffi::OsStrExt;
+        let path = Path::new(std::ffi::OsStr::from_bytes(self.path.as_bytes()));
+        match fs.open(path, self.flags) {
+            Ok(fd) => Cqe::from_raw(fd.into_raw_fd(), 0),
+            Err(e) => Cqe::error(e),
+        }
+    }
+}
+
 /// The fallback's `openat(2)`. Owns the fd it opens until the op lands it,
 /// so an open whose future was resolved by shutdown closes its fd here.
-#[doc(hidden)]
 #[derive(Debug)]
 pub struct OpenCall {
     path: CString,
@@ -96,7 +110,7 @@ pub struct OpenCall {
     opened: Option<OwnedFd>,
 }
 
-impl crate::op::BlockingCall for OpenCall {
+impl BlockingCall for OpenCall {
     fn run(&mut self) -> Cqe {
         // SAFETY: `path` is a NUL-terminated string owned by this call.
         let fd = unsafe { libc::openat(libc::AT_FDCWD, self.path.as_ptr(), self.flags, self.mode) };
@@ -104,76 +118,93 @@ impl crate::op::BlockingCall for OpenCall {
             // SAFETY: a fresh fd from openat(2) that nothing else owns.
             self.opened = Some(unsafe { OwnedFd::from_raw_fd(fd) });
         }
-        crate::op::cqe_of_syscall(i64::from(fd))
-    }
-}
-
-/// The fallback's `close(2)`.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct CloseCall(Option<OwnedFd>);
-
-impl crate::op::BlockingCall for CloseCall {
-    fn run(&mut self) -> Cqe {
-        let Some(fd) = self.0.take() else {
-            return Cqe::error(io::Error::from_raw_os_error(libc::EBADF));
-        };
-        // SAFETY: the call owns the fd and gives it up here, once.
-        let ret = unsafe { libc::close(fd.into_raw_fd()) };
-        crate::op::cqe_of_syscall(i64::from(ret))
+        Cqe::of_syscall(i64::from(fd))
     }
 }
 
 /// `close(2)` of an fd the op owns.
 #[derive(Debug)]
 pub struct Close {
-    /// `Some` until the SQE is built; then the kernel owns the fd.
+    /// The fd, owned by the op until the kernel (or a pool thread, or the
+    /// simulator) has closed it; `None` once handed to one of those.
     fd: Option<OwnedFd>,
-    raw: RawFd,
 }
 
 impl Close {
     pub(crate) fn new(fd: OwnedFd) -> Self {
-        Close {
-            fd: Some(fd),
-            raw: -1,
+        Close { fd: Some(fd) }
+    }
+
+    /// Settles who closes the fd once the op is over: the kernel did if the
+    /// op reached it (closing even when it reports an error), otherwise the
+    /// op does, here.
+    fn settle(&mut self, cqe: &Cqe) {
+        if let Some(fd) = self.fd.take()
+            && !cqe.never_ran
+        {
+            // The kernel closed it: forget the number without closing again.
+            let _ = fd.into_raw_fd();
         }
+        // Otherwise `fd` drops here, closing it.
     }
 }
 
-impl Sealed for Close {}
-
 impl OpKind for Close {
     type Output = io::Result<()>;
+}
 
+impl Operation for Close {
+    type Resolved = io::Result<()>;
+
+    fn complete(mut self, cqe: Cqe) -> io::Result<()> {
+        self.settle(&cqe);
+        cqe.result.map(drop)
+    }
+
+    fn abandon(mut self, cqe: Cqe) {
+        self.settle(&cqe);
+    }
+}
+
+impl UringOp for Close {
     fn sqe(&mut self) -> Sqe {
-        if let Some(fd) = self.fd.take() {
-            self.raw = fd.into_raw_fd();
-        }
-        op::Close::new(ty::Fd(self.raw)).build()
+        let raw = self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        op::Close::new(ty::Fd(raw)).build()
     }
+}
 
-    type Blocking = CloseCall;
+impl BlockingOp for Close {
+    type Call = CloseCall;
 
-    fn blocking(&mut self) -> CloseCall {
-        CloseCall(self.fd.take())
+    fn fallback(&mut self) -> Fallback<CloseCall> {
+        // The call owns the fd from here: it closes it when it runs, or when
+        // it is dropped unrun.
+        Fallback::Call(CloseCall(self.fd.take()))
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+impl SimulatedOp for Close {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
         let Some(fd) = self.fd.take() else {
             return Cqe::error(io::Error::from_raw_os_error(libc::EBADF));
         };
-        let result = files.close(fd.as_raw_fd());
+        let result = fs.close(fd.as_raw_fd());
         drop(fd);
-        crate::ops::blocking::sim_cqe(result.map(|()| 0))
+        cqe_of(result.map(|()| 0))
     }
+}
 
-    fn complete(self, cqe: Cqe) -> io::Result<()> {
-        if cqe.is_shutdown() && self.raw >= 0 {
-            // Never reached the kernel: close it here.
-            // SAFETY: `raw` came from `into_raw_fd` and was never closed.
-            drop(unsafe { OwnedFd::from_raw_fd(self.raw) });
-        }
-        cqe.result.map(drop)
+/// The fallback's `close(2)`.
+#[derive(Debug)]
+pub struct CloseCall(Option<OwnedFd>);
+
+impl BlockingCall for CloseCall {
+    fn run(&mut self) -> Cqe {
+        let Some(fd) = self.0.take() else {
+            return Cqe::error(io::Error::from_raw_os_error(libc::EBADF));
+        };
+        // SAFETY: the call owns the fd and gives it up here, once.
+        let ret = unsafe { libc::close(fd.into_raw_fd()) };
+        Cqe::of_syscall(i64::from(ret))
     }
 }

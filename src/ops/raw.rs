@@ -1,20 +1,32 @@
-//! The escape hatch: submit an SQE built by the caller, together with the
-//! resources it points at, like QEMU's `aio_add_sqe(prep, opaque, cqe_handler)`.
+//! The escape hatch: an SQE built by the caller, together with the resources
+//! it points at, like QEMU's `aio_add_sqe(prep, opaque, cqe_handler)`. See
+//! [`Context::submit_raw`](crate::Context::submit_raw).
 
 use std::io;
 
-use crate::context::Context;
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, Op, OpKind};
-use crate::ops::blocking::Refuse;
+use crate::error::{Cqe, unsupported};
+use crate::ops::blocking::BlockingCall;
+use crate::ops::simulated::SimFs;
+use crate::ops::{BlockingOp, Fallback, OpKind, Operation, SimulatedOp, UringOp};
 use crate::ring::Sqe;
 
 const RAW_UNSUPPORTED: &str = "submit_raw needs the io_uring backend";
 
-/// The arguments of [`Context::submit_raw`]: an SQE and what it borrows.
+/// The arguments of [`Context::submit_raw`](crate::Context::submit_raw): an
+/// SQE and what it borrows.
 pub struct RawOp<R> {
     entry: Sqe,
     resources: R,
+}
+
+impl<R> RawOp<R> {
+    /// # Safety
+    ///
+    /// As [`Context::submit_raw`](crate::Context::submit_raw): every pointer
+    /// and fd in `entry` stays valid until the op completes.
+    pub(crate) unsafe fn new(entry: Sqe, resources: R) -> RawOp<R> {
+        RawOp { entry, resources }
+    }
 }
 
 impl<R> std::fmt::Debug for RawOp<R> {
@@ -33,28 +45,16 @@ pub struct RawCompletion<R> {
     pub result: io::Result<u32>,
     /// `flags` of the CQE.
     pub flags: u32,
-    /// The resources passed to [`Context::submit_raw`].
+    /// The resources passed to [`Context::submit_raw`](crate::Context::submit_raw).
     pub resources: R,
 }
 
-impl<R> Sealed for RawOp<R> {}
-
 impl<R: Send + 'static> OpKind for RawOp<R> {
     type Output = RawCompletion<R>;
+}
 
-    fn sqe(&mut self) -> Sqe {
-        self.entry.clone()
-    }
-
-    type Blocking = Refuse;
-
-    fn blocking(&mut self) -> Refuse {
-        Refuse(RAW_UNSUPPORTED)
-    }
-
-    fn simulate(&mut self, _files: &mut crate::sim::Files) -> Cqe {
-        Cqe::error(crate::op::unsupported(RAW_UNSUPPORTED))
-    }
+impl<R: Send + 'static> Operation for RawOp<R> {
+    type Resolved = RawCompletion<R>;
 
     fn complete(self, cqe: Cqe) -> RawCompletion<R> {
         RawCompletion {
@@ -65,35 +65,32 @@ impl<R: Send + 'static> OpKind for RawOp<R> {
     }
 }
 
-impl Context {
-    /// Submits a caller-built SQE. `resources` are owned by the op until its
-    /// CQE arrives, then handed back in the [`RawCompletion`], so memory the
-    /// SQE points into can live there.
-    ///
-    /// The SQE's `user_data` is the driver's and is overwritten. Ops that post
-    /// more than one CQE (multishot) are not supported: the op completes at
-    /// the first.
-    ///
-    /// # Safety
-    ///
-    /// Every pointer and fd in `entry` must stay valid until the op completes:
-    /// point only into heap memory owned by `resources` (a `Vec`'s or `Box`'s
-    /// contents do not move when the value does), or into memory that lives
-    /// for `'static`. The op must not outlive what it names in any other way.
-    ///
-    /// # Errors
-    ///
-    /// The op resolves with an `Unsupported` error (and the resources back)
-    /// on the fallback and sim backends, which cannot run an arbitrary SQE.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe; see [the ops module](crate::ops#cancel-safety).
-    pub unsafe fn submit_raw<R: Send + 'static>(
-        &self,
-        entry: io_uring::squeue::Entry,
-        resources: R,
-    ) -> Op<RawOp<R>> {
-        Op::new(self.shared().clone(), RawOp { entry, resources })
+impl<R: Send + 'static> UringOp for RawOp<R> {
+    fn sqe(&mut self) -> Sqe {
+        self.entry.clone()
+    }
+}
+
+impl<R: Send + 'static> BlockingOp for RawOp<R> {
+    type Call = Refuse;
+
+    fn fallback(&mut self) -> Fallback<Refuse> {
+        Fallback::Call(Refuse)
+    }
+}
+
+/// The fallback's answer to a raw SQE, which it cannot run.
+#[derive(Debug)]
+pub struct Refuse;
+
+impl BlockingCall for Refuse {
+    fn run(&mut self) -> Cqe {
+        Cqe::error(unsupported(RAW_UNSUPPORTED))
+    }
+}
+
+impl<R: Send + 'static> SimulatedOp for RawOp<R> {
+    fn simulate(&mut self, _fs: &mut dyn SimFs) -> Cqe {
+        Cqe::error(unsupported(RAW_UNSUPPORTED))
     }
 }

@@ -4,11 +4,16 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, OpKind};
-use crate::ops::FileFd;
-use crate::ops::blocking::{Bounce, Positional, sim_cqe};
+use crate::error::Cqe;
+use crate::ops::blocking::{Bounce, Positional};
+use crate::ops::simulated::{Segment, SimFs, cqe_of};
+use crate::ops::{
+    BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+};
 use crate::ring::{Sqe, op, ty};
+
+pub(crate) const READ: Opcode = (op::Read::CODE, "READ");
+pub(crate) const WRITE: Opcode = (op::Write::CODE, "WRITE");
 
 /// A read of up to `bytes_total - start` bytes into `buf[start..]` at `offset`.
 #[derive(Debug)]
@@ -29,68 +34,36 @@ impl<B: IoBufMut> ReadAt<B> {
             offset,
         }
     }
-}
 
-impl<B: IoBufMut> ReadAt<B> {
+    /// The part of the buffer the read fills: its address and length.
+    fn target(&mut self) -> (*mut u8, usize) {
+        // SAFETY: `start <= bytes_total`, checked in `new`.
+        let ptr = unsafe { self.buf.stable_mut_ptr().add(self.start) };
+        (ptr, self.buf.bytes_total() - self.start)
+    }
+
     /// Copies data read elsewhere (a bounce, the simulator) into the buffer
     /// at `start`; `complete` then marks it initialised.
     fn fill(&mut self, data: &[u8]) {
-        debug_assert!(data.len() <= self.buf.bytes_total() - self.start);
-        // SAFETY: `start + data.len() <= bytes_total`: the call read at most
-        // the buffer's remaining length.
-        unsafe {
-            let dst = self.buf.stable_mut_ptr().add(self.start);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
-        }
+        let (dst, len) = self.target();
+        assert!(data.len() <= len, "more data than the read asked for");
+        // SAFETY: `dst` is valid for `len >= data.len()` bytes of writes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
     }
 }
 
-impl<B> Sealed for ReadAt<B> {}
-
 impl<B: IoBufMut> OpKind for ReadAt<B> {
     type Output = (io::Result<usize>, B);
+}
 
-    fn sqe(&mut self) -> Sqe {
-        let len = (self.buf.bytes_total() - self.start).min(u32::MAX as usize) as u32;
-        // SAFETY: `start <= bytes_total`, checked in `new`.
-        let ptr = unsafe { self.buf.stable_mut_ptr().add(self.start) };
-        op::Read::new(ty::Fd(self.fd.as_raw_fd()), ptr, len)
-            .offset(self.offset)
-            .build()
+impl<B: IoBufMut> Operation for ReadAt<B> {
+    type Resolved = (io::Result<usize>, B);
+
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.offset)
     }
 
-    type Blocking = Positional;
-
-    fn blocking(&mut self) -> Positional {
-        let len = self.buf.bytes_total() - self.start;
-        // SAFETY: `start <= bytes_total`, checked in `new`.
-        let ptr = unsafe { self.buf.stable_mut_ptr().add(self.start) };
-        Positional {
-            fd: self.fd,
-            bufs: vec![Bounce::shaped_like(ptr, len)],
-            offset: self.offset,
-            write: false,
-        }
-    }
-
-    fn land(&mut self, call: Positional, cqe: &mut Cqe) {
-        if let Ok(n) = cqe.result {
-            self.fill(&call.bufs[0].as_slice()[..n as usize]);
-        }
-    }
-
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let len = self.buf.bytes_total() - self.start;
-        let result = files
-            .read(self.fd.as_raw_fd(), self.offset, len)
-            .map(|data| {
-                self.fill(&data);
-                data.len()
-            });
-        sim_cqe(result)
-    }
-
-    fn complete(mut self, cqe: Cqe) -> Self::Output {
+    fn complete(mut self, cqe: Cqe) -> Self::Resolved {
         let result = cqe.result.map(|n| {
             // SAFETY: the kernel wrote `n` bytes at `start`; bytes before
             // `start` were initialised by the caller's earlier reads.
@@ -98,6 +71,54 @@ impl<B: IoBufMut> OpKind for ReadAt<B> {
             n as usize
         });
         (result, self.buf)
+    }
+}
+
+impl<B: IoBufMut> UringOp for ReadAt<B> {
+    fn sqe(&mut self) -> Sqe {
+        let (ptr, len) = self.target();
+        op::Read::new(
+            ty::Fd(self.fd.as_raw_fd()),
+            ptr,
+            len.min(u32::MAX as usize) as u32,
+        )
+        .offset(self.offset)
+        .build()
+    }
+}
+
+impl<B: IoBufMut> BlockingOp for ReadAt<B> {
+    type Call = Positional;
+
+    fn fallback(&mut self) -> Fallback<Positional> {
+        let (ptr, len) = self.target();
+        Fallback::Call(Positional {
+            fd: self.fd,
+            bufs: vec![Bounce::shaped_like(ptr, len)],
+            offset: self.offset,
+            write: false,
+        })
+    }
+
+    fn land(&mut self, call: Positional, cqe: &mut Cqe) {
+        if let Ok(n) = cqe.result {
+            self.fill(&call.bufs[0].as_slice()[..n as usize]);
+        }
+    }
+}
+
+impl<B: IoBufMut> SimulatedOp for ReadAt<B> {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        let (ptr, len) = self.target();
+        let into = [Segment {
+            addr: ptr as usize,
+            len,
+        }];
+        let result = fs.read(self.fd.as_raw_fd(), self.offset, &into).map(|data| {
+            self.fill(&data);
+            data.len()
+        });
+        cqe_of(result)
     }
 }
 
@@ -123,9 +144,7 @@ impl<B: IoBuf> WriteAt<B> {
             offset,
         }
     }
-}
 
-impl<B: IoBuf> WriteAt<B> {
     /// The bytes to write: `buf[start..bytes_init]`.
     fn data(&self) -> &[u8] {
         let len = self.buf.bytes_init() - self.start;
@@ -135,40 +154,51 @@ impl<B: IoBuf> WriteAt<B> {
     }
 }
 
-impl<B> Sealed for WriteAt<B> {}
-
 impl<B: IoBuf> OpKind for WriteAt<B> {
     type Output = (io::Result<usize>, B);
+}
 
+impl<B: IoBuf> Operation for WriteAt<B> {
+    type Resolved = (io::Result<usize>, B);
+
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.offset)
+    }
+
+    fn complete(self, cqe: Cqe) -> Self::Resolved {
+        (cqe.result.map(|n| n as usize), self.buf)
+    }
+}
+
+impl<B: IoBuf> UringOp for WriteAt<B> {
     fn sqe(&mut self) -> Sqe {
-        let len = (self.buf.bytes_init() - self.start).min(u32::MAX as usize) as u32;
-        // SAFETY: `start <= bytes_init`, checked in `new`.
-        let ptr = unsafe { self.buf.stable_ptr().add(self.start) };
-        op::Write::new(ty::Fd(self.fd.as_raw_fd()), ptr, len)
+        let data = self.data();
+        let len = data.len().min(u32::MAX as usize) as u32;
+        op::Write::new(ty::Fd(self.fd.as_raw_fd()), data.as_ptr(), len)
             .offset(self.offset)
             .build()
     }
+}
 
-    type Blocking = Positional;
+impl<B: IoBuf> BlockingOp for WriteAt<B> {
+    type Call = Positional;
 
-    fn blocking(&mut self) -> Positional {
+    fn fallback(&mut self) -> Fallback<Positional> {
         let data = self.data();
         // SAFETY: `data` is the buffer's initialised bytes, live for the call.
         let bounce = unsafe { Bounce::copy_of(data.as_ptr(), data.len()) };
-        Positional {
+        Fallback::Call(Positional {
             fd: self.fd,
             bufs: vec![bounce],
             offset: self.offset,
             write: true,
-        }
+        })
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let (fd, offset) = (self.fd.as_raw_fd(), self.offset);
-        sim_cqe(files.write(fd, offset, self.data()))
-    }
-
-    fn complete(self, cqe: Cqe) -> Self::Output {
-        (cqe.result.map(|n| n as usize), self.buf)
+impl<B: IoBuf> SimulatedOp for WriteAt<B> {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        let fd = self.fd.as_raw_fd();
+        cqe_of(fs.write(fd, self.offset, &[self.data()]))
     }
 }

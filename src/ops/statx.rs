@@ -4,11 +4,13 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, OpKind};
-use crate::ops::FileFd;
-use crate::ops::blocking::sim_cqe;
+use crate::error::Cqe;
+use crate::ops::blocking::BlockingCall;
+use crate::ops::simulated::{SimFs, cqe_of};
+use crate::ops::{BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp};
 use crate::ring::{Sqe, op, ty};
+
+pub(crate) const OPCODE: Opcode = (op::Statx::CODE, "STATX");
 
 /// `statx(2)` with `AT_EMPTY_PATH` on a file's fd.
 pub struct Statx {
@@ -35,11 +37,19 @@ impl Statx {
 
 const EMPTY_PATH: &std::ffi::CStr = c"";
 
-impl Sealed for Statx {}
-
 impl OpKind for Statx {
     type Output = io::Result<Metadata>;
+}
 
+impl Operation for Statx {
+    type Resolved = io::Result<Metadata>;
+
+    fn complete(self, cqe: Cqe) -> io::Result<Metadata> {
+        cqe.result.map(|_| Metadata { statx: *self.buf })
+    }
+}
+
+impl UringOp for Statx {
     fn sqe(&mut self) -> Sqe {
         let target: *mut libc::statx = &mut *self.buf;
         op::Statx::new(
@@ -51,23 +61,27 @@ impl OpKind for Statx {
         .mask(libc::STATX_BASIC_STATS | libc::STATX_BTIME)
         .build()
     }
+}
 
-    type Blocking = StatxCall;
+impl BlockingOp for Statx {
+    type Call = StatxCall;
 
-    fn blocking(&mut self) -> StatxCall {
-        StatxCall {
+    fn fallback(&mut self) -> Fallback<StatxCall> {
+        Fallback::Call(StatxCall {
             fd: self.fd,
             // SAFETY: statx is plain old data; all-zero is a valid value.
             buf: Box::new(unsafe { std::mem::zeroed::<libc::statx>() }),
-        }
+        })
     }
 
     fn land(&mut self, call: StatxCall, _cqe: &mut Cqe) {
         *self.buf = *call.buf;
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let result = files.len(self.fd.as_raw_fd()).map(|len| {
+impl SimulatedOp for Statx {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        let result = fs.size(self.fd.as_raw_fd()).map(|len| {
             self.buf.stx_size = len;
             self.buf.stx_mode = (libc::S_IFREG | 0o644) as u16;
             self.buf.stx_blksize = 4096;
@@ -75,23 +89,25 @@ impl OpKind for Statx {
             self.buf.stx_mask = libc::STATX_BASIC_STATS;
             0
         });
-        sim_cqe(result)
-    }
-
-    fn complete(self, cqe: Cqe) -> io::Result<Metadata> {
-        cqe.result.map(|_| Metadata { statx: *self.buf })
+        cqe_of(result)
     }
 }
 
 /// The fallback's `statx(2)`, into a buffer of its own.
-#[doc(hidden)]
-#[allow(missing_debug_implementations)]
 pub struct StatxCall {
     fd: FileFd,
     buf: Box<libc::statx>,
 }
 
-impl crate::op::BlockingCall for StatxCall {
+impl std::fmt::Debug for StatxCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatxCall")
+            .field("fd", &self.fd)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockingCall for StatxCall {
     fn run(&mut self) -> Cqe {
         let target: *mut libc::statx = &mut *self.buf;
         // SAFETY: `target` is this call's own statx, live for the syscall;
@@ -105,7 +121,7 @@ impl crate::op::BlockingCall for StatxCall {
                 target,
             )
         };
-        crate::op::cqe_of_syscall(i64::from(ret))
+        Cqe::of_syscall(i64::from(ret))
     }
 }
 

@@ -4,12 +4,17 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, OpKind};
-use crate::ops::FileFd;
-use crate::ops::blocking::{OnFd, sim_cqe};
+use crate::error::Cqe;
+use crate::ops::blocking::{FdCall, OnFd};
+use crate::ops::simulated::{SimFs, cqe_of};
+use crate::ops::{
+    BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+};
 use crate::ring::{Sqe, op, ty};
-use crate::sim::SimOp;
+
+pub(crate) const FSYNC: Opcode = (op::Fsync::CODE, "FSYNC");
+pub(crate) const FALLOCATE: Opcode = (op::Fallocate::CODE, "FALLOCATE");
+pub(crate) const FTRUNCATE: Opcode = (op::Ftruncate::CODE, "FTRUNCATE");
 
 /// `fsync(2)` or `fdatasync(2)` of a file.
 #[derive(Debug)]
@@ -24,11 +29,19 @@ impl Fsync {
     }
 }
 
-impl Sealed for Fsync {}
-
 impl OpKind for Fsync {
     type Output = io::Result<()>;
+}
 
+impl Operation for Fsync {
+    type Resolved = io::Result<()>;
+
+    fn complete(self, cqe: Cqe) -> io::Result<()> {
+        cqe.result.map(drop)
+    }
+}
+
+impl UringOp for Fsync {
     fn sqe(&mut self) -> Sqe {
         let mut fsync = op::Fsync::new(ty::Fd(self.fd.as_raw_fd()));
         if self.data_only {
@@ -36,32 +49,24 @@ impl OpKind for Fsync {
         }
         fsync.build()
     }
+}
 
-    type Blocking = OnFd;
+impl BlockingOp for Fsync {
+    type Call = OnFd;
 
-    fn blocking(&mut self) -> OnFd {
-        OnFd {
+    fn fallback(&mut self) -> Fallback<OnFd> {
+        Fallback::Call(OnFd {
             fd: self.fd,
-            // SAFETY (both arms): plain syscalls on an fd the call keeps open.
-            call: |fd, [data_only, ..]| {
-                if data_only != 0 {
-                    // SAFETY: see above.
-                    i64::from(unsafe { libc::fdatasync(fd) })
-                } else {
-                    // SAFETY: see above.
-                    i64::from(unsafe { libc::fsync(fd) })
-                }
+            call: FdCall::Fsync {
+                data_only: self.data_only,
             },
-            args: [u64::from(self.data_only), 0, 0],
-        }
+        })
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        sim_cqe(files.fsync(self.fd.as_raw_fd()).map(|()| 0))
-    }
-
-    fn complete(self, cqe: Cqe) -> io::Result<()> {
-        cqe.result.map(drop)
+impl SimulatedOp for Fsync {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        cqe_of(fs.fsync(self.fd.as_raw_fd(), self.data_only).map(|()| 0))
     }
 }
 
@@ -85,41 +90,54 @@ impl Fallocate {
     }
 }
 
-impl Sealed for Fallocate {}
-
 impl OpKind for Fallocate {
     type Output = io::Result<()>;
+}
 
+impl Operation for Fallocate {
+    type Resolved = io::Result<()>;
+
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.offset)?;
+        check_offset(self.len)
+    }
+
+    fn complete(self, cqe: Cqe) -> io::Result<()> {
+        cqe.result.map(drop)
+    }
+}
+
+impl UringOp for Fallocate {
     fn sqe(&mut self) -> Sqe {
         op::Fallocate::new(ty::Fd(self.fd.as_raw_fd()), self.len)
             .offset(self.offset)
             .mode(self.mode)
             .build()
     }
+}
 
-    type Blocking = OnFd;
+impl BlockingOp for Fallocate {
+    type Call = OnFd;
 
-    fn blocking(&mut self) -> OnFd {
-        OnFd {
+    fn fallback(&mut self) -> Fallback<OnFd> {
+        Fallback::Call(OnFd {
             fd: self.fd,
-            call: |fd, [offset, len, mode]| {
-                // SAFETY: a plain syscall on an fd the call keeps open.
-                i64::from(unsafe {
-                    libc::fallocate(fd, mode as i32, offset as libc::off_t, len as libc::off_t)
-                })
+            call: FdCall::Fallocate {
+                offset: self.offset,
+                len: self.len,
+                mode: self.mode,
             },
-            args: [self.offset, self.len, self.mode as u32 as u64],
-        }
+        })
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
+impl SimulatedOp for Fallocate {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
         let fd = self.fd.as_raw_fd();
-        let result = files.resize(fd, SimOp::Fallocate, self.offset, self.len, self.mode);
-        sim_cqe(result.map(|()| 0))
-    }
-
-    fn complete(self, cqe: Cqe) -> io::Result<()> {
-        cqe.result.map(drop)
+        cqe_of(
+            fs.fallocate(fd, self.offset, self.len, self.mode)
+                .map(|()| 0),
+        )
     }
 }
 
@@ -136,38 +154,41 @@ impl Ftruncate {
     }
 }
 
-impl Sealed for Ftruncate {}
-
 impl OpKind for Ftruncate {
     type Output = io::Result<()>;
+}
 
-    fn sqe(&mut self) -> Sqe {
-        op::Ftruncate::new(ty::Fd(self.fd.as_raw_fd()), self.len).build()
-    }
+impl Operation for Ftruncate {
+    type Resolved = io::Result<()>;
 
-    type Blocking = OnFd;
-
-    fn blocking(&mut self) -> OnFd {
-        OnFd {
-            fd: self.fd,
-            call: |fd, [len, ..]| {
-                // SAFETY: a plain syscall on an fd the call keeps open.
-                i64::from(unsafe { libc::ftruncate(fd, len as libc::off_t) })
-            },
-            args: [self.len, 0, 0],
-        }
-    }
-
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let fd = self.fd.as_raw_fd();
-        sim_cqe(
-            files
-                .resize(fd, SimOp::Ftruncate, 0, self.len, 0)
-                .map(|()| 0),
-        )
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.len)
     }
 
     fn complete(self, cqe: Cqe) -> io::Result<()> {
         cqe.result.map(drop)
+    }
+}
+
+impl UringOp for Ftruncate {
+    fn sqe(&mut self) -> Sqe {
+        op::Ftruncate::new(ty::Fd(self.fd.as_raw_fd()), self.len).build()
+    }
+}
+
+impl BlockingOp for Ftruncate {
+    type Call = OnFd;
+
+    fn fallback(&mut self) -> Fallback<OnFd> {
+        Fallback::Call(OnFd {
+            fd: self.fd,
+            call: FdCall::Ftruncate { len: self.len },
+        })
+    }
+}
+
+impl SimulatedOp for Ftruncate {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        cqe_of(fs.ftruncate(self.fd.as_raw_fd(), self.len).map(|()| 0))
     }
 }

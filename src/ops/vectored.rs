@@ -4,11 +4,16 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::op::sealed::Sealed;
-use crate::op::{Cqe, OpKind};
-use crate::ops::FileFd;
-use crate::ops::blocking::{Bounce, Positional, sim_cqe};
+use crate::error::Cqe;
+use crate::ops::blocking::{Bounce, Positional};
+use crate::ops::simulated::{Segment, SimFs, cqe_of};
+use crate::ops::{
+    BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+};
 use crate::ring::{Sqe, op, ty};
+
+pub(crate) const READV: Opcode = (op::Readv::CODE, "READV");
+pub(crate) const WRITEV: Opcode = (op::Writev::CODE, "WRITEV");
 
 /// A vectored read filling each buffer (up to its total size) in turn.
 #[derive(Debug)]
@@ -34,9 +39,7 @@ impl<B: IoBufMut> ReadvAt<B> {
             offset,
         }
     }
-}
 
-impl<B: IoBufMut> ReadvAt<B> {
     /// Spreads `data` over the buffers in order, as `readv` would.
     fn fill(&mut self, mut data: &[u8]) {
         for buf in &mut self.bufs {
@@ -48,11 +51,34 @@ impl<B: IoBufMut> ReadvAt<B> {
     }
 }
 
-impl<B> Sealed for ReadvAt<B> {}
-
 impl<B: IoBufMut> OpKind for ReadvAt<B> {
     type Output = (io::Result<usize>, Vec<B>);
+}
 
+impl<B: IoBufMut> Operation for ReadvAt<B> {
+    type Resolved = (io::Result<usize>, Vec<B>);
+
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.offset)
+    }
+
+    fn complete(mut self, cqe: Cqe) -> Self::Resolved {
+        let result = cqe.result.map(|n| {
+            let mut left = n as usize;
+            for buf in &mut self.bufs {
+                let filled = left.min(buf.bytes_total());
+                // SAFETY: the kernel filled the buffers in order; this one
+                // got its first `filled` bytes.
+                unsafe { buf.set_init(filled) };
+                left -= filled;
+            }
+            n as usize
+        });
+        (result, self.bufs)
+    }
+}
+
+impl<B: IoBufMut> UringOp for ReadvAt<B> {
     fn sqe(&mut self) -> Sqe {
         self.iovecs = self
             .bufs
@@ -70,21 +96,23 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
         .offset(self.offset)
         .build()
     }
+}
 
-    type Blocking = Positional;
+impl<B: IoBufMut> BlockingOp for ReadvAt<B> {
+    type Call = Positional;
 
-    fn blocking(&mut self) -> Positional {
+    fn fallback(&mut self) -> Fallback<Positional> {
         let bufs = self
             .bufs
             .iter_mut()
             .map(|b| Bounce::shaped_like(b.stable_mut_ptr(), b.bytes_total()))
             .collect();
-        Positional {
+        Fallback::Call(Positional {
             fd: self.fd,
             bufs,
             offset: self.offset,
             write: false,
-        }
+        })
     }
 
     fn land(&mut self, call: Positional, cqe: &mut Cqe) {
@@ -98,31 +126,23 @@ impl<B: IoBufMut> OpKind for ReadvAt<B> {
             self.fill(&data[..n as usize]);
         }
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let len = self.bufs.iter().map(|b| b.bytes_total()).sum();
-        let result = files
-            .read(self.fd.as_raw_fd(), self.offset, len)
-            .map(|data| {
-                self.fill(&data);
-                data.len()
-            });
-        sim_cqe(result)
-    }
-
-    fn complete(mut self, cqe: Cqe) -> Self::Output {
-        let result = cqe.result.map(|n| {
-            let mut left = n as usize;
-            for buf in &mut self.bufs {
-                let filled = left.min(buf.bytes_total());
-                // SAFETY: the kernel filled the buffers in order; this one
-                // got its first `filled` bytes.
-                unsafe { buf.set_init(filled) };
-                left -= filled;
-            }
-            n as usize
+impl<B: IoBufMut> SimulatedOp for ReadvAt<B> {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        let into: Vec<Segment> = self
+            .bufs
+            .iter_mut()
+            .map(|b| Segment {
+                addr: b.stable_mut_ptr() as usize,
+                len: b.bytes_total(),
+            })
+            .collect();
+        let result = fs.read(self.fd.as_raw_fd(), self.offset, &into).map(|data| {
+            self.fill(&data);
+            data.len()
         });
-        (result, self.bufs)
+        cqe_of(result)
     }
 }
 
@@ -147,20 +167,39 @@ impl<B: IoBuf> WritevAt<B> {
             offset,
         }
     }
-}
 
-impl<B> Sealed for WritevAt<B> {}
+    /// Each buffer's initialised bytes.
+    fn data(&self) -> impl Iterator<Item = &[u8]> {
+        self.bufs.iter().map(|b| {
+            // SAFETY: each buffer's first `bytes_init` bytes are initialised.
+            unsafe { std::slice::from_raw_parts(b.stable_ptr(), b.bytes_init()) }
+        })
+    }
+}
 
 impl<B: IoBuf> OpKind for WritevAt<B> {
     type Output = (io::Result<usize>, Vec<B>);
+}
 
+impl<B: IoBuf> Operation for WritevAt<B> {
+    type Resolved = (io::Result<usize>, Vec<B>);
+
+    fn validate(&self) -> io::Result<()> {
+        check_offset(self.offset)
+    }
+
+    fn complete(self, cqe: Cqe) -> Self::Resolved {
+        (cqe.result.map(|n| n as usize), self.bufs)
+    }
+}
+
+impl<B: IoBuf> UringOp for WritevAt<B> {
     fn sqe(&mut self) -> Sqe {
         self.iovecs = self
-            .bufs
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.stable_ptr() as *mut libc::c_void,
-                iov_len: b.bytes_init(),
+            .data()
+            .map(|data| libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
             })
             .collect();
         op::Writev::new(
@@ -171,36 +210,29 @@ impl<B: IoBuf> OpKind for WritevAt<B> {
         .offset(self.offset)
         .build()
     }
+}
 
-    type Blocking = Positional;
+impl<B: IoBuf> BlockingOp for WritevAt<B> {
+    type Call = Positional;
 
-    fn blocking(&mut self) -> Positional {
+    fn fallback(&mut self) -> Fallback<Positional> {
         let bufs = self
-            .bufs
-            .iter()
-            // SAFETY: each buffer's first `bytes_init` bytes are initialised.
-            .map(|b| unsafe { Bounce::copy_of(b.stable_ptr(), b.bytes_init()) })
+            .data()
+            // SAFETY: `data` is live for the call.
+            .map(|data| unsafe { Bounce::copy_of(data.as_ptr(), data.len()) })
             .collect();
-        Positional {
+        Fallback::Call(Positional {
             fd: self.fd,
             bufs,
             offset: self.offset,
             write: true,
-        }
+        })
     }
+}
 
-    fn simulate(&mut self, files: &mut crate::sim::Files) -> Cqe {
-        let mut data = Vec::new();
-        for b in &self.bufs {
-            // SAFETY: each buffer's first `bytes_init` bytes are initialised.
-            data.extend_from_slice(unsafe {
-                std::slice::from_raw_parts(b.stable_ptr(), b.bytes_init())
-            });
-        }
-        sim_cqe(files.write(self.fd.as_raw_fd(), self.offset, &data))
-    }
-
-    fn complete(self, cqe: Cqe) -> Self::Output {
-        (cqe.result.map(|n| n as usize), self.bufs)
+impl<B: IoBuf> SimulatedOp for WritevAt<B> {
+    fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
+        let from: Vec<&[u8]> = self.data().collect();
+        cqe_of(fs.write(self.fd.as_raw_fd(), self.offset, &from))
     }
 }

@@ -1,23 +1,23 @@
 //! [`Builder`]: configuring a context and starting its home, either on a
 //! thread of its own ([`Builder::build`]) or on the caller's thread
 //! ([`Builder::build_local`], main-loop style), and the home's lifecycle from
-//! setup to the drained shutdown.
+//! setup to the drained shutdown. The surface's only file that starts
+//! threads and runtimes.
 
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
 
-use crate::backend::{self, Backend};
-use crate::context::{Context, Engine, HOME_OF, Handle, Shared};
-use crate::driver::{Core, DriverTask};
-use crate::metrics::RingFlags;
-use crate::ring::{Ring, RingConfig};
-use crate::sim::Sim;
+use crate::backend::sim::SimConfig;
+use crate::backend::{AnyBackend, Backend, Setup};
+use crate::context::{Context, HomeBinding, Shared, bind_home};
+use crate::home_thread::HomeThread;
+use crate::ring::RingConfig;
 
 /// Configures and starts a [`Context`].
 #[derive(Debug, Clone)]
@@ -122,12 +122,11 @@ impl Builder {
     /// runs as a task on the caller's runtime, on its (possibly paused)
     /// clock, and that thread counts as home.
     pub fn build(self) -> io::Result<Context> {
-        if let Backend::Sim(config) = &self.backend {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
-                    return Ok(self.build_sim_on(runtime, config.clone()));
-                }
-            }
+        if let Backend::Sim(config) = &self.backend
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+        {
+            return self.build_sim_on(runtime, config.clone());
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let config = self.clone();
@@ -144,8 +143,6 @@ impl Builder {
                         home.run_until_shut_down(driver);
                     }
                     Err(e) => {
-                        Core::uninstall();
-                        HOME_OF.with(|home| home.borrow_mut().take());
                         let _ = ready_tx.send(Err(e));
                     }
                 }
@@ -161,45 +158,32 @@ impl Builder {
                 return Err(io::Error::other("aioctx home thread died during setup"));
             }
         };
-        let handle = Arc::new(Handle {
-            shared,
-            home_thread: Mutex::new(Some(thread)),
-        });
-        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
-        Ok(Context { handle })
+        Ok(Context::own(shared, Some(thread)))
     }
-}
 
-impl Builder {
-    /// A sim context driven by a task on `runtime`, the caller's.
-    fn build_sim_on(
-        &self,
-        runtime: tokio::runtime::Handle,
-        config: crate::sim::SimConfig,
-    ) -> Context {
+    /// A sim context driven by a task on `runtime`, the caller's: the
+    /// calling thread, which runs that runtime, is its home.
+    fn build_sim_on(&self, runtime: tokio::runtime::Handle, config: SimConfig) -> io::Result<Context> {
+        let home = HomeThread::current();
+        let backend = AnyBackend::new(self.setup(&Backend::Sim(config), &runtime, home))?;
         let (finished_tx, finished_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(
-            Engine::Sim(Box::new(Sim::new(config))),
+            backend,
             runtime.clone(),
-            RingFlags::default(),
+            home,
             self.kick_foreign,
             finished_rx,
         ));
-        let driven = shared.clone();
+        let driver = shared.backend.spawn_driver()?;
         runtime.spawn(async move {
-            crate::sim::drive(driven).await;
+            let _ = driver.await;
             let _ = finished_tx.send(true);
         });
-        let handle = Arc::new(Handle {
-            shared,
-            home_thread: Mutex::new(None),
-        });
-        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
-        Context { handle }
+        // Weak, and never removed: it lapses when the context is gone.
+        std::mem::forget(bind_home(&shared));
+        Ok(Context::own(shared, None))
     }
-}
 
-impl Builder {
     /// Makes the calling thread the home thread: sets up the ring and a
     /// current-thread runtime here, and returns a [`LocalContext`] whose
     /// [`block_on`](LocalContext::block_on) runs the main loop.
@@ -207,52 +191,50 @@ impl Builder {
     /// # Errors
     ///
     /// As [`build`](Builder::build).
-    ///
-    /// # Panics
-    ///
-    /// If the calling thread is already home to a context.
     pub fn build_local(self) -> io::Result<LocalContext> {
         let home = Home::new(&self)?;
-        let driver = match home.start_driver() {
-            Ok(driver) => driver,
-            Err(e) => {
-                Core::uninstall();
-                HOME_OF.with(|home| home.borrow_mut().take());
-                return Err(e);
-            }
-        };
-        let handle = Arc::new(Handle {
-            shared: home.shared.clone(),
-            home_thread: Mutex::new(None),
-        });
-        let _ = handle.shared.handle.set(Arc::downgrade(&handle));
+        let driver = home.start_driver()?;
+        let context = Context::own(home.shared.clone(), None);
         Ok(LocalContext {
             home: Some(home),
             driver: Some(driver),
-            context: Context { handle },
+            context,
             _home_only: PhantomData,
         })
     }
+
+    fn setup<'a>(
+        &self,
+        choice: &'a Backend,
+        runtime: &'a tokio::runtime::Handle,
+        home: HomeThread,
+    ) -> Setup<'a> {
+        Setup {
+            choice,
+            ring: RingConfig {
+                entries: self.entries,
+                single_issuer: self.single_issuer,
+            },
+            kicks: self.kick_foreign,
+            runtime,
+            home,
+        }
+    }
 }
 
-/// The home thread's side: ring, runtime, driver. Lives on the home thread.
+/// The home thread's side: runtime and backend. Lives on the home thread.
 struct Home {
     shared: Arc<Shared>,
     runtime: Runtime,
     finished: watch::Sender<bool>,
+    /// This thread's binding to its context, for `current()`.
+    binding: HomeBinding,
 }
 
 impl Home {
+    /// Builds the home runtime and the backend on the calling thread.
     fn new(config: &Builder) -> io::Result<Home> {
-        let (engine, ring) = backend::select(
-            &config.backend,
-            RingConfig {
-                entries: config.entries,
-                single_issuer: config.single_issuer,
-            },
-        )?;
-        let ring_flags = ring.as_ref().map_or(RingFlags::default(), Ring::flags);
-
+        let home = HomeThread::current();
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder
             .enable_all()
@@ -260,54 +242,41 @@ impl Home {
         #[cfg(feature = "test-util")]
         builder.start_paused(config.start_paused);
         let runtime = builder.build()?;
-
+        let backend = {
+            let _runtime = runtime.enter();
+            AnyBackend::new(config.setup(&config.backend, runtime.handle(), home))?
+        };
         let (finished_tx, finished_rx) = watch::channel(false);
         let shared = Arc::new(Shared::new(
-            engine,
+            backend,
             runtime.handle().clone(),
-            ring_flags,
+            home,
             config.kick_foreign,
             finished_rx,
         ));
         tracing::debug!(
-            backend = shared.engine.name(),
-            ?ring_flags,
+            backend = shared.backend.name(),
+            ring_flags = ?shared.backend.ring_flags(),
             entries = config.entries,
             "aioctx context ready"
         );
-
-        if let Some(ring) = ring {
-            Core::install(shared.clone(), ring);
-        }
-        HOME_OF.with(|home| *home.borrow_mut() = Some(shared.clone()));
+        let binding = bind_home(&shared);
         Ok(Home {
             shared,
             runtime,
             finished: finished_tx,
+            binding,
         })
     }
 
-    /// Spawns the driver task on the home runtime.
+    /// Spawns the backend's driver task on the home runtime.
     fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let _runtime = self.runtime.enter();
-        let shared = self.shared.clone();
-        Ok(match &self.shared.engine {
-            Engine::Uring => {
-                let driver = DriverTask::new(shared)?;
-                tokio::spawn(tokio::task::coop::unconstrained(driver))
-            }
-            Engine::Fallback(_) => tokio::spawn(async move {
-                shared.closed().await;
-                if let Engine::Fallback(pool) = &shared.engine {
-                    pool.shut_down();
-                }
-            }),
-            Engine::Sim(_) => tokio::spawn(crate::sim::drive(shared)),
-        })
+        self.shared.backend.spawn_driver()
     }
 
-    /// Runs the driver until shutdown has drained the ring, then tears the
-    /// runtime and the ring down, in that order.
+    /// Runs the driver until it has shut the backend down, then tears the
+    /// runtime down.
     fn run_until_shut_down(self, driver: tokio::task::JoinHandle<()>) {
         if let Err(e) = self.runtime.block_on(driver) {
             tracing::error!(error = %e, "aioctx driver failed");
@@ -316,18 +285,15 @@ impl Home {
             shared,
             runtime,
             finished,
+            binding,
         } = self;
         // Dropping the runtime drops the tasks still on it; their ops fail
-        // fast, because the driver is closed. The fallback's pool threads may
-        // be stuck in syscalls that never return (see fallback.rs): do not
-        // wait for them.
-        if let Engine::Fallback(_) = shared.engine {
-            runtime.shutdown_background();
-        } else {
-            drop(runtime);
-        }
-        HOME_OF.with(|home| home.borrow_mut().take());
-        Core::uninstall();
+        // fast, because the backend is shut down. Blocking threads are not
+        // waited for: the fallback's may be stuck in syscalls that never
+        // return, and the thread dropping the last handle may itself be one
+        // of this runtime's blocking threads, waiting to join this one.
+        runtime.shutdown_background();
+        drop(binding);
         let _ = finished.send(true);
         drop(shared);
     }
@@ -371,7 +337,7 @@ impl fmt::Debug for LocalContext {
 
 impl Drop for LocalContext {
     fn drop(&mut self) {
-        self.context.shared().request_shutdown();
+        self.context.shared().backend.shut_down();
         if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
             home.run_until_shut_down(driver);
         }

@@ -1,0 +1,151 @@
+//! The io_uring backend: one ring, driven by its home thread.
+//!
+//! ```text
+//!  any thread                                   home thread
+//!  ──────────                                   ───────────
+//!  start ──push──► inbox ──kick (if parked)───► DriverTask (task.rs)
+//!                                                 └─ Core::turn (turn.rs)
+//!  start on the home thread ──straight to SQ──►      drain → SQ → enter → reap
+//! ```
+//!
+//! Only the home thread ever reaches the [`Core`] (and so the ring): ops
+//! created there go straight into the submission queue through a
+//! [`HomeOnly`] cell; ops from any other thread go through the inbox, whose
+//! push wakes the driver if it sleeps (see `inbox.rs`). Files: `shared.rs`
+//! what every thread shares, `turn.rs` the driver's state and turn,
+//! `task.rs` the Tokio task that turns it, `slots.rs` the ops in the kernel,
+//! `policy.rs` when local pushes enter.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::common::{Common, Placement};
+use crate::error::{Cqe, shutdown_error};
+use crate::home_thread::{HomeOnly, HomeThread};
+use crate::inbox::{Inbox, Kick};
+use crate::lifecycle::Canceller;
+use crate::metrics::{Counters, RingFlags};
+use crate::ops::{OPCODES, OpRef, Opcode};
+use crate::ring::{Ring, RingConfig, Sqe, op};
+
+mod policy;
+mod shared;
+mod slots;
+mod task;
+mod turn;
+
+use shared::Shared;
+use task::DriverTask;
+use turn::{Core, Request, Submission};
+
+/// The driver's own opcode: cancels for dropped ops.
+const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
+
+/// A ring backend: cheap to clone, shared by every thread.
+#[derive(Clone)]
+pub(crate) struct Uring {
+    shared: Arc<Shared>,
+}
+
+impl Uring {
+    /// Sets up a ring on the calling thread, which becomes its home.
+    ///
+    /// # Errors
+    ///
+    /// The ring's setup error, or `Unsupported` naming the opcodes the
+    /// kernel lacks.
+    pub(crate) fn new(config: RingConfig, home: HomeThread, kicks: bool) -> io::Result<Uring> {
+        let ring = Ring::new(config)?;
+        let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
+        // A kernel too old to probe is also too old for the ring's other
+        // requirements, which setup already checked.
+        if let Ok(missing) = ring.missing_opcodes(&needed)
+            && !missing.is_empty()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring lacks opcodes aioctx needs: {}", missing.join(", ")),
+            ));
+        }
+        let flags = ring.flags();
+        Ok(Uring {
+            shared: Arc::new(Shared {
+                common: Common::new(home),
+                inbox: Inbox::new(kicks),
+                core: HomeOnly::new(home, Core::new(ring)),
+                flags,
+            }),
+        })
+    }
+
+    pub(crate) fn common(&self) -> &Common {
+        &self.shared.common
+    }
+
+    pub(crate) fn flags(&self) -> RingFlags {
+        self.shared.flags
+    }
+
+    /// Hands an op to the driver: straight into the SQ on the home thread,
+    /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
+    /// the driver cannot take (shut down) is completed with the error.
+    pub(crate) fn start(&self, op: OpRef, sqe: Sqe) -> Placement {
+        let shared = &*self.shared;
+        let submission = Submission {
+            op,
+            sqe,
+            pushed_at: None,
+        };
+        let mut submission = match shared.core.try_with(submission, |core, submission| {
+            core.submit_local(&shared.common, submission)
+        }) {
+            Ok(()) => return Placement::Here,
+            Err(submission) => submission,
+        };
+        submission.pushed_at = Some(Instant::now());
+        let counters = &shared.common.counters;
+        match shared.inbox.push(Request::Submit(submission)) {
+            Ok(kick) => {
+                Counters::add(&counters.ops_foreign, 1);
+                let counter = match kick {
+                    Kick::Sent => &counters.kicks_sent,
+                    Kick::Coalesced => &counters.kicks_coalesced,
+                    Kick::Suppressed => &counters.kicks_suppressed,
+                };
+                Counters::add(counter, 1);
+                Placement::Queued
+            }
+            Err(closed) => {
+                if let Request::Submit(submission) = closed.0 {
+                    submission.op.complete(Cqe::not_run(shutdown_error()));
+                }
+                Placement::Here
+            }
+        }
+    }
+
+    /// Passes a dropped op's reference to the driver, which cancels the op if
+    /// it is in the kernel.
+    pub(crate) fn cancel(&self, canceller: Canceller) {
+        let shared = &*self.shared;
+        if let Err(canceller) = shared.core.try_with(canceller, |core, canceller| {
+            core.cancel(&shared.common, canceller)
+        }) {
+            // Closed: shutdown cancels everything in flight anyway.
+            let _ = shared.inbox.push(Request::Cancel(canceller));
+        }
+    }
+
+    /// Spawns the driver task. Must run on the home thread, inside the home
+    /// runtime.
+    pub(crate) fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        let driver = DriverTask::new(self.shared.clone())?;
+        Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
+    }
+
+    /// Asks the driver to shut the ring down.
+    pub(crate) fn shut_down(&self) {
+        self.shared.common.shutdown.raise();
+    }
+}

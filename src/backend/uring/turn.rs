@@ -1,0 +1,389 @@
+//! The ring driver's state on the home thread, [`Core`], and its turn: drain
+//! the inbox, submit, reap. Also the shutdown drain.
+//!
+//! ```text
+//!   1  begin_turn; drain the inbox        foreign ops and cancels → SQ / backlog
+//!   2  backlog → SQ                       while the SQ and in-flight limit allow
+//!   3  io_uring_enter (once)              submit everything queued, run task work
+//!   4  reap CQEs                          free slots, wake futures
+//! ```
+//!
+//! The core lives in a [`HomeOnly`](crate::home_thread::HomeOnly) cell: ops
+//! created on the home thread reach it without a lock, and no other thread
+//! can reach it at all. It owns the [`Ring`] and the ops in flight; the inbox
+//! and the counters it works on belong to every thread and are passed in.
+
+use std::collections::VecDeque;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use crate::backend::common::Common;
+use crate::error::{Cqe, cancelled, shutdown_error};
+use crate::inbox::Inbox;
+use crate::lifecycle::Canceller;
+use crate::metrics::Counters;
+use crate::ops::OpRef;
+use crate::ring::{IGNORED_USER_DATA, Ring, Sqe};
+
+use super::policy::SubmitPolicy;
+use super::slots::Slots;
+
+/// How long shutdown waits for the kernel to finish cancelled ops before it
+/// gives up and leaks their resources rather than free memory still in use.
+const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// A request to the driver, from any thread.
+pub(super) enum Request {
+    /// Submit this op.
+    Submit(Submission),
+    /// The op's future was dropped in flight: cancel it if it is in the kernel.
+    Cancel(Canceller),
+}
+
+/// An op on its way to the SQ.
+pub(super) struct Submission {
+    pub(super) op: OpRef,
+    pub(super) sqe: Sqe,
+    /// When a foreign thread pushed the op: the start of its dwell time.
+    /// `None` for home-thread ops, which are not timed.
+    pub(super) pushed_at: Option<Instant>,
+}
+
+/// What a turn leaves behind.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum TurnOutcome {
+    /// Nothing left that this thread can do: the driver may park.
+    Idle,
+    /// The backlog still holds ops that fit now: turn again.
+    MoreWork,
+    /// The context is shut down and drained: the driver task ends.
+    ShutDown,
+}
+
+/// The driver's state: the ring, the ops in flight, and the backlog.
+pub(super) struct Core {
+    ring: Ring,
+    slots: Slots,
+    /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
+    backlog: VecDeque<Submission>,
+    /// Dwell-time accounting for foreign pushes still in the SQ: the number
+    /// of each one's SQE and when its op was pushed. Home-thread ops are not
+    /// timed and leave no entry.
+    dwell: VecDeque<(u64, Instant)>,
+    /// SQEs pushed into the SQ so far, and how many of them the kernel has
+    /// taken: an SQE numbered at most `sqes_taken` has left the SQ.
+    sqes_pushed: u64,
+    sqes_taken: u64,
+    /// Reused buffer for draining the inbox.
+    drained: Vec<Request>,
+    /// The driver task's waker, for same-thread wakes from local pushes.
+    waker: Option<Waker>,
+    /// A turn is already scheduled; local pushes need not wake again.
+    turn_scheduled: bool,
+    /// `io_uring_enter` calls so far: an SQE pushed now goes in with number
+    /// `enters + 1`.
+    enters: u64,
+    policy: SubmitPolicy,
+    /// Set once shutdown begins; later submissions fail.
+    closing: bool,
+}
+
+impl Core {
+    pub(super) fn new(ring: Ring) -> Core {
+        let limit = ring.cq_capacity();
+        Core {
+            ring,
+            slots: Slots::with_limit(limit),
+            backlog: VecDeque::new(),
+            dwell: VecDeque::new(),
+            sqes_pushed: 0,
+            sqes_taken: 0,
+            drained: Vec::new(),
+            waker: None,
+            turn_scheduled: false,
+            enters: 0,
+            policy: SubmitPolicy::default(),
+            closing: false,
+        }
+    }
+
+    pub(super) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Remembers the driver task's waker, for local pushes to schedule a turn.
+    pub(super) fn set_waker(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    /// Queues a home-thread op straight into the SQ (or backlog), entering at
+    /// once under the eager policy.
+    pub(super) fn submit_local(&mut self, common: &Common, submission: Submission) {
+        if self.closing {
+            submission.op.complete(Cqe::not_run(shutdown_error()));
+            return;
+        }
+        Counters::bump(&common.counters.ops_local, 1);
+        self.queue(common, submission);
+        if self.policy.is_eager() && self.ring.queued() > 0 {
+            // Ops that go to a device: hand this one over now, as fio does,
+            // instead of at the end of the batch.
+            self.enter(common);
+            self.reap(common);
+            return;
+        }
+        if !self.turn_scheduled {
+            self.turn_scheduled = true;
+            if let Some(waker) = &self.waker {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Asks the kernel to cancel a dropped op, if it is in flight. An op not
+    /// yet in the kernel is given up by `try_push` when its turn comes.
+    pub(super) fn cancel(&mut self, common: &Common, canceller: Canceller) {
+        if self.closing {
+            return;
+        }
+        if let Some(user_data) = canceller.header().tag()
+            && self.slots.contains(user_data)
+        {
+            self.push_cancel(common, user_data);
+        }
+    }
+
+    fn handle(&mut self, common: &Common, request: Request) {
+        match request {
+            Request::Submit(submission) => self.queue(common, submission),
+            Request::Cancel(canceller) => self.cancel(common, canceller),
+        }
+    }
+
+    /// Puts an op into the SQ, or the backlog when it cannot go in now.
+    fn queue(&mut self, common: &Common, submission: Submission) {
+        let submission = if self.backlog.is_empty() {
+            match self.try_push(submission) {
+                Ok(()) => return,
+                Err(submission) => submission,
+            }
+        } else {
+            submission
+        };
+        Counters::bump(&common.counters.backlogged, 1);
+        self.backlog.push_back(submission);
+    }
+
+    /// Pushes into the SQ if there is room and the in-flight limit allows;
+    /// gives the submission back otherwise. An op whose future is already
+    /// gone is given up instead of submitted.
+    fn try_push(&mut self, submission: Submission) -> Result<(), Submission> {
+        if submission.op.header().is_dropped() {
+            submission.op.complete(Cqe::not_run(cancelled()));
+            return Ok(());
+        }
+        if self.slots.is_full() || !self.ring.has_room() {
+            return Err(submission);
+        }
+        let Submission { op, sqe, pushed_at } = submission;
+        let user_data = self.slots.insert(op, self.enters + 1);
+        let sqe = sqe.user_data(user_data);
+        // SAFETY: the SQE was built by its op from resources inside the op's
+        // cell, and the slot just inserted holds the backend reference that
+        // keeps the cell alive until the CQE for `user_data` is reaped (see
+        // `Slots` and tests/op_drop_in_flight.rs).
+        let pushed = unsafe { self.ring.push(&sqe) };
+        debug_assert!(pushed, "has_room was checked");
+        self.sqes_pushed += 1;
+        if let Some(pushed_at) = pushed_at {
+            self.dwell.push_back((self.sqes_pushed, pushed_at));
+        }
+        Ok(())
+    }
+
+    fn push_cancel(&mut self, common: &Common, user_data: u64) {
+        let entry = Ring::cancel_entry(user_data);
+        // SAFETY: a cancel SQE points at no memory.
+        let mut pushed = unsafe { self.ring.push(&entry) };
+        if !pushed {
+            // SQ full: submit what is there to make room. Cancels are rare.
+            self.enter(common);
+            // SAFETY: as above.
+            pushed = unsafe { self.ring.push(&entry) };
+        }
+        if pushed {
+            self.sqes_pushed += 1;
+            Counters::bump(&common.counters.cancels_sent, 1);
+        }
+    }
+
+    /// Moves backlog entries into the SQ while they fit.
+    fn flush_backlog(&mut self) {
+        while let Some(submission) = self.backlog.pop_front() {
+            if let Err(submission) = self.try_push(submission) {
+                self.backlog.push_front(submission);
+                break;
+            }
+        }
+    }
+
+    /// The one `io_uring_enter` of a turn (more only when the backlog refills
+    /// the SQ after it drained).
+    fn enter(&mut self, common: &Common) {
+        // Dwell ends when the SQE is handed to the kernel, so the clock is
+        // read before the syscall (which may issue the I/O inline), and only
+        // if a foreign push is waiting.
+        let now = (!self.dwell.is_empty()).then(Instant::now);
+        self.enters += 1;
+        match self.ring.enter() {
+            Ok(submitted) => {
+                let counters = &common.counters;
+                Counters::bump(&counters.submits, 1);
+                Counters::bump(&counters.sqes_submitted, submitted as u64);
+                self.sqes_taken += submitted as u64;
+                // `now` is `None` only when no foreign push was waiting.
+                if let Some(now) = now {
+                    while let Some(&(sqe, pushed_at)) = self.dwell.front()
+                        && sqe <= self.sqes_taken
+                    {
+                        self.dwell.pop_front();
+                        counters
+                            .dwell
+                            .record(now.saturating_duration_since(pushed_at));
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
+        }
+    }
+
+    /// Reaps every CQE ready now and completes its op.
+    fn reap(&mut self, common: &Common) {
+        let slots = &mut self.slots;
+        let (enters, policy) = (self.enters, &mut self.policy);
+        let reaped = self.ring.reap(|user_data, res, flags| {
+            if user_data == IGNORED_USER_DATA {
+                return;
+            }
+            match slots.remove(user_data) {
+                Some((op, submitted_by)) => {
+                    policy.record(submitted_by == enters);
+                    op.complete(Cqe::from_raw(res, flags));
+                }
+                None => tracing::error!(user_data, "CQE for an unknown slot"),
+            }
+        });
+        Counters::bump(&common.counters.cqes_reaped, reaped as u64);
+    }
+
+    /// One turn: drain, submit, reap.
+    pub(super) fn turn(&mut self, inbox: &Inbox<Request>, common: &Common) -> TurnOutcome {
+        self.turn_scheduled = false;
+        Counters::bump(&common.counters.turns, 1);
+        if self.closing || common.shutdown.is_raised() {
+            self.shut_down(inbox, common);
+            return TurnOutcome::ShutDown;
+        }
+
+        inbox.begin_turn();
+        let mut drained = std::mem::take(&mut self.drained);
+        inbox.drain_into(&mut drained);
+        for request in drained.drain(..) {
+            self.handle(common, request);
+        }
+        self.drained = drained;
+
+        self.flush_backlog();
+        if self.ring.needs_enter() {
+            self.enter(common);
+        }
+        self.reap(common);
+        if !self.backlog.is_empty() && !self.slots.is_full() && self.ring.has_room() {
+            TurnOutcome::MoreWork
+        } else {
+            TurnOutcome::Idle
+        }
+    }
+
+    /// Closes the inbox, fails everything not yet in the kernel, cancels
+    /// everything in it, and waits for the kernel to finish with all of it.
+    /// Idempotent.
+    pub(super) fn shut_down(&mut self, inbox: &Inbox<Request>, common: &Common) {
+        common.shutdown.raise();
+        let mut not_submitted: Vec<Submission> = Vec::new();
+        for request in inbox.close() {
+            if let Request::Submit(submission) = request {
+                not_submitted.push(submission);
+            }
+        }
+        if !self.closing {
+            tracing::debug!(in_flight = self.slots.len(), "aioctx ring shutting down");
+        }
+        self.closing = true;
+        for submission in not_submitted {
+            submission.op.complete(Cqe::not_run(shutdown_error()));
+        }
+        self.drain();
+    }
+
+    /// Fails the backlog, cancels every op in the kernel and waits for its
+    /// CQE; past [`SHUTDOWN_DRAIN_LIMIT`] leaks what is left rather than free
+    /// memory the kernel may still write.
+    fn drain(&mut self) {
+        for submission in self.backlog.drain(..) {
+            submission.op.complete(Cqe::not_run(shutdown_error()));
+        }
+        for user_data in self.slots.all_user_data() {
+            let entry = Ring::cancel_entry(user_data);
+            // SAFETY: a cancel SQE points at no memory.
+            if !unsafe { self.ring.push(&entry) } {
+                // SQ full: what is queued goes in with the next enter below,
+                // and the rest of the cancels after it.
+                let _ = self.ring.enter();
+                // SAFETY: as above.
+                let _ = unsafe { self.ring.push(&entry) };
+            }
+        }
+        // Nothing is timed during the drain.
+        self.dwell.clear();
+        let deadline = Instant::now() + SHUTDOWN_DRAIN_LIMIT;
+        while !self.slots.is_empty() {
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    leaked = self.slots.len(),
+                    "ops still in the kernel after shutdown's drain limit; leaking their buffers"
+                );
+                self.slots.leak();
+                break;
+            }
+            if let Err(e) = self
+                .ring
+                .enter_and_wait_timeout(1, Duration::from_millis(100))
+            {
+                tracing::error!(error = %e, "io_uring_enter failed during shutdown; leaking what is in flight");
+                self.slots.leak();
+                break;
+            }
+            let slots = &mut self.slots;
+            self.ring.reap(|user_data, res, flags| {
+                if let Some((op, _)) = slots.remove(user_data) {
+                    op.complete(Cqe::from_raw(res, flags));
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Core {
+    /// A core dropped without a shutdown (its driver ended some other way)
+    /// still lets the kernel finish with every op before the ring closes
+    /// (invariants 4 and 7).
+    fn drop(&mut self) {
+        if !self.slots.is_empty() || !self.backlog.is_empty() {
+            self.closing = true;
+            self.drain();
+        }
+    }
+}
