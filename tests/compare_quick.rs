@@ -1,12 +1,12 @@
-//! Runs the `compare` example's code in quick mode and checks the JSON it prints: every row and
-//! target has its fields with the right types, measured rows carry numbers, skipped rows carry a
-//! reason. No timing thresholds: tests assert behaviour, benchmarks measure speed.
+//! Runs `compare --quick` through the harness's own entry point and checks what it prints: the
+//! table, and the JSON lines it writes with `--json-out`, where every row and target has its
+//! fields with the right types, measured rows carry numbers, skipped rows carry a reason. No
+//! timing thresholds: tests assert behaviour, benchmarks measure speed.
 
-#[path = "../benches/common/mod.rs"]
-mod common;
+#[path = "../benches/harness/mod.rs"]
+mod harness;
 
-use common::config::Config;
-use common::json::Json;
+use harness::json::Json;
 
 fn string_field<'a>(object: &'a Json, key: &str, line: &str) -> &'a str {
     object
@@ -29,20 +29,27 @@ fn io_uring_available() -> bool {
 
 #[test]
 fn compare_quick_prints_every_json_field() {
-    let config = Config {
-        progress: false,
-        ..Config::quick()
-    };
-    let rows = common::run(&config, common::BENCHMARKS);
-    let lines = common::json_lines(&rows);
-    assert!(!common::report::render_table(&rows).is_empty());
+    let json_out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-quick.jsonl");
+    let args = ["compare", "--quick", "--no-progress", "--json-out"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([json_out.clone().into_os_string()]);
+    let mut table = Vec::new();
+    harness::main(args, &mut table).expect("compare --quick runs");
+    let table = String::from_utf8(table).expect("the table is UTF-8");
+    assert!(table.contains("benchmark   implementation"), "{table}");
+    assert!(table.contains("targets"), "{table}");
+    let lines = std::fs::read_to_string(&json_out).expect("--json-out wrote its file");
+    let lines: Vec<&str> = lines.lines().collect();
 
     let mut measured = Vec::new();
-    for line in &lines {
+    let mut benchmarks = Vec::new();
+    for line in lines {
         let object = Json::parse(line).unwrap_or_else(|error| panic!("bad JSON ({error}): {line}"));
         match string_field(&object, "kind", line) {
             "row" => {
                 let benchmark = string_field(&object, "benchmark", line).to_owned();
+                benchmarks.push(benchmark.clone());
                 let implementation = string_field(&object, "implementation", line).to_owned();
                 string_field(&object, "parameter", line);
                 string_field(&object, "note", line);
@@ -91,9 +98,9 @@ fn compare_quick_prints_every_json_field() {
         }
     }
 
-    for benchmark in common::BENCHMARKS {
+    for (benchmark, _) in harness::BENCHMARKS {
         assert!(
-            rows.iter().any(|row| row.benchmark == *benchmark),
+            benchmarks.iter().any(|b| b == benchmark),
             "no `{benchmark}` row"
         );
     }

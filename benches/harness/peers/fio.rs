@@ -9,10 +9,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::group::{RunError, RunResult};
-use crate::common::json::Json;
-use crate::common::measure::{Measurement, Window};
-use crate::common::testfile::TestFile;
+use crate::harness::group::{RunError, RunResult};
+use crate::harness::json::Json;
+use crate::harness::measure::{Measurement, Window};
+use crate::harness::testfile::TestFile;
 
 /// fio's version line, or why fio cannot run.
 pub fn version() -> Result<String, String> {

@@ -1,0 +1,129 @@
+//! The benchmark harness behind `cargo run --release --example compare` (see BENCHMARKS.md).
+//! `examples/compare.rs` runs it and `tests/compare_quick.rs` checks a quick run of it; both
+//! include it as `#[path = "../benches/harness/mod.rs"] mod harness;` and call [`main`], so
+//! every part of it serves both.
+//!
+//! Every number is a ratio against a baseline measured in the same run. One file per benchmark
+//! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`) builds its row groups from the
+//! peers in `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring) and
+//! from `aioctx_rows` (the crate under test, measured the same way); `group` runs each group's
+//! implementations in turns and takes medians; `report` prints the table or JSON lines;
+//! `targets` checks the targets.
+//!
+//! ```text
+//! main(args) ── run(config, selected) ──► wake::run, nop::run, ...   (BENCHMARKS)
+//!                                          └─ run_group(config, group, candidates)
+//!                                               └─ peers::*::<fn>(window) / aioctx_rows::<fn>(window)
+//! ```
+//!
+//! To add a row to a group: write the function that runs one timed window of it (in `peers/` for
+//! another implementation, in `aioctx_rows` for this crate; a peer that runs as a subprocess, as
+//! `peers/fio.rs`, parses the child's report into a `Measurement`) and push a
+//! `Candidate::new("name", ..).note(..)` in the group's file. To add a benchmark: a file here
+//! with `pub fn run(&Config) -> Vec<Row>` that builds its `Group`s and calls `run_group`, its
+//! `mod` line and an entry in [`BENCHMARKS`] (which makes it selectable with `--only`), then a
+//! row in BENCHMARKS.md's table.
+
+pub mod affinity;
+pub mod aioctx_rows;
+pub mod cached;
+pub mod config;
+pub mod group;
+pub mod json;
+pub mod measure;
+pub mod nop;
+pub mod page_buf;
+pub mod peers;
+pub mod randread;
+pub mod report;
+pub mod seed;
+pub mod submitters;
+pub mod targets;
+pub mod testfile;
+pub mod wake;
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+
+use config::{Cli, Config};
+use report::Row;
+
+/// What runs one benchmark: its row groups, measured under a config.
+pub type RunBenchmark = fn(&Config) -> Vec<Row>;
+
+/// Every benchmark, in the order they run: the name `--only` selects it by, and its runner.
+pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
+    ("wake", wake::run),
+    ("nop", nop::run),
+    ("randread", randread::run),
+    ("cached", cached::run),
+    ("submitters", submitters::run),
+    ("seed", seed::run),
+];
+
+/// Runs the benchmarks `--only` selects (all without it) and returns their rows.
+pub fn run(cli: &Cli) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, run) in BENCHMARKS.iter().filter(|(name, _)| cli.selects(name)) {
+        if cli.config.progress {
+            eprintln!("{name}:");
+        }
+        rows.extend(run(&cli.config));
+    }
+    rows
+}
+
+/// The rows and checked targets as JSON lines: one object per row, then one per target.
+pub fn json_lines(rows: &[Row]) -> Vec<String> {
+    let checked = targets::check(rows);
+    rows.iter()
+        .map(Row::to_json)
+        .chain(checked.iter().map(targets::Checked::to_json))
+        .collect()
+}
+
+/// `compare`'s main: parses `args` (the program name first), runs the selected benchmarks, and
+/// writes the table (or, with `--json`, the JSON lines) to `out`; with `--json-out FILE`, also
+/// writes the JSON lines to FILE. A bad command line prints the usage and exits.
+pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut impl Write) -> io::Result<()> {
+    let args = args
+        .into_iter()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned());
+    let cli = Cli::parse(args).unwrap_or_else(|message| {
+        eprintln!("{message}");
+        std::process::exit(2);
+    });
+    let rows = run(&cli);
+    if let Some(path) = &cli.json_out {
+        let mut text = json_lines(&rows).join("\n");
+        text.push('\n');
+        std::fs::write(path, text).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot write {}: {error}", path.display()),
+            )
+        })?;
+    }
+    if cli.json {
+        for line in json_lines(&rows) {
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    let config = &cli.config;
+    writeln!(
+        out,
+        "{} repeat(s), {:.1} s measured per run after {:.1} s warm-up, {} CPUs\n",
+        config.repeats,
+        config.window.measure.as_secs_f64(),
+        config.window.warmup.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    )?;
+    write!(out, "{}", report::render_table(&rows))?;
+    let checked = targets::check(&rows);
+    if !checked.is_empty() {
+        write!(out, "\n{}", targets::render(&checked))?;
+    }
+    Ok(())
+}
