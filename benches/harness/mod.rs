@@ -29,7 +29,6 @@ pub mod aioctx_rows;
 pub mod cached;
 pub mod config;
 pub mod group;
-pub mod json;
 pub mod measure;
 pub mod nop;
 pub mod page_buf;
@@ -46,7 +45,7 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 
 use config::{Cli, Config};
-use report::Row;
+use report::{JsonLine, Row};
 
 /// What runs one benchmark: its row groups, measured under a config.
 pub type RunBenchmark = fn(&Config) -> Vec<Row>;
@@ -76,9 +75,10 @@ pub fn run(cli: &Cli) -> Vec<Row> {
 /// The rows and checked targets as JSON lines: one object per row, then one per target.
 pub fn json_lines(rows: &[Row]) -> Vec<String> {
     let checked = targets::check(rows);
-    rows.iter()
-        .map(Row::to_json)
-        .chain(checked.iter().map(targets::Checked::to_json))
+    let rows = rows.iter().map(|row| JsonLine::Row(row.to_record()));
+    let targets = checked.iter().map(|c| JsonLine::Target(c.to_record()));
+    rows.chain(targets)
+        .map(|line| serde_json::to_string(&line).expect("a JSON line has string keys only"))
         .collect()
 }
 

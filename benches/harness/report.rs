@@ -1,11 +1,13 @@
 //! What the benchmarks print: a [`Row`] per benchmark × implementation × parameter, with its
 //! ratio to the row's baseline, rendered as an aligned table ([`render_table`]) or as one JSON
-//! object per line ([`Row::to_json`]).
+//! object per line ([`JsonLine`], the schema of `--json` and `--json-out`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::json::ObjectWriter;
+use serde::{Deserialize, Serialize};
+
 use super::measure::Measurement;
 
 /// How a row ended.
@@ -20,7 +22,8 @@ pub enum Outcome {
 }
 
 /// Which number a row's ratio compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RatioOf {
     /// Throughput: higher is better, ratio = ops/s ÷ baseline ops/s.
     OpsPerSec,
@@ -29,7 +32,7 @@ pub enum RatioOf {
 }
 
 impl RatioOf {
-    /// The name used in JSON.
+    /// The name used in JSON and in target descriptions.
     pub fn name(self) -> &'static str {
         match self {
             RatioOf::OpsPerSec => "ops_per_sec",
@@ -94,47 +97,137 @@ impl Row {
         }
     }
 
-    /// `measured`, `skipped` or `failed`.
-    pub fn status(&self) -> &'static str {
-        match self.outcome {
-            Outcome::Measured(_) => "measured",
-            Outcome::Skipped(_) => "skipped",
-            Outcome::Failed(_) => "failed",
-        }
-    }
-
-    /// The row as one line of JSON. Fields: `kind` ("row"), `benchmark`, `implementation`,
-    /// `parameter`, `status`, `ops_per_sec`, `p50_us`, `p99_us`, `samples`, `repeats`,
-    /// `ratio_of`, `baseline`, `ratio`, `reason`, `note`, then any extra counters by name.
-    /// Numbers that do not apply are `null`.
-    pub fn to_json(&self) -> String {
+    /// The row as one JSON object.
+    pub fn to_record(&self) -> RowRecord {
         let measurement = self.measurement();
         let micros = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
-        let reason = match &self.outcome {
-            Outcome::Measured(_) => None,
-            Outcome::Skipped(reason) | Outcome::Failed(reason) => Some(reason.as_str()),
+        let (status, reason) = match &self.outcome {
+            Outcome::Measured(_) => (RowStatus::Measured, None),
+            Outcome::Skipped(reason) => (RowStatus::Skipped, Some(reason.clone())),
+            Outcome::Failed(reason) => (RowStatus::Failed, Some(reason.clone())),
         };
-        let mut object = ObjectWriter::default();
-        object
-            .string("kind", "row")
-            .string("benchmark", self.benchmark)
-            .string("implementation", self.implementation)
-            .string("parameter", &self.parameter)
-            .string("status", self.status())
-            .optional_number("ops_per_sec", measurement.map(|m| m.ops_per_sec))
-            .optional_number("p50_us", micros(measurement.and_then(|m| m.p50)))
-            .optional_number("p99_us", micros(measurement.and_then(|m| m.p99)))
-            .optional_number("samples", measurement.map(|m| m.samples as f64))
-            .number("repeats", self.repeats as f64)
-            .string("ratio_of", self.ratio_of.name())
-            .optional_string("baseline", self.baseline)
-            .optional_number("ratio", self.ratio)
-            .optional_string("reason", reason)
-            .string("note", &self.note);
-        for (name, value) in measurement.map(|m| m.extra.as_slice()).unwrap_or_default() {
-            object.number(name, *value);
+        RowRecord {
+            benchmark: self.benchmark.to_owned(),
+            implementation: self.implementation.to_owned(),
+            parameter: self.parameter.clone(),
+            status,
+            ops_per_sec: measurement.map(|m| m.ops_per_sec),
+            p50_us: micros(measurement.and_then(|m| m.p50)),
+            p99_us: micros(measurement.and_then(|m| m.p99)),
+            samples: measurement.map(|m| m.samples),
+            repeats: self.repeats,
+            ratio_of: self.ratio_of,
+            baseline: self.baseline.map(str::to_owned),
+            ratio: self.ratio,
+            reason,
+            note: self.note.clone(),
+            counters: measurement
+                .map(|m| m.extra.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .unwrap_or_default(),
         }
-        object.finish()
+    }
+}
+
+/// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.
+/// Scripts read these field names; keep them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JsonLine {
+    /// A row of the table.
+    Row(RowRecord),
+    /// A target and where this run leaves it.
+    Target(TargetRecord),
+}
+
+/// A [`Row`] as JSON. Numbers that do not apply are `null`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RowRecord {
+    /// See [`Row::benchmark`].
+    pub benchmark: String,
+    /// See [`Row::implementation`].
+    pub implementation: String,
+    /// See [`Row::parameter`].
+    pub parameter: String,
+    /// How the row ended.
+    pub status: RowStatus,
+    /// Median ops/s over the repeats.
+    pub ops_per_sec: Option<f64>,
+    /// Median p50 latency, in microseconds.
+    pub p50_us: Option<f64>,
+    /// Median p99 latency, in microseconds.
+    pub p99_us: Option<f64>,
+    /// Ops completed in the measured windows of all repeats.
+    pub samples: Option<u64>,
+    /// Runs the medians were taken over.
+    pub repeats: usize,
+    /// Which number the ratio compares.
+    pub ratio_of: RatioOf,
+    /// The implementation the ratio is taken against.
+    pub baseline: Option<String>,
+    /// This row's number ÷ the baseline's.
+    pub ratio: Option<f64>,
+    /// Why the row was skipped or failed.
+    pub reason: Option<String>,
+    /// See [`Row::note`].
+    pub note: String,
+    /// The row's own counters (`enters_per_op`, `kicks_per_op`, ...), each a field of its own.
+    #[serde(flatten)]
+    pub counters: BTreeMap<String, f64>,
+}
+
+/// How a row ended, as JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowStatus {
+    /// [`Outcome::Measured`].
+    Measured,
+    /// [`Outcome::Skipped`].
+    Skipped,
+    /// [`Outcome::Failed`].
+    Failed,
+}
+
+/// A checked target as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetRecord {
+    /// Benchmark of the rows compared.
+    pub benchmark: String,
+    /// Parameter of the rows compared.
+    pub parameter: String,
+    /// The implementation held to the target.
+    pub implementation: String,
+    /// What is compared, in words.
+    pub description: String,
+    /// The bounded value; `null` when its rows were not all measured.
+    pub value: Option<f64>,
+    /// The bound, such as `>= 0.35`.
+    pub bound: String,
+    /// Where the run leaves the target.
+    pub status: TargetStatus,
+    /// Why there is no value.
+    pub reason: Option<String>,
+}
+
+/// Where a run leaves a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    /// The value is within the bound.
+    Met,
+    /// The value is outside the bound.
+    Missed,
+    /// A row it needs did not run.
+    Pending,
+}
+
+impl TargetStatus {
+    /// The status as the table and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetStatus::Met => "met",
+            TargetStatus::Missed => "missed",
+            TargetStatus::Pending => "pending",
+        }
     }
 }
 

@@ -4,8 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::json::ObjectWriter;
-use super::report::{RatioOf, Row};
+use super::report::{RatioOf, Row, TargetRecord, TargetStatus};
 
 /// The number a target bounds.
 #[derive(Clone, Copy, Debug)]
@@ -128,13 +127,13 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// `met`, `missed` or `pending`.
-    pub fn status(&self) -> &'static str {
+    /// Where the run leaves the target.
+    pub fn status(&self) -> TargetStatus {
         match (self.value.as_ref(), self.target.bound) {
-            (Err(_), _) => "pending",
-            (Ok(value), Bound::AtLeast(limit)) if *value >= limit => "met",
-            (Ok(value), Bound::AtMost(limit)) if *value <= limit => "met",
-            (Ok(_), _) => "missed",
+            (Err(_), _) => TargetStatus::Pending,
+            (Ok(value), Bound::AtLeast(limit)) if *value >= limit => TargetStatus::Met,
+            (Ok(value), Bound::AtMost(limit)) if *value <= limit => TargetStatus::Met,
+            (Ok(_), _) => TargetStatus::Missed,
         }
     }
 
@@ -166,20 +165,18 @@ impl Checked {
         }
     }
 
-    /// One JSON object: `kind` ("target"), `benchmark`, `parameter`, `implementation`,
-    /// `description`, `value`, `bound`, `status`, `reason`.
-    pub fn to_json(&self) -> String {
-        ObjectWriter::default()
-            .string("kind", "target")
-            .string("benchmark", self.target.benchmark)
-            .string("parameter", self.target.parameter)
-            .string("implementation", self.target.implementation)
-            .string("description", &self.description())
-            .optional_number("value", self.value.as_ref().ok().copied())
-            .string("bound", &self.bound_text())
-            .string("status", self.status())
-            .optional_string("reason", self.value.as_ref().err().map(String::as_str))
-            .finish()
+    /// The checked target as one JSON object.
+    pub fn to_record(&self) -> TargetRecord {
+        TargetRecord {
+            benchmark: self.target.benchmark.to_owned(),
+            parameter: self.target.parameter.to_owned(),
+            implementation: self.target.implementation.to_owned(),
+            description: self.description(),
+            value: self.value.as_ref().ok().copied(),
+            bound: self.bound_text(),
+            status: self.status(),
+            reason: self.value.as_ref().err().cloned(),
+        }
     }
 }
 
@@ -236,7 +233,7 @@ pub fn render(checked: &[Checked]) -> String {
             item.description(),
             value,
             item.bound_text(),
-            item.status()
+            item.status().name()
         );
     }
     out
