@@ -1,7 +1,12 @@
 //! How long and how often each row runs, and on what files: [`Config`], with the full and quick
-//! presets, and the command line every bench binary and `compare` share ([`Cli::parse`]).
+//! presets, and `compare`'s command line ([`Cli`]) that picks a preset and adjusts it.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::builder::{PossibleValuesParser, RangedU64ValueParser};
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::measure::Window;
 
@@ -72,91 +77,76 @@ impl Config {
     }
 }
 
-/// The parsed command line.
-#[derive(Clone, Debug)]
+/// `compare`'s command line.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "compare",
+    about = "Runs aioctx's benchmarks against their baselines and prints one table (BENCHMARKS.md)"
+)]
 pub struct Cli {
-    /// Run settings.
-    pub config: Config,
-    /// Print one JSON object per line instead of a table.
+    /// Very short runs (100 ms per row, one repeat, small files), to check that everything works
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON object per row and target instead of the table
+    #[arg(long)]
     pub json: bool,
-    /// Also write the JSON lines to this file (with the table on stdout).
-    pub json_out: Option<std::path::PathBuf>,
-    /// Benchmarks to run (by name); `None` runs all that the binary offers.
+    /// Also write the JSON lines to FILE (with the table on stdout)
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+    /// Runs per row; rows report the median [default: 3, or 1 with --quick]
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub repeats: Option<usize>,
+    /// Measured seconds per run of a row [default: 2, or 0.1 with --quick]
+    #[arg(long, value_name = "S", value_parser = seconds)]
+    pub seconds: Option<Duration>,
+    /// Queue depths of the randread rows [default: 1,32,128]
+    #[arg(long, value_name = "D,..", value_delimiter = ',',
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
+    pub depths: Option<Vec<usize>>,
+    /// Only these benchmarks
+    #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub only: Option<Vec<String>>,
+    /// Only these implementations (aioctx, io-uring, fio, ...), e.g. to profile one
+    #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
+    pub impls: Option<Vec<String>>,
+    /// No progress lines on stderr
+    #[arg(long)]
+    pub no_progress: bool,
 }
 
-/// Usage text for `--help` and argument errors.
-pub const USAGE: &str = "\
-options:
-  --quick          very short runs (100 ms per row, one repeat, small files)
-  --json           one JSON object per row instead of a table
-  --json-out FILE  also write the JSON lines to FILE
-  --repeats N      runs per row; rows report the median (default 3)
-  --seconds S      measured seconds per run of a row (default 2)
-  --depths 1,32    queue depths of the randread rows (default 1,32,128)
-  --only A,B       only these benchmarks (wake, nop, randread, cached, submitters, seed)
-  --impls A,B      only these implementations (aioctx, io-uring, fio, ...), e.g. to profile one
-  --no-progress    no progress lines on stderr";
+/// Parses `--seconds`: a non-negative number of seconds, fractions allowed.
+fn seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|e: std::num::ParseFloatError| e.to_string())?;
+    Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string())
+}
 
 impl Cli {
-    /// Parses `args` (without the program name). `--bench`, which `cargo bench` passes to every
-    /// bench binary, is accepted and ignored.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
-        let args: Vec<String> = args.into_iter().collect();
-        let mut config = if args.iter().any(|arg| arg == "--quick") {
+    /// Parses `args` (the program name first), accepting only `benchmarks` for `--only`; prints
+    /// the usage and exits on a bad command line, as `clap` does.
+    pub fn parse_with(
+        args: impl IntoIterator<Item = OsString>,
+        benchmarks: impl IntoIterator<Item = &'static str>,
+    ) -> Cli {
+        let names = PossibleValuesParser::new(benchmarks);
+        let command = Cli::command().mut_arg("only", |arg| arg.value_parser(names));
+        Cli::from_arg_matches(&command.get_matches_from(args)).unwrap_or_else(|error| error.exit())
+    }
+
+    /// The run settings: the preset, adjusted by the options.
+    pub fn config(&self) -> Config {
+        let mut config = if self.quick {
             Config::quick()
         } else {
             Config::full()
         };
-        let mut json = false;
-        let mut json_out = None;
-        let mut only = None;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
-            match arg.as_str() {
-                "--quick" | "--bench" => {}
-                "--json" => json = true,
-                "--json-out" => json_out = Some(value("--json-out")?.into()),
-                "--no-progress" => config.progress = false,
-                "--repeats" => {
-                    config.repeats = value("--repeats")?
-                        .parse()
-                        .map_err(|e| format!("--repeats: {e}"))?;
-                    if config.repeats == 0 {
-                        return Err("--repeats must be at least 1".to_owned());
-                    }
-                }
-                "--seconds" => {
-                    let seconds: f64 = value("--seconds")?
-                        .parse()
-                        .map_err(|e| format!("--seconds: {e}"))?;
-                    config.window.measure = Duration::try_from_secs_f64(seconds)
-                        .map_err(|e| format!("--seconds: {e}"))?;
-                }
-                "--depths" => {
-                    config.queue_depths = value("--depths")?
-                        .split(',')
-                        .map(|depth| depth.parse().map_err(|e| format!("--depths: {e}")))
-                        .collect::<Result<_, _>>()?;
-                }
-                "--impls" => {
-                    config.implementations =
-                        Some(value("--impls")?.split(',').map(str::to_owned).collect());
-                }
-                "--only" => {
-                    only = Some(value("--only")?.split(',').map(str::to_owned).collect());
-                }
-                "--help" | "-h" => return Err(USAGE.to_owned()),
-                other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
-            }
-        }
-        Ok(Cli {
-            config,
-            json,
-            json_out,
-            only,
-        })
+        config.repeats = self.repeats.unwrap_or(config.repeats);
+        config.window.measure = self.seconds.unwrap_or(config.window.measure);
+        config.queue_depths = self.depths.clone().unwrap_or(config.queue_depths);
+        config.progress = !self.no_progress;
+        config.implementations = self.impls.clone();
+        config
     }
 
     /// Whether `benchmark` is selected by `--only` (all are, without it).

@@ -11,9 +11,9 @@
 //! `targets` checks the targets.
 //!
 //! ```text
-//! main(args) ── run(config, selected) ──► wake::run, nop::run, ...   (BENCHMARKS)
-//!                                          └─ run_group(config, group, candidates)
-//!                                               └─ peers::*::<fn>(window) / aioctx_rows::<fn>(window)
+//! main(args) ── run(config, --only) ──► wake::run, nop::run, ...   (BENCHMARKS)
+//!                                       └─ run_group(config, group, candidates)
+//!                                            └─ peers::*::<fn>(window), aioctx_rows::<fn>(window)
 //! ```
 //!
 //! To add a row to a group: write the function that runs one timed window of it (in `peers/` for
@@ -60,58 +60,41 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("seed", seed::run),
 ];
 
-/// Runs the benchmarks `--only` selects (all without it) and returns their rows.
-pub fn run(cli: &Cli) -> Vec<Row> {
+/// Runs the benchmarks `selects` picks, in order, and returns their rows.
+pub fn run(config: &Config, selects: impl Fn(&str) -> bool) -> Vec<Row> {
     let mut rows = Vec::new();
-    for (name, run) in BENCHMARKS.iter().filter(|(name, _)| cli.selects(name)) {
-        if cli.config.progress {
+    for (name, run) in BENCHMARKS.iter().filter(|(name, _)| selects(name)) {
+        if config.progress {
             eprintln!("{name}:");
         }
-        rows.extend(run(&cli.config));
+        rows.extend(run(config));
     }
     rows
-}
-
-/// The rows and checked targets as JSON lines: one object per row, then one per target.
-pub fn json_lines(rows: &[Row]) -> Vec<String> {
-    let checked = targets::check(rows);
-    let rows = rows.iter().map(|row| JsonLine::Row(row.to_record()));
-    let targets = checked.iter().map(|c| JsonLine::Target(c.to_record()));
-    rows.chain(targets)
-        .map(|line| serde_json::to_string(&line).expect("a JSON line has string keys only"))
-        .collect()
 }
 
 /// `compare`'s main: parses `args` (the program name first), runs the selected benchmarks, and
 /// writes the table (or, with `--json`, the JSON lines) to `out`; with `--json-out FILE`, also
 /// writes the JSON lines to FILE. A bad command line prints the usage and exits.
 pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut impl Write) -> io::Result<()> {
-    let args = args
-        .into_iter()
-        .skip(1)
-        .map(|arg| arg.to_string_lossy().into_owned());
-    let cli = Cli::parse(args).unwrap_or_else(|message| {
-        eprintln!("{message}");
-        std::process::exit(2);
-    });
-    let rows = run(&cli);
+    let cli = Cli::parse_with(args, BENCHMARKS.iter().map(|(name, _)| *name));
+    let config = cli.config();
+    let rows = run(&config, |name| cli.selects(name));
+    let checked = targets::check(&rows);
+    let json_lines: String = rows
+        .iter()
+        .map(|row| JsonLine::Row(row.to_record()))
+        .chain(checked.iter().map(|c| JsonLine::Target(c.to_record())))
+        .map(|line| serde_json::to_string(&line).expect("a JSON line has string keys only") + "\n")
+        .collect();
     if let Some(path) = &cli.json_out {
-        let mut text = json_lines(&rows).join("\n");
-        text.push('\n');
-        std::fs::write(path, text).map_err(|error| {
-            io::Error::new(
-                error.kind(),
-                format!("cannot write {}: {error}", path.display()),
-            )
+        std::fs::write(path, &json_lines).map_err(|error| {
+            let message = format!("cannot write {}: {error}", path.display());
+            io::Error::new(error.kind(), message)
         })?;
     }
     if cli.json {
-        for line in json_lines(&rows) {
-            writeln!(out, "{line}")?;
-        }
-        return Ok(());
+        return out.write_all(json_lines.as_bytes());
     }
-    let config = &cli.config;
     writeln!(
         out,
         "{} repeat(s), {:.1} s measured per run after {:.1} s warm-up, {} CPUs\n",
@@ -121,7 +104,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut impl Write) -> i
         std::thread::available_parallelism().map_or(0, usize::from)
     )?;
     write!(out, "{}", report::render_table(&rows))?;
-    let checked = targets::check(&rows);
     if !checked.is_empty() {
         write!(out, "\n{}", targets::render(&checked))?;
     }
