@@ -34,6 +34,7 @@ const ROW_FIELDS: &[&str] = &[
 /// The fields of every target object.
 const TARGET_FIELDS: &[&str] = &[
     "kind",
+    "name",
     "benchmark",
     "parameter",
     "implementation",
@@ -62,8 +63,8 @@ fn compare_quick_prints_every_json_field() {
     assert!(table.contains("targets"), "{table}");
 
     let lines = std::fs::read_to_string(&json_out).expect("--json-out wrote its file");
-    let mut benchmarks = Vec::new();
-    let mut measured = Vec::new();
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
     for line in lines.lines() {
         let object: Value =
             serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
@@ -88,33 +89,50 @@ fn compare_quick_prints_every_json_field() {
                         }
                         assert_eq!(row.baseline.is_some(), row.ratio.is_some(), "{line}");
                         assert_eq!(row.reason, None, "{line}");
-                        measured.push((row.benchmark.clone(), row.implementation));
                     }
                     RowStatus::Skipped => {
-                        assert!(row.reason.is_some_and(|r| !r.is_empty()), "{line}");
+                        assert!(row.reason.as_ref().is_some_and(|r| !r.is_empty()), "{line}");
                     }
                     RowStatus::Failed => panic!("a row failed: {line}"),
                 }
-                benchmarks.push(row.benchmark);
+                rows.push(row);
             }
             JsonLine::Target(target) => {
                 let pending = target.status == TargetStatus::Pending;
                 assert_eq!(target.value.is_none(), pending, "{line}");
                 assert_eq!(target.reason.is_some(), pending, "{line}");
+                targets.push(target);
             }
         }
     }
 
     for (benchmark, _) in harness::BENCHMARKS {
         assert!(
-            benchmarks.iter().any(|b| b == benchmark),
+            rows.iter().any(|row| row.benchmark == *benchmark),
             "no `{benchmark}` row"
         );
     }
+    // Each target names a row of the run (a typo in benches/targets.json would leave it pending
+    // for good), unless its benchmark could not start here.
+    assert!(!targets.is_empty(), "no targets checked");
+    for target in &targets {
+        let of_benchmark = || rows.iter().filter(|row| row.benchmark == target.benchmark);
+        if of_benchmark().any(|row| row.implementation == "(setup)") {
+            continue;
+        }
+        assert!(
+            of_benchmark().any(|row| row.parameter == target.parameter
+                && row.implementation == target.implementation),
+            "target `{}` names no row of the run",
+            target.name
+        );
+    }
     let was_measured = |benchmark: &str, implementation: &str| {
-        measured
-            .iter()
-            .any(|(b, i)| b == benchmark && i == implementation)
+        rows.iter().any(|row| {
+            row.status == RowStatus::Measured
+                && row.benchmark == benchmark
+                && row.implementation == implementation
+        })
     };
     assert!(
         was_measured("wake", "eventfd"),

@@ -8,7 +8,7 @@
 //! peers in `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring) and
 //! from `aioctx_rows` (the crate under test, measured the same way); `group` runs each group's
 //! implementations in turns and takes medians; `report` prints the table or JSON lines;
-//! `targets` checks the targets.
+//! `targets` checks the targets of `benches/targets.json`.
 //!
 //! ```text
 //! main(args) ── run(config, --only) ──► wake::run, nop::run, ...   (BENCHMARKS)
@@ -22,7 +22,7 @@
 //! `Candidate::new("name", ..).note(..)` in the group's file. To add a benchmark: a file here
 //! with `pub fn run(&Config) -> Vec<Row>` that builds its `Group`s and calls `run_group`, its
 //! `mod` line and an entry in [`BENCHMARKS`] (which makes it selectable with `--only`), then a
-//! row in BENCHMARKS.md's table.
+//! row in BENCHMARKS.md's table. A target for a row is an object in `benches/targets.json`.
 
 pub mod affinity;
 pub mod aioctx_rows;

@@ -190,6 +190,8 @@ pub enum RowStatus {
 /// A checked target as JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TargetRecord {
+    /// What the target measures, as named in `benches/targets.json`.
+    pub name: String,
     /// Benchmark of the rows compared.
     pub benchmark: String,
     /// Parameter of the rows compared.

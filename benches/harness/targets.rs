@@ -1,22 +1,55 @@
-//! The targets issue 5 sets for aioctx, checked against the rows of a run: each target is a ratio
-//! between two rows of the same group (or a counter of one row) and a bound. A target whose rows
-//! were not all measured is `pending`, never silently met.
+//! The targets this crate is held to, checked against the rows of a run. They are data, in
+//! `benches/targets.json` beside BENCHMARKS.md (read at compile time): each names what it
+//! measures, the rows it compares (a ratio between two implementations in one group, or a
+//! counter of one row) and a bound. A target whose rows were not all measured is `pending`,
+//! never silently met. To add one, add an object to the file.
 
 use std::fmt::Write as _;
 
+use serde::Deserialize;
+
 use super::report::{RatioOf, Row, TargetRecord, TargetStatus};
 
-/// The number a target bounds.
-#[derive(Clone, Copy, Debug)]
-pub enum Metric {
-    /// `implementation`'s number ÷ `against`'s, both in the same benchmark and parameter.
-    Ratio { against: &'static str, of: RatioOf },
-    /// A counter the row reports (see `Measurement::extra`).
-    Counter(&'static str),
+/// One target, as `benches/targets.json` writes it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Target {
+    /// What it measures, such as `nop_vs_raw_io_uring`.
+    pub name: String,
+    /// Benchmark of the rows compared.
+    pub benchmark: String,
+    /// Parameter of the rows compared.
+    pub parameter: String,
+    /// The implementation held to the target.
+    pub implementation: String,
+    /// What is bounded.
+    #[serde(flatten)]
+    pub metric: Metric,
+    /// The bound.
+    #[serde(flatten)]
+    pub bound: Bound,
 }
 
-/// Which way a bound points.
-#[derive(Clone, Copy, Debug)]
+/// The number a target bounds: `"against"` and `"of"`, or `"counter"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Metric {
+    /// `implementation`'s number ÷ `against`'s, both in the same benchmark and parameter.
+    Ratio {
+        /// The implementation in the denominator.
+        against: String,
+        /// Which number of the two rows.
+        of: RatioOf,
+    },
+    /// A counter the row reports (see `Measurement::extra`).
+    Counter {
+        /// The counter's name.
+        counter: String,
+    },
+}
+
+/// Which way a bound points: `"at_least"` or `"at_most"`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Bound {
     /// The value must be at least this.
     AtLeast(f64),
@@ -24,98 +57,15 @@ pub enum Bound {
     AtMost(f64),
 }
 
-/// One target.
-#[derive(Clone, Debug)]
-pub struct Target {
-    /// Benchmark of the rows compared.
-    pub benchmark: &'static str,
-    /// Parameter of the rows compared.
-    pub parameter: &'static str,
-    /// The implementation held to the target.
-    pub implementation: &'static str,
-    /// What is bounded.
-    pub metric: Metric,
-    /// The bound.
-    pub bound: Bound,
+/// The targets of `benches/targets.json`.
+///
+/// # Panics
+///
+/// Panics if the file does not parse (every run reads it, so the quick-run test catches that).
+pub fn load() -> Vec<Target> {
+    serde_json::from_str(include_str!("../targets.json"))
+        .unwrap_or_else(|error| panic!("benches/targets.json: {error}"))
 }
-
-/// The targets from issue 5.
-pub const TARGETS: &[Target] = &[
-    Target {
-        benchmark: "wake",
-        parameter: "round trip",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "eventfd",
-            of: RatioOf::P50,
-        },
-        bound: Bound::AtMost(1.1),
-    },
-    Target {
-        benchmark: "nop",
-        parameter: "32 in flight",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "io-uring",
-            of: RatioOf::OpsPerSec,
-        },
-        bound: Bound::AtLeast(0.35),
-    },
-    Target {
-        benchmark: "nop",
-        parameter: "32 in flight",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "tokio-uring",
-            of: RatioOf::OpsPerSec,
-        },
-        bound: Bound::AtLeast(1.5),
-    },
-    Target {
-        benchmark: "randread",
-        parameter: "QD32",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "fio",
-            of: RatioOf::OpsPerSec,
-        },
-        bound: Bound::AtLeast(0.97),
-    },
-    Target {
-        benchmark: "cached",
-        parameter: "tasks=32",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "tokio-uring",
-            of: RatioOf::OpsPerSec,
-        },
-        bound: Bound::AtLeast(1.0),
-    },
-    Target {
-        benchmark: "cached",
-        parameter: "tasks=32",
-        implementation: "aioctx",
-        metric: Metric::Ratio {
-            against: "tokio::fs",
-            of: RatioOf::OpsPerSec,
-        },
-        bound: Bound::AtLeast(10.0),
-    },
-    Target {
-        benchmark: "submitters",
-        parameter: "threads=2 QD64",
-        implementation: "aioctx",
-        metric: Metric::Counter("kicks_per_op"),
-        bound: Bound::AtMost(0.05),
-    },
-    Target {
-        benchmark: "submitters",
-        parameter: "threads=4 QD64",
-        implementation: "aioctx",
-        metric: Metric::Counter("kicks_per_op"),
-        bound: Bound::AtMost(0.05),
-    },
-];
 
 /// A target checked against a run.
 #[derive(Clone, Debug)]
@@ -140,7 +90,7 @@ impl Checked {
     /// What is compared, in words.
     pub fn description(&self) -> String {
         let target = &self.target;
-        match target.metric {
+        match &target.metric {
             Metric::Ratio { against, of } => format!(
                 "{} {}: {} {} / {}",
                 target.benchmark,
@@ -149,12 +99,10 @@ impl Checked {
                 target.implementation,
                 against
             ),
-            Metric::Counter(name) => {
-                format!(
-                    "{} {}: {} {}",
-                    target.benchmark, target.parameter, target.implementation, name
-                )
-            }
+            Metric::Counter { counter } => format!(
+                "{} {}: {} {counter}",
+                target.benchmark, target.parameter, target.implementation
+            ),
         }
     }
 
@@ -168,9 +116,10 @@ impl Checked {
     /// The checked target as one JSON object.
     pub fn to_record(&self) -> TargetRecord {
         TargetRecord {
-            benchmark: self.target.benchmark.to_owned(),
-            parameter: self.target.parameter.to_owned(),
-            implementation: self.target.implementation.to_owned(),
+            name: self.target.name.clone(),
+            benchmark: self.target.benchmark.clone(),
+            parameter: self.target.parameter.clone(),
+            implementation: self.target.implementation.clone(),
             description: self.description(),
             value: self.value.as_ref().ok().copied(),
             bound: self.bound_text(),
@@ -182,12 +131,12 @@ impl Checked {
 
 /// Checks every target whose benchmark is in `rows`.
 pub fn check(rows: &[Row]) -> Vec<Checked> {
-    TARGETS
-        .iter()
+    load()
+        .into_iter()
         .filter(|target| rows.iter().any(|row| row.benchmark == target.benchmark))
         .map(|target| Checked {
-            target: target.clone(),
-            value: value_of(target, rows),
+            value: value_of(&target, rows),
+            target,
         })
         .collect()
 }
@@ -203,25 +152,24 @@ fn value_of(target: &Target, rows: &[Row]) -> Result<f64, String> {
             .and_then(Row::measurement)
             .ok_or(format!("no measured {implementation} row"))
     };
-    let subject = measured(target.implementation)?;
-    match target.metric {
+    let subject = measured(&target.implementation)?;
+    match &target.metric {
         Metric::Ratio { against, of } => {
             let numerator = of.value(subject).ok_or("no value to compare")?;
             let denominator = of.value(measured(against)?).ok_or("no value to compare")?;
             Ok(numerator / denominator)
         }
-        Metric::Counter(name) => subject.extra(name).ok_or(format!("no {name} counter")),
+        Metric::Counter { counter } => subject
+            .extra(counter)
+            .ok_or(format!("no {counter} counter")),
     }
 }
 
 /// The checked targets as text lines for the table.
 pub fn render(checked: &[Checked]) -> String {
-    let mut out = String::from("targets (issue 5):\n");
-    let width = checked
-        .iter()
-        .map(|c| c.description().len())
-        .max()
-        .unwrap_or(0);
+    let mut out = String::from("targets (benches/targets.json):\n");
+    let name_width = checked.iter().map(|c| c.target.name.len()).max();
+    let description_width = checked.iter().map(|c| c.description().len()).max();
     for item in checked {
         let value = match &item.value {
             Ok(value) => format!("{value:.3}"),
@@ -229,11 +177,13 @@ pub fn render(checked: &[Checked]) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<width$}  {:>8}  target {:<8}  {}",
+            "  {:<name_width$}  {:<description_width$}  {value:>8}  target {:<8}  {}",
+            item.target.name,
             item.description(),
-            value,
             item.bound_text(),
-            item.status().name()
+            item.status().name(),
+            name_width = name_width.unwrap_or(0),
+            description_width = description_width.unwrap_or(0),
         );
     }
     out
