@@ -9,7 +9,9 @@ mod harness;
 use std::ffi::OsString;
 use std::path::Path;
 
-use harness::report::{JsonLine, RowStatus, TargetStatus};
+use harness::JsonLine;
+use harness::report::Status;
+use harness::targets::TargetStatus;
 use serde_json::Value;
 
 /// The fields of every row object, whatever its status: the names scripts read.
@@ -80,7 +82,7 @@ fn compare_quick_prints_every_json_field() {
         match parsed {
             JsonLine::Row(row) => {
                 match row.status {
-                    RowStatus::Measured => {
+                    Status::Measured => {
                         assert!(row.ops_per_sec.is_some_and(|ops| ops > 0.0), "{line}");
                         assert!(row.samples.is_some_and(|samples| samples > 0), "{line}");
                         assert_eq!(row.p50_us.is_some(), row.p99_us.is_some(), "{line}");
@@ -90,10 +92,10 @@ fn compare_quick_prints_every_json_field() {
                         assert_eq!(row.baseline.is_some(), row.ratio.is_some(), "{line}");
                         assert_eq!(row.reason, None, "{line}");
                     }
-                    RowStatus::Skipped => {
+                    Status::Skipped => {
                         assert!(row.reason.as_ref().is_some_and(|r| !r.is_empty()), "{line}");
                     }
-                    RowStatus::Failed => panic!("a row failed: {line}"),
+                    Status::Failed => panic!("a row failed: {line}"),
                 }
                 rows.push(row);
             }
@@ -129,7 +131,7 @@ fn compare_quick_prints_every_json_field() {
     }
     let was_measured = |benchmark: &str, implementation: &str| {
         rows.iter().any(|row| {
-            row.status == RowStatus::Measured
+            row.status == Status::Measured
                 && row.benchmark == benchmark
                 && row.implementation == implementation
         })

@@ -45,7 +45,9 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 
 use config::{Cli, Config};
-use report::{JsonLine, Row};
+use report::Row;
+use serde::{Deserialize, Serialize};
+use targets::CheckedTarget;
 
 /// What runs one benchmark: its row groups, measured under a config.
 pub type RunBenchmark = fn(&Config) -> Vec<Row>;
@@ -59,6 +61,16 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("submitters", submitters::run),
     ("seed", seed::run),
 ];
+
+/// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JsonLine {
+    /// A row of the table.
+    Row(Row),
+    /// A target and where this run leaves it.
+    Target(CheckedTarget),
+}
 
 /// Runs the benchmarks `selects` picks, in order, and returns their rows.
 pub fn run(config: &Config, selects: impl Fn(&str) -> bool) -> Vec<Row> {
@@ -82,8 +94,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut impl Write) -> i
     let checked = targets::check(&rows);
     let json_lines: String = rows
         .iter()
-        .map(|row| JsonLine::Row(row.to_record()))
-        .chain(checked.iter().map(|c| JsonLine::Target(c.to_record())))
+        .cloned()
+        .map(JsonLine::Row)
+        .chain(checked.iter().cloned().map(JsonLine::Target))
         .map(|line| serde_json::to_string(&line).expect("a JSON line has string keys only") + "\n")
         .collect();
     if let Some(path) = &cli.json_out {

@@ -1,8 +1,7 @@
 //! What the benchmarks print: a [`Row`] per benchmark × implementation × parameter, with its
-//! ratio to the row's baseline, rendered as an aligned table ([`render_table`]) or as one JSON
-//! object per line ([`JsonLine`], the schema of `--json` and `--json-out`).
+//! ratio to the row's baseline, as an aligned table ([`render_table`]) or as a JSON line. A row
+//! is its own JSON object, so its field names are what scripts read: keep them.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::measure::Measurement;
 
-/// How a row ended.
+/// How one implementation's runs ended, before they become a row.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Ran; the median over the repeats.
@@ -40,121 +39,44 @@ impl RatioOf {
         }
     }
 
-    /// The compared number of `measurement`.
-    pub fn value(self, measurement: &Measurement) -> Option<f64> {
+    /// The compared number of `row`, if it was measured.
+    pub fn value(self, row: &Row) -> Option<f64> {
         match self {
-            RatioOf::OpsPerSec => Some(measurement.ops_per_sec),
-            RatioOf::P50 => measurement.p50.map(|p50| p50.as_secs_f64()),
+            RatioOf::OpsPerSec => row.ops_per_sec,
+            RatioOf::P50 => row.p50_us,
         }
     }
 }
 
-/// One line of the report.
-#[derive(Clone, Debug)]
+/// How a row ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Ran: the numbers are medians over the repeats.
+    Measured,
+    /// Not run; `reason` says what the machine lacks.
+    Skipped,
+    /// Ran and failed; `reason` says how.
+    Failed,
+}
+
+/// One line of the report. Numbers that do not apply (or that a skipped or failed row lacks) are
+/// `None`, `null` in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Row {
-    /// Benchmark: `wake`, `nop`, `randread`, `cached`, `submitters` or `seed`.
-    pub benchmark: &'static str,
+    /// Benchmark: `wake`, `nop`, `randread`, ... (see `BENCHMARKS`).
+    pub benchmark: String,
     /// What was measured: `aioctx`, `io-uring`, `fio`, ...
-    pub implementation: &'static str,
+    pub implementation: String,
     /// The row's parameter, such as `QD32` or `tasks=32`.
     pub parameter: String,
-    /// The median measurement, or why there is none.
-    pub outcome: Outcome,
-    /// Which number the ratio compares.
-    pub ratio_of: RatioOf,
-    /// The implementation this row is compared with (same benchmark and parameter).
-    pub baseline: Option<&'static str>,
-    /// This row's number ÷ the baseline's.
-    pub ratio: Option<f64>,
-    /// Runs the median was taken over.
-    pub repeats: usize,
-    /// Anything a reader needs to interpret the row (file size, submit policy, ...).
-    pub note: String,
-}
-
-impl Row {
-    /// A row standing for a whole benchmark that could not start (its test file could not be
-    /// made, the filesystem lacks O_DIRECT, ...).
-    pub fn setup(benchmark: &'static str, outcome: Outcome) -> Row {
-        Row {
-            benchmark,
-            implementation: "(setup)",
-            parameter: String::new(),
-            outcome,
-            ratio_of: RatioOf::OpsPerSec,
-            baseline: None,
-            ratio: None,
-            repeats: 0,
-            note: String::new(),
-        }
-    }
-
-    /// The measurement, if the row ran.
-    pub fn measurement(&self) -> Option<&Measurement> {
-        match &self.outcome {
-            Outcome::Measured(measurement) => Some(measurement),
-            Outcome::Skipped(_) | Outcome::Failed(_) => None,
-        }
-    }
-
-    /// The row as one JSON object.
-    pub fn to_record(&self) -> RowRecord {
-        let measurement = self.measurement();
-        let micros = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
-        let (status, reason) = match &self.outcome {
-            Outcome::Measured(_) => (RowStatus::Measured, None),
-            Outcome::Skipped(reason) => (RowStatus::Skipped, Some(reason.clone())),
-            Outcome::Failed(reason) => (RowStatus::Failed, Some(reason.clone())),
-        };
-        RowRecord {
-            benchmark: self.benchmark.to_owned(),
-            implementation: self.implementation.to_owned(),
-            parameter: self.parameter.clone(),
-            status,
-            ops_per_sec: measurement.map(|m| m.ops_per_sec),
-            p50_us: micros(measurement.and_then(|m| m.p50)),
-            p99_us: micros(measurement.and_then(|m| m.p99)),
-            samples: measurement.map(|m| m.samples),
-            repeats: self.repeats,
-            ratio_of: self.ratio_of,
-            baseline: self.baseline.map(str::to_owned),
-            ratio: self.ratio,
-            reason,
-            note: self.note.clone(),
-            counters: measurement
-                .map(|m| m.extra.iter().map(|(k, v)| (k.to_string(), *v)).collect())
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.
-/// Scripts read these field names; keep them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum JsonLine {
-    /// A row of the table.
-    Row(RowRecord),
-    /// A target and where this run leaves it.
-    Target(TargetRecord),
-}
-
-/// A [`Row`] as JSON. Numbers that do not apply are `null`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RowRecord {
-    /// See [`Row::benchmark`].
-    pub benchmark: String,
-    /// See [`Row::implementation`].
-    pub implementation: String,
-    /// See [`Row::parameter`].
-    pub parameter: String,
     /// How the row ended.
-    pub status: RowStatus,
-    /// Median ops/s over the repeats.
+    pub status: Status,
+    /// Completed ops per second.
     pub ops_per_sec: Option<f64>,
-    /// Median p50 latency, in microseconds.
+    /// Median per-op latency in microseconds, when the run records latencies.
     pub p50_us: Option<f64>,
-    /// Median p99 latency, in microseconds.
+    /// 99th-percentile per-op latency in microseconds, when the run records latencies.
     pub p99_us: Option<f64>,
     /// Ops completed in the measured windows of all repeats.
     pub samples: Option<u64>,
@@ -162,74 +84,88 @@ pub struct RowRecord {
     pub repeats: usize,
     /// Which number the ratio compares.
     pub ratio_of: RatioOf,
-    /// The implementation the ratio is taken against.
+    /// The implementation this row is compared with (same benchmark and parameter).
     pub baseline: Option<String>,
     /// This row's number ÷ the baseline's.
     pub ratio: Option<f64>,
     /// Why the row was skipped or failed.
     pub reason: Option<String>,
-    /// See [`Row::note`].
+    /// Anything a reader needs to interpret the row (file size, submit policy, ...).
     pub note: String,
-    /// The row's own counters (`enters_per_op`, `kicks_per_op`, ...), each a field of its own.
-    #[serde(flatten)]
-    pub counters: BTreeMap<String, f64>,
+    /// Counters particular to the benchmark (`enters_per_op`, `kicks_per_op`, ...), each a JSON
+    /// field of its own, in the order the run reported them.
+    #[serde(flatten, with = "counters")]
+    pub counters: Vec<(String, f64)>,
 }
 
-/// How a row ended, as JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowStatus {
-    /// [`Outcome::Measured`].
-    Measured,
-    /// [`Outcome::Skipped`].
-    Skipped,
-    /// [`Outcome::Failed`].
-    Failed,
-}
-
-/// A checked target as JSON.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TargetRecord {
-    /// What the target measures, as named in `benches/targets.json`.
-    pub name: String,
-    /// Benchmark of the rows compared.
-    pub benchmark: String,
-    /// Parameter of the rows compared.
-    pub parameter: String,
-    /// The implementation held to the target.
-    pub implementation: String,
-    /// What is compared, in words.
-    pub description: String,
-    /// The bounded value; `null` when its rows were not all measured.
-    pub value: Option<f64>,
-    /// The bound, such as `>= 0.35`.
-    pub bound: String,
-    /// Where the run leaves the target.
-    pub status: TargetStatus,
-    /// Why there is no value.
-    pub reason: Option<String>,
-}
-
-/// Where a run leaves a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetStatus {
-    /// The value is within the bound.
-    Met,
-    /// The value is outside the bound.
-    Missed,
-    /// A row it needs did not run.
-    Pending,
-}
-
-impl TargetStatus {
-    /// The status as the table and JSON spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            TargetStatus::Met => "met",
-            TargetStatus::Missed => "missed",
-            TargetStatus::Pending => "pending",
+impl Row {
+    /// A row holding `outcome`, to be completed with struct update syntax
+    /// (`Row { benchmark, implementation, .., ..Row::of(outcome) }`): names empty, ratio of
+    /// ops/s, no baseline, no repeats.
+    pub fn of(outcome: Outcome) -> Row {
+        let (status, measurement, reason) = match outcome {
+            Outcome::Measured(measurement) => (Status::Measured, Some(measurement), None),
+            Outcome::Skipped(reason) => (Status::Skipped, None, Some(reason)),
+            Outcome::Failed(reason) => (Status::Failed, None, Some(reason)),
+        };
+        let measurement = measurement.as_ref();
+        let micros = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6);
+        Row {
+            benchmark: String::new(),
+            implementation: String::new(),
+            parameter: String::new(),
+            status,
+            ops_per_sec: measurement.map(|m| m.ops_per_sec),
+            p50_us: micros(measurement.and_then(|m| m.p50)),
+            p99_us: micros(measurement.and_then(|m| m.p99)),
+            samples: measurement.map(|m| m.samples),
+            repeats: 0,
+            ratio_of: RatioOf::OpsPerSec,
+            baseline: None,
+            ratio: None,
+            reason,
+            note: String::new(),
+            counters: measurement
+                .map(|m| m.extra.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+                .unwrap_or_default(),
         }
+    }
+
+    /// A row standing for a whole benchmark that could not start (its test file could not be
+    /// made, the filesystem lacks O_DIRECT, ...).
+    pub fn setup(benchmark: &str, outcome: Outcome) -> Row {
+        Row {
+            benchmark: benchmark.to_owned(),
+            implementation: "(setup)".to_owned(),
+            ..Row::of(outcome)
+        }
+    }
+
+    /// The named counter, if the row reports it.
+    pub fn counter(&self, name: &str) -> Option<f64> {
+        self.counters
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
+}
+
+/// A row's counters as fields of its JSON object (with `#[serde(flatten)]`).
+mod counters {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        counters: &[(String, f64)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(counters.iter().map(|(name, value)| (name, value)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, f64)>, D::Error> {
+        let counters = std::collections::BTreeMap::<String, f64>::deserialize(deserializer)?;
+        Ok(counters.into_iter().collect())
     }
 }
 
@@ -244,9 +180,9 @@ pub fn format_rate(ops_per_sec: f64) -> String {
     }
 }
 
-/// Formats a latency in ns, us or ms.
-pub fn format_duration(duration: Duration) -> String {
-    let nanos = duration.as_nanos() as f64;
+/// Formats a latency given in microseconds in ns, us or ms.
+pub fn format_micros(micros: f64) -> String {
+    let nanos = micros * 1e3;
     if nanos >= 1e6 {
         format!("{:.2} ms", nanos / 1e6)
     } else if nanos >= 1e3 {
@@ -298,7 +234,7 @@ pub fn render_table(rows: &[Row]) -> String {
         if row.benchmark != previous_benchmark && !previous_benchmark.is_empty() {
             out.push('\n');
         }
-        previous_benchmark = row.benchmark;
+        previous_benchmark = &row.benchmark;
         out.push_str(&line(cells));
     }
     out.push_str(
@@ -310,42 +246,30 @@ pub fn render_table(rows: &[Row]) -> String {
 
 fn row_cells(row: &Row) -> [String; 9] {
     let dash = || "-".to_owned();
-    let (rate, p50, p99, mut note) = match &row.outcome {
-        Outcome::Measured(m) => (
-            format_rate(m.ops_per_sec),
-            m.p50.map(format_duration).unwrap_or_else(dash),
-            m.p99.map(format_duration).unwrap_or_else(dash),
-            row.note.clone(),
-        ),
-        Outcome::Skipped(reason) => (dash(), dash(), dash(), format!("skipped: {reason}")),
-        Outcome::Failed(reason) => (dash(), dash(), dash(), format!("FAILED: {reason}")),
+    let micros = |value: Option<f64>| value.map(format_micros).unwrap_or_else(dash);
+    let reason = row.reason.as_deref().unwrap_or_default();
+    let (rate, mut note) = match row.status {
+        Status::Measured => (row.ops_per_sec.map(format_rate), row.note.clone()),
+        Status::Skipped => (None, format!("skipped: {reason}")),
+        Status::Failed => (None, format!("FAILED: {reason}")),
     };
-    if let Some(m) = row.measurement() {
-        for (name, value) in &m.extra {
-            let _ = write!(
-                note,
-                "{}{name}={value:.4}",
-                if note.is_empty() { "" } else { "; " }
-            );
-        }
+    for (name, value) in &row.counters {
+        let separator = if note.is_empty() { "" } else { "; " };
+        let _ = write!(note, "{separator}{name}={value:.4}");
     }
-    let ratio = row
-        .ratio
-        .map(|ratio| format!("{ratio:.2}x"))
-        .unwrap_or_else(dash);
-    let baseline = match row.baseline {
-        Some(baseline) if baseline == row.implementation => "(baseline)".to_owned(),
-        Some(baseline) => baseline.to_owned(),
+    let baseline = match &row.baseline {
+        Some(baseline) if *baseline == row.implementation => "(baseline)".to_owned(),
+        Some(baseline) => baseline.clone(),
         None => dash(),
     };
     [
-        row.benchmark.to_owned(),
-        row.implementation.to_owned(),
+        row.benchmark.clone(),
+        row.implementation.clone(),
         row.parameter.clone(),
-        rate,
-        p50,
-        p99,
-        ratio,
+        rate.unwrap_or_else(dash),
+        micros(row.p50_us),
+        micros(row.p99_us),
+        row.ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(dash),
         baseline,
         note,
     ]

@@ -6,9 +6,9 @@
 
 use std::fmt::Write as _;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::report::{RatioOf, Row, TargetRecord, TargetStatus};
+use super::report::{RatioOf, Row, Status};
 
 /// One target, as `benches/targets.json` writes it.
 #[derive(Clone, Debug, Deserialize)]
@@ -67,123 +67,144 @@ pub fn load() -> Vec<Target> {
         .unwrap_or_else(|error| panic!("benches/targets.json: {error}"))
 }
 
-/// A target checked against a run.
-#[derive(Clone, Debug)]
-pub struct Checked {
-    /// The target.
-    pub target: Target,
-    /// The bounded value, or why it is missing.
-    pub value: Result<f64, String>,
-}
-
-impl Checked {
-    /// Where the run leaves the target.
-    pub fn status(&self) -> TargetStatus {
-        match (self.value.as_ref(), self.target.bound) {
+impl Target {
+    /// Checks this target against `rows`.
+    fn check(self, rows: &[Row]) -> CheckedTarget {
+        let value = self.value_in(rows);
+        let status = match (&value, self.bound) {
             (Err(_), _) => TargetStatus::Pending,
             (Ok(value), Bound::AtLeast(limit)) if *value >= limit => TargetStatus::Met,
             (Ok(value), Bound::AtMost(limit)) if *value <= limit => TargetStatus::Met,
             (Ok(_), _) => TargetStatus::Missed,
-        }
-    }
-
-    /// What is compared, in words.
-    pub fn description(&self) -> String {
-        let target = &self.target;
-        match &target.metric {
+        };
+        let (benchmark, parameter) = (&self.benchmark, &self.parameter);
+        let description = match &self.metric {
             Metric::Ratio { against, of } => format!(
-                "{} {}: {} {} / {}",
-                target.benchmark,
-                target.parameter,
+                "{benchmark} {parameter}: {} {} / {against}",
                 of.name(),
-                target.implementation,
-                against
+                self.implementation
             ),
-            Metric::Counter { counter } => format!(
-                "{} {}: {} {counter}",
-                target.benchmark, target.parameter, target.implementation
-            ),
-        }
-    }
-
-    fn bound_text(&self) -> String {
-        match self.target.bound {
+            Metric::Counter { counter } => {
+                format!("{benchmark} {parameter}: {} {counter}", self.implementation)
+            }
+        };
+        let bound = match self.bound {
             Bound::AtLeast(limit) => format!(">= {limit}"),
             Bound::AtMost(limit) => format!("<= {limit}"),
+        };
+        CheckedTarget {
+            name: self.name,
+            benchmark: self.benchmark,
+            parameter: self.parameter,
+            implementation: self.implementation,
+            description,
+            value: value.as_ref().ok().copied(),
+            bound,
+            status,
+            reason: value.err(),
         }
     }
 
-    /// The checked target as one JSON object.
-    pub fn to_record(&self) -> TargetRecord {
-        TargetRecord {
-            name: self.target.name.clone(),
-            benchmark: self.target.benchmark.clone(),
-            parameter: self.target.parameter.clone(),
-            implementation: self.target.implementation.clone(),
-            description: self.description(),
-            value: self.value.as_ref().ok().copied(),
-            bound: self.bound_text(),
-            status: self.status(),
-            reason: self.value.as_ref().err().cloned(),
+    /// The bounded value in `rows`, or why there is none.
+    fn value_in(&self, rows: &[Row]) -> Result<f64, String> {
+        let measured = |implementation: &str| {
+            rows.iter()
+                .find(|row| {
+                    row.benchmark == self.benchmark
+                        && row.parameter == self.parameter
+                        && row.implementation == implementation
+                        && row.status == Status::Measured
+                })
+                .ok_or(format!("no measured {implementation} row"))
+        };
+        let subject = measured(&self.implementation)?;
+        match &self.metric {
+            Metric::Ratio { against, of } => {
+                let numerator = of.value(subject).ok_or("no value to compare")?;
+                let denominator = of.value(measured(against)?).ok_or("no value to compare")?;
+                Ok(numerator / denominator)
+            }
+            Metric::Counter { counter } => subject
+                .counter(counter)
+                .ok_or(format!("no {counter} counter")),
+        }
+    }
+}
+
+/// A target checked against a run, as the table's target lines and the JSON lines of
+/// `"kind": "target"` show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckedTarget {
+    /// What the target measures, as named in `benches/targets.json`.
+    pub name: String,
+    /// Benchmark of the rows compared.
+    pub benchmark: String,
+    /// Parameter of the rows compared.
+    pub parameter: String,
+    /// The implementation held to the target.
+    pub implementation: String,
+    /// What is compared, in words: `nop 32 in flight: ops_per_sec aioctx / io-uring`.
+    pub description: String,
+    /// The bounded value; `None` when its rows were not all measured.
+    pub value: Option<f64>,
+    /// The bound, such as `>= 0.35`.
+    pub bound: String,
+    /// Where the run leaves the target.
+    pub status: TargetStatus,
+    /// Why there is no value.
+    pub reason: Option<String>,
+}
+
+/// Where a run leaves a target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetStatus {
+    /// The value is within the bound.
+    Met,
+    /// The value is outside the bound.
+    Missed,
+    /// A row it needs was not measured.
+    Pending,
+}
+
+impl TargetStatus {
+    /// The status as the table and JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetStatus::Met => "met",
+            TargetStatus::Missed => "missed",
+            TargetStatus::Pending => "pending",
         }
     }
 }
 
 /// Checks every target whose benchmark is in `rows`.
-pub fn check(rows: &[Row]) -> Vec<Checked> {
+pub fn check(rows: &[Row]) -> Vec<CheckedTarget> {
     load()
         .into_iter()
         .filter(|target| rows.iter().any(|row| row.benchmark == target.benchmark))
-        .map(|target| Checked {
-            value: value_of(&target, rows),
-            target,
-        })
+        .map(|target| target.check(rows))
         .collect()
 }
 
-fn value_of(target: &Target, rows: &[Row]) -> Result<f64, String> {
-    let measured = |implementation: &str| {
-        rows.iter()
-            .find(|row| {
-                row.benchmark == target.benchmark
-                    && row.parameter == target.parameter
-                    && row.implementation == implementation
-            })
-            .and_then(Row::measurement)
-            .ok_or(format!("no measured {implementation} row"))
-    };
-    let subject = measured(&target.implementation)?;
-    match &target.metric {
-        Metric::Ratio { against, of } => {
-            let numerator = of.value(subject).ok_or("no value to compare")?;
-            let denominator = of.value(measured(against)?).ok_or("no value to compare")?;
-            Ok(numerator / denominator)
-        }
-        Metric::Counter { counter } => subject
-            .extra(counter)
-            .ok_or(format!("no {counter} counter")),
-    }
-}
-
 /// The checked targets as text lines for the table.
-pub fn render(checked: &[Checked]) -> String {
+pub fn render(checked: &[CheckedTarget]) -> String {
     let mut out = String::from("targets (benches/targets.json):\n");
-    let name_width = checked.iter().map(|c| c.target.name.len()).max();
-    let description_width = checked.iter().map(|c| c.description().len()).max();
-    for item in checked {
-        let value = match &item.value {
-            Ok(value) => format!("{value:.3}"),
-            Err(reason) => reason.clone(),
+    let name_width = checked.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let description_width = checked.iter().map(|c| c.description.len()).max();
+    let description_width = description_width.unwrap_or(0);
+    for target in checked {
+        let value = match (target.value, &target.reason) {
+            (Some(value), _) => format!("{value:.3}"),
+            (None, reason) => reason.clone().unwrap_or_default(),
         };
         let _ = writeln!(
             out,
             "  {:<name_width$}  {:<description_width$}  {value:>8}  target {:<8}  {}",
-            item.target.name,
-            item.description(),
-            item.bound_text(),
-            item.status().name(),
-            name_width = name_width.unwrap_or(0),
-            description_width = description_width.unwrap_or(0),
+            target.name,
+            target.description,
+            target.bound,
+            target.status.name(),
         );
     }
     out
