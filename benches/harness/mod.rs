@@ -16,10 +16,13 @@
 //!                                            └─ peers::*::<fn>(window), aioctx_rows::<fn>(window)
 //! ```
 //!
-//! To add a row to a group: write the function that runs one timed window of it (in `peers/` for
-//! another implementation, in `aioctx_rows` for this crate; a peer that runs as a subprocess, as
-//! `peers/fio.rs`, parses the child's report into a `Measurement`) and push a
-//! `Candidate::new("name", ..).note(..)` in the group's file. To add a benchmark: a file here
+//! To add a row to a group: write the function that runs one timed window of it and returns a
+//! `RunResult` (in `peers/` for another implementation, in `aioctx_rows` for this crate), and
+//! push a `Candidate::new("name", move || ..).note(..)` in the group's file; the group runs it
+//! in turns with the others and takes its ratio to the group's baseline. A peer that is a program
+//! of its own (fio; a small cargo project of its own under `benches/`) runs as a subprocess and
+//! parses the child's report into a `Measurement`, as `peers/fio.rs` does, returning
+//! `RunError::Skip` with the reason when it cannot run here. To add a benchmark: a file here
 //! with `pub fn run(&Config) -> Vec<Row>` that builds its `Group`s and calls `run_group`, its
 //! `mod` line and an entry in [`BENCHMARKS`] (which makes it selectable with `--only`), then a
 //! row in BENCHMARKS.md's table. A target for a row is an object in `benches/targets.json`.
