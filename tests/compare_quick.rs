@@ -1,27 +1,51 @@
-//! Runs the `compare` example's code in quick mode and checks the JSON it prints: every row and
-//! target has its fields with the right types, measured rows carry numbers, skipped rows carry a
-//! reason. No timing thresholds: tests assert behaviour, benchmarks measure speed.
+//! Runs `compare --quick` through the harness's own entry point and checks what it prints: the
+//! table, and the JSON lines it writes with `--json-out`, where every row and target has its
+//! fields with the right types, measured rows carry numbers, skipped rows carry a reason. No
+//! timing thresholds: tests assert behaviour, benchmarks measure speed.
 
-#[path = "../benches/common/mod.rs"]
-mod common;
+#[path = "../benches/harness/mod.rs"]
+mod harness;
 
-use common::config::Config;
-use common::json::Json;
+use std::ffi::OsString;
+use std::path::Path;
 
-fn string_field<'a>(object: &'a Json, key: &str, line: &str) -> &'a str {
-    object
-        .get(key)
-        .and_then(Json::as_str)
-        .unwrap_or_else(|| panic!("`{key}` is not a string in {line}"))
-}
+use harness::JsonLine;
+use harness::report::Status;
+use harness::targets::TargetStatus;
+use serde_json::Value;
 
-fn number_or_null(object: &Json, key: &str, line: &str) -> Option<f64> {
-    match object.get(key) {
-        Some(Json::Number(number)) => Some(*number),
-        Some(Json::Null) => None,
-        other => panic!("`{key}` is {other:?}, not a number or null, in {line}"),
-    }
-}
+/// The fields of every row object, whatever its status: the names scripts read.
+const ROW_FIELDS: &[&str] = &[
+    "kind",
+    "benchmark",
+    "implementation",
+    "parameter",
+    "status",
+    "ops_per_sec",
+    "p50_us",
+    "p99_us",
+    "samples",
+    "repeats",
+    "ratio_of",
+    "baseline",
+    "ratio",
+    "reason",
+    "note",
+];
+
+/// The fields of every target object.
+const TARGET_FIELDS: &[&str] = &[
+    "kind",
+    "name",
+    "benchmark",
+    "parameter",
+    "implementation",
+    "description",
+    "value",
+    "bound",
+    "status",
+    "reason",
+];
 
 fn io_uring_available() -> bool {
     io_uring::IoUring::new(8).is_ok()
@@ -29,78 +53,88 @@ fn io_uring_available() -> bool {
 
 #[test]
 fn compare_quick_prints_every_json_field() {
-    let config = Config {
-        progress: false,
-        ..Config::quick()
-    };
-    let rows = common::run(&config, common::BENCHMARKS);
-    let lines = common::json_lines(&rows);
-    assert!(!common::report::render_table(&rows).is_empty());
+    let json_out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-quick.jsonl");
+    let args = ["compare", "--quick", "--no-progress", "--json-out"]
+        .map(OsString::from)
+        .into_iter()
+        .chain([json_out.clone().into_os_string()]);
+    let mut table = Vec::new();
+    harness::main(args, &mut table).expect("compare --quick runs");
+    let table = String::from_utf8(table).expect("the table is UTF-8");
+    assert!(table.contains("benchmark   implementation"), "{table}");
+    assert!(table.contains("targets"), "{table}");
 
-    let mut measured = Vec::new();
-    for line in &lines {
-        let object = Json::parse(line).unwrap_or_else(|error| panic!("bad JSON ({error}): {line}"));
-        match string_field(&object, "kind", line) {
-            "row" => {
-                let benchmark = string_field(&object, "benchmark", line).to_owned();
-                let implementation = string_field(&object, "implementation", line).to_owned();
-                string_field(&object, "parameter", line);
-                string_field(&object, "note", line);
-                let ratio_of = string_field(&object, "ratio_of", line);
-                assert!(["ops_per_sec", "p50"].contains(&ratio_of), "{line}");
-                assert!(number_or_null(&object, "repeats", line).is_some(), "{line}");
-                let ops_per_sec = number_or_null(&object, "ops_per_sec", line);
-                let samples = number_or_null(&object, "samples", line);
-                let p50 = number_or_null(&object, "p50_us", line);
-                let p99 = number_or_null(&object, "p99_us", line);
-                let ratio = number_or_null(&object, "ratio", line);
-                let baseline = object.get("baseline").expect("baseline field");
-                let reason = object.get("reason").expect("reason field");
-                match string_field(&object, "status", line) {
-                    "measured" => {
-                        assert!(ops_per_sec.is_some_and(|ops| ops > 0.0), "{line}");
-                        assert!(samples.is_some_and(|samples| samples > 0.0), "{line}");
-                        assert_eq!(p50.is_some(), p99.is_some(), "{line}");
-                        if let (Some(p50), Some(p99)) = (p50, p99) {
+    let lines = std::fs::read_to_string(&json_out).expect("--json-out wrote its file");
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for line in lines.lines() {
+        let object: Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        let parsed = serde_json::from_value(object.clone())
+            .unwrap_or_else(|error| panic!("not a row or target ({error}): {line}"));
+        let fields = match &parsed {
+            JsonLine::Row(_) => ROW_FIELDS,
+            JsonLine::Target(_) => TARGET_FIELDS,
+        };
+        for field in fields {
+            assert!(object.get(field).is_some(), "no `{field}` in {line}");
+        }
+        match parsed {
+            JsonLine::Row(row) => {
+                match row.status {
+                    Status::Measured => {
+                        assert!(row.ops_per_sec.is_some_and(|ops| ops > 0.0), "{line}");
+                        assert!(row.samples.is_some_and(|samples| samples > 0), "{line}");
+                        assert_eq!(row.p50_us.is_some(), row.p99_us.is_some(), "{line}");
+                        if let (Some(p50), Some(p99)) = (row.p50_us, row.p99_us) {
                             assert!(p50 > 0.0 && p50 <= p99, "{line}");
                         }
-                        assert_eq!(baseline.as_str().is_some(), ratio.is_some(), "{line}");
-                        assert_eq!(reason, &Json::Null, "{line}");
-                        measured.push((benchmark, implementation));
+                        assert_eq!(row.baseline.is_some(), row.ratio.is_some(), "{line}");
+                        assert_eq!(row.reason, None, "{line}");
                     }
-                    "skipped" => assert!(reason.as_str().is_some_and(|r| !r.is_empty()), "{line}"),
-                    "failed" => panic!("a row failed: {line}"),
-                    other => panic!("unknown status `{other}` in {line}"),
+                    Status::Skipped => {
+                        assert!(row.reason.as_ref().is_some_and(|r| !r.is_empty()), "{line}");
+                    }
+                    Status::Failed => panic!("a row failed: {line}"),
                 }
+                rows.push(row);
             }
-            "target" => {
-                for key in [
-                    "benchmark",
-                    "parameter",
-                    "implementation",
-                    "description",
-                    "bound",
-                ] {
-                    string_field(&object, key, line);
-                }
-                number_or_null(&object, "value", line);
-                let status = string_field(&object, "status", line);
-                assert!(["met", "missed", "pending"].contains(&status), "{line}");
+            JsonLine::Target(target) => {
+                let pending = target.status == TargetStatus::Pending;
+                assert_eq!(target.value.is_none(), pending, "{line}");
+                assert_eq!(target.reason.is_some(), pending, "{line}");
+                targets.push(target);
             }
-            other => panic!("unknown kind `{other}` in {line}"),
         }
     }
 
-    for benchmark in common::BENCHMARKS {
+    for (benchmark, _) in harness::BENCHMARKS {
         assert!(
             rows.iter().any(|row| row.benchmark == *benchmark),
             "no `{benchmark}` row"
         );
     }
+    // Each target names a row of the run (a typo in benches/targets.json would leave it pending
+    // for good), unless its benchmark could not start here.
+    assert!(!targets.is_empty(), "no targets checked");
+    for target in &targets {
+        let of_benchmark = || rows.iter().filter(|row| row.benchmark == target.benchmark);
+        if of_benchmark().any(|row| row.implementation == "(setup)") {
+            continue;
+        }
+        assert!(
+            of_benchmark().any(|row| row.parameter == target.parameter
+                && row.implementation == target.implementation),
+            "target `{}` names no row of the run",
+            target.name
+        );
+    }
     let was_measured = |benchmark: &str, implementation: &str| {
-        measured
-            .iter()
-            .any(|(b, i)| b == benchmark && i == implementation)
+        rows.iter().any(|row| {
+            row.status == Status::Measured
+                && row.benchmark == benchmark
+                && row.implementation == implementation
+        })
     };
     assert!(
         was_measured("wake", "eventfd"),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::common::group::{RunResult, total_ops};
-use crate::common::measure::{Measurement, Phase, Window};
-use crate::common::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
+use crate::harness::group::{RunResult, total_ops};
+use crate::harness::measure::{Measurement, Phase, Window};
+use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
 
 /// Random 4 KiB buffered reads of `file` by `depth` concurrent tasks.
 pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult {

@@ -38,31 +38,15 @@ impl PageBuf {
         Layout::from_size_align(len, PAGE_ALIGN).expect("PageBuf layout")
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the buffer is empty (never: `zeroed` refuses zero lengths).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Start of the buffer, for the kernel to write into.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is valid for `len` initialised bytes (allocated zeroed) for as long as
-        // `self` lives, and `&self` forbids writes through `as_mut_ptr` meanwhile.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-
     /// The bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
+        // SAFETY: `ptr` is valid for `len` initialised bytes (allocated zeroed) for as long as
+        // `self` lives, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -6,10 +6,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::common::group::{RunResult, total_measurement};
-use crate::common::measure::{Latencies, Phase, Window};
-use crate::common::page_buf::PageBuf;
-use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::harness::group::{RunResult, total_measurement};
+use crate::harness::measure::{Latencies, Phase, Window};
+use crate::harness::page_buf::PageBuf;
+use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Random 4 KiB reads of `file` by `depth` concurrent tasks, each awaiting
 /// `spawn_blocking(pread)`.

@@ -127,16 +127,6 @@ impl Latencies {
         self.nanos.append(&mut other.nanos);
     }
 
-    /// Number of samples recorded.
-    pub fn len(&self) -> usize {
-        self.nanos.len()
-    }
-
-    /// Whether no sample was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.nanos.is_empty()
-    }
-
     /// The `quantile` (0.0..=1.0) of the recorded latencies, by the nearest-rank method.
     pub fn quantile(&mut self, quantile: f64) -> Option<Duration> {
         if self.nanos.is_empty() {
@@ -198,17 +188,6 @@ impl Phase {
         self.0.load(Ordering::Relaxed) == STOPPED
     }
 
-    /// Runs the window on a blocking thread: sleeps through `warmup`, measures for `measure`,
-    /// stops, and returns the measured window's length.
-    pub fn run_blocking(&self, warmup: Duration, measure: Duration) -> Duration {
-        std::thread::sleep(warmup);
-        self.start_measuring();
-        let start = Instant::now();
-        std::thread::sleep(measure);
-        self.stop();
-        start.elapsed()
-    }
-
     /// Runs the window inside a Tokio runtime (current-thread runtimes must not block).
     pub async fn run_async(&self, warmup: Duration, measure: Duration) -> Duration {
         tokio::time::sleep(warmup).await;
@@ -229,28 +208,23 @@ pub struct Window {
     pub measure: Duration,
 }
 
-// Written without `use`: see the note on the tests in `json.rs`.
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn median_handles_odd_and_even_counts() {
-        assert_eq!(super::median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
     }
 
     #[test]
     fn quantile_uses_nearest_rank() {
-        let mut latencies = super::Latencies::default();
+        let mut latencies = Latencies::default();
         for micros in 1..=100 {
-            latencies.record(std::time::Duration::from_micros(micros));
+            latencies.record(Duration::from_micros(micros));
         }
-        assert_eq!(
-            latencies.quantile(0.5),
-            Some(std::time::Duration::from_micros(50))
-        );
-        assert_eq!(
-            latencies.quantile(0.99),
-            Some(std::time::Duration::from_micros(99))
-        );
+        assert_eq!(latencies.quantile(0.5), Some(Duration::from_micros(50)));
+        assert_eq!(latencies.quantile(0.99), Some(Duration::from_micros(99)));
     }
 }

@@ -6,13 +6,15 @@
 //! reaped completion), the closest match to the other rows, which time each op from just before
 //! it is queued to when its completion is seen.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::group::{RunError, RunResult};
-use crate::common::json::Json;
-use crate::common::measure::{Measurement, Window};
-use crate::common::testfile::TestFile;
+use serde::Deserialize;
+
+use crate::harness::group::{RunError, RunResult};
+use crate::harness::measure::{Measurement, Window};
+use crate::harness::testfile::TestFile;
 
 /// fio's version line, or why fio cannot run.
 pub fn version() -> Result<String, String> {
@@ -73,34 +75,69 @@ pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult 
     parse_report(&stdout).map_err(|error| RunError::Fail(format!("fio report: {error}")))
 }
 
-/// Reads IOPS, total-latency p50 and p99, and the number of I/Os from fio's JSON report (fio may print notices
-/// before the JSON, which are skipped).
+/// The part of fio's JSON report read here: `jobs[0].read`.
+#[derive(Debug, Deserialize)]
+struct Report {
+    jobs: Vec<Job>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Job {
+    read: Direction,
+}
+
+#[derive(Debug, Deserialize)]
+struct Direction {
+    iops: f64,
+    #[serde(default)]
+    total_ios: u64,
+    lat_ns: Latency,
+}
+
+#[derive(Debug, Deserialize)]
+struct Latency {
+    /// Nanoseconds by percentile, keyed as fio prints them (`"50.000000"`).
+    percentile: BTreeMap<String, f64>,
+}
+
+/// Reads IOPS, total-latency p50 and p99, and the number of I/Os from fio's JSON report (fio may
+/// print notices before the JSON, which are skipped).
 pub fn parse_report(report: &str) -> Result<Measurement, String> {
     let json_start = report.find('{').ok_or("no JSON in fio output")?;
-    let json = Json::parse(&report[json_start..])?;
-    let read = json
-        .get("jobs")
-        .and_then(|jobs| jobs.at(0))
-        .and_then(|job| job.get("read"))
-        .ok_or("no jobs[0].read")?;
-    let number =
-        |value: Option<&Json>, what: &str| value.and_then(Json::as_f64).ok_or(format!("no {what}"));
-    let iops = number(read.get("iops"), "read.iops")?;
-    let total_ios = number(read.get("total_ios"), "read.total_ios").unwrap_or(0.0);
-    let percentile = |key: &str| -> Result<Duration, String> {
-        let nanos = number(
-            read.get("lat_ns")
-                .and_then(|lat| lat.get("percentile"))
-                .and_then(|p| p.get(key)),
-            &format!("read.lat_ns.percentile[{key}]"),
-        )?;
-        Ok(Duration::from_nanos(nanos as u64))
+    let report: Report = serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())?;
+    let read = &report.jobs.first().ok_or("no jobs")?.read;
+    let percentile = |key: &str| {
+        let nanos = read.lat_ns.percentile.get(key);
+        nanos
+            .map(|nanos| Duration::from_nanos(*nanos as u64))
+            .ok_or(format!("no read.lat_ns.percentile[{key}]"))
     };
     Ok(Measurement {
-        ops_per_sec: iops,
+        ops_per_sec: read.iops,
         p50: Some(percentile("50.000000")?),
         p99: Some(percentile("99.000000")?),
-        samples: total_ios as u64,
+        samples: read.total_ios,
         extra: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_report_reads_iops_and_total_latency_percentiles() {
+        let report = r#"note: a notice fio printed first
+            {"fio version": "fio-3.33", "jobs": [{"jobname": "aioctx-randread", "read": {
+                "iops": 1.5e3, "total_ios": 450,
+                "clat_ns": {"percentile": {"50.000000": 1}},
+                "lat_ns": {"min": 30000, "percentile": {"50.000000": 41216, "99.000000": 98304}}
+            }}]}"#;
+        let measurement = parse_report(report).unwrap();
+        assert_eq!(measurement.ops_per_sec, 1500.0);
+        assert_eq!(measurement.samples, 450);
+        assert_eq!(measurement.p50, Some(Duration::from_nanos(41216)));
+        assert_eq!(measurement.p99, Some(Duration::from_nanos(98304)));
+        assert!(parse_report("fio: no JSON").is_err());
+    }
 }

@@ -7,10 +7,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::common::group::{RunError, RunResult, total_measurement, total_ops, uring_setup_error};
-use crate::common::measure::{Latencies, Measurement, Phase, Window};
-use crate::common::page_buf::PageBuf;
-use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::harness::group::{RunError, RunResult, total_measurement, total_ops, uring_setup_error};
+use crate::harness::measure::{Latencies, Measurement, Phase, Window};
+use crate::harness::page_buf::PageBuf;
+use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Starts a tokio-uring runtime for `body`, mapping a refused ring to a skip (tokio-uring itself
 /// panics when `io_uring_setup` fails, so probe first).

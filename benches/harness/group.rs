@@ -137,15 +137,13 @@ pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>)
                 (Ok(_), None) => Outcome::Measured(median_of(&entry.runs)),
             };
             Row {
-                benchmark: group.benchmark,
-                implementation: entry.candidate.implementation,
+                benchmark: group.benchmark.to_owned(),
+                implementation: entry.candidate.implementation.to_owned(),
                 parameter: group.parameter.clone(),
-                outcome,
                 ratio_of: group.ratio_of,
-                baseline: None,
-                ratio: None,
                 repeats: entry.runs.len(),
                 note: entry.candidate.note,
+                ..Row::of(outcome)
             }
         })
         .collect();
@@ -156,16 +154,16 @@ pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>)
 fn set_ratios(rows: &mut [Row], group: &Group) {
     let baseline = group.baselines.iter().find_map(|name| {
         let row = rows.iter().find(|row| row.implementation == *name)?;
-        Some((*name, group.ratio_of.value(row.measurement()?)?))
+        Some((*name, group.ratio_of.value(row)?))
     });
     let Some((baseline_name, baseline_value)) = baseline else {
         return;
     };
     for row in rows {
-        row.baseline = Some(baseline_name);
-        row.ratio = row
-            .measurement()
-            .and_then(|m| group.ratio_of.value(m))
+        row.baseline = Some(baseline_name.to_owned());
+        row.ratio = group
+            .ratio_of
+            .value(row)
             .map(|value| value / baseline_value);
     }
 }

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use io_uring::{IoUring, SubmissionQueue, cqueue, opcode, types};
 
-use crate::common::group::{RunResult, uring_setup_error};
-use crate::common::measure::{Latencies, Measurement, Window};
-use crate::common::page_buf::PageBuf;
-use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::harness::group::{RunResult, uring_setup_error};
+use crate::harness::measure::{Latencies, Measurement, Window};
+use crate::harness::page_buf::PageBuf;
+use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// When replacement reads go to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

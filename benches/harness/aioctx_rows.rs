@@ -22,10 +22,10 @@ use aioctx::{Context, Metrics};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use crate::common::affinity;
-use crate::common::group::{RunError, RunResult, uring_setup_error};
-use crate::common::measure::{Latencies, Measurement, Phase, Window};
-use crate::common::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use super::affinity;
+use super::group::{RunError, RunResult, uring_setup_error};
+use super::measure::{Latencies, Measurement, Phase, Window};
+use super::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
 const ENTRIES: u32 = 256;
