@@ -112,17 +112,17 @@ pub(crate) fn ram_size(workload: &Workload) -> u64 {
 }
 
 /// Checks that a workload fits the KVM guest's memory map and device.
-pub(crate) fn check_fits(workload_batch: usize, chunk: usize) -> Result<(), String> {
-    if workload_batch > MAX_BATCH {
+pub(crate) fn check_fits(batch: usize, chunk: usize) -> Result<(), String> {
+    if batch > MAX_BATCH {
         return Err(format!(
-            "--batch {workload_batch}: the KVM guest's device takes at most {MAX_BATCH} reads \
+            "--batch {batch}: the KVM guest's device takes at most {MAX_BATCH} reads \
              per doorbell"
         ));
     }
-    let data = (workload_batch as u64).saturating_mul(chunk as u64);
+    let data = (batch as u64).saturating_mul(chunk as u64);
     if layout::DATA.saturating_add(data).next_multiple_of(2 << 20) > MMIO_BASE {
         return Err(format!(
-            "--batch {workload_batch} x --chunk {chunk} does not fit below the KVM guest's MMIO \
+            "--batch {batch} x --chunk {chunk} does not fit below the KVM guest's MMIO \
              window at {MMIO_BASE:#x}"
         ));
     }
