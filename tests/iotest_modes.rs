@@ -99,7 +99,11 @@ fn iotest_every_mode_reads_every_byte_and_reports_its_metrics() {
         };
         assert_eq!(json["mode"], Json::String(name.clone()));
         assert_eq!(json["guest"], Json::String("thread".to_owned()), "{name}");
-        assert_eq!(json["exits"], Json::Null, "{name}: the thread guest has no exits");
+        assert_eq!(
+            json["exits"],
+            Json::Null,
+            "{name}: the thread guest has no exits"
+        );
         assert_eq!(json["checksum_ok"], Json::Bool(true), "{name}");
         assert_eq!(number("bytes"), QUICK_SIZE as f64, "{name}");
         assert!(number("wall_ms") > 0.0, "{name}");

@@ -32,10 +32,9 @@ Modes, each a path from the guest's doorbell to the kernel:
   no-kick       as kick, without the wake: reads wait for the main loop's timer (the bug)
   no-kick-busy  as no-kick, with unrelated socket traffic keeping the main loop awake";
 
+// clap's derive turns this struct into the parser and the help text (its doc comments), so
+// this file keeps only what the flags mean.
 /// Reads a disk image the way the guest of QEMU commit 2ae361ef1d does, once per mode.
-///
-/// clap's derive turns this struct into the parser and the help text, so this file keeps only
-/// what the flags mean.
 #[derive(Debug, Parser)]
 #[command(name = "iotest", after_help = MODES_HELP)]
 struct Args {
