@@ -181,9 +181,11 @@ impl CompletionQueue {
             .store_release_u32(state.table + TABLE_PRODUCED, state.produced);
         state.published_at.push(now);
         state.irq = true;
-        if state.produced == state.expected
-            && let (Some(doorbell), Some(started)) = (state.doorbell_at, state.run_started)
-        {
+        if let (true, Some(doorbell), Some(started)) = (
+            state.produced == state.expected,
+            state.doorbell_at,
+            state.run_started,
+        ) {
             state.batches.push(BatchTiming {
                 at: doorbell - started,
                 latency: now - doorbell,
