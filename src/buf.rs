@@ -1,6 +1,7 @@
 //! Owned buffers for ops: the traits an op needs of a buffer, their
 //! implementations for `Vec<u8>`, `Box<[u8]>` and `BytesMut`, the aligned
-//! buffer that `O_DIRECT` needs, and zero-copy slices of any of them.
+//! buffer that `O_DIRECT` needs, [`ExternalBuf`] over memory the caller owns
+//! (guest RAM, an mmap, shared memory), and zero-copy slices of any of them.
 //!
 //! An op takes its buffer by value and hands it back with the result, so the
 //! kernel never writes memory the caller could free or move meanwhile.
@@ -377,6 +378,185 @@ unsafe impl IoBufMut for AlignedBuf {
     }
 }
 
+/// A buffer over memory the caller owns and keeps alive: guest RAM, an
+/// `mmap`ed file, a shared-memory region. The op reads into (or writes from)
+/// that memory directly, with no copy on the ring.
+///
+/// All of the region is initialised and counts as data: a write sends all
+/// `len` bytes, a read may fill all of them.
+///
+/// # Cancellation and release
+///
+/// Dropping an op's future does not give the buffer back: the backend keeps
+/// the `ExternalBuf` until the op is over and drops it then. Until that
+/// moment the region may still be written:
+///
+/// - on io_uring the kernel may write until the op's CQE, even after the
+///   cancel the driver sends (the read may have been under way);
+/// - the thread-pool fallback skips a call no pool thread has started (the
+///   buffer is released at once), but cannot cancel one that runs: it runs
+///   to its end and its result is copied into the region;
+/// - the simulator completes the op at its deadline, filling the region.
+///
+/// Once the value is dropped, nothing in this crate touches the region
+/// again. To learn when that is, attach a callback with
+/// [`on_release`](ExternalBuf::on_release): it runs when the value is
+/// dropped, on whichever thread drops it (the home thread, a pool thread, or
+/// the caller once it has the buffer back), so keep it short and
+/// non-blocking — send on a channel, decrement a counter.
+///
+/// If a context shuts down while the kernel never answers an op, the op's
+/// memory is leaked rather than freed, and the release never runs: keep the
+/// region mapped (leak it too) when the release has not come.
+///
+/// ```
+/// use aioctx::buf::ExternalBuf;
+/// use std::sync::mpsc;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let mut region = vec![0u8; 4096].into_boxed_slice(); // stands in for an mmap
+/// let (released, on_release) = mpsc::channel();
+/// // SAFETY: `region` outlives the buffer (we wait for the release below
+/// // before touching or freeing it), is initialised, and nothing else
+/// // accesses it meanwhile.
+/// let buf = unsafe { ExternalBuf::new(region.as_mut_ptr(), region.len()) }
+///     .on_release(move || released.send(()).unwrap());
+///
+/// let ctx = aioctx::Context::new()?;
+/// let file = ctx.block_on(aioctx::fs::File::open(&ctx, "/proc/self/stat"))?;
+/// let (n, buf) = ctx.block_on(file.read_at(buf, 0));
+/// drop(buf);
+/// on_release.recv().unwrap();
+/// assert!(region[..n?].starts_with(std::process::id().to_string().as_bytes()));
+/// # Ok(())
+/// # }
+/// ```
+pub struct ExternalBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    on_release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+// SAFETY: the caller of `ExternalBuf::new` promised the region may be
+// accessed from any thread; the release callback is `Send`.
+unsafe impl Send for ExternalBuf {}
+
+impl ExternalBuf {
+    /// A buffer over the `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// The caller promises that:
+    ///
+    /// 1. `ptr` is valid for reads and writes of `len` bytes, and every one
+    ///    of them is initialised (a zero-filled anonymous mapping, a mapped
+    ///    file, memory written before). `ptr` may be null only if `len` is 0.
+    /// 2. The region stays valid, and writable, until this value is dropped:
+    ///    not unmapped, freed, remapped read-only or reused for something
+    ///    whose contents matter. That is *after* the op's future is dropped,
+    ///    if it is dropped in flight: wait for the release (see the type's
+    ///    docs), or leak the region.
+    /// 3. While an op owns the value (from the call that takes it until the
+    ///    buffer is handed back, or the release runs), nothing accesses the
+    ///    region through Rust references or other plain Rust code, including
+    ///    another op's buffer that overlaps it and is written. Agents outside
+    ///    Rust's memory model (a guest running on a vCPU, another process,
+    ///    a device) may touch it meanwhile; they then see, or leave,
+    ///    unspecified bytes.
+    /// 4. The region may be accessed from any thread of the process.
+    ///
+    /// # Panics
+    ///
+    /// If `ptr` is null and `len` is not 0.
+    pub unsafe fn new(ptr: *mut u8, len: usize) -> ExternalBuf {
+        let ptr = match NonNull::new(ptr) {
+            Some(ptr) => ptr,
+            None if len == 0 => NonNull::dangling(),
+            None => panic!("ExternalBuf::new: null pointer for {len} bytes"),
+        };
+        ExternalBuf {
+            ptr,
+            len,
+            on_release: None,
+        }
+    }
+
+    /// Runs `release` when this value is dropped: the moment nothing in this
+    /// crate can touch the region any more. A callback attached earlier runs
+    /// first.
+    pub fn on_release(mut self, release: impl FnOnce() + Send + 'static) -> ExternalBuf {
+        self.on_release = Some(match self.on_release.take() {
+            Some(earlier) => Box::new(move || {
+                earlier();
+                release();
+            }),
+            None => Box::new(release),
+        });
+        self
+    }
+
+    /// The region's first byte.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The region's first byte, for writing.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The region's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for ExternalBuf {
+    fn drop(&mut self) {
+        if let Some(release) = self.on_release.take() {
+            release();
+        }
+    }
+}
+
+impl fmt::Debug for ExternalBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalBuf")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("on_release", &self.on_release.is_some())
+            .finish()
+    }
+}
+
+// SAFETY: `new`'s caller promised `len` initialised bytes at `ptr` that stay
+// valid, wherever this value moves, until it is dropped.
+unsafe impl IoBuf for ExternalBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+    fn bytes_total(&self) -> usize {
+        self.len
+    }
+}
+
+// SAFETY: as for IoBuf; the region is writable and always fully
+// initialised, so there is nothing for `set_init` to record.
+unsafe impl IoBufMut for ExternalBuf {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    unsafe fn set_init(&mut self, _pos: usize) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +580,32 @@ mod tests {
         assert_eq!(s.stable_ptr(), ptr.wrapping_add(1));
         assert_eq!(s.bytes_init(), 3);
         assert_eq!(s.into_inner(), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn external_buf_runs_its_release_callbacks_in_order_when_dropped() {
+        let mut region = [7u8; 16];
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (first, second) = (order.clone(), order.clone());
+        // SAFETY: `region` outlives the buffer and nothing else touches it.
+        let buf = unsafe { ExternalBuf::new(region.as_mut_ptr(), region.len()) }
+            .on_release(move || first.lock().unwrap().push(1))
+            .on_release(move || second.lock().unwrap().push(2));
+        assert_eq!(buf.bytes_total(), 16);
+        assert_eq!(buf.bytes_init(), 16);
+        assert_eq!(buf.stable_ptr(), region.as_ptr());
+        let slice = buf.slice(4..8);
+        assert_eq!(slice.stable_ptr(), region.as_ptr().wrapping_add(4));
+        assert!(order.lock().unwrap().is_empty());
+        drop(slice);
+        assert_eq!(*order.lock().unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn external_buf_may_be_empty_and_null() {
+        // SAFETY: an empty region at null is allowed.
+        let buf = unsafe { ExternalBuf::new(std::ptr::null_mut(), 0) };
+        assert!(buf.is_empty());
+        assert!(!buf.as_ptr().is_null());
     }
 }

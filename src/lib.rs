@@ -16,6 +16,10 @@
 //!   `aio_co_enter`). [`Context::block_on`] serves blocking callers.
 //! - [`Context::bind`] binds a thread to a context for a scope, so code deep in
 //!   a device model finds it with [`current`].
+//! - Ops own their buffers and hand them back with the result ([`buf`]):
+//!   `Vec<u8>`, [`buf::AlignedBuf`] for `O_DIRECT`, or [`buf::ExternalBuf`]
+//!   over memory the caller owns (guest RAM, an mmap), which the kernel reads
+//!   into directly; its release callback says when the region is free again.
 //!
 //! ```text
 //!  any thread                                   home thread (Tokio current_thread)

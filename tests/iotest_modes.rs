@@ -9,14 +9,16 @@ mod scenario;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use scenario::{Config, Error, Mode, ModeReport, QUICK_SIZE, RunRecord};
+use scenario::{Config, Error, Guest, Mode, ModeReport, QUICK_SIZE, RunRecord};
 
-/// The `--quick` workload with a 50 ms timer, so `no-kick` waits 50 ms per batch, not 499.
+/// The `--quick` workload on the thread guest (`tests/iotest_kvm.rs` runs the KVM guest) with
+/// a 50 ms timer, so `no-kick` waits 50 ms per batch, not 499.
 fn quick_config() -> Config {
     Config {
         size: Some(QUICK_SIZE),
         timer: Duration::from_millis(50),
         repeat: Some(1),
+        guest: Guest::Thread,
         ..Config::default()
     }
 }
@@ -55,9 +57,27 @@ fn iotest_every_mode_reads_every_byte_and_reports_its_metrics() {
         Mode::ALL.map(|mode| (mode, 0)),
         "one run per mode, in the canonical order"
     );
+    let batches = QUICK_SIZE / (config.chunk * config.batch) as u64;
     for run in &runs {
         assert!(run.checksum_ok, "{} read wrong data", run.mode);
         assert_eq!(run.guest.bytes, QUICK_SIZE, "{} read every byte", run.mode);
+        assert_eq!(run.guest.bad_chunk, None, "{}", run.mode);
+        assert_eq!(run.guest_kind, Guest::Thread, "{}", run.mode);
+        assert!(run.kvm.is_none(), "{}: no vCPU figures", run.mode);
+        assert_eq!(
+            run.guest.batches.len() as u64,
+            batches,
+            "{}: one latency per doorbell",
+            run.mode
+        );
+        assert!(
+            run.guest
+                .batches
+                .windows(2)
+                .all(|pair| pair[0].at < pair[1].at),
+            "{}: batches in doorbell order",
+            run.mode
+        );
     }
 
     let chunks = QUICK_SIZE / config.chunk as u64;
@@ -78,6 +98,12 @@ fn iotest_every_mode_reads_every_byte_and_reports_its_metrics() {
             other => panic!("{name}: {key} should be a number, is {other:?}"),
         };
         assert_eq!(json["mode"], Json::String(name.clone()));
+        assert_eq!(json["guest"], Json::String("thread".to_owned()), "{name}");
+        assert_eq!(
+            json["exits"],
+            Json::Null,
+            "{name}: the thread guest has no exits"
+        );
         assert_eq!(json["checksum_ok"], Json::Bool(true), "{name}");
         assert_eq!(number("bytes"), QUICK_SIZE as f64, "{name}");
         assert!(number("wall_ms") > 0.0, "{name}");

@@ -17,13 +17,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Config, DEFAULT_SIZE, Error};
 
-/// Reads and writes of the image outside the timed runs go in pieces of this size.
-const PIECE: usize = 1 << 20;
-
 /// Mixes a word's index into the checksum so that data read from the wrong offset changes it.
-const INDEX_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const INDEX_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Spreads each word over the checksum's bits before the words are summed.
-const WORD_MIX: u64 = 0xBF58_476D_1CE4_E5B9;
+pub(crate) const WORD_MIX: u64 = 0xBF58_476D_1CE4_E5B9;
 
 /// The image every mode of one invocation reads.
 #[derive(Debug)]
@@ -34,6 +31,9 @@ pub(crate) struct Backing {
     pub(crate) size: u64,
     /// The checksum of those bytes, from the pattern or from a plain read of `--path`.
     pub(crate) expected_checksum: u64,
+    /// Each chunk's checksum, by chunk number: what the guest's per-chunk reports are checked
+    /// against. They sum (wrapping) to `expected_checksum`.
+    pub(crate) chunk_checksums: Vec<u64>,
     /// Removes the temporary image when dropped; `None` for `--path`.
     _temp_dir: Option<TempDir>,
 }
@@ -126,11 +126,12 @@ fn open_existing(config: &Config, path: &Path) -> Result<Backing, Error> {
         )));
     }
     file.seek(SeekFrom::Start(0))
-        .and_then(|_| checksum_of(&mut file, size))
-        .map(|expected_checksum| Backing {
+        .and_then(|_| checksums_of(&mut file, size, config.chunk))
+        .map(|chunk_checksums| Backing {
             path: path.to_owned(),
             size,
-            expected_checksum,
+            expected_checksum: total(&chunk_checksums),
+            chunk_checksums,
             _temp_dir: None,
         })
         .map_err(|err| bad_path(format!("cannot read it: {err}")))
@@ -163,11 +164,12 @@ fn create_temporary(config: &Config) -> Result<Backing, Error> {
     if config.direct_io {
         probe_direct_io(&path)?;
     }
-    let expected_checksum = fill_with_pattern(file, size).map_err(write_error)?;
+    let chunk_checksums = fill_with_pattern(file, size, config.chunk).map_err(write_error)?;
     Ok(Backing {
         path,
         size,
-        expected_checksum,
+        expected_checksum: total(&chunk_checksums),
+        chunk_checksums,
         _temp_dir: Some(temp_dir),
     })
 }
@@ -187,37 +189,39 @@ fn probe_direct_io(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// Writes `size` bytes of the pattern to the empty `file`, flushed to the device so the first
-/// timed run does not pay for the write-back, and returns their checksum.
-fn fill_with_pattern(mut file: File, size: u64) -> io::Result<u64> {
-    let mut piece = vec![0u8; PIECE];
-    let mut checksum = 0u64;
-    let mut offset = 0u64;
-    while offset < size {
-        let len = PIECE.min((size - offset) as usize);
-        for (bytes, index) in piece[..len].chunks_exact_mut(8).zip(offset / 8..) {
+/// Writes `size` bytes of the pattern to the empty `file`, a chunk at a time, flushed to the
+/// device so the first timed run does not pay for the write-back, and returns each chunk's
+/// checksum.
+fn fill_with_pattern(mut file: File, size: u64, chunk: usize) -> io::Result<Vec<u64>> {
+    let mut piece = vec![0u8; chunk];
+    let mut checksums = Vec::new();
+    for offset in (0..size).step_by(chunk) {
+        for (bytes, index) in piece.chunks_exact_mut(8).zip(offset / 8..) {
             bytes.copy_from_slice(&pattern_word(index).to_le_bytes());
         }
-        file.write_all(&piece[..len])?;
-        checksum = checksum.wrapping_add(checksum_chunk(offset, &piece[..len]));
-        offset += len as u64;
+        file.write_all(&piece)?;
+        checksums.push(checksum_chunk(offset, &piece));
     }
     file.sync_all()?;
-    Ok(checksum)
+    Ok(checksums)
 }
 
-/// The checksum of the first `size` bytes of `file`, read from its current position 0.
-fn checksum_of(file: &mut File, size: u64) -> io::Result<u64> {
-    let mut piece = vec![0u8; PIECE];
-    let mut checksum = 0u64;
-    let mut offset = 0u64;
-    while offset < size {
-        let len = PIECE.min((size - offset) as usize);
-        file.read_exact(&mut piece[..len])?;
-        checksum = checksum.wrapping_add(checksum_chunk(offset, &piece[..len]));
-        offset += len as u64;
+/// Each `chunk`'s checksum over the first `size` bytes of `file`, read from position 0.
+fn checksums_of(file: &mut File, size: u64, chunk: usize) -> io::Result<Vec<u64>> {
+    let mut piece = vec![0u8; chunk];
+    let mut checksums = Vec::new();
+    for offset in (0..size).step_by(chunk) {
+        file.read_exact(&mut piece)?;
+        checksums.push(checksum_chunk(offset, &piece));
     }
-    Ok(checksum)
+    Ok(checksums)
+}
+
+/// The checksum of the whole image from its chunks'.
+fn total(chunk_checksums: &[u64]) -> u64 {
+    chunk_checksums
+        .iter()
+        .fold(0u64, |sum, chunk| sum.wrapping_add(*chunk))
 }
 
 /// Bytes an unprivileged user may still write on the filesystem holding `dir`.

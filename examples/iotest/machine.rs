@@ -1,6 +1,7 @@
-//! The emulated modes (`kick`, `no-kick`, `no-kick-busy`): a machine whose main loop is an aioctx
-//! [`Context`], and a disk controller whose doorbell is an MMIO exit handled inline on the vCPU
-//! thread, as QEMU's AHCI emulation handles it.
+//! The emulated machine of the `kick`, `no-kick` and `no-kick-busy` modes, for either guest: a
+//! main loop that is an aioctx [`Context`] with QEMU's housekeeping timer, the big lock, and the
+//! disk image opened on the main loop. A guest's disk controller runs its doorbell through
+//! [`Machine::mmio_exit`], inline on the vCPU thread, as QEMU's AHCI emulation does.
 //!
 //! ```text
 //!  vCPU thread (the guest)                    main loop (the context's home thread)
@@ -21,17 +22,15 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
-use aioctx::Context;
-use aioctx::buf::AlignedBuf;
 use aioctx::fs::{File, OpenOptions};
+use aioctx::{Context, Metrics};
 use io_uring::{opcode, types};
 
-use super::{Config, Disk, Error, GuestRun, Mode, Workload};
+use super::{Config, Error, Mode};
 
 /// How often the busy mode's unrelated traffic wakes the main loop (plus the sleep's slack).
 const CHATTER_PERIOD: Duration = Duration::from_micros(100);
@@ -56,73 +55,36 @@ pub(crate) struct ContextStats {
     pub(crate) timer_ticks: u64,
 }
 
-/// Runs the guest once against a fresh machine in `mode` and returns what the guest measured and
-/// what the main context saw.
-pub(crate) fn run(
-    mode: Mode,
-    config: &Config,
-    workload: &Workload,
-    image: &Path,
-) -> Result<(GuestRun, ContextStats), Error> {
-    let (machine, interrupts) = Machine::start(mode, config, image)?;
-    let before = machine.main_context.metrics();
-    let ticks_before = machine.timer_ticks.load(Ordering::Relaxed);
-    let guest = super::on_vcpu_thread(|| {
-        let mut disk = EmulatedDisk {
-            machine: &machine,
-            interrupts,
-            free_buffers: (0..workload.batch)
-                .map(|_| AlignedBuf::with_capacity(workload.chunk))
-                .collect(),
-            chunk: workload.chunk,
-            // Even without the kick a read waits at most one timer period; past a few, the
-            // main loop is not turning at all.
-            interrupt_deadline: config.timer * 4 + Duration::from_secs(10),
-        };
-        super::run_guest(workload, &mut disk)
-    })?;
-    let after = machine.main_context.metrics();
-    // Relaxed: a statistic read after the run, not ordered with anything else.
-    let timer_ticks = machine.timer_ticks.load(Ordering::Relaxed) - ticks_before;
-    // The context is new for this run, so its dwell histogram holds exactly this run's reads.
-    let stats = ContextStats {
-        foreign_ops: after.ops_foreign - before.ops_foreign,
-        kicks_sent: after.kicks_sent - before.kicks_sent,
-        kicks_coalesced: after.kicks_coalesced - before.kicks_coalesced,
-        kicks_suppressed: after.kicks_suppressed - before.kicks_suppressed,
-        dwell_p50: after.dwell.p50,
-        dwell_p99: after.dwell.p99,
-        dwell_max: after.dwell.max,
-        timer_ticks,
-    };
-    Ok((guest, stats))
-}
-
-/// The emulated machine: the main context, the big lock and the disk controller.
+/// The emulated machine: the main context, the big lock and the disk image.
 ///
 /// Fields drop in order: the chatter stops before the main context shuts down.
 #[derive(Debug)]
-struct Machine {
+pub(crate) struct Machine {
     /// Present in `no-kick-busy` only; stops its writer thread when dropped.
     _chatter: Option<SocketChatter>,
-    /// QEMU's main AioContext; dropping the machine shuts it down and joins its home thread.
-    main_context: Context,
+    /// QEMU's main AioContext; dropping the machine shuts it down and joins its home thread,
+    /// after cancelling and draining every read still in flight.
+    pub(crate) main_context: Context,
     /// The BQL analogue: held by a vCPU thread for a whole MMIO exit and by the main loop while
     /// it raises an interrupt, so device emulation never runs on two threads at once.
-    bql: Arc<Mutex<()>>,
-    controller: DiskController,
+    pub(crate) bql: Arc<Mutex<()>>,
+    /// The disk image, opened on the main loop.
+    pub(crate) image: Arc<File>,
     /// Counted by the housekeeping timer task.
     timer_ticks: Arc<AtomicU64>,
 }
 
+/// The main context's counters when a run started.
+#[derive(Clone, Debug)]
+pub(crate) struct Baseline {
+    metrics: Metrics,
+    timer_ticks: u64,
+}
+
 impl Machine {
     /// Starts the main loop, its housekeeping timer and (for `no-kick-busy`) the chatter, and
-    /// opens the image on the home thread. Returns the receiving end of the interrupt line.
-    fn start(
-        mode: Mode,
-        config: &Config,
-        image: &Path,
-    ) -> Result<(Self, Receiver<Interrupt>), Error> {
+    /// opens the image on the home thread.
+    pub(crate) fn start(mode: Mode, config: &Config, image: &Path) -> Result<Self, Error> {
         let main_context = Context::builder()
             .entries(256)
             .thread_name("iotest-main-loop")
@@ -162,31 +124,50 @@ impl Machine {
             _ => None,
         };
         let image = open_image(&main_context, image, config.direct_io)?;
-        let bql = Arc::new(Mutex::new(()));
-        let (to_vcpu, interrupts) = mpsc::channel();
-        let machine = Machine {
+        Ok(Machine {
             main_context,
-            controller: DiskController {
-                image: Arc::new(image),
-                interrupt_line: InterruptLine {
-                    bql: Arc::clone(&bql),
-                    to_vcpu,
-                },
-            },
-            bql,
+            bql: Arc::new(Mutex::new(())),
+            image: Arc::new(image),
             timer_ticks,
             _chatter: chatter,
-        };
-        Ok((machine, interrupts))
+        })
     }
 
-    /// What a vCPU thread does when the guest writes the doorbell register: the exit runs
+    /// The counters now, to subtract at the end of a run.
+    pub(crate) fn baseline(&self) -> Baseline {
+        Baseline {
+            metrics: self.main_context.metrics(),
+            // Relaxed: a statistic read between runs, not ordered with anything else.
+            timer_ticks: self.timer_ticks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The main context's view of the run since `before`.
+    pub(crate) fn stats_since(&self, before: &Baseline) -> ContextStats {
+        let after = self.main_context.metrics();
+        let before_metrics = &before.metrics;
+        // The context is new for each run, so its dwell histogram holds exactly this run's
+        // reads.
+        ContextStats {
+            foreign_ops: after.ops_foreign - before_metrics.ops_foreign,
+            kicks_sent: after.kicks_sent - before_metrics.kicks_sent,
+            kicks_coalesced: after.kicks_coalesced - before_metrics.kicks_coalesced,
+            kicks_suppressed: after.kicks_suppressed - before_metrics.kicks_suppressed,
+            dwell_p50: after.dwell.p50,
+            dwell_p99: after.dwell.p99,
+            dwell_max: after.dwell.max,
+            // Relaxed: as in `baseline`.
+            timer_ticks: self.timer_ticks.load(Ordering::Relaxed) - before.timer_ticks,
+        }
+    }
+
+    /// What a vCPU thread does when the guest writes the doorbell register: `handle` runs
     /// inline, under the BQL, with the thread bound to the main context (QEMU's
     /// `qemu_get_current_aio_context()` returns the main context while the BQL is held).
-    fn mmio_exit(&self, requests: Vec<ReadRequest>) {
+    pub(crate) fn mmio_exit<T>(&self, handle: impl FnOnce() -> T) -> T {
         let _bql = self.bql.lock().unwrap_or_else(PoisonError::into_inner);
         let _bound = self.main_context.bind();
-        self.controller.handle_doorbell(requests);
+        handle()
     }
 }
 
@@ -208,133 +189,6 @@ fn open_image(context: &Context, image: &Path, direct_io: bool) -> Result<File, 
         .join()
         .map_err(|join_error| open_error(io::Error::other(join_error.to_string())))?
         .map_err(open_error)
-}
-
-/// One read the guest asked for, with the buffer the device reads into.
-#[derive(Debug)]
-struct ReadRequest {
-    offset: u64,
-    buf: AlignedBuf,
-}
-
-/// A completion, as the interrupt hands it to the guest.
-#[derive(Debug)]
-struct Interrupt {
-    offset: u64,
-    result: io::Result<usize>,
-    buf: AlignedBuf,
-}
-
-/// The device model: it owns the image and raises an interrupt per finished read.
-#[derive(Debug)]
-struct DiskController {
-    image: Arc<File>,
-    interrupt_line: InterruptLine,
-}
-
-impl DiskController {
-    /// The doorbell handler, deep in the device model: it finds the context through
-    /// [`aioctx::current`], as QEMU's block layer does, and enters one read per request. Each
-    /// read's SQE is pushed from this (the vCPU) thread; its completion runs on the home thread.
-    fn handle_doorbell(&self, requests: Vec<ReadRequest>) {
-        let context =
-            aioctx::current().expect("an MMIO exit runs with the vCPU bound to the main context");
-        for ReadRequest { offset, buf } in requests {
-            let image = Arc::clone(&self.image);
-            let interrupt_line = self.interrupt_line.clone();
-            // Detached: the interrupt, not the handle, reports the completion.
-            drop(context.enter(async move {
-                let (result, buf) = image.read_at(buf, offset).await;
-                interrupt_line.raise(Interrupt {
-                    offset,
-                    result,
-                    buf,
-                });
-            }));
-        }
-    }
-}
-
-/// The wire from the controller to the vCPU: completions are raised under the BQL, as QEMU's
-/// completion callbacks run with it held.
-#[derive(Clone, Debug)]
-struct InterruptLine {
-    bql: Arc<Mutex<()>>,
-    to_vcpu: Sender<Interrupt>,
-}
-
-impl InterruptLine {
-    fn raise(&self, interrupt: Interrupt) {
-        let _bql = self.bql.lock().unwrap_or_else(PoisonError::into_inner);
-        // The guest stops listening only when its run has failed; nothing is left to tell.
-        let _ = self.to_vcpu.send(interrupt);
-    }
-}
-
-/// The disk as the guest on the vCPU thread sees it.
-struct EmulatedDisk<'machine> {
-    machine: &'machine Machine,
-    interrupts: Receiver<Interrupt>,
-    /// The guest's DMA buffers not lent to the device.
-    free_buffers: Vec<AlignedBuf>,
-    chunk: usize,
-    /// How long to wait for one interrupt before declaring the main loop stuck.
-    interrupt_deadline: Duration,
-}
-
-impl Disk for EmulatedDisk<'_> {
-    fn submit(&mut self, offsets: &[u64]) -> Result<(), Error> {
-        let requests = offsets
-            .iter()
-            .map(|&offset| ReadRequest {
-                offset,
-                buf: self
-                    .free_buffers
-                    .pop()
-                    .expect("the guest never has more than one batch in flight"),
-            })
-            .collect();
-        self.machine.mmio_exit(requests);
-        Ok(())
-    }
-
-    fn complete_one(&mut self, consume: impl FnOnce(u64, &[u8])) -> Result<(), Error> {
-        let Interrupt {
-            offset,
-            result,
-            buf,
-        } = self
-            .interrupts
-            .recv_timeout(self.interrupt_deadline)
-            .map_err(|err| Error::Io {
-                context: "waiting for the disk's interrupt".to_owned(),
-                source: match err {
-                    RecvTimeoutError::Timeout => io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "no completion within {:?}: the main loop never submitted the read",
-                            self.interrupt_deadline
-                        ),
-                    ),
-                    RecvTimeoutError::Disconnected => {
-                        io::Error::other("the main loop dropped the read")
-                    }
-                },
-            })?;
-        let outcome = match result {
-            Ok(read) if read == self.chunk => {
-                consume(offset, &buf[..read]);
-                Ok(())
-            }
-            Ok(read) => Err(Error::short_read(offset, read, self.chunk)),
-            Err(source) => Err(Error::Io {
-                context: format!("reading at offset {offset}"),
-                source,
-            }),
-        };
-        self.free_buffers.push(buf);
-        outcome
-    }
 }
 
 /// Unrelated I/O that keeps the main loop awake, like the seed's busy ssh session: a side thread

@@ -1,149 +1,192 @@
 //! `iotest`: the workload of QEMU commit 2ae361ef1d, its bug and its fix side by side.
 //!
-//! A guest on a vCPU thread reads a disk image with O_DIRECT in batches, with 1 ms sleeps. In
-//! `kick`, `no-kick` and `no-kick-busy` every doorbell is an MMIO exit that queues the reads into
-//! the main context from the vCPU thread, as QEMU's AHCI emulation does; `direct` submits to a
-//! private ring and is the floor. This file parses the flags and prints the table or JSON lines;
-//! the scenario itself is in `scenario.rs`.
+//! A guest reads a disk image with O_DIRECT in batches, with 1 ms of processing before each
+//! submit and after each completion. The guest is x86-64 code on a KVM vCPU where `/dev/kvm`
+//! works, else a plain thread (`--guest`). In `kick`, `no-kick` and `no-kick-busy` every doorbell
+//! is an MMIO exit that queues the reads into the main context from the vCPU thread, as QEMU's
+//! AHCI emulation does; `direct` submits to a private ring and is the floor. This file parses
+//! the flags and prints the table, JSON lines or the plot; the scenario itself is in
+//! `scenario.rs`.
 //!
 //! ```text
-//! cargo run --release --example iotest                      # every mode, ~45 s
+//! cargo run --release --example iotest                      # every mode, ~75 s
 //! cargo run --release --example iotest -- --quick --mode kick,direct
-//! cargo run --release --example iotest -- --path /dev/sdb --json
+//! cargo run --release --example iotest -- --json --plot iotest.svg
 //! ```
 
+mod plot;
 mod scenario;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use scenario::{Config, MIB, Mode, ModeReport, QUICK_SIZE, RunRecord};
+use clap::Parser;
 
-const USAGE: &str = "\
-usage: iotest [options]
+use scenario::{Config, Guest, Inject, MIB, Mode, ModeReport, QUICK_SIZE, RunRecord};
 
-Reads a disk image the way the guest of QEMU commit 2ae361ef1d does, once per mode:
+const MODES_HELP: &str = "\
+Modes, each a path from the guest's doorbell to the kernel:
   direct        the vCPU thread submits to a private io_uring ring: the floor
   kick          MMIO exits queue reads into the main context, which is woken at once
   no-kick       as kick, without the wake: reads wait for the main loop's timer (the bug)
-  no-kick-busy  as no-kick, with unrelated socket traffic keeping the main loop awake
+  no-kick-busy  as no-kick, with unrelated socket traffic keeping the main loop awake";
 
-options:
-  --mode LIST       comma-separated modes to run (default: all)
-  --repeat N        runs per mode, median reported (default: 3, and 1 for no-kick)
-  --quick           read 8 MiB instead of 128 MiB
-  --size BYTES      bytes to read (suffixes K, M, G; default 128M)
-  --chunk BYTES     bytes per read (default 128K)
-  --batch N         reads per submit (default 16)
-  --delay-us N      guest sleep before each submit and after each completion (default 1000)
-  --timer-ms N      period of the main loop's housekeeping timer (default 499)
-  --buffered        read through the page cache instead of O_DIRECT
-  --path PATH       read an existing file or block device (read-only) instead of a temp file
-  --json            print one JSON object per mode instead of the table
-  --help            print this";
-
-/// What the command line asks for.
-#[derive(Debug)]
-struct Invocation {
-    config: Config,
+// clap's derive turns this struct into the parser and the help text (its doc comments), so
+// this file keeps only what the flags mean.
+/// Reads a disk image the way the guest of QEMU commit 2ae361ef1d does, once per mode.
+#[derive(Debug, Parser)]
+#[command(name = "iotest", after_help = MODES_HELP)]
+struct Args {
+    /// Comma-separated modes to run [default: all]
+    #[arg(long, value_delimiter = ',', value_parser = parse_mode)]
+    mode: Vec<Mode>,
+    /// What runs the guest: kvm, thread, or auto (KVM where /dev/kvm works)
+    #[arg(long, default_value = "auto", value_parser = parse_guest)]
+    guest: Guest,
+    /// Runs per mode, median reported [default: 3, and 1 for no-kick]
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Read 8 MiB instead of 128 MiB
+    #[arg(long)]
+    quick: bool,
+    /// Bytes to read (suffixes K, M, G) [default: 128M]
+    #[arg(long, value_parser = parse_bytes)]
+    size: Option<u64>,
+    /// Bytes per read
+    #[arg(long, default_value = "128K", value_parser = parse_bytes)]
+    chunk: u64,
+    /// Reads per submit
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Guest processing before each submit and after each completion, in microseconds
+    #[arg(long, default_value_t = 1000)]
+    delay_us: u64,
+    /// Period of the main loop's housekeeping timer, in milliseconds
+    #[arg(long, default_value_t = 499)]
+    timer_ms: u64,
+    /// Read through the page cache instead of O_DIRECT
+    #[arg(long)]
+    buffered: bool,
+    /// Read an existing file or block device (read-only) instead of a temp file
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Print one JSON object per mode instead of the table
+    #[arg(long)]
     json: bool,
+    /// Also draw each batch's doorbell-to-completion latency, one panel per mode, as SVG
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Plant a fault to see the error paths: guest-fault, or corrupt-chunk=N (KVM guest only)
+    #[arg(long, value_parser = parse_inject)]
+    inject: Option<Inject>,
 }
 
-fn main() -> ExitCode {
-    let invocation = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(invocation)) => invocation,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("iotest: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = scenario::run(&invocation.config, &mut |run| print_progress(run));
-    match result {
-        Ok(reports) if invocation.json => {
-            for report in &reports {
-                println!("{}", report.to_json());
-            }
-            exit_code(&reports)
-        }
-        Ok(reports) => {
-            print_table(&invocation.config, &reports);
-            exit_code(&reports)
-        }
-        Err(err) => {
-            eprintln!("iotest: error: {err}");
-            ExitCode::FAILURE
-        }
+impl Args {
+    fn config(&self) -> Result<Config, String> {
+        let defaults = Config::default();
+        Ok(Config {
+            modes: if self.mode.is_empty() {
+                defaults.modes
+            } else {
+                self.mode.clone()
+            },
+            repeat: self.repeat,
+            size: self.size.or(self.quick.then_some(QUICK_SIZE)),
+            chunk: usize::try_from(self.chunk).map_err(|_| "--chunk is too large".to_owned())?,
+            batch: self.batch,
+            delay: Duration::from_micros(self.delay_us),
+            timer: Duration::from_millis(self.timer_ms),
+            direct_io: !self.buffered,
+            path: self.path.clone(),
+            guest: self.guest,
+            inject: self.inject,
+        })
     }
 }
 
-/// A run whose data was wrong fails the command, so scripts notice.
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match args.config() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("iotest: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match config.guest.resolve() {
+        Ok((guest, why)) => {
+            eprintln!("iotest: guest: {guest} ({why})");
+            config.guest = guest;
+        }
+        Err(err) => {
+            eprintln!("iotest: error: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let reports = match scenario::run(&config, &mut |run| print_progress(run)) {
+        Ok(reports) => reports,
+        Err(err) => {
+            eprintln!("iotest: error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        for report in &reports {
+            println!("{}", report.to_json());
+        }
+    } else {
+        print_table(&config, &reports);
+    }
+    if let Some(path) = &args.plot {
+        match plot::write(path, &config, &reports) {
+            Ok(()) => eprintln!("iotest: plot written to {}", path.display()),
+            Err(err) => {
+                eprintln!("iotest: error: cannot draw {}: {err}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    exit_code(&reports)
+}
+
+/// A run whose data was wrong fails the command, so scripts notice; the message names the
+/// first chunk that was wrong.
 fn exit_code(reports: &[ModeReport]) -> ExitCode {
-    if reports.iter().all(|report| report.checksum_ok) {
+    let mut ok = true;
+    for report in reports.iter().filter(|report| !report.checksum_ok) {
+        ok = false;
+        match &report.bad_chunk {
+            Some(chunk) => eprintln!("iotest: error: {} read wrong data: {chunk}", report.mode),
+            None => eprintln!(
+                "iotest: error: {} read wrong data: {} of the image's bytes, whole checksum off",
+                report.mode, report.median.bytes
+            ),
+        }
+    }
+    if ok {
         ExitCode::SUCCESS
     } else {
-        eprintln!("iotest: error: a mode read wrong data (checksum_ok is false)");
         ExitCode::FAILURE
     }
 }
 
-/// Parses the flags; `Ok(None)` means `--help`.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Invocation>, String> {
-    let mut config = Config::default();
-    let mut json = false;
-    while let Some(arg) = args.next() {
-        let (flag, inline_value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg, None),
-        };
-        let mut value = || {
-            inline_value
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag.as_str() {
-            "--help" | "-h" => return Ok(None),
-            "--json" => json = true,
-            "--quick" => config.size = Some(QUICK_SIZE),
-            "--buffered" => config.direct_io = false,
-            "--mode" => {
-                config.modes = value()?
-                    .split(',')
-                    .map(|name| name.trim().parse::<Mode>().map_err(|err| err.to_string()))
-                    .collect::<Result<_, _>>()?;
-            }
-            "--repeat" => config.repeat = Some(parse_number(&flag, &value()?)?),
-            "--size" => config.size = Some(parse_bytes(&flag, &value()?)?),
-            "--chunk" => {
-                config.chunk = usize::try_from(parse_bytes(&flag, &value()?)?)
-                    .map_err(|_| format!("{flag} is too large"))?;
-            }
-            "--batch" => config.batch = parse_number(&flag, &value()?)?,
-            "--delay-us" => {
-                config.delay = Duration::from_micros(parse_number(&flag, &value()?)?);
-            }
-            "--timer-ms" => {
-                config.timer = Duration::from_millis(parse_number(&flag, &value()?)?);
-            }
-            "--path" => config.path = Some(value()?.into()),
-            _ => return Err(format!("unknown argument {flag:?}")),
-        }
-    }
-    Ok(Some(Invocation { config, json }))
+fn parse_mode(name: &str) -> Result<Mode, String> {
+    name.trim()
+        .parse()
+        .map_err(|err: scenario::Error| err.to_string())
 }
 
-fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{flag} wants a whole number, not {value:?}"))
+fn parse_guest(name: &str) -> Result<Guest, String> {
+    name.parse().map_err(|err: scenario::Error| err.to_string())
+}
+
+fn parse_inject(what: &str) -> Result<Inject, String> {
+    what.parse().map_err(|err: scenario::Error| err.to_string())
 }
 
 /// Parses `128M`, `128MiB`, `4096`, `1G`: binary units, case-insensitive.
-fn parse_bytes(flag: &str, value: &str) -> Result<u64, String> {
+fn parse_bytes(value: &str) -> Result<u64, String> {
     let lower = value.to_ascii_lowercase();
     let digits = lower.trim_end_matches(['i', 'b']);
     let (number, shift) = match digits.char_indices().last() {
@@ -156,20 +199,24 @@ fn parse_bytes(flag: &str, value: &str) -> Result<u64, String> {
         .parse::<u64>()
         .ok()
         .and_then(|number| number.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{flag} wants a size like 4096, 128K or 8M, not {value:?}"))
+        .ok_or_else(|| format!("wants a size like 4096, 128K or 8M, not {value:?}"))
 }
 
 fn print_progress(run: &RunRecord) {
+    let exits = run
+        .kvm
+        .as_ref()
+        .map_or(String::new(), |kvm| format!("  {} exits", kvm.exits.total));
+    let mismatch = match &run.guest.bad_chunk {
+        Some(chunk) => format!("  CHECKSUM MISMATCH: {chunk}"),
+        None if !run.checksum_ok => "  CHECKSUM MISMATCH".to_owned(),
+        None => String::new(),
+    };
     eprintln!(
-        "iotest: {:<12} run {}: {:>9.1} ms{}",
+        "iotest: {:<12} run {}: {:>9.1} ms{exits}{mismatch}",
         run.mode.to_string(),
         run.round + 1,
         ms(run.guest.wall),
-        if run.checksum_ok {
-            ""
-        } else {
-            "  CHECKSUM MISMATCH"
-        },
     );
 }
 
@@ -178,7 +225,7 @@ fn print_table(config: &Config, reports: &[ModeReport]) {
         return;
     };
     println!(
-        "\n{} MiB in {} KiB {} reads, {} per batch, {} us sleeps; main-loop timer {} ms",
+        "\n{} MiB in {} KiB {} reads, {} per batch, {} us sleeps; main-loop timer {} ms; {} guest",
         first.median.bytes / MIB,
         config.chunk / 1024,
         if config.direct_io {
@@ -189,6 +236,7 @@ fn print_table(config: &Config, reports: &[ModeReport]) {
         config.batch,
         config.delay.as_micros(),
         config.timer.as_millis(),
+        first.guest_kind,
     );
     println!(
         "{:<13} {:>9} {:>8} {:>9} {:>9}  {:>27}  {:>20}  {:>5}  runs ms",
@@ -243,7 +291,68 @@ fn print_table(config: &Config, reports: &[ModeReport]) {
             },
         );
     }
+    if reports.iter().any(|report| report.kvm.is_some()) {
+        print_kvm_table(reports);
+    }
     println!("\n{}", explanation(config, reports));
+}
+
+/// The vCPU's side of the KVM runs: exits, and the two latencies the guest feels.
+fn print_kvm_table(reports: &[ModeReport]) {
+    println!(
+        "\n{:<13} {:>6} {:>8} {:>20}  {:>25}  {:>21}  {:>17}",
+        "KVM",
+        "exits",
+        "exits/s",
+        "mmio w/r out wait",
+        "wait->resume p50/p99/max",
+        "doorbell->done p50/max",
+        "direct submit p50",
+    );
+    for report in reports {
+        let Some(kvm) = &report.kvm else { continue };
+        let mut latencies: Vec<Duration> = report
+            .median
+            .batches
+            .iter()
+            .map(|batch| batch.latency)
+            .collect();
+        latencies.sort_unstable();
+        let batch = match (
+            latencies.get(latencies.len().saturating_sub(1) / 2),
+            latencies.last(),
+        ) {
+            (Some(p50), Some(max)) => format!("{} / {}", short(*p50), short(*max)),
+            _ => "-".to_owned(),
+        };
+        let exits = kvm.exits;
+        println!(
+            "{:<13} {:>6} {:>8.0} {:>20}  {:>25}  {:>21}  {:>17}",
+            report.mode.to_string(),
+            exits.total,
+            kvm.exits_per_sec,
+            format!(
+                "{}/{} {} {}{}",
+                exits.mmio_write,
+                exits.mmio_read,
+                exits.io_out,
+                exits.wait,
+                if exits.intr > 0 {
+                    format!(" +{} intr", exits.intr)
+                } else {
+                    String::new()
+                }
+            ),
+            format!(
+                "{} / {} / {}",
+                short(kvm.delivery_p50),
+                short(kvm.delivery_p99),
+                short(kvm.delivery_max)
+            ),
+            batch,
+            kvm.submit_p50.map_or("-".to_owned(), short),
+        );
+    }
 }
 
 /// One sentence on what the table shows, from the numbers in it.

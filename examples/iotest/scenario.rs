@@ -1,30 +1,46 @@
 //! The workload of QEMU commit 2ae361ef1d as plain functions: a guest on a vCPU thread reads a
 //! disk image in batches of chunk-sized reads, sleeping before each batch submit and after each
-//! completion, and checksums what it read. Each [`Mode`] is a different path from the guest's
+//! completion, and checksums what it read. The guest is real x86 code under KVM
+//! (`kvm_run.rs`), or a Rust function on a plain thread where KVM is missing
+//! (`thread_guest.rs`); see [`Guest`]. Each [`Mode`] is a different path from the guest's
 //! doorbell to the kernel. [`run`] runs the chosen modes, interleaved round by round, and
 //! returns one [`ModeReport`] per mode with the median run.
 //!
-//! `main.rs` only parses flags and prints; `tests/iotest_modes.rs` and the benches include this
-//! file with `#[path]`, so everything a run needs is reachable from [`run`].
+//! `main.rs` only parses flags and prints; `tests/iotest_modes.rs`, `tests/iotest_kvm.rs` and
+//! the benches include this file with `#[path]`, so everything a run needs is reachable from
+//! [`run`].
 
 #[path = "backing.rs"]
 mod backing;
+#[path = "blockdev.rs"]
+mod blockdev;
 #[path = "direct.rs"]
 mod direct;
 #[path = "dma.rs"]
 mod dma;
+#[path = "kvm_guest.rs"]
+mod kvm_guest;
+#[path = "kvm_run.rs"]
+mod kvm_run;
+#[path = "kvm_vm.rs"]
+mod kvm_vm;
 #[path = "machine.rs"]
 mod machine;
+#[path = "report.rs"]
+mod report;
+#[path = "thread_guest.rs"]
+mod thread_guest;
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use self::direct::PrivateRingDisk;
-use self::machine::ContextStats;
+pub(crate) use self::kvm_run::KvmStats;
+pub(crate) use self::machine::ContextStats;
+pub(crate) use self::report::{ModeReport, RunRecord};
 
 /// One MiB, the unit of the sizes below.
 pub(crate) const MIB: u64 = 1 << 20;
@@ -81,6 +97,103 @@ impl FromStr for Mode {
     }
 }
 
+/// What runs the guest program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Guest {
+    /// KVM when `/dev/kvm` opens and a VM can be created, else the thread guest.
+    Auto,
+    /// x86-64 code on one KVM vCPU; its doorbell is a real MMIO exit.
+    Kvm,
+    /// A Rust function on a plain std thread standing in for the vCPU.
+    Thread,
+}
+
+impl Guest {
+    /// The name the JSON and the flags use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Guest::Auto => "auto",
+            Guest::Kvm => "kvm",
+            Guest::Thread => "thread",
+        }
+    }
+
+    /// Picks a concrete guest: `Auto` becomes `Kvm` if this machine can run a VM, else
+    /// `Thread`. Returns the choice and why, in words.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KvmUnavailable`] when `Kvm` was asked for and cannot run.
+    pub(crate) fn resolve(self) -> Result<(Guest, String), Error> {
+        match self {
+            Guest::Thread => Ok((Guest::Thread, "asked for with --guest thread".to_owned())),
+            Guest::Kvm => {
+                kvm_vm::probe()?;
+                Ok((Guest::Kvm, "asked for with --guest kvm".to_owned()))
+            }
+            Guest::Auto => match kvm_vm::probe() {
+                Ok(()) => Ok((
+                    Guest::Kvm,
+                    "/dev/kvm opened and a VM was created".to_owned(),
+                )),
+                Err(Error::KvmUnavailable(why)) => Ok((Guest::Thread, why)),
+                Err(other) => Err(other),
+            },
+        }
+    }
+}
+
+impl FromStr for Guest {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self, Error> {
+        [Guest::Auto, Guest::Kvm, Guest::Thread]
+            .into_iter()
+            .find(|guest| guest.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "unknown guest {name:?}: expected kvm, thread or auto"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Guest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A fault planted on purpose, to see the error paths work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Inject {
+    /// The KVM guest's device flips a bit in this chunk's data after reading it: the guest's
+    /// checksum of the chunk no longer matches the image's.
+    CorruptChunk(u64),
+    /// The KVM guest executes an undefined instruction at boot: a triple fault.
+    GuestFault,
+}
+
+impl FromStr for Inject {
+    type Err = Error;
+
+    fn from_str(what: &str) -> Result<Self, Error> {
+        match what.split_once('=') {
+            None if what == "guest-fault" => Ok(Inject::GuestFault),
+            Some(("corrupt-chunk", chunk)) => {
+                chunk.parse().map(Inject::CorruptChunk).map_err(|_| {
+                    Error::InvalidConfig(format!(
+                        "corrupt-chunk wants a chunk number, not {chunk:?}"
+                    ))
+                })
+            }
+            _ => Err(Error::InvalidConfig(format!(
+                "unknown fault {what:?}: expected guest-fault or corrupt-chunk=N"
+            ))),
+        }
+    }
+}
+
 /// Everything one invocation runs: the modes, the workload and where the image lives.
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
@@ -102,11 +215,15 @@ pub(crate) struct Config {
     pub(crate) direct_io: bool,
     /// An existing file or block device to read instead of a temporary image.
     pub(crate) path: Option<PathBuf>,
+    /// What runs the guest program.
+    pub(crate) guest: Guest,
+    /// A fault to plant (KVM guest only).
+    pub(crate) inject: Option<Inject>,
 }
 
 impl Default for Config {
     /// The seed's workload: 128 MB in 128 KiB O_DIRECT reads, 16 per batch, 1 ms sleeps, a
-    /// 499 ms timer, every mode.
+    /// 499 ms timer, every mode, on KVM where it runs.
     fn default() -> Self {
         Self {
             modes: Mode::ALL.to_vec(),
@@ -118,6 +235,8 @@ impl Default for Config {
             timer: Duration::from_millis(499),
             direct_io: true,
             path: None,
+            guest: Guest::Auto,
+            inject: None,
         }
     }
 }
@@ -149,6 +268,11 @@ impl Config {
         if self.timer.is_zero() {
             return invalid("--timer-ms must be at least 1".to_owned());
         }
+        if self.guest == Guest::Kvm {
+            kvm_run::check_fits(self.batch, self.chunk).or_else(invalid)?;
+        } else if self.inject.is_some() {
+            return invalid("--inject plants its faults in the KVM guest only".to_owned());
+        }
         match self.size {
             Some(size) if size == 0 || size % self.chunk as u64 != 0 => invalid(format!(
                 "--size {size} must be a positive multiple of --chunk {}",
@@ -176,6 +300,12 @@ pub(crate) enum Error {
     },
     /// io_uring cannot be set up here (an old kernel, seccomp, `kernel.io_uring_disabled`).
     RingUnavailable(io::Error),
+    /// The KVM guest cannot run here: no `/dev/kvm`, no permission, or KVM refused a VM; the
+    /// message says which.
+    KvmUnavailable(String),
+    /// The KVM guest stopped in a way its program never does: a triple fault, an access to
+    /// no device, a KVM internal error. `state` is the vCPU's registers at the exit.
+    GuestFault { exit: String, state: String },
     /// An I/O or runtime failure during setup or a run.
     Io { context: String, source: io::Error },
 }
@@ -223,6 +353,12 @@ impl fmt::Display for Error {
                 "io_uring is not available here ({err}): the kernel is too old, or seccomp or \
                  kernel.io_uring_disabled forbids it"
             ),
+            Error::KvmUnavailable(why) => {
+                write!(f, "the KVM guest cannot run: {why}; use --guest thread")
+            }
+            Error::GuestFault { exit, state } => {
+                write!(f, "the KVM guest faulted: {exit}\n{}", state.trim_end())
+            }
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -240,19 +376,38 @@ pub(crate) struct Workload {
     pub(crate) delay: Duration,
 }
 
-/// A disk as the guest sees it: a doorbell that takes a batch of reads, and one completion per
-/// read.
-pub(crate) trait Disk {
-    /// Queues one `chunk`-byte read at each offset: one doorbell write (an MMIO exit in the
-    /// emulated modes).
-    fn submit(&mut self, offsets: &[u64]) -> Result<(), Error>;
+/// A chunk whose checksum did not match the image's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BadChunk {
+    /// The chunk's number in the image.
+    pub(crate) index: u64,
+    pub(crate) offset: u64,
+    /// The checksum the guest computed, and the image's.
+    pub(crate) got: u64,
+    pub(crate) expected: u64,
+}
 
-    /// Waits for the next completion and hands its offset and the bytes read to `consume`.
-    fn complete_one(&mut self, consume: impl FnOnce(u64, &[u8])) -> Result<(), Error>;
+impl fmt::Display for BadChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chunk {} (offset {}): checksum {:#018x}, the image's is {:#018x}",
+            self.index, self.offset, self.got, self.expected
+        )
+    }
+}
+
+/// One batch's doorbell-to-completion latency.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchTiming {
+    /// When the doorbell rang, from the start of the run.
+    pub(crate) at: Duration,
+    /// From the doorbell to the batch's last read completing at the device.
+    pub(crate) latency: Duration,
 }
 
 /// What the guest measured in one run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct GuestRun {
     /// From the first sleep to the last completion processed.
     pub(crate) wall: Duration,
@@ -262,116 +417,10 @@ pub(crate) struct GuestRun {
     pub(crate) completion_wait: Duration,
     pub(crate) bytes: u64,
     pub(crate) checksum: u64,
-}
-
-/// The guest program: the seed's `iotest`, run on the calling thread (the vCPU thread).
-fn run_guest(workload: &Workload, disk: &mut impl Disk) -> Result<GuestRun, Error> {
-    let offsets: Vec<u64> = (0..workload.size).step_by(workload.chunk).collect();
-    let mut sleep_floor = Duration::ZERO;
-    let mut sleep = || {
-        let before = Instant::now();
-        thread::sleep(workload.delay);
-        sleep_floor += before.elapsed();
-    };
-    let mut completion_wait = Duration::ZERO;
-    let mut checksum = 0u64;
-    let mut bytes = 0u64;
-    let started = Instant::now();
-    for batch in offsets.chunks(workload.batch) {
-        sleep();
-        disk.submit(batch)?;
-        for _ in batch {
-            let waiting = Instant::now();
-            disk.complete_one(|offset, data| {
-                completion_wait += waiting.elapsed();
-                checksum = checksum.wrapping_add(backing::checksum_chunk(offset, data));
-                bytes += data.len() as u64;
-            })?;
-            sleep();
-        }
-    }
-    let wall = started.elapsed();
-    Ok(GuestRun {
-        wall,
-        sleep_floor,
-        completion_wait,
-        bytes,
-        checksum,
-    })
-}
-
-/// One run of one mode, as handed to [`run`]'s progress callback.
-#[derive(Clone, Debug)]
-pub(crate) struct RunRecord {
-    pub(crate) mode: Mode,
-    /// 0-based round this run belongs to.
-    pub(crate) round: usize,
-    pub(crate) guest: GuestRun,
-    /// The main context's view of the run; `None` for `direct`, which has no context.
-    pub(crate) context: Option<ContextStats>,
-    /// The checksum matched the image's and every byte was read.
-    pub(crate) checksum_ok: bool,
-}
-
-/// The result for one mode: its median run and every run's wall time.
-#[derive(Clone, Debug)]
-pub(crate) struct ModeReport {
-    pub(crate) mode: Mode,
-    /// Every run's wall time, in run order.
-    pub(crate) wall_runs: Vec<Duration>,
-    /// The median run by wall time (the lower one of an even count).
-    pub(crate) median: GuestRun,
-    /// The median run's context metrics; `None` for `direct`.
-    pub(crate) context: Option<ContextStats>,
-    /// `median.wall` over `direct`'s, when `direct` ran.
-    pub(crate) ratio_to_direct: Option<f64>,
-    /// Every run read every byte with the right checksum.
-    pub(crate) checksum_ok: bool,
-}
-
-impl ModeReport {
-    /// The report as one line of JSON; `direct` has no context, so its context metrics are
-    /// `null`.
-    pub(crate) fn to_json(&self) -> String {
-        let runs: Vec<String> = self.wall_runs.iter().map(|wall| json_ms(*wall)).collect();
-        let context = |field: fn(&ContextStats) -> String| {
-            self.context.as_ref().map_or("null".to_owned(), field)
-        };
-        format!(
-            concat!(
-                "{{\"mode\":\"{}\",\"wall_ms\":{},\"wall_ms_runs\":[{}],\"ratio_to_direct\":{},",
-                "\"sleep_floor_ms\":{},\"completion_wait_ms\":{},\"dwell_p50_us\":{},",
-                "\"dwell_p99_us\":{},",
-                "\"dwell_max_us\":{},\"kicks_sent\":{},\"kicks_coalesced\":{},\"kicks_suppressed\":{},",
-                "\"foreign_ops\":{},\"timer_ticks\":{},\"bytes\":{},\"checksum_ok\":{}}}"
-            ),
-            self.mode,
-            json_ms(self.median.wall),
-            runs.join(","),
-            self.ratio_to_direct
-                .map_or("null".to_owned(), |ratio| format!("{ratio:.4}")),
-            json_ms(self.median.sleep_floor),
-            json_ms(self.median.completion_wait),
-            context(|stats| json_us(stats.dwell_p50)),
-            context(|stats| json_us(stats.dwell_p99)),
-            context(|stats| json_us(stats.dwell_max)),
-            context(|stats| stats.kicks_sent.to_string()),
-            context(|stats| stats.kicks_coalesced.to_string()),
-            context(|stats| stats.kicks_suppressed.to_string()),
-            context(|stats| stats.foreign_ops.to_string()),
-            context(|stats| stats.timer_ticks.to_string()),
-            self.median.bytes,
-            self.checksum_ok,
-        )
-    }
-}
-
-fn json_us(duration: Duration) -> String {
-    format!("{:.1}", duration.as_secs_f64() * 1e6)
-}
-
-fn json_ms(duration: Duration) -> String {
-    format!("{:.3}", duration.as_secs_f64() * 1e3)
+    /// The first chunk whose checksum did not match, if one did not.
+    pub(crate) bad_chunk: Option<BadChunk>,
+    /// Every batch's doorbell-to-completion latency, in order.
+    pub(crate) batches: Vec<BatchTiming>,
 }
 
 /// Prepares the image, runs every chosen mode `config.repeats(mode)` times (round-robin, so the
@@ -386,8 +435,10 @@ pub(crate) fn run(
     config: &Config,
     on_run: &mut dyn FnMut(&RunRecord),
 ) -> Result<Vec<ModeReport>, Error> {
+    let mut config = config.clone();
+    config.guest = config.guest.resolve()?.0;
     config.validate()?;
-    let backing = backing::prepare(config)?;
+    let backing = backing::prepare(&config)?;
     let workload = Workload {
         size: backing.size,
         chunk: config.chunk,
@@ -402,41 +453,28 @@ pub(crate) fn run(
     let mut records = Vec::new();
     for round in 0..rounds.unwrap_or(0) {
         for &mode in modes.iter().filter(|&&mode| round < config.repeats(mode)) {
-            let (guest, context) = run_once(mode, config, &workload, &backing)?;
+            let (guest, context, kvm) = match config.guest {
+                Guest::Kvm => kvm_run::run(mode, &config, &workload, &backing)
+                    .map(|(guest, context, kvm)| (guest, context, Some(kvm)))?,
+                _ => thread_guest::run(mode, &config, &workload, &backing)
+                    .map(|(guest, context)| (guest, context, None))?,
+            };
             let record = RunRecord {
                 mode,
+                guest_kind: config.guest,
                 round,
+                checksum_ok: guest.bytes == workload.size
+                    && guest.checksum == backing.expected_checksum
+                    && guest.bad_chunk.is_none(),
                 guest,
                 context,
-                checksum_ok: guest.bytes == workload.size
-                    && guest.checksum == backing.expected_checksum,
+                kvm,
             };
             on_run(&record);
             records.push(record);
         }
     }
-    Ok(summarize(&modes, &records))
-}
-
-fn run_once(
-    mode: Mode,
-    config: &Config,
-    workload: &Workload,
-    backing: &backing::Backing,
-) -> Result<(GuestRun, Option<ContextStats>), Error> {
-    match mode {
-        Mode::Direct => {
-            let guest = on_vcpu_thread(|| {
-                let mut disk = PrivateRingDisk::open(&backing.path, config.direct_io, workload)?;
-                run_guest(workload, &mut disk)
-            })?;
-            Ok((guest, None))
-        }
-        Mode::Kick | Mode::NoKick | Mode::NoKickBusy => {
-            let (guest, stats) = machine::run(mode, config, workload, &backing.path)?;
-            Ok((guest, Some(stats)))
-        }
-    }
+    Ok(report::summarize(&modes, &records))
 }
 
 /// Runs `guest` on a fresh thread named like QEMU's vCPU threads and returns what it returns.
@@ -452,33 +490,4 @@ fn on_vcpu_thread<T: Send>(guest: impl FnOnce() -> Result<T, Error> + Send) -> R
         vcpu.join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-fn summarize(modes: &[Mode], records: &[RunRecord]) -> Vec<ModeReport> {
-    let mut reports: Vec<ModeReport> = modes
-        .iter()
-        .map(|&mode| {
-            let runs: Vec<&RunRecord> = records.iter().filter(|run| run.mode == mode).collect();
-            let mut by_wall = runs.clone();
-            by_wall.sort_by_key(|run| run.guest.wall);
-            let median = by_wall[(by_wall.len() - 1) / 2];
-            ModeReport {
-                mode,
-                wall_runs: runs.iter().map(|run| run.guest.wall).collect(),
-                median: median.guest,
-                context: median.context,
-                ratio_to_direct: None,
-                checksum_ok: runs.iter().all(|run| run.checksum_ok),
-            }
-        })
-        .collect();
-    let direct_wall = reports
-        .iter()
-        .find(|report| report.mode == Mode::Direct)
-        .map(|report| report.median.wall);
-    for report in &mut reports {
-        report.ratio_to_direct =
-            direct_wall.map(|direct| report.median.wall.as_secs_f64() / direct.as_secs_f64());
-    }
-    reports
 }

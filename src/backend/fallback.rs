@@ -244,12 +244,14 @@ impl Shared {
         // Keeps the op's fd open for the syscall, whoever resolves the future.
         let _anchor = anchor;
         let counters = &self.common.counters;
-        counters.dwell.record(started.elapsed());
         match self.lock().ops.get_mut(&id) {
             Some(entry) => entry.stage = Stage::Running,
             // Cancelled or shut down before it ran: skip the syscall.
             None => return,
         }
+        // Recorded once the call is running: a dwell counted means a cancel
+        // can no longer take the call back.
+        counters.dwell.record(started.elapsed());
         let mut cqe = call.run();
         Counters::add(&counters.cqes_reaped, 1);
         // Not claimed: the future was resolved already; `call` drops here,
