@@ -10,13 +10,16 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, ThreadId};
 
 use tokio::sync::watch;
+use tokio::task::LocalSet;
 
 use crate::backend::AnyBackend;
-use crate::home_thread::HomeThread;
+use crate::home_thread::{HomeOnly, HomeThread};
 use crate::metrics::{Metrics, RingFlags};
 use crate::backend::sim::SimHandle;
 
@@ -64,7 +67,19 @@ pub(crate) struct Shared {
     finished: watch::Receiver<bool>,
     /// The handles' owner, for [`current`] on the home thread.
     pub(crate) owner: OnceLock<Weak<Owner>>,
+    /// The pool this context belongs to, if any: set once by the pool.
+    pub(crate) pool: OnceLock<Arc<Membership>>,
+    /// The home thread's set of `!Send` tasks, where the crate drives one.
+    pub(crate) local: Option<HomeOnly<Rc<LocalSet>>>,
 }
+
+// A panic in user code never leaves a context half-updated for other
+// threads: the driver contains user panics, every lock's critical section is
+// a single push, take or store (so poisoning is ignored), and home-only state
+// is only ever borrowed on the home thread. As Tokio's `Handle`, a `Context`
+// may be used across `catch_unwind`.
+impl std::panic::UnwindSafe for Context {}
+impl std::panic::RefUnwindSafe for Context {}
 
 // The compile-time promise the docs make.
 const _: () = {
@@ -88,6 +103,8 @@ impl Shared {
             kick_foreign,
             finished,
             owner: OnceLock::new(),
+            pool: OnceLock::new(),
+            local: None,
         }
     }
 
@@ -247,16 +264,17 @@ impl Drop for Owner {
 enum Binding {
     /// From [`Context::bind`]: a handle, kept alive by the binding.
     Handle(Context),
-    /// The context whose home this thread is: weak, so the home thread does
-    /// not keep its own context alive.
-    Home(Weak<Shared>),
+    /// A context this thread belongs to without holding it: its home
+    /// thread's own context, or a pool member the thread was given. Weak, so
+    /// the binding does not keep the context alive.
+    Weak(Weak<Shared>),
 }
 
 impl Binding {
     fn context(&self) -> Option<Context> {
         match self {
             Binding::Handle(context) => Some(context.clone()),
-            Binding::Home(shared) => {
+            Binding::Weak(shared) => {
                 let owner = shared.upgrade()?.owner.get()?.upgrade()?;
                 Some(Context { owner })
             }
@@ -278,8 +296,8 @@ fn push_binding(binding: Binding) -> u64 {
     });
     BOUND.with(|bound| {
         let mut bound = bound.borrow_mut();
-        // Forget home bindings whose context is gone.
-        bound.retain(|(_, b)| !matches!(b, Binding::Home(shared) if shared.strong_count() == 0));
+        // Forget weak bindings whose context is gone.
+        bound.retain(|(_, b)| !matches!(b, Binding::Weak(shared) if shared.strong_count() == 0));
         bound.push((id, binding));
     });
     id
@@ -297,8 +315,9 @@ fn remove_binding(id: u64) {
 }
 
 /// The context the calling thread should submit to: the most recent
-/// [`Context::bind`] guard's, else the context whose home thread this is,
-/// else `None`.
+/// [`Context::bind`] guard's, else the context whose home thread this is, else
+/// the context a [`Pool`](crate::Pool) gave this thread
+/// ([`Pool::bind_thread`](crate::Pool::bind_thread)), else `None`.
 pub fn current() -> Option<Context> {
     BOUND.with(|bound| {
         bound
@@ -314,7 +333,7 @@ pub fn current() -> Option<Context> {
 /// gone).
 pub(crate) fn bind_home(shared: &Arc<Shared>) -> HomeBinding {
     HomeBinding {
-        id: push_binding(Binding::Home(Arc::downgrade(shared))),
+        id: push_binding(Binding::Weak(Arc::downgrade(shared))),
         _not_send: PhantomData,
     }
 }
@@ -344,6 +363,83 @@ pub(crate) struct HomeBinding {
 impl Drop for HomeBinding {
     fn drop(&mut self) {
         remove_binding(self.id);
+    }
+}
+
+/// Binds the calling thread, weakly and for good, to `shared`: a pool's
+/// choice for this thread. Lapses when the context is gone.
+pub(crate) fn bind_weakly(shared: &Arc<Shared>) {
+    push_binding(Binding::Weak(Arc::downgrade(shared)));
+}
+
+/// The pool a context belongs to: its members, and which one each thread
+/// submits to.
+///
+/// A thread's member is sticky: the member whose home the thread is, or, for
+/// any other thread, one chosen round-robin the first time it asks, so the
+/// workers of a runtime spread evenly over the pool (no member gets more than
+/// `ceil(threads / members)` of them).
+#[derive(Debug)]
+pub(crate) struct Membership {
+    id: u64,
+    members: Vec<Weak<Shared>>,
+    /// Whether a file's ops may go to any member: fds mean the same on every
+    /// member (not on the simulator, whose members each have their own
+    /// files).
+    files_follow_threads: bool,
+    /// Round-robin cursor for threads that are no member's home.
+    next_thread: AtomicUsize,
+}
+
+/// Pools made so far, for their ids.
+static NEXT_POOL: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's member of each pool it has used: (pool id, index).
+    static STICKY: RefCell<Vec<(u64, usize)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Membership {
+    pub(crate) fn new(members: &[Context]) -> Membership {
+        Membership {
+            // Relaxed: ids only need to be distinct.
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            members: members.iter().map(|c| Arc::downgrade(c.shared())).collect(),
+            files_follow_threads: members.iter().all(|c| c.shared().backend.shares_fds()),
+            next_thread: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the calling thread's member.
+    pub(crate) fn pick(&self) -> usize {
+        STICKY.with(|sticky| {
+            if let Some(&(_, index)) = sticky.borrow().iter().find(|(id, _)| *id == self.id) {
+                return index;
+            }
+            let index = self
+                .members
+                .iter()
+                .position(|member| member.upgrade().is_some_and(|m| m.home.is_current()))
+                // Relaxed: the cursor only spreads threads; any order will do.
+                .unwrap_or_else(|| {
+                    self.next_thread.fetch_add(1, Ordering::Relaxed) % self.members.len()
+                });
+            sticky.borrow_mut().push((self.id, index));
+            index
+        })
+    }
+
+    /// The calling thread's member, if it is not `shared` itself and still
+    /// alive: where an op of a file opened on `shared` should go instead.
+    pub(crate) fn elsewhere(&self, shared: &Arc<Shared>) -> Option<Arc<Shared>> {
+        if !self.files_follow_threads {
+            return None;
+        }
+        let member = &self.members[self.pick()];
+        if std::ptr::eq(member.as_ptr(), Arc::as_ptr(shared)) {
+            return None;
+        }
+        member.upgrade()
     }
 }
 

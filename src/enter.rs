@@ -89,6 +89,30 @@ impl Context {
         self.handle(Inner::Task(self.runtime().spawn(future)))
     }
 
+    /// Spawns a `!Send` future onto the home thread's local task set. Call it
+    /// on the home thread (from a task spawned there, for one).
+    ///
+    /// # Panics
+    ///
+    /// Off the home thread. On a simulator running on the caller's runtime
+    /// (no home thread of its own), it uses `tokio::task::spawn_local`, which
+    /// panics outside a `LocalSet`.
+    pub fn spawn_local<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let task = match &self.shared().local {
+            Some(local) => local
+                .try_with(future, |set, future| set.spawn_local(future))
+                .unwrap_or_else(|_| {
+                    panic!("Context::spawn_local called off the context's home thread")
+                }),
+            None => tokio::task::spawn_local(future),
+        };
+        self.handle(Inner::Task(task))
+    }
+
     /// Runs `future` to completion on the calling thread, blocking it, with
     /// the context bound and its runtime entered. For blocking callers
     /// outside any async runtime: a vCPU thread, a worker pool, `main`, a

@@ -7,16 +7,18 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
 
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
+use tokio::task::LocalSet;
 
 use crate::backend::sim::SimConfig;
 use crate::backend::{AnyBackend, Backend, Setup};
 use crate::context::{Context, HomeBinding, Shared, bind_home};
-use crate::home_thread::HomeThread;
+use crate::home_thread::{HomeOnly, HomeThread};
 use crate::ring::RingConfig;
 
 /// Configures and starts a [`Context`].
@@ -28,6 +30,7 @@ pub struct Builder {
     kick_foreign: bool,
     backend: Backend,
     fallback_threads: usize,
+    cpu: Option<usize>,
     #[cfg(feature = "test-util")]
     start_paused: bool,
 }
@@ -41,6 +44,7 @@ impl Default for Builder {
             kick_foreign: true,
             backend: Backend::Auto,
             fallback_threads: 16,
+            cpu: None,
             #[cfg(feature = "test-util")]
             start_paused: false,
         }
@@ -97,6 +101,17 @@ impl Builder {
     /// its queue. Default 16.
     pub fn fallback_threads(mut self, threads: usize) -> Self {
         self.fallback_threads = threads.max(1);
+        self
+    }
+
+    /// Pins the home thread to CPU `cpu` (`sched_setaffinity`): with
+    /// [`build_local`](Builder::build_local), the calling thread. Default: no
+    /// pinning. A [`Pool`](crate::Pool) can pin one member per CPU.
+    ///
+    /// Building fails with `EINVAL` if the CPU is not one this process may
+    /// run on.
+    pub fn pin_to_cpu(mut self, cpu: usize) -> Self {
+        self.cpu = Some(cpu);
         self
     }
 
@@ -203,6 +218,11 @@ impl Builder {
         })
     }
 
+    /// The home thread's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.thread_name
+    }
+
     fn setup<'a>(
         &self,
         choice: &'a Backend,
@@ -226,6 +246,9 @@ impl Builder {
 struct Home {
     shared: Arc<Shared>,
     runtime: Runtime,
+    /// Runs `!Send` tasks ([`Context::spawn_local`]); driven whenever the
+    /// home runtime is.
+    local: Rc<LocalSet>,
     finished: watch::Sender<bool>,
     /// This thread's binding to its context, for `current()`.
     binding: HomeBinding,
@@ -234,6 +257,9 @@ struct Home {
 impl Home {
     /// Builds the home runtime and the backend on the calling thread.
     fn new(config: &Builder) -> io::Result<Home> {
+        if let Some(cpu) = config.cpu {
+            pin_current_thread(cpu)?;
+        }
         let home = HomeThread::current();
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder
@@ -247,13 +273,16 @@ impl Home {
             AnyBackend::new(config.setup(&config.backend, runtime.handle(), home))?
         };
         let (finished_tx, finished_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(
+        let local = Rc::new(LocalSet::new());
+        let mut shared = Shared::new(
             backend,
             runtime.handle().clone(),
             home,
             config.kick_foreign,
             finished_rx,
-        ));
+        );
+        shared.local = Some(HomeOnly::new(home, local.clone()));
+        let shared = Arc::new(shared);
         tracing::debug!(
             backend = shared.backend.name(),
             ring_flags = ?shared.backend.ring_flags(),
@@ -264,6 +293,7 @@ impl Home {
         Ok(Home {
             shared,
             runtime,
+            local,
             finished: finished_tx,
             binding,
         })
@@ -278,15 +308,25 @@ impl Home {
     /// Runs the driver until it has shut the backend down, then tears the
     /// runtime down.
     fn run_until_shut_down(self, driver: tokio::task::JoinHandle<()>) {
-        if let Err(e) = self.runtime.block_on(driver) {
+        if let Err(e) = self.runtime.block_on(self.local.run_until(driver)) {
             tracing::error!(error = %e, "aioctx driver failed");
         }
         let Home {
             shared,
             runtime,
+            local,
             finished,
             binding,
         } = self;
+        // Local tasks go first, inside the runtime (their ops fail fast: the
+        // backend is shut down).
+        if let Some(cell) = &shared.local {
+            drop(cell.take());
+        }
+        {
+            let _runtime = runtime.enter();
+            drop(local);
+        }
         // Dropping the runtime drops the tasks still on it; their ops fail
         // fast, because the backend is shut down. Blocking threads are not
         // waited for: the fallback's may be stuck in syscalls that never
@@ -323,7 +363,7 @@ impl LocalContext {
     /// `block_on` runs (between calls, foreign pushes wait in the inbox).
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         let home = self.home.as_ref().expect("home present until drop");
-        home.runtime.block_on(future)
+        home.runtime.block_on(home.local.run_until(future))
     }
 }
 
@@ -342,4 +382,23 @@ impl Drop for LocalContext {
             home.run_until_shut_down(driver);
         }
     }
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside
+    // it for `cpu < CPU_SETSIZE`, checked above.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity(2) on the calling thread (0) with a set of
+    // the size it is told.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -59,14 +59,58 @@
 //! # }
 //! ```
 //!
+//! # Pools, for services on many cores
+//!
+//! A [`Pool`] runs several contexts, one home thread and ring each. Tasks
+//! spawned onto it run on a member's home thread and submit straight into
+//! its ring; the workers of a multi-thread runtime each get a member of
+//! their own, so they spread over the rings instead of queuing at one inbox;
+//! a [`File`](fs::File) opened on a member is usable from any of them.
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! let pool = aioctx::Pool::builder().contexts(2).build()?;
+//! let runtime = tokio::runtime::Builder::new_multi_thread()
+//!     .worker_threads(2)
+//!     .on_thread_start(pool.thread_binder())
+//!     .build()?;
+//! let path = std::env::temp_dir().join(format!("aioctx-doc-{}", std::process::id()));
+//! std::fs::write(&path, b"hello, pool")?;
+//! let pool_for_task = pool.clone();
+//! let read = runtime.block_on(runtime.spawn(async move {
+//!     // Every worker has a member; ops from this task go to its ring.
+//!     let ctx = aioctx::current().expect("bound by thread_binder");
+//!     let file = aioctx::fs::File::open(&ctx, &path).await?;
+//!     // On the pool, each op goes to the ring of the thread that submits it.
+//!     let tasks: Vec<_> = (0..4)
+//!         .map(|_| {
+//!             let file = file.clone();
+//!             pool_for_task.spawn(async move { file.read_at(Vec::with_capacity(16), 0).await })
+//!         })
+//!         .collect();
+//!     let mut total = 0;
+//!     for task in tasks {
+//!         let (n, _) = task.await.expect("not cancelled");
+//!         total += n?;
+//!     }
+//!     std::fs::remove_file(&path)?;
+//!     std::io::Result::Ok(total)
+//! }))
+//! .expect("the task finished")?;
+//! assert_eq!(read, 4 * 11);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # How the crate is laid out
 //!
 //! Every import points one way, down this list; no file imports one above it,
 //! and no two files import each other.
 //!
 //! ```text
-//! surface     context (handles, bind/current) · home (builder, home thread,
-//!             LocalContext) · op (the future, its anchor) · enter · fs
+//! surface     pool (several contexts) · context (handles, bind/current, pool
+//!             membership) · home (builder, home thread, LocalContext) · op
+//!             (the future, its anchor) · enter · fs
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
 //!             · backend/fallback · backend/sim/{mod, files} · backend/common
@@ -151,6 +195,7 @@ outside_loom! {
     pub mod fs;
     mod home;
     mod op;
+    mod pool;
 
     pub use backend::{Backend, sim};
     pub use context::{BindGuard, Context, current};
@@ -159,4 +204,5 @@ outside_loom! {
     pub use home::{Builder, LocalContext};
     pub use metrics::{Dwell, Metrics, RingFlags};
     pub use op::Op;
+    pub use pool::{Pool, PoolBuilder};
 }

@@ -134,6 +134,36 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Several contexts' counters added up (a pool's): every count summed;
+    /// the dwell count summed, its `max` the largest, and its quantiles the
+    /// largest of the members' (an upper bound: a snapshot keeps no buckets).
+    /// `backend` and `ring_flags` are the first's.
+    ///
+    /// # Panics
+    ///
+    /// If `all` is empty.
+    pub fn sum(all: &[Metrics]) -> Metrics {
+        let mut total = all.first().expect("metrics of at least one context").clone();
+        for m in &all[1..] {
+            total.ops_local += m.ops_local;
+            total.ops_foreign += m.ops_foreign;
+            total.turns += m.turns;
+            total.submits += m.submits;
+            total.sqes_submitted += m.sqes_submitted;
+            total.cqes_reaped += m.cqes_reaped;
+            total.kicks_sent += m.kicks_sent;
+            total.kicks_coalesced += m.kicks_coalesced;
+            total.kicks_suppressed += m.kicks_suppressed;
+            total.backlogged += m.backlogged;
+            total.cancels_sent += m.cancels_sent;
+            total.dwell.count += m.dwell.count;
+            total.dwell.p50 = total.dwell.p50.max(m.dwell.p50);
+            total.dwell.p99 = total.dwell.p99.max(m.dwell.p99);
+            total.dwell.max = total.dwell.max.max(m.dwell.max);
+        }
+        total
+    }
+
     /// Kicks sent per foreign op: the cost of cross-thread submission.
     pub fn kicks_per_foreign_op(&self) -> f64 {
         if self.ops_foreign == 0 {

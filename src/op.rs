@@ -37,7 +37,14 @@ use crate::ops::{Nop, OpKind, Timeout};
 #[derive(Clone)]
 pub(crate) enum Anchor {
     Context(Arc<Shared>),
+    /// A file's op on the file's own context.
     File(Arc<OpenFile>),
+    /// A file's op on another context of the file's pool: the calling
+    /// thread's. The file is held only to keep its fd open.
+    FileOn {
+        _file: Arc<OpenFile>,
+        on: Arc<Shared>,
+    },
 }
 
 /// An open file: its fd, and the context its ops go to.
@@ -49,9 +56,25 @@ pub(crate) struct OpenFile {
 impl Anchor {
     fn shared(&self) -> &Arc<Shared> {
         match self {
-            Anchor::Context(shared) => shared,
+            Anchor::Context(shared) | Anchor::FileOn { on: shared, .. } => shared,
             Anchor::File(file) => &file.shared,
         }
+    }
+
+    /// Where the op goes, decided on the thread that submits it: a file on a
+    /// pool context goes to the calling thread's member of the pool (its own
+    /// ring on a member's home thread), everything else where it was made.
+    fn place(self) -> Anchor {
+        if let Anchor::File(file) = &self
+            && let Some(pool) = file.shared.pool.get()
+            && let Some(member) = pool.elsewhere(&file.shared)
+        {
+            return Anchor::FileOn {
+                _file: file.clone(),
+                on: member,
+            };
+        }
+        self
     }
 }
 
@@ -111,7 +134,7 @@ impl<K: OpKind> Future for Op<K> {
         let this = self.get_mut();
         let half = match std::mem::replace(&mut this.stage, Stage::Done) {
             Stage::Unsubmitted(kind, anchor) => {
-                let (half, placement) = start(kind, anchor, cx.waker());
+                let (half, placement) = start(kind, anchor.place(), cx.waker());
                 // An op handled on this thread may be complete already
                 // (refused, or run by the home driver on the spot). One
                 // queued for another thread always waits for a wake, even if

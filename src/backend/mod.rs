@@ -234,6 +234,16 @@ impl AnyBackend {
         self.common().metrics(self.name(), self.ring_flags())
     }
 
+    /// Whether an fd means the same here as on any other context of this
+    /// backend: true for real fds; false on the simulator, whose fds are keys
+    /// into its own in-memory files.
+    pub(crate) fn shares_fds(&self) -> bool {
+        match self {
+            AnyBackend::Uring(_) | AnyBackend::Fallback(_) => true,
+            AnyBackend::Sim(_) => false,
+        }
+    }
+
     /// The simulator's controls, on the sim backend.
     pub(crate) fn sim(&self) -> Option<SimHandle> {
         match self {

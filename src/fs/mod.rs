@@ -1,7 +1,9 @@
 //! [`File`]: positional file I/O through a context's ring, with owned buffers.
 //!
-//! A `File` is `Send + Sync` and may be used from any thread; its ops go to
-//! the context it was opened on. Every op takes its buffer by value and hands
+//! A `File` is `Clone + Send + Sync` and may be used from any thread; its ops
+//! go to the context it was opened on (or, in a pool, the calling thread's
+//! member). [`FileStream`] adapts a file to Tokio's `AsyncRead`, `AsyncWrite`
+//! and `AsyncSeek`. Every op takes its buffer by value and hands
 //! it back with the result, `(io::Result<usize>, B)`, so nothing borrowed can
 //! be freed while the kernel writes. See [the ops module](crate::ops#cancel-safety)
 //! for what dropping an op future mid-flight does.
@@ -19,6 +21,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
+mod stream;
+
+pub use stream::FileStream;
+
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
 use crate::op::{Anchor, Op, OpenFile};
@@ -30,9 +36,16 @@ use crate::ops::{
 
 /// An open file whose I/O runs on a context's ring.
 ///
-/// The file shares its fd with its ops in flight: each op holds one reference
-/// (its anchor), so the fd stays open, and the context reachable, until the
-/// kernel is done with the op.
+/// Cheap to clone: clones share the fd, which closes when the last clone (and
+/// the last op using it) is gone. The file shares its fd with its ops in
+/// flight: each op holds one reference (its anchor), so the fd stays open,
+/// and the context reachable, until the kernel is done with the op.
+///
+/// Ops go to the context the file was opened on; if that context is a member
+/// of a [`Pool`](crate::Pool), each op goes to the calling thread's member
+/// instead (see the pool's docs). [`File::stream`] gives a cursor that
+/// implements Tokio's `AsyncRead`, `AsyncWrite` and `AsyncSeek`.
+#[derive(Clone)]
 pub struct File {
     inner: Arc<OpenFile>,
 }
@@ -210,13 +223,20 @@ impl File {
 
     /// Closes the file through the ring and reports the kernel's verdict.
     ///
-    /// Ops still in flight keep the fd open; then the close happens when the
-    /// last of them completes (synchronously, with no error to report).
+    /// Other clones of the file, and ops still in flight, keep the fd open;
+    /// then this returns `Ok(())` at once and the close happens when the last
+    /// of them is gone (synchronously, with no error to report).
     pub async fn close(self) -> io::Result<()> {
         match Arc::try_unwrap(self.inner) {
             Ok(OpenFile { fd, shared }) => Op::new(Anchor::Context(shared), Close::new(fd)).await,
             Err(_shared) => Ok(()),
         }
+    }
+
+    /// A cursor over this file (a clone) from position 0, implementing
+    /// Tokio's `AsyncRead`, `AsyncWrite` and `AsyncSeek`; see [`FileStream`].
+    pub fn stream(&self) -> FileStream {
+        FileStream::new(self.clone())
     }
 
     /// The fd for an op's SQE; the op's anchor keeps it open.

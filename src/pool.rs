@@ -1,0 +1,258 @@
+//! [`Pool`]: several contexts, one home thread and ring each (QEMU's
+//! iothreads), for services on many cores. Where each thread and task
+//! submits is decided in `context.rs` ([`Membership`]); this file builds,
+//! hands out and shuts down the members.
+//!
+//! ```text
+//!   Pool ── member 0: home thread 0 · ring 0      tasks spawned onto the pool
+//!        ── member 1: home thread 1 · ring 1      run on a member's home thread
+//!        ── ...                                    and submit to its ring
+//!   any other thread ──sticky member──► that member's inbox
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::context::{Context, Membership, bind_weakly};
+use crate::enter::JoinHandle;
+use crate::home::Builder;
+use crate::metrics::Metrics;
+
+/// A pool of contexts, each with its own home thread and ring.
+///
+/// Build one with [`Pool::builder`]: N members (default: the available
+/// parallelism) made from one [`Builder`], optionally one pinned per CPU.
+/// Cheap to clone; clones share the members.
+///
+/// # Where work goes
+///
+/// - [`spawn`](Pool::spawn) places a task on the members round-robin. The
+///   task runs on its member's home thread, so its ops go straight into that
+///   member's ring, and [`current`](crate::current) inside it returns its
+///   member.
+/// - Any other thread has a sticky member of its own ([`context`](Pool::context)):
+///   a member's home thread has its own; every other thread gets one
+///   round-robin the first time it asks, so the workers of a multi-thread
+///   runtime spread over the rings (no member gets more than
+///   `ceil(threads / members)` of them) instead of queuing at one inbox.
+///   [`bind_thread`](Pool::bind_thread) (or, for every thread of a Tokio
+///   runtime, [`thread_binder`](Pool::thread_binder) in its builder's
+///   `on_thread_start`) makes [`current`](crate::current) return it.
+/// - A [`File`](crate::fs::File) opened on a member may be used from any
+///   thread: each op goes to the ring of the thread that submits it (its
+///   first poll), and the fd is shared. An op whose task then moves to
+///   another thread completes on the ring it went to; nothing else happens.
+///   On the simulator each member has its own in-memory files, so a file's
+///   ops stay on the member that opened it.
+///
+/// # Shutdown
+///
+/// [`shutdown`](Pool::shutdown) shuts every member down at once and waits
+/// for all of them; dropping the last handle does the same, blocking.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    members: Vec<Context>,
+    membership: Arc<Membership>,
+    /// Round-robin cursor for [`Pool::spawn`].
+    next_task: AtomicUsize,
+}
+
+/// Configures and starts a [`Pool`].
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    template: Builder,
+    members: Option<usize>,
+    pin_to_cpus: bool,
+}
+
+impl Pool {
+    /// Starts configuring a pool.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            template: Builder::default(),
+            members: None,
+            pin_to_cpus: false,
+        }
+    }
+
+    /// A pool with the default configuration: one member per available CPU.
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolBuilder::build`].
+    pub fn new() -> io::Result<Pool> {
+        Pool::builder().build()
+    }
+
+    /// The members, in order.
+    pub fn contexts(&self) -> &[Context] {
+        &self.inner.members
+    }
+
+    /// The calling thread's member: its own on a member's home thread,
+    /// otherwise a sticky choice made the first time this thread asks.
+    pub fn context(&self) -> &Context {
+        &self.inner.members[self.inner.membership.pick()]
+    }
+
+    /// Spawns `future` onto a member's home thread, round-robin.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        // Relaxed: the cursor only spreads tasks; any order will do.
+        let next = self.inner.next_task.fetch_add(1, Ordering::Relaxed);
+        self.inner.members[next % self.inner.members.len()].spawn(future)
+    }
+
+    /// Binds the calling thread to its member for good (weakly: the binding
+    /// lapses when the pool is gone), so [`current`](crate::current) returns
+    /// that member on this thread.
+    pub fn bind_thread(&self) {
+        bind_weakly(self.context().shared());
+    }
+
+    /// A function that binds the thread it runs on, for
+    /// `tokio::runtime::Builder::on_thread_start`: every worker (and blocking
+    /// thread) of that runtime then finds its member with
+    /// [`current`](crate::current).
+    ///
+    /// ```no_run
+    /// # fn main() -> std::io::Result<()> {
+    /// let pool = aioctx::Pool::new()?;
+    /// let runtime = tokio::runtime::Builder::new_multi_thread()
+    ///     .on_thread_start(pool.thread_binder())
+    ///     .build()?;
+    /// runtime.block_on(runtime.spawn(async {
+    ///     let ctx = aioctx::current().expect("every worker has a member");
+    ///     ctx.nop().await
+    /// }))??;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn thread_binder(&self) -> impl Fn() + Send + Sync + 'static {
+        let pool = self.clone();
+        move || pool.bind_thread()
+    }
+
+    /// Each member's counters, in order.
+    pub fn metrics(&self) -> Vec<Metrics> {
+        self.inner.members.iter().map(Context::metrics).collect()
+    }
+
+    /// The members' counters summed (see [`Metrics::sum`]).
+    pub fn total_metrics(&self) -> Metrics {
+        Metrics::sum(&self.metrics())
+    }
+
+    /// Shuts every member down at once and waits until all have drained.
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.inner.members.iter().map(Context::shutdown)).await;
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("members", &self.inner.members.len())
+            .field("backend", &self.inner.members[0].backend())
+            .finish()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Ask all first, so the members drain together; each handle's drop
+        // then joins its home thread.
+        for member in &self.members {
+            member.shared().backend.shut_down();
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// How many members. Default: the available parallelism.
+    pub fn contexts(mut self, members: usize) -> Self {
+        self.members = Some(members.max(1));
+        self
+    }
+
+    /// The options every member is built with; thread names get the
+    /// member's index appended (`aioctx-home-0`, ...). Default:
+    /// [`Builder::default`].
+    pub fn context_builder(mut self, builder: Builder) -> Self {
+        self.template = builder;
+        self
+    }
+
+    /// Pins member *i*'s home thread to the *i*-th CPU this process may run
+    /// on (wrapping around). Default `false`.
+    pub fn pin_to_cpus(mut self, pin: bool) -> Self {
+        self.pin_to_cpus = pin;
+        self
+    }
+
+    /// Starts every member.
+    ///
+    /// # Errors
+    ///
+    /// The first member's setup error (see [`Builder::build`]); members
+    /// already started are shut down.
+    pub fn build(self) -> io::Result<Pool> {
+        let count = match self.members {
+            Some(count) => count,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let cpus = if self.pin_to_cpus {
+            allowed_cpus()?
+        } else {
+            Vec::new()
+        };
+        let mut members = Vec::with_capacity(count);
+        for index in 0..count {
+            let mut builder = self
+                .template
+                .clone()
+                .thread_name(format!("{}-{index}", self.template.name()));
+            if !cpus.is_empty() {
+                builder = builder.pin_to_cpu(cpus[index % cpus.len()]);
+            }
+            members.push(builder.build()?);
+        }
+        let membership = Arc::new(Membership::new(&members));
+        for member in &members {
+            let _ = member.shared().pool.set(membership.clone());
+        }
+        Ok(Pool {
+            inner: Arc::new(Inner {
+                members,
+                membership,
+                next_task: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity(2) of this thread into a set of the size it
+    // is told.
+    let ret = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu < CPU_SETSIZE`: inside the set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
