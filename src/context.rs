@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub(crate) pool: OnceLock<Arc<Membership>>,
     /// The home thread's set of `!Send` tasks, where the crate drives one.
     pub(crate) local: Option<HomeOnly<Rc<LocalSet>>>,
+    /// Set by the first [`warn_once`](Shared::warn_once).
+    warned: std::sync::atomic::AtomicBool,
 }
 
 // A panic in user code never leaves a context half-updated for other
@@ -105,6 +107,20 @@ impl Shared {
             owner: OnceLock::new(),
             pool: OnceLock::new(),
             local: None,
+            warned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Logs `message` at `warn`, once per context: for fallbacks a user
+    /// should hear about but not on every op.
+    pub(crate) fn warn_once(&self, message: &str) {
+        // Relaxed: only one log line is at stake.
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("{message}");
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Builder {
     backend: Backend,
     fallback_threads: usize,
     cpu: Option<usize>,
+    sqpoll_idle: Option<std::time::Duration>,
+    buffer_slots: u32,
+    file_slots: u32,
     #[cfg(feature = "test-util")]
     start_paused: bool,
 }
@@ -45,6 +48,9 @@ impl Default for Builder {
             backend: Backend::Auto,
             fallback_threads: 16,
             cpu: None,
+            sqpoll_idle: None,
+            buffer_slots: 1024,
+            file_slots: 1024,
             #[cfg(feature = "test-util")]
             start_paused: false,
         }
@@ -101,6 +107,35 @@ impl Builder {
     /// its queue. Default 16.
     pub fn fallback_threads(mut self, threads: usize) -> Self {
         self.fallback_threads = threads.max(1);
+        self
+    }
+
+    /// Asks for `IORING_SETUP_SQPOLL`: a kernel thread polls the submission
+    /// queue, so submitting costs no `io_uring_enter`; it sleeps after `idle`
+    /// without work, and the driver wakes it when it next submits. The
+    /// thread keeps a CPU busy while it polls: it pays where a core is spare
+    /// and ops are many (see BENCHMARKS.md). `SQPOLL` excludes
+    /// `DEFER_TASKRUN`: the ring tries `SQPOLL | SINGLE_ISSUER`, then `SQPOLL`,
+    /// then the flags it would use without this option;
+    /// [`Context::ring_flags`] tells which it got. Default: off.
+    pub fn sqpoll(mut self, idle: std::time::Duration) -> Self {
+        self.sqpoll_idle = Some(idle);
+        self
+    }
+
+    /// Slots of the ring's table of registered buffers
+    /// ([`Context::register_buffers`]); 0 turns registration off. At most
+    /// 65536. Default 1024.
+    pub fn registered_buffer_slots(mut self, slots: u32) -> Self {
+        self.buffer_slots = slots.min(1 << 16);
+        self
+    }
+
+    /// Slots of the ring's table of registered files
+    /// ([`OpenOptions::register`](crate::fs::OpenOptions::register)); 0 turns
+    /// registration off. Default 1024.
+    pub fn registered_file_slots(mut self, slots: u32) -> Self {
+        self.file_slots = slots;
         self
     }
 
@@ -234,6 +269,9 @@ impl Builder {
             ring: RingConfig {
                 entries: self.entries,
                 single_issuer: self.single_issuer,
+                sqpoll_idle: self.sqpoll_idle,
+                buffer_slots: self.buffer_slots,
+                file_slots: self.file_slots,
             },
             kicks: self.kick_foreign,
             runtime,

@@ -110,7 +110,8 @@
 //! ```text
 //! surface     pool (several contexts) · context (handles, bind/current, pool
 //!             membership) · home (builder, home thread, LocalContext) · op
-//!             (the future, its anchor) · enter · fs
+//!             (the future, its anchor, the open file) · enter · fixed
+//!             (registered buffers) · fs
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
 //!             · backend/fallback · backend/sim/{mod, files} · backend/common
@@ -192,6 +193,7 @@ outside_loom! {
     mod backend;
     mod context;
     mod enter;
+    mod fixed;
     pub mod fs;
     mod home;
     mod op;
@@ -201,6 +203,7 @@ outside_loom! {
     pub use context::{BindGuard, Context, current};
     pub use enter::{JoinError, JoinHandle};
     pub use error::is_shutdown;
+    pub use fixed::{FixedBuf, FixedBufPool};
     pub use home::{Builder, LocalContext};
     pub use metrics::{Dwell, Metrics, RingFlags};
     pub use op::Op;

@@ -90,6 +90,12 @@ pub struct RingFlags {
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN`: no inter-processor interrupt per completion.
     pub coop_taskrun: bool,
+    /// `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue
+    /// ([`Builder::sqpoll`](crate::Builder::sqpoll)).
+    pub sqpoll: bool,
+    /// The ring's own fd is registered (`IORING_REGISTER_RING_FDS`): each
+    /// `io_uring_enter` skips the fd lookup.
+    pub registered_ring_fd: bool,
 }
 
 /// A point-in-time copy of a context's counters, from [`Context::metrics`].

@@ -16,7 +16,7 @@
 //! reference to the backend as a cancel request; the op's resources are
 //! released when the op is over.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use crate::backend::{AnyBackend, Anchored, Placement, start};
 use crate::context::{Context, Shared};
 use crate::lifecycle::FutureHalf;
 use crate::ops::raw::RawOp;
-use crate::ops::{Nop, OpKind, Timeout};
+use crate::ops::{FileFd, Nop, OpKind, Timeout};
 
 /// What an op holds on to: its context, and for a file's op the file (whose
 /// fd must stay open until the kernel is done with the op).
@@ -47,10 +47,89 @@ pub(crate) enum Anchor {
     },
 }
 
-/// An open file: its fd, and the context its ops go to.
+/// An open file: its fd, its slot in the ring's file table if it is
+/// registered, and the context its ops go to.
+///
+/// A registered file leaves the table before its fd is closed, so the file
+/// (its `flock`s, the disk space of a deleted file) is released at close as
+/// for any file: [`File::close`](crate::fs::File::close) unregisters and
+/// then closes; a drop does the same on the home thread, right away there,
+/// through a task from elsewhere.
 pub(crate) struct OpenFile {
-    pub(crate) fd: OwnedFd,
+    /// `Some` until taken to be closed.
+    fd: Option<OwnedFd>,
+    raw: RawFd,
+    slot: Option<u32>,
     pub(crate) shared: Arc<Shared>,
+}
+
+impl OpenFile {
+    pub(crate) fn new(fd: OwnedFd, shared: Arc<Shared>, slot: Option<u32>) -> OpenFile {
+        OpenFile {
+            raw: fd.as_raw_fd(),
+            fd: Some(fd),
+            slot,
+            shared,
+        }
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.raw
+    }
+
+    /// Whether the file is in its ring's file table.
+    pub(crate) fn is_registered(&self) -> bool {
+        self.slot.is_some()
+    }
+
+    /// The fd for an op on the file's own context: its slot where it has one.
+    pub(crate) fn fd(&self) -> FileFd {
+        match self.slot {
+            Some(slot) => FileFd::registered(self.raw, slot),
+            None => FileFd::new(self.raw),
+        }
+    }
+
+    /// Takes the file out of the ring's file table, on the home thread.
+    pub(crate) async fn unregister(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        if self.shared.home().is_current() {
+            self.shared.backend.unregister_file(slot);
+            return;
+        }
+        let shared = self.shared.clone();
+        // Gone with the runtime means gone with the ring, and its table.
+        let _ = self
+            .shared
+            .runtime()
+            .spawn(async move { shared.backend.unregister_file(slot) })
+            .await;
+    }
+
+    /// The fd, to close: after [`unregister`](OpenFile::unregister).
+    pub(crate) fn take_fd(&mut self) -> OwnedFd {
+        debug_assert!(self.slot.is_none(), "closing a file still in the table");
+        self.fd.take().expect("an open file has its fd until closed")
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let fd = self.fd.take();
+        if self.shared.home().is_current() {
+            self.shared.backend.unregister_file(slot);
+            drop(fd);
+            return;
+        }
+        let shared = self.shared.clone();
+        // If the runtime is gone the task is dropped unrun, closing the fd:
+        // the ring, and its table, are gone too.
+        drop(self.shared.runtime().clone().spawn(async move {
+            shared.backend.unregister_file(slot);
+            drop(fd);
+        }));
+    }
 }
 
 impl Anchor {
@@ -65,7 +144,9 @@ impl Anchor {
     /// pool context goes to the calling thread's member of the pool (its own
     /// ring on a member's home thread), everything else where it was made.
     fn place(self) -> Anchor {
+        // A registered file's ops name its slot in its own ring's table.
         if let Anchor::File(file) = &self
+            && !file.is_registered()
             && let Some(pool) = file.shared.pool.get()
             && let Some(member) = pool.elsewhere(&file.shared)
         {

@@ -1,6 +1,7 @@
 //! The only file that talks to io_uring: ring setup and probing, pushing SQEs,
-//! the one `io_uring_enter` per turn, and reaping CQEs. A protocol module: it
-//! imports only `metrics` (for the flags it reports).
+//! the one `io_uring_enter` per turn, reaping CQEs, and the ring's registered
+//! resources (its own fd, the sparse buffer and file tables). A protocol
+//! module: it imports only `metrics` (for the flags it reports).
 //!
 //! A [`Ring`] is `!Send`: it is created on the home thread and never leaves it,
 //! so no other thread can reach `io_uring_enter` (invariant 3). [`Ring::enter`]
@@ -14,7 +15,7 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
@@ -31,6 +32,13 @@ pub(crate) struct Ring {
     /// Registered with the ring; the kernel signals it when CQEs are posted.
     eventfd: OwnedFd,
     flags: RingFlags,
+    /// The index of the ring's registered fd, passed to `io_uring_enter`
+    /// instead of the fd itself.
+    ring_index: Option<u32>,
+    /// Slots in the sparse buffer and file tables registered at setup (0
+    /// where the kernel refused the table).
+    buffer_slots: u32,
+    file_slots: u32,
     home: ThreadId,
     /// Makes `Ring` `!Send` and `!Sync`: only the home thread may touch it.
     _home_only: PhantomData<*const ()>,
@@ -42,35 +50,51 @@ pub(crate) struct RingConfig {
     pub(crate) entries: u32,
     /// Try `SINGLE_ISSUER | DEFER_TASKRUN` first.
     pub(crate) single_issuer: bool,
+    /// `Some(idle)`: try `SQPOLL` first, the kernel thread going idle after
+    /// `idle` without work.
+    pub(crate) sqpoll_idle: Option<Duration>,
+    /// Slots of the sparse buffer table (for registered buffers).
+    pub(crate) buffer_slots: u32,
+    /// Slots of the sparse file table (for registered files).
+    pub(crate) file_slots: u32,
 }
 
 impl Ring {
     /// Sets up a ring on the calling thread, which becomes its home thread.
     ///
-    /// Tries `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, then
+    /// With `sqpoll_idle`, tries `SQPOLL | SINGLE_ISSUER`, then `SQPOLL`
+    /// (`DEFER_TASKRUN` excludes `SQPOLL`); then, or without it, tries
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, then
     /// `COOP_TASKRUN | TASKRUN_FLAG`, then no flags, keeping the first the
     /// kernel accepts. Errors from the last attempt (`ENOSYS`, `EPERM` when
-    /// io_uring is disabled or filtered) are returned as they are.
+    /// io_uring is disabled or filtered) are returned as they are. Then
+    /// registers the ring's own fd and the sparse tables, each where the
+    /// kernel allows.
     pub(crate) fn new(config: RingConfig) -> io::Result<Ring> {
-        let attempts: &[RingFlags] = &[
-            RingFlags {
-                single_issuer: true,
-                defer_taskrun: true,
-                coop_taskrun: false,
-            },
-            RingFlags {
-                single_issuer: false,
-                defer_taskrun: false,
-                coop_taskrun: true,
-            },
-            RingFlags::default(),
+        let flags = |sqpoll, single_issuer, defer_taskrun, coop_taskrun| RingFlags {
+            single_issuer,
+            defer_taskrun,
+            coop_taskrun,
+            sqpoll,
+            registered_ring_fd: false,
+        };
+        let attempts = [
+            flags(true, true, false, false),
+            flags(true, false, false, false),
+            flags(false, true, true, false),
+            flags(false, false, false, true),
+            flags(false, false, false, false),
         ];
         let mut last_error = None;
         for flags in attempts
             .iter()
+            .filter(|f| config.sqpoll_idle.is_some() || !f.sqpoll)
             .filter(|f| config.single_issuer || !f.single_issuer)
         {
             let mut builder = IoUring::builder();
+            if let Some(idle) = config.sqpoll_idle.filter(|_| flags.sqpoll) {
+                builder.setup_sqpoll(idle.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
+            }
             if flags.single_issuer {
                 builder.setup_single_issuer();
             }
@@ -84,7 +108,7 @@ impl Ring {
             // ops at the CQ size so the CQ never overflows in normal running.
             builder.setup_cqsize(config.entries.saturating_mul(2));
             match builder.build(config.entries) {
-                Ok(uring) => return Ring::with_uring(uring, *flags),
+                Ok(uring) => return Ring::with_uring(uring, *flags, config),
                 Err(e) => {
                     tracing::debug!(?flags, error = %e, "io_uring setup refused these flags");
                     last_error = Some(e);
@@ -94,7 +118,7 @@ impl Ring {
         Err(last_error.expect("at least one setup attempt"))
     }
 
-    fn with_uring(uring: IoUring, flags: RingFlags) -> io::Result<Ring> {
+    fn with_uring(uring: IoUring, mut flags: RingFlags, config: RingConfig) -> io::Result<Ring> {
         // SAFETY: eventfd(2) with valid flags; a non-negative return is a new
         // fd that nothing else owns.
         let raw = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -104,10 +128,31 @@ impl Ring {
         // SAFETY: `raw` is a fresh fd from eventfd(2) above, owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
         uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        let ring_index = register_ring_fd(uring.as_raw_fd());
+        flags.registered_ring_fd = ring_index.is_some();
+        let table = |what: &str, slots: u32, result: io::Result<()>| match result {
+            Ok(()) => slots,
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring refused a sparse {what} table");
+                0
+            }
+        };
+        let submitter = uring.submitter();
+        let buffer_slots = match config.buffer_slots {
+            0 => 0,
+            n => table("buffer", n, submitter.register_buffers_sparse(n)),
+        };
+        let file_slots = match config.file_slots {
+            0 => 0,
+            n => table("file", n, submitter.register_files_sparse(n)),
+        };
         Ok(Ring {
             uring,
             eventfd,
             flags,
+            ring_index,
+            buffer_slots,
+            file_slots,
             home: thread::current().id(),
             _home_only: PhantomData,
         })
@@ -137,6 +182,57 @@ impl Ring {
         self.eventfd.try_clone()
     }
 
+    /// Slots of the sparse buffer table (0: the kernel refused one).
+    pub(crate) fn buffer_slots(&self) -> u32 {
+        self.buffer_slots
+    }
+
+    /// Slots of the sparse file table (0: the kernel refused one).
+    pub(crate) fn file_slots(&self) -> u32 {
+        self.file_slots
+    }
+
+    /// Points buffer-table slots `first..first + iovecs.len()` at `iovecs`.
+    ///
+    /// # Safety
+    ///
+    /// Each iovec's memory must stay valid, and not be used for anything the
+    /// kernel's fixed ops must not see, until its slot is cleared with
+    /// [`clear_buffers`](Ring::clear_buffers) or the ring is closed.
+    pub(crate) unsafe fn update_buffers(&mut self, first: u16, iovecs: &[libc::iovec]) -> io::Result<()> {
+        self.assert_home();
+        // SAFETY: the caller vouches for the memory.
+        unsafe {
+            self.uring
+                .submitter()
+                .register_buffers_update(u32::from(first), iovecs, None)
+        }
+        .map(drop)
+    }
+
+    /// Empties buffer-table slots `first..first + count`. The kernel keeps
+    /// the old buffers until the ops using them complete.
+    pub(crate) fn clear_buffers(&mut self, first: u16, count: u16) -> io::Result<()> {
+        let empty = vec![
+            libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            };
+            usize::from(count)
+        ];
+        // SAFETY: empty iovecs point at no memory.
+        unsafe { self.update_buffers(first, &empty) }
+    }
+
+    /// Sets file-table slots from `first` to `fds` (`-1` empties a slot).
+    pub(crate) fn update_files(&mut self, first: u32, fds: &[RawFd]) -> io::Result<()> {
+        self.assert_home();
+        self.uring
+            .submitter()
+            .register_files_update(first, fds)
+            .map(drop)
+    }
+
     /// Completion queue size: the driver's limit on ops in flight.
     pub(crate) fn cq_capacity(&self) -> usize {
         self.uring.params().cq_entries() as usize
@@ -163,16 +259,21 @@ impl Ring {
         !self.uring.submission().is_full()
     }
 
-    /// Whether this turn needs an `io_uring_enter`: SQEs to submit, deferred
-    /// task work to run (the kernel sets `IORING_SQ_TASKRUN`), or CQEs that
-    /// overflowed into the kernel's backlog.
+    /// Whether this turn needs an `io_uring_enter`: SQEs to submit (on an
+    /// SQPOLL ring, only when its kernel thread has gone idle and must be
+    /// woken), deferred task work to run (the kernel sets
+    /// `IORING_SQ_TASKRUN`), or CQEs that overflowed into the kernel's
+    /// backlog.
     pub(crate) fn needs_enter(&mut self) -> bool {
+        let sqpoll = self.flags.sqpoll;
         let sq = self.uring.submission();
-        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+        let to_submit = !sq.is_empty() && (!sqpoll || sq.need_wakeup());
+        to_submit || sq.taskrun() || sq.cq_overflow()
     }
 
     /// Submits everything queued and runs pending task work, without waiting:
-    /// the one syscall of a turn. Returns how many SQEs the kernel took.
+    /// the one syscall of a turn. Returns how many SQEs left the queue (on
+    /// an SQPOLL ring, every queued one: its kernel thread takes them).
     ///
     /// # Panics
     ///
@@ -181,18 +282,12 @@ impl Ring {
     pub(crate) fn enter(&mut self) -> io::Result<usize> {
         self.assert_home();
         let to_submit = self.queued() as u32;
+        let mut flags = IORING_ENTER_GETEVENTS;
+        if self.flags.sqpoll && self.uring.submission().need_wakeup() {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        }
         loop {
-            // SAFETY: plain io_uring_enter(2) on our own ring; no argument
-            // struct is passed, and every queued SQE satisfied `push`'s contract.
-            let result = unsafe {
-                self.uring.submitter().enter::<libc::sigset_t>(
-                    to_submit,
-                    0,
-                    IORING_ENTER_GETEVENTS,
-                    None,
-                )
-            };
-            match result {
+            match self.enter_raw(to_submit, flags) {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
                 // EBUSY/EAGAIN: the kernel could not take more work right now
                 // (CQ overflow backlog, memory). The SQEs stay queued and go
@@ -201,9 +296,37 @@ impl Ring {
                     tracing::debug!(error = %e, "io_uring_enter deferred submission");
                     return Ok(to_submit as usize - self.queued());
                 }
-                other => return other,
+                Err(e) => return Err(e),
+                Ok(_) if self.flags.sqpoll => return Ok(to_submit as usize),
+                Ok(submitted) => return Ok(submitted),
             }
         }
+    }
+
+    /// `io_uring_enter(2)`, through the registered ring fd where there is one.
+    fn enter_raw(&self, to_submit: u32, flags: u32) -> io::Result<usize> {
+        let (fd, flags) = match self.ring_index {
+            Some(index) => (index as libc::c_int, flags | IORING_ENTER_REGISTERED_RING),
+            None => (self.uring.as_raw_fd(), flags),
+        };
+        // SAFETY: io_uring_enter(2) on our own ring (its fd, or its registered
+        // index with the flag that says so), no signal mask; every queued SQE
+        // satisfied `push`'s contract.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                fd,
+                to_submit,
+                0u32,
+                flags,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ret as usize)
     }
 
     /// Submits what is queued and blocks until `want` CQEs are ready or
@@ -279,6 +402,47 @@ pub(crate) use io_uring::types as ty;
 
 /// `IORING_ENTER_GETEVENTS`: run task work and report completions.
 const IORING_ENTER_GETEVENTS: u32 = 1;
+/// `IORING_ENTER_SQ_WAKEUP`: wake an idle SQPOLL thread.
+const IORING_ENTER_SQ_WAKEUP: u32 = 2;
+/// `IORING_ENTER_REGISTERED_RING`: the fd argument is a registered index.
+const IORING_ENTER_REGISTERED_RING: u32 = 16;
+/// `IORING_REGISTER_RING_FDS`.
+const IORING_REGISTER_RING_FDS: u32 = 20;
+
+/// Registers the ring's fd with the ring itself, so `io_uring_enter` can
+/// skip the fd lookup. Returns the registered index, or `None` where the
+/// kernel does not offer it (before 5.18).
+fn register_ring_fd(ring_fd: RawFd) -> Option<u32> {
+    // `struct io_uring_rsrc_update`: the kernel picks the index (`offset`
+    // of `u32::MAX` asks it to) and writes it back.
+    #[repr(C)]
+    struct RsrcUpdate {
+        offset: u32,
+        resv: u32,
+        data: u64,
+    }
+    let mut update = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: ring_fd as u64,
+    };
+    // SAFETY: io_uring_register(2) on our ring with one update struct, which
+    // lives on the stack for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd,
+            IORING_REGISTER_RING_FDS,
+            &mut update as *mut RsrcUpdate,
+            1u32,
+        )
+    };
+    if ret != 1 {
+        tracing::debug!(error = %io::Error::last_os_error(), "io_uring refused to register its fd");
+        return None;
+    }
+    Some(update.offset)
+}
 
 #[cfg(test)]
 mod tests {
@@ -296,6 +460,9 @@ mod tests {
         let ring = match Ring::new(RingConfig {
             entries: 8,
             single_issuer: true,
+            sqpoll_idle: None,
+            buffer_slots: 0,
+            file_slots: 0,
         }) {
             Ok(ring) => ring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),

@@ -234,6 +234,49 @@ impl AnyBackend {
         self.common().metrics(self.name(), self.ring_flags())
     }
 
+    /// Registers buffers for fixed ops in the backend's table; returns the
+    /// first slot, or `None` where the backend has no table (the fallback and
+    /// the simulator use the buffers as they are). On the home thread only.
+    ///
+    /// # Safety
+    ///
+    /// Each iovec's memory must stay valid until the slots are unregistered
+    /// or the backend is gone.
+    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
+        match self {
+            // SAFETY: the caller's contract.
+            AnyBackend::Uring(uring) => unsafe { uring.register_buffers(iovecs) }.map(Some),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Ok(None),
+        }
+    }
+
+    /// Unregisters buffers registered by [`register_buffers`](Self::register_buffers).
+    /// On the home thread only; returns whether it ran.
+    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
+        match self {
+            AnyBackend::Uring(uring) => uring.unregister_buffers(first, count),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => true,
+        }
+    }
+
+    /// Registers `fd` in the backend's file table; returns its slot, or
+    /// `None` where the backend has none. On the home thread only.
+    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<Option<u32>> {
+        match self {
+            AnyBackend::Uring(uring) if uring.has_file_table() => uring.register_file(fd).map(Some),
+            AnyBackend::Uring(_) | AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Ok(None),
+        }
+    }
+
+    /// Takes a registered file out of the table. On the home thread only;
+    /// returns whether it ran.
+    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
+        match self {
+            AnyBackend::Uring(uring) => uring.unregister_file(slot),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => true,
+        }
+    }
+
     /// Whether an fd means the same here as on any other context of this
     /// backend: true for real fds; false on the simulator, whose fds are keys
     /// into its own in-memory files.

@@ -27,8 +27,10 @@ pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
+use crate::fixed::FixedBuf;
 use crate::op::{Anchor, Op, OpenFile};
 pub use crate::ops::Metadata;
+use crate::ops::rw::Registration;
 use crate::ops::{
     Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx,
     WriteAt, WritevAt,
@@ -77,10 +79,7 @@ impl File {
     /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
     pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
         File {
-            inner: Arc::new(OpenFile {
-                fd,
-                shared: ctx.shared().clone(),
-            }),
+            inner: Arc::new(OpenFile::new(fd, ctx.shared().clone(), None)),
         }
     }
 
@@ -226,11 +225,77 @@ impl File {
     /// Other clones of the file, and ops still in flight, keep the fd open;
     /// then this returns `Ok(())` at once and the close happens when the last
     /// of them is gone (synchronously, with no error to report).
+    ///
+    /// A registered file leaves its ring's file table first, so the close
+    /// releases it (its `flock`s, a deleted file's disk space) as it would an
+    /// unregistered one.
     pub async fn close(self) -> io::Result<()> {
-        match Arc::try_unwrap(self.inner) {
-            Ok(OpenFile { fd, shared }) => Op::new(Anchor::Context(shared), Close::new(fd)).await,
-            Err(_shared) => Ok(()),
-        }
+        let Ok(mut file) = Arc::try_unwrap(self.inner) else {
+            return Ok(());
+        };
+        file.unregister().await;
+        let fd = file.take_fd();
+        Op::new(Anchor::Context(file.shared.clone()), Close::new(fd)).await
+    }
+
+    /// Whether the file is registered with its ring (see
+    /// [`OpenOptions::register`]).
+    pub fn is_registered(&self) -> bool {
+        self.inner.is_registered()
+    }
+
+    /// Reads into a registered buffer at `offset`, up to the buffer's
+    /// capacity: `IORING_OP_READ_FIXED`, which skips pinning the buffer's
+    /// pages. The op goes to the ring the buffer is registered with, from
+    /// any thread.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the buffer belongs to a context whose fds mean something
+    /// else than this file's (a simulator's buffer with a real file, or the
+    /// reverse); otherwise as [`read_at`](File::read_at).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; the buffer goes back to its pool when the kernel is done
+    /// with it.
+    pub fn read_fixed_at(&self, buf: FixedBuf, offset: u64) -> Op<ReadAt<FixedBuf>> {
+        let (anchor, fd, registration) = self.fixed_placement(&buf);
+        Op::new(anchor, ReadAt::fixed(fd, buf, offset, registration))
+    }
+
+    /// Writes a registered buffer's data at `offset`:
+    /// `IORING_OP_WRITE_FIXED`. As [`read_fixed_at`](File::read_fixed_at).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, but a dropped write may still have written.
+    pub fn write_fixed_at(&self, buf: FixedBuf, offset: u64) -> Op<WriteAt<FixedBuf>> {
+        let (anchor, fd, registration) = self.fixed_placement(&buf);
+        Op::new(anchor, WriteAt::fixed(fd, buf, offset, registration))
+    }
+
+    /// Where a fixed op on `buf` goes (the buffer's ring), the fd it names
+    /// there, and how it uses the buffer.
+    fn fixed_placement(&self, buf: &FixedBuf) -> (Anchor, FileFd, Registration) {
+        let on = buf.context().clone();
+        let own = Arc::ptr_eq(&on, &self.inner.shared);
+        let fd = if own {
+            self.inner.fd()
+        } else {
+            FileFd::new(self.inner.raw())
+        };
+        let fds_agree = own || (on.backend.shares_fds() && self.inner.shared.backend.shares_fds());
+        let registration = if !fds_agree {
+            Registration::Mismatched
+        } else {
+            buf.slot().map_or(Registration::None, Registration::Slot)
+        };
+        let anchor = Anchor::FileOn {
+            _file: self.inner.clone(),
+            on,
+        };
+        (anchor, fd, registration)
     }
 
     /// A cursor over this file (a clone) from position 0, implementing
@@ -241,7 +306,7 @@ impl File {
 
     /// The fd for an op's SQE; the op's anchor keeps it open.
     fn fd(&self) -> FileFd {
-        FileFd(self.inner.fd.as_raw_fd())
+        self.inner.fd()
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
@@ -251,14 +316,15 @@ impl File {
 
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.fd.as_raw_fd()
+        self.inner.raw()
     }
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("File")
-            .field("fd", &self.inner.fd.as_raw_fd())
+            .field("fd", &self.inner.raw())
+            .field("registered", &self.inner.is_registered())
             .finish()
     }
 }
@@ -273,6 +339,7 @@ pub struct OpenOptions {
     create: bool,
     create_new: bool,
     direct: bool,
+    register: bool,
     custom_flags: i32,
     mode: u32,
 }
@@ -294,6 +361,7 @@ impl OpenOptions {
             create: false,
             create_new: false,
             direct: false,
+            register: false,
             custom_flags: 0,
             mode: 0o666,
         }
@@ -342,6 +410,19 @@ impl OpenOptions {
         self
     }
 
+    /// Registers the file with the ring (its file table), so each op skips
+    /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
+    /// the context that opened it, even in a pool (the slot is that ring's).
+    /// Closing or dropping the file takes it out of the table before its fd
+    /// is closed. Where the backend has no file table (the fallback, the
+    /// simulator) or the table is full, the file is used unregistered; the
+    /// reason is logged once, and [`File::is_registered`] tells. Default
+    /// `false`.
+    pub fn register(&mut self, register: bool) -> &mut Self {
+        self.register = register;
+        self
+    }
+
     /// Extra `open(2)` flags, or-ed in.
     pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
         self.custom_flags = flags;
@@ -368,7 +449,34 @@ impl OpenOptions {
             OpenAt::new(path.as_ref(), flags, self.mode)?,
         )
         .await?;
-        Ok(File::from_fd(ctx, fd))
+        if !self.register {
+            return Ok(File::from_fd(ctx, fd));
+        }
+        // Registered on the home thread, into a file made there: if this
+        // future is dropped meanwhile, that file's drop unregisters it.
+        let shared = ctx.shared().clone();
+        let register = move || {
+            let slot = shared
+                .backend
+                .register_file(fd.as_raw_fd())
+                .unwrap_or_else(|e| {
+                    shared.warn_once(&format!(
+                        "registering a file failed ({e}); it is used unregistered"
+                    ));
+                    None
+                });
+            OpenFile::new(fd, shared, slot)
+        };
+        let file = if ctx.is_home_thread() {
+            register()
+        } else {
+            ctx.spawn(async move { register() })
+                .await
+                .map_err(|_| crate::error::shutdown_error())?
+        };
+        Ok(File {
+            inner: Arc::new(file),
+        })
     }
 
     fn flags(&self) -> io::Result<i32> {

@@ -42,6 +42,24 @@ use std::time::Duration;
 use crate::error::Cqe;
 use crate::lifecycle::{BackendRef, Cell, OpCell, Payload};
 
+/// Builds an SQE on a [`FileFd`]: `$target` is the file's slot in the ring's
+/// file table where it has one (the SQE then carries `IOSQE_FIXED_FILE`),
+/// its fd otherwise.
+macro_rules! on_file {
+    ($fd:expr, $target:ident => $build:expr) => {
+        match $fd.slot() {
+            Some(slot) => {
+                let $target = $crate::ring::ty::Fixed(slot);
+                $build
+            }
+            None => {
+                let $target = $crate::ring::ty::Fd(std::os::fd::AsRawFd::as_raw_fd(&$fd));
+                $build
+            }
+        }
+    };
+}
+
 pub(crate) mod blocking;
 mod contract;
 pub(crate) mod nop;
@@ -85,6 +103,8 @@ pub(crate) const OPCODES: &[Opcode] = &[
     nop::OPCODE,
     rw::READ,
     rw::WRITE,
+    rw::READ_FIXED,
+    rw::WRITE_FIXED,
     vectored::READV,
     vectored::WRITEV,
     sync::FSYNC,
@@ -159,15 +179,39 @@ pub(crate) fn erase<K: Operation, A: Send + Sync + 'static>(
     op.erase(|cell| -> NonNull<dyn Inflight> { cell })
 }
 
-/// The fd a file's op works on. The op's anchor (the file's shared state)
-/// keeps it open until the op's cell is freed, so its number cannot be closed
-/// and reused while the kernel or a pool thread uses it.
+/// The fd a file's op works on, and its slot in the ring's file table if the
+/// file is registered there. The op's anchor (the file's shared state) keeps
+/// both until the op's cell is freed, so neither can be closed and reused
+/// while the kernel or a pool thread uses it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct FileFd(pub(crate) RawFd);
+pub(crate) struct FileFd {
+    raw: RawFd,
+    slot: Option<u32>,
+}
+
+impl FileFd {
+    /// A file's fd, not registered.
+    pub(crate) fn new(raw: RawFd) -> FileFd {
+        FileFd { raw, slot: None }
+    }
+
+    /// A file's fd and its slot in the file table of the ring the op goes to.
+    pub(crate) fn registered(raw: RawFd, slot: u32) -> FileFd {
+        FileFd {
+            raw,
+            slot: Some(slot),
+        }
+    }
+
+    /// The slot in the ring's file table, if the op uses one.
+    pub(crate) fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+}
 
 impl AsRawFd for FileFd {
     fn as_raw_fd(&self) -> RawFd {
-        self.0
+        self.raw
     }
 }
 

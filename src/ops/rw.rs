@@ -10,10 +10,34 @@ use crate::ops::simulated::{Segment, SimFs, cqe_of};
 use crate::ops::{
     BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
 };
-use crate::ring::{Sqe, op, ty};
+use crate::ring::{Sqe, op};
 
 pub(crate) const READ: Opcode = (op::Read::CODE, "READ");
 pub(crate) const WRITE: Opcode = (op::Write::CODE, "WRITE");
+pub(crate) const READ_FIXED: Opcode = (op::ReadFixed::CODE, "READ_FIXED");
+pub(crate) const WRITE_FIXED: Opcode = (op::WriteFixed::CODE, "WRITE_FIXED");
+
+/// Where a read or write's buffer stands with the ring it goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Registration {
+    /// A plain buffer.
+    None,
+    /// The buffer is this slot of the ring's buffer table: `READ_FIXED` /
+    /// `WRITE_FIXED`, with no page pinning per op.
+    Slot(u16),
+    /// The buffer belongs to a context whose fds mean something else than
+    /// the file's (a simulator's and a real one): refused with `EINVAL`.
+    Mismatched,
+}
+
+impl Registration {
+    fn validate(self) -> io::Result<()> {
+        match self {
+            Registration::Mismatched => Err(crate::error::invalid()),
+            Registration::None | Registration::Slot(_) => Ok(()),
+        }
+    }
+}
 
 /// A read of up to `bytes_total - start` bytes into `buf[start..]` at `offset`.
 #[derive(Debug)]
@@ -22,6 +46,7 @@ pub struct ReadAt<B> {
     buf: B,
     start: usize,
     offset: u64,
+    registration: Registration,
 }
 
 impl<B: IoBufMut> ReadAt<B> {
@@ -32,6 +57,16 @@ impl<B: IoBufMut> ReadAt<B> {
             buf,
             start,
             offset,
+            registration: Registration::None,
+        }
+    }
+
+    /// A read into a registered buffer: `READ_FIXED` where `registration`
+    /// names its slot.
+    pub(crate) fn fixed(fd: FileFd, buf: B, offset: u64, registration: Registration) -> Self {
+        ReadAt {
+            registration,
+            ..ReadAt::new(fd, buf, 0, offset)
         }
     }
 
@@ -60,6 +95,7 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
     type Resolved = (io::Result<usize>, B);
 
     fn validate(&self) -> io::Result<()> {
+        self.registration.validate()?;
         check_offset(self.offset)
     }
 
@@ -77,13 +113,16 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
 impl<B: IoBufMut> UringOp for ReadAt<B> {
     fn sqe(&mut self) -> Sqe {
         let (ptr, len) = self.target();
-        op::Read::new(
-            ty::Fd(self.fd.as_raw_fd()),
-            ptr,
-            len.min(u32::MAX as usize) as u32,
-        )
-        .offset(self.offset)
-        .build()
+        let len = len.min(u32::MAX as usize) as u32;
+        let (fd, offset) = (self.fd, self.offset);
+        match self.registration {
+            Registration::Slot(index) => on_file!(fd, target => op::ReadFixed::new(target, ptr, len, index)
+                .offset(offset)
+                .build()),
+            Registration::None | Registration::Mismatched => {
+                on_file!(fd, target => op::Read::new(target, ptr, len).offset(offset).build())
+            }
+        }
     }
 }
 
@@ -129,6 +168,7 @@ pub struct WriteAt<B> {
     buf: B,
     start: usize,
     offset: u64,
+    registration: Registration,
 }
 
 impl<B: IoBuf> WriteAt<B> {
@@ -142,6 +182,16 @@ impl<B: IoBuf> WriteAt<B> {
             buf,
             start,
             offset,
+            registration: Registration::None,
+        }
+    }
+
+    /// A write from a registered buffer: `WRITE_FIXED` where `registration`
+    /// names its slot.
+    pub(crate) fn fixed(fd: FileFd, buf: B, offset: u64, registration: Registration) -> Self {
+        WriteAt {
+            registration,
+            ..WriteAt::new(fd, buf, 0, offset)
         }
     }
 
@@ -162,6 +212,7 @@ impl<B: IoBuf> Operation for WriteAt<B> {
     type Resolved = (io::Result<usize>, B);
 
     fn validate(&self) -> io::Result<()> {
+        self.registration.validate()?;
         check_offset(self.offset)
     }
 
@@ -173,10 +224,16 @@ impl<B: IoBuf> Operation for WriteAt<B> {
 impl<B: IoBuf> UringOp for WriteAt<B> {
     fn sqe(&mut self) -> Sqe {
         let data = self.data();
-        let len = data.len().min(u32::MAX as usize) as u32;
-        op::Write::new(ty::Fd(self.fd.as_raw_fd()), data.as_ptr(), len)
-            .offset(self.offset)
-            .build()
+        let (ptr, len) = (data.as_ptr(), data.len().min(u32::MAX as usize) as u32);
+        let (fd, offset) = (self.fd, self.offset);
+        match self.registration {
+            Registration::Slot(index) => on_file!(fd, target => op::WriteFixed::new(target, ptr, len, index)
+                .offset(offset)
+                .build()),
+            Registration::None | Registration::Mismatched => {
+                on_file!(fd, target => op::Write::new(target, ptr, len).offset(offset).build())
+            }
+        }
     }
 }
 

@@ -43,11 +43,12 @@ impl Operation for Fsync {
 
 impl UringOp for Fsync {
     fn sqe(&mut self) -> Sqe {
-        let mut fsync = op::Fsync::new(ty::Fd(self.fd.as_raw_fd()));
-        if self.data_only {
-            fsync = fsync.flags(ty::FsyncFlags::DATASYNC);
-        }
-        fsync.build()
+        let flags = if self.data_only {
+            ty::FsyncFlags::DATASYNC
+        } else {
+            ty::FsyncFlags::empty()
+        };
+        on_file!(self.fd, target => op::Fsync::new(target).flags(flags).build())
     }
 }
 
@@ -109,10 +110,8 @@ impl Operation for Fallocate {
 
 impl UringOp for Fallocate {
     fn sqe(&mut self) -> Sqe {
-        op::Fallocate::new(ty::Fd(self.fd.as_raw_fd()), self.len)
-            .offset(self.offset)
-            .mode(self.mode)
-            .build()
+        let (len, offset, mode) = (self.len, self.offset, self.mode);
+        on_file!(self.fd, target => op::Fallocate::new(target, len).offset(offset).mode(mode).build())
     }
 }
 
@@ -172,7 +171,7 @@ impl Operation for Ftruncate {
 
 impl UringOp for Ftruncate {
     fn sqe(&mut self) -> Sqe {
-        op::Ftruncate::new(ty::Fd(self.fd.as_raw_fd()), self.len).build()
+        on_file!(self.fd, target => op::Ftruncate::new(target, self.len).build())
     }
 }
 

@@ -10,7 +10,7 @@ use crate::ops::simulated::{Segment, SimFs, cqe_of};
 use crate::ops::{
     BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
 };
-use crate::ring::{Sqe, op, ty};
+use crate::ring::{Sqe, op};
 
 pub(crate) const READV: Opcode = (op::Readv::CODE, "READV");
 pub(crate) const WRITEV: Opcode = (op::Writev::CODE, "WRITEV");
@@ -88,13 +88,8 @@ impl<B: IoBufMut> UringOp for ReadvAt<B> {
                 iov_len: b.bytes_total(),
             })
             .collect();
-        op::Readv::new(
-            ty::Fd(self.fd.as_raw_fd()),
-            self.iovecs.as_ptr(),
-            self.iovecs.len() as u32,
-        )
-        .offset(self.offset)
-        .build()
+        let (iov, count, fd) = (self.iovecs.as_ptr(), self.iovecs.len() as u32, self.fd);
+        on_file!(fd, target => op::Readv::new(target, iov, count).offset(self.offset).build())
     }
 }
 
@@ -202,13 +197,8 @@ impl<B: IoBuf> UringOp for WritevAt<B> {
                 iov_len: data.len(),
             })
             .collect();
-        op::Writev::new(
-            ty::Fd(self.fd.as_raw_fd()),
-            self.iovecs.as_ptr(),
-            self.iovecs.len() as u32,
-        )
-        .offset(self.offset)
-        .build()
+        let (iov, count, fd) = (self.iovecs.as_ptr(), self.iovecs.len() as u32, self.fd);
+        on_file!(fd, target => op::Writev::new(target, iov, count).offset(self.offset).build())
     }
 }
 

@@ -30,6 +30,7 @@ use crate::ops::{OPCODES, OpRef, Opcode};
 use crate::ring::{Ring, RingConfig, Sqe, op};
 
 mod policy;
+mod registry;
 mod shared;
 mod slots;
 mod task;
@@ -69,12 +70,14 @@ impl Uring {
             ));
         }
         let flags = ring.flags();
+        let file_table = ring.file_slots() > 0;
         Ok(Uring {
             shared: Arc::new(Shared {
                 common: Common::new(home),
                 inbox: Inbox::new(kicks),
                 core: HomeOnly::new(home, Core::new(ring)),
                 flags,
+                file_table,
             }),
         })
     }
@@ -144,8 +147,60 @@ impl Uring {
         Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
     }
 
+    /// Registers `iovecs` in the ring's buffer table; returns the first slot.
+    /// On the home thread only.
+    ///
+    /// # Safety
+    ///
+    /// As [`Core::register_buffers`].
+    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<u16> {
+        self.shared
+            .core
+            // SAFETY: the caller's contract.
+            .with(|core| unsafe { core.register_buffers(iovecs) })
+            .unwrap_or_else(|| Err(off_home("registering buffers")))
+    }
+
+    /// Clears and frees buffer slots. On the home thread only; returns
+    /// whether it ran.
+    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
+        self.shared
+            .core
+            .with(|core| core.unregister_buffers(first, count))
+            .is_some()
+    }
+
+    /// Registers `fd` in the ring's file table; returns its slot. On the home
+    /// thread only.
+    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<u32> {
+        self.shared
+            .core
+            .with(|core| core.register_file(fd))
+            .unwrap_or_else(|| Err(off_home("registering a file")))
+    }
+
+    /// Takes a file out of the ring's file table. On the home thread only;
+    /// returns whether it ran.
+    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
+        self.shared
+            .core
+            .with(|core| core.unregister_file(slot))
+            .is_some()
+    }
+
+    /// Whether the ring has a table for registered files.
+    pub(crate) fn has_file_table(&self) -> bool {
+        self.shared.file_table
+    }
+
     /// Asks the driver to shut the ring down.
     pub(crate) fn shut_down(&self) {
         self.shared.common.shutdown.raise();
     }
+}
+
+/// The error of a home-only request made elsewhere (or once the ring is
+/// gone).
+fn off_home(what: &str) -> io::Error {
+    io::Error::other(format!("{what} must run on the context's home thread, while it runs"))
 }

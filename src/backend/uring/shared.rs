@@ -16,4 +16,6 @@ pub(super) struct Shared {
     pub(super) core: HomeOnly<Core>,
     /// The setup flags the kernel accepted.
     pub(super) flags: RingFlags,
+    /// Whether the ring has a file table (for registered files).
+    pub(super) file_table: bool,
 }

@@ -169,6 +169,9 @@ mod tests {
         let config = RingConfig {
             entries: 8,
             single_issuer: true,
+            sqpoll_idle: None,
+            buffer_slots: 0,
+            file_slots: 0,
         };
         let uring = match Uring::new(config, HomeThread::current(), true) {
             Ok(uring) => uring,
@@ -188,7 +191,7 @@ mod tests {
                 std::fs::File::from_raw_fd(fds[1]),
             )
         };
-        let read = ReadAt::new(FileFd(reader.as_raw_fd()), Vec::with_capacity(64), 0, 0);
+        let read = ReadAt::new(FileFd::new(reader.as_raw_fd()), Vec::with_capacity(64), 0, 0);
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());

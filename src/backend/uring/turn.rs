@@ -26,6 +26,7 @@ use crate::ops::OpRef;
 use crate::ring::{IGNORED_USER_DATA, Ring, Sqe};
 
 use super::policy::SubmitPolicy;
+use super::registry::TableSlots;
 use super::slots::Slots;
 
 /// How long shutdown waits for the kernel to finish cancelled ops before it
@@ -84,6 +85,9 @@ pub(super) struct Core {
     /// `enters + 1`.
     enters: u64,
     policy: SubmitPolicy,
+    /// Which slots of the ring's buffer and file tables are taken.
+    buffers: TableSlots,
+    files: TableSlots,
     /// Set once shutdown begins; later submissions fail.
     closing: bool,
 }
@@ -91,6 +95,8 @@ pub(super) struct Core {
 impl Core {
     pub(super) fn new(ring: Ring) -> Core {
         let limit = ring.cq_capacity();
+        let buffers = TableSlots::new(ring.buffer_slots());
+        let files = TableSlots::new(ring.file_slots());
         Core {
             ring,
             slots: Slots::with_limit(limit),
@@ -103,8 +109,72 @@ impl Core {
             turn_scheduled: false,
             enters: 0,
             policy: SubmitPolicy::default(),
+            buffers,
+            files,
             closing: false,
         }
+    }
+
+    /// Registers `iovecs` in consecutive slots of the buffer table; returns
+    /// the first.
+    ///
+    /// # Safety
+    ///
+    /// The memory must stay valid until [`unregister_buffers`](Core::unregister_buffers)
+    /// clears the slots, or the ring closes.
+    pub(super) unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> std::io::Result<u16> {
+        let Some(first) = self.buffers.take(iovecs.len()) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!(
+                    "the ring's buffer table has {} free slots and the pool needs {} \
+                     (Builder::registered_buffer_slots)",
+                    self.buffers.free(),
+                    iovecs.len()
+                ),
+            ));
+        };
+        let first16 = first as u16;
+        // SAFETY: the caller vouches for the memory.
+        if let Err(e) = unsafe { self.ring.update_buffers(first16, iovecs) } {
+            self.buffers.give_back(first, iovecs.len());
+            return Err(e);
+        }
+        Ok(first16)
+    }
+
+    /// Clears `count` buffer slots from `first` and frees them.
+    pub(super) fn unregister_buffers(&mut self, first: u16, count: usize) {
+        if let Err(e) = self.ring.clear_buffers(first, count as u16) {
+            tracing::error!(error = %e, "clearing registered buffers failed; their slots stay taken");
+            return;
+        }
+        self.buffers.give_back(u32::from(first), count);
+    }
+
+    /// Puts `fd` into a free slot of the file table; returns the slot.
+    pub(super) fn register_file(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<u32> {
+        let Some(slot) = self.files.take(1) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "the ring's file table is full (Builder::registered_file_slots)",
+            ));
+        };
+        if let Err(e) = self.ring.update_files(slot, &[fd]) {
+            self.files.give_back(slot, 1);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Takes the file out of `slot`: the table's reference to it is dropped
+    /// (ops already in flight keep theirs until they complete).
+    pub(super) fn unregister_file(&mut self, slot: u32) {
+        if let Err(e) = self.ring.update_files(slot, &[-1]) {
+            tracing::error!(error = %e, slot, "unregistering a file failed; its slot stays taken");
+            return;
+        }
+        self.files.give_back(slot, 1);
     }
 
     pub(super) fn ring(&self) -> &Ring {
