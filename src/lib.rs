@@ -66,10 +66,12 @@
 //!
 //! ```text
 //! surface     context (handles, bind/current) · home (builder, home thread,
-//!             LocalContext) · op (the future, its anchor) · enter · fs
+//!             LocalContext) · op (the future, its anchor) · enter · fs ·
+//!             sim (the simulator's public face)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
-//!             · backend/fallback · backend/sim/{mod, files} · backend/common
+//!             · backend/fallback · backend/sim/{config, rng, contents, files,
+//!             crash, schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
@@ -151,8 +153,9 @@ outside_loom! {
     pub mod fs;
     mod home;
     mod op;
+    pub mod sim;
 
-    pub use backend::{Backend, sim};
+    pub use backend::Backend;
     pub use context::{BindGuard, Context, current};
     pub use enter::{JoinError, JoinHandle};
     pub use error::is_shutdown;
