@@ -67,7 +67,7 @@
 //! ```text
 //! surface     context (handles, bind/current) · home (builder, home thread,
 //!             LocalContext) · op (the future, its anchor) · enter · fs ·
-//!             sim (the simulator's public face)
+//!             explore (seed exploration) · sim (the simulator's public face)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
 //!             · backend/fallback · backend/sim/{config, rng, contents, files,
@@ -150,6 +150,8 @@ outside_loom! {
     mod backend;
     mod context;
     mod enter;
+    #[cfg(feature = "test-util")]
+    mod explore;
     pub mod fs;
     mod home;
     mod op;

@@ -1,7 +1,8 @@
 //! Deterministic tests of storage code: in-memory files, every op completing
-//! in Tokio virtual time, seeded, with fault injection and crashes. The
-//! public face of the simulated backend (`backend/sim/`); this file holds
-//! its story and re-exports it, and no logic.
+//! in Tokio virtual time, seeded, with fault injection, crashes, and seed
+//! exploration. The public face of the simulated backend (`backend/sim/`)
+//! and of `explore`; this file holds their story and re-exports them, and
+//! no logic.
 //!
 //! Build a context with [`Backend::Sim`](crate::Backend::Sim) and use it as
 //! any other: the ops, [`fs::File`](crate::fs::File), `enter`, `block_on` and
@@ -141,6 +142,25 @@
 //!   writes) ops in flight complete. A scenario that models a process dying
 //!   with the power stops its own tasks, as `examples/sim_wal.rs` does.
 //!
+//! # Seed exploration
+//!
+//! `sim::explore` (with the crate's `test-util` feature) runs one async
+//! scenario under many seeds, each on a fresh simulated context on its own
+//! paused runtime, and stops at the first seed whose run returns an `Err` or
+//! panics. The `Failure` says which seed, what failed, the completion log
+//! up to there, and how to replay exactly that run: `AIOCTX_SIM_SEED=<seed>`
+//! narrows every exploration in a test run to that seed, and
+//! `Failure::replay` runs it again in one call. This is FoundationDB-style
+//! simulation testing for Tokio storage code: `examples/sim_wal.rs` plants a
+//! log that acknowledges records before their fsync completes, which most
+//! runs do not notice, and exploration finds a seed where a crash loses an
+//! acknowledged record within the first few seeds; the correct log passes
+//! 1,000 seeds in well under a second of a release build.
+#![cfg_attr(
+    feature = "test-util",
+    doc = "\nThe API: [`explore`], [`Explore`], [`Failure`], [`Run`], [`SEED_VAR`]."
+)]
+//!
 //! # What the kernel would say
 //!
 //! Files are sparse, held in 4 KiB pages, so an offset costs no memory; a
@@ -156,3 +176,5 @@
 pub use crate::backend::sim::{
     Completion, Fault, FaultAction, Latency, OpFilter, SimConfig, SimHandle, SimOp,
 };
+#[cfg(feature = "test-util")]
+pub use crate::explore::{Explore, Explored, Failure, Run, SEED_VAR, explore};
