@@ -116,12 +116,22 @@ impl Explore {
     /// # Errors
     ///
     /// The first failing seed, with what failed and how to replay it.
+    ///
+    /// # Panics
+    ///
+    /// Called inside a Tokio runtime (from `#[tokio::test]` rather than
+    /// `#[test]`): each run needs a runtime of its own.
     pub fn run<S, F, E>(self, mut scenario: S) -> Result<Explored, Failure>
     where
         S: FnMut(Context) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "sim::explore runs each seed on a runtime of its own: call it from a plain #[test], \
+             not inside a Tokio runtime"
+        );
         let Explore {
             seeds,
             config,

@@ -122,3 +122,9 @@ fn every_seed_of_a_passing_scenario_runs() {
         .unwrap();
     assert_eq!((explored.seeds, explored.ops), (100, 200));
 }
+
+#[tokio::test]
+#[should_panic(expected = "call it from a plain #[test]")]
+async fn exploring_inside_a_runtime_says_why_it_cannot() {
+    let _ = sim::explore(0..1).run(|ctx: Context| async move { ctx.nop().await.map(drop) });
+}
