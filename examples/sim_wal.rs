@@ -2,18 +2,32 @@
 //! about it: a record is durable once `append` returns (it fsyncs), and a
 //! record written without the fsync is lost at a crash.
 //!
-//! Run with `cargo run --example sim_wal`; `tests/sim_wal.rs` is its test.
+//! It also carries a deliberately wrong variant,
+//! [`Wal::append_acking_before_fsync`], which acknowledges a record as soon
+//! as its fsync is *submitted*. Most runs cannot tell the two apart; seed
+//! exploration ([`aioctx::sim::explore`]) finds a seed where a crash lands
+//! between the acknowledgement and the fsync's completion and loses an
+//! acknowledged record, and replays that run exactly.
+//!
+//! Run with `cargo run --release --example sim_wal`; `tests/sim_wal.rs` is
+//! its test.
 
 use std::io;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use aioctx::fs::{File, OpenOptions};
-use aioctx::sim::SimConfig;
-use aioctx::{Backend, Context};
+use aioctx::ops::Fsync;
+use aioctx::sim::{self, Latency, SimConfig};
+use aioctx::{Backend, Context, Op};
 
 /// An append-only log of length-prefixed records.
 pub struct Wal {
     file: File,
     end: u64,
+    /// The wrong variant's fsync, submitted but not yet waited for.
+    unsynced: Option<Op<Fsync>>,
 }
 
 impl Wal {
@@ -26,7 +40,11 @@ impl Wal {
             .open(ctx, path)
             .await?;
         let end = file.metadata().await?.len();
-        Ok(Wal { file, end })
+        Ok(Wal {
+            file,
+            end,
+            unsynced: None,
+        })
     }
 
     /// Writes a record without waiting for it to be durable: not acknowledged.
@@ -47,6 +65,24 @@ impl Wal {
     pub async fn append(&mut self, record: &[u8]) -> io::Result<()> {
         self.write(record).await?;
         self.file.sync_data().await
+    }
+
+    /// **Deliberately wrong**, to show exploration finding it: writes the
+    /// record, submits its fsync, and returns (acknowledges) before the
+    /// fsync has completed; the next append waits for it. A crash in between
+    /// loses a record the caller was told is durable.
+    pub async fn append_acking_before_fsync(&mut self, record: &[u8]) -> io::Result<()> {
+        if let Some(previous) = self.unsynced.take() {
+            previous.await?;
+        }
+        self.write(record).await?;
+        let mut sync = self.file.sync_data();
+        // The first poll hands the fsync to the backend.
+        match futures::poll!(&mut sync) {
+            Poll::Ready(result) => result?,
+            Poll::Pending => self.unsynced = Some(sync),
+        }
+        Ok(())
     }
 
     /// Every complete record in the log, in order.
@@ -81,6 +117,75 @@ pub async fn crash_after_two_writes(ctx: &Context) -> io::Result<Vec<Vec<u8>>> {
     wal.records().await
 }
 
+/// Which append the exploration scenario uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// [`Wal::append`]: acknowledges after the fsync.
+    Correct,
+    /// [`Wal::append_acking_before_fsync`]: the planted bug.
+    AcksBeforeFsync,
+}
+
+/// The simulator the exploration runs the log on: latencies from 20 µs to
+/// 2 ms, one crash somewhere in the first 30 ms, writes in flight torn at
+/// 512-byte sectors, unsynced writes kept or lost per file by the seed.
+pub fn exploration_config() -> SimConfig {
+    SimConfig::new()
+        .latency(Latency::Uniform {
+            min: Duration::from_micros(20),
+            max: Duration::from_millis(2),
+        })
+        .crash_at_random(Duration::ZERO..Duration::from_millis(30))
+        .torn_writes(512)
+        .reorder_unsynced_writes(true)
+}
+
+/// The exploration's scenario: a writer appends records and notes each one
+/// acknowledged before the crash; the simulator crashes when the seed says;
+/// then the log is reopened, and every acknowledged record must be in it,
+/// in order, at its start.
+pub async fn acknowledged_records_survive_a_crash(
+    ctx: Context,
+    variant: Variant,
+) -> Result<(), String> {
+    let sim = ctx.sim().expect("a sim context");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn({
+        let (ctx, sim, acknowledged) = (ctx.clone(), sim.clone(), acknowledged.clone());
+        async move {
+            let mut wal = Wal::open(&ctx, "/wal").await?;
+            for n in 0u32.. {
+                let record = format!("record {n}: {}", "x".repeat(n as usize % 50)).into_bytes();
+                match variant {
+                    Variant::Correct => wal.append(&record).await?,
+                    Variant::AcksBeforeFsync => wal.append_acking_before_fsync(&record).await?,
+                }
+                if sim.crashes().is_empty() {
+                    acknowledged.lock().unwrap().push(record);
+                }
+            }
+            io::Result::Ok(())
+        }
+    });
+    sim.crashed().await;
+    // The process died with the power: its writer goes.
+    writer.abort();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let recovered: io::Result<_> = async { Wal::open(&ctx, "/wal").await?.records().await }.await;
+    let recovered = recovered.map_err(|e| format!("recovery failed: {e}"))?;
+    for (n, record) in acknowledged.iter().enumerate() {
+        if recovered.get(n) != Some(record) {
+            return Err(format!(
+                "acknowledged record {n} lost: {} acknowledged before the crash at {:?}, {} recovered",
+                acknowledged.len(),
+                sim.crashes()[0],
+                recovered.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[allow(dead_code)]
 fn main() -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -99,6 +204,22 @@ fn main() -> io::Result<()> {
             "{} record(s) recovered; the unacknowledged write was lost",
             records.len()
         );
-        Ok(())
-    })
+        io::Result::Ok(())
+    })?;
+
+    for variant in [Variant::Correct, Variant::AcksBeforeFsync] {
+        let started = Instant::now();
+        let outcome = sim::explore(0..1000)
+            .config(exploration_config())
+            .run(|ctx| acknowledged_records_survive_a_crash(ctx, variant));
+        let took = started.elapsed();
+        match outcome {
+            Ok(explored) => println!(
+                "{variant:?}: {} seeds passed ({} ops) in {took:.2?}",
+                explored.seeds, explored.ops
+            ),
+            Err(failure) => println!("{variant:?}: found in {took:.2?}:\n{failure}"),
+        }
+    }
+    Ok(())
 }

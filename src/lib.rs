@@ -111,10 +111,12 @@
 //! surface     pool (several contexts) · context (handles, bind/current, pool
 //!             membership) · home (builder, home thread, LocalContext) · op
 //!             (the future, its anchor, the open file) · enter · fixed
-//!             (registered buffers) · fs
+//!             (registered buffers) · fs · explore (seed exploration) · sim
+//!             (the simulator's public face)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
-//!             · backend/fallback · backend/sim/{mod, files} · backend/common
+//!             · backend/fallback · backend/sim/{config, rng, contents, files,
+//!             crash, schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
@@ -193,13 +195,16 @@ outside_loom! {
     mod backend;
     mod context;
     mod enter;
+    #[cfg(feature = "test-util")]
+    mod explore;
     mod fixed;
     pub mod fs;
     mod home;
     mod op;
     mod pool;
+    pub mod sim;
 
-    pub use backend::{Backend, sim};
+    pub use backend::Backend;
     pub use context::{BindGuard, Context, current};
     pub use enter::{JoinError, JoinHandle};
     pub use error::is_shutdown;

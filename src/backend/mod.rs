@@ -35,7 +35,7 @@ use crate::ring::RingConfig;
 
 pub(crate) mod common;
 mod fallback;
-pub mod sim;
+pub(crate) mod sim;
 mod uring;
 
 pub(crate) use common::Placement;

@@ -1,6 +1,7 @@
 //! The simulator's in-memory file system: inodes by path, fds to inodes,
-//! sparse contents in 4 KiB pages, the contents as of each file's last fsync,
-//! and the fault injector every call passes through.
+//! each file's contents now and as of its last fsync, the journal of what
+//! changed since (when the crash model keeps some of it), the mechanics of a
+//! crash, and the fault injector every call passes through.
 //!
 //! Fds are real (each is a `/dev/null` descriptor the op's future owns, so
 //! closing and dropping behave as on the ring), but the simulator only uses
@@ -14,146 +15,22 @@
 //! last-fsync snapshot until one of them is written (copy on write), so an
 //! fsync costs a copy of the page table, not of the data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::ops::simulated::{Segment, SimFs};
 
-use super::{Fault, FaultAction, SimOp};
+use super::config::{Fault, FaultAction, RandomFault, SimOp};
+use super::contents::{Change, Contents, PAGE};
+use super::rng::Rng;
 
-/// Bytes per page of file contents.
-const PAGE: u64 = 4096;
 /// The largest file, like a filesystem's `s_maxbytes`.
 const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// The logical block size `O_DIRECT` buffers, offsets and lengths must be
 /// multiples of.
 const DIRECT_ALIGN: u64 = 512;
-
-type Page = [u8; PAGE as usize];
-
-/// A file's bytes: a length, and the pages that are not holes.
-#[derive(Debug, Clone, Default)]
-struct Contents {
-    len: u64,
-    pages: BTreeMap<u64, Arc<Page>>,
-}
-
-impl Contents {
-    fn from_bytes(data: &[u8]) -> Contents {
-        let mut contents = Contents {
-            len: data.len() as u64,
-            pages: BTreeMap::new(),
-        };
-        for (index, chunk) in data.chunks(PAGE as usize).enumerate() {
-            let mut page = [0u8; PAGE as usize];
-            page[..chunk.len()].copy_from_slice(chunk);
-            contents.pages.insert(index as u64, Arc::new(page));
-        }
-        contents
-    }
-
-    /// Up to `len` bytes at `offset`, holes read as zeros.
-    fn read(&self, offset: u64, len: u64) -> Vec<u8> {
-        let end = offset.saturating_add(len).min(self.len);
-        if offset >= end {
-            return Vec::new();
-        }
-        let mut out = vec![0u8; (end - offset) as usize];
-        for (&index, page) in self.pages.range(offset / PAGE..end.div_ceil(PAGE)) {
-            let page_start = index * PAGE;
-            let from = offset.max(page_start);
-            let to = end.min(page_start + PAGE);
-            out[(from - offset) as usize..(to - offset) as usize]
-                .copy_from_slice(&page[(from - page_start) as usize..(to - page_start) as usize]);
-        }
-        out
-    }
-
-    /// Pages in `offset..end` that are holes now.
-    fn holes_in(&self, offset: u64, end: u64) -> u64 {
-        if offset >= end {
-            return 0;
-        }
-        let (first, last) = (offset / PAGE, (end - 1) / PAGE);
-        let present = self.pages.range(first..=last).count() as u64;
-        last - first + 1 - present
-    }
-
-    /// Writes `data` at `offset`; the caller checked the range and the budget.
-    /// Returns the pages it allocated.
-    fn write(&mut self, offset: u64, data: &[u8]) -> u64 {
-        let mut allocated = 0;
-        let mut at = offset;
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (index, within) = (at / PAGE, (at % PAGE) as usize);
-            let n = rest.len().min(PAGE as usize - within);
-            let page = self.pages.entry(index).or_insert_with(|| {
-                allocated += 1;
-                Arc::new([0u8; PAGE as usize])
-            });
-            Arc::make_mut(page)[within..within + n].copy_from_slice(&rest[..n]);
-            at += n as u64;
-            rest = &rest[n..];
-        }
-        self.len = self.len.max(at);
-        allocated
-    }
-
-    /// Zeros `offset..end`, dropping whole pages. Returns the pages freed.
-    fn zero(&mut self, offset: u64, end: u64) -> u64 {
-        if offset >= end {
-            return 0;
-        }
-        let whole = offset.div_ceil(PAGE)..end / PAGE;
-        let freed: Vec<u64> = self.pages.range(whole).map(|(&index, _)| index).collect();
-        for index in &freed {
-            self.pages.remove(index);
-        }
-        for edge in [offset / PAGE, (end - 1) / PAGE] {
-            if let Some(page) = self.pages.get_mut(&edge) {
-                let page_start = edge * PAGE;
-                let from = (offset.max(page_start) - page_start) as usize;
-                let to = (end.min(page_start + PAGE) - page_start) as usize;
-                Arc::make_mut(page)[from..to].fill(0);
-            }
-        }
-        freed.len() as u64
-    }
-
-    /// Sets the length, dropping pages past it. Returns the pages freed.
-    fn truncate(&mut self, len: u64) -> u64 {
-        if len < self.len {
-            let old = self.len;
-            let freed = self.zero(len, old.max(len.div_ceil(PAGE) * PAGE));
-            let tail: Vec<u64> = self
-                .pages
-                .range(len.div_ceil(PAGE)..)
-                .map(|(&index, _)| index)
-                .collect();
-            for index in &tail {
-                self.pages.remove(index);
-            }
-            self.len = len;
-            return freed + tail.len() as u64;
-        }
-        self.len = len;
-        0
-    }
-
-    /// The whole file, for [`SimHandle::contents`](super::SimHandle::contents).
-    fn to_vec(&self) -> Vec<u8> {
-        assert!(
-            self.len <= isize::MAX as u64 / 2,
-            "a {}-byte sparse file is too large to copy out whole",
-            self.len
-        );
-        self.read(0, self.len)
-    }
-}
 
 /// One in-memory file.
 #[derive(Debug, Default)]
@@ -161,8 +38,10 @@ struct Inode {
     path: PathBuf,
     /// What reads see now.
     data: Contents,
-    /// What survives [`Files::crash`]: `data` as of the last fsync.
+    /// What survives a crash for sure: `data` as of the last fsync.
     durable: Contents,
+    /// The changes from `durable` to `data`, in order, when journaling.
+    unsynced: Vec<Change>,
 }
 
 /// An open file description.
@@ -174,13 +53,25 @@ struct Open {
     direct: bool,
 }
 
+/// Which faults a simulator injects, and the generator behind the random
+/// ones.
+#[derive(Debug)]
+pub(super) struct Injector {
+    /// Each planned fault with the matching calls seen so far.
+    pub(super) planned: Vec<(Fault, u64)>,
+    pub(super) random: Vec<RandomFault>,
+    pub(super) rng: Rng,
+}
+
 /// The simulator's files.
 #[derive(Debug)]
-pub(crate) struct Files {
+pub(super) struct Files {
     inodes: Vec<Inode>,
     by_path: HashMap<PathBuf, usize>,
     fds: HashMap<RawFd, Open>,
-    faults: Vec<(Fault, u64)>,
+    faults: Injector,
+    /// Whether each file journals its unsynced changes.
+    journal: bool,
     /// Pages the files' current contents hold, and the most they may.
     pages_used: u64,
     pages_budget: u64,
@@ -193,7 +84,7 @@ enum Verdict {
     Short(usize),
 }
 
-fn errno(code: i32) -> io::Error {
+pub(super) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
@@ -207,36 +98,52 @@ fn rw_end(offset: u64, len: u64) -> io::Result<u64> {
 }
 
 impl Files {
-    pub(crate) fn new(faults: Vec<Fault>, memory_budget: u64) -> Files {
+    /// Empty files; with `journal`, each file keeps its unsynced changes for
+    /// [`crash`](Files::crash) to choose from.
+    pub(super) fn new(faults: Injector, memory_budget: u64, journal: bool) -> Files {
         Files {
             inodes: Vec::new(),
             by_path: HashMap::new(),
             fds: HashMap::new(),
-            faults: faults.into_iter().map(|f| (f, 0)).collect(),
+            faults,
+            journal,
             pages_used: 0,
             pages_budget: memory_budget / PAGE,
         }
     }
 
-    /// Counts a call against every fault's filter; the fault whose count
-    /// reaches its `nth` fires.
+    /// Counts a call against every planned fault's filter (the fault whose
+    /// count reaches its `nth` fires) and draws for every random fault whose
+    /// filter matches. The first fault that fires decides.
     fn check(&mut self, op: SimOp, inode: Option<usize>, offset: u64, len: u64) -> Verdict {
         let path = inode.map(|i| self.inodes[i].path.as_path());
-        let mut verdict = Verdict::Run;
-        for (fault, seen) in &mut self.faults {
-            if !fault.filter.matches(op, path, offset, len) {
-                continue;
-            }
-            *seen += 1;
-            if *seen == fault.nth && matches!(verdict, Verdict::Run) {
-                tracing::debug!(?op, ?path, offset, "sim: injecting {:?}", fault.action);
-                verdict = match fault.action {
-                    FaultAction::Errno(code) => Verdict::Fail(errno(code)),
-                    FaultAction::Short(n) => Verdict::Short(n),
-                };
+        let faults = &mut self.faults;
+        let mut hit = None;
+        for (fault, seen) in &mut faults.planned {
+            if fault.filter.matches(op, path, offset, len) {
+                *seen += 1;
+                if *seen == fault.nth {
+                    hit = hit.or(Some(fault.action));
+                }
             }
         }
-        verdict
+        for fault in &faults.random {
+            // Every matching call draws, hit or not, so one fault's draws
+            // never depend on another's.
+            if fault.filter.matches(op, path, offset, len) && faults.rng.one_in(fault.one_in) {
+                hit = hit.or(Some(fault.action));
+            }
+        }
+        match hit {
+            None => Verdict::Run,
+            Some(action) => {
+                tracing::debug!(?op, ?path, offset, "sim: injecting {action:?}");
+                match action {
+                    FaultAction::Errno(code) => Verdict::Fail(errno(code)),
+                    FaultAction::Short(n) => Verdict::Short(n),
+                }
+            }
+        }
     }
 
     fn open_of(&self, fd: RawFd) -> io::Result<Open> {
@@ -263,30 +170,65 @@ impl Files {
         Ok(())
     }
 
-    /// Drops everything written since each file's last fsync.
-    pub(crate) fn crash(&mut self) {
+    /// Journals a change to `inode` made since its last fsync.
+    fn record(&mut self, inode: usize, change: impl FnOnce() -> Change) {
+        if self.journal {
+            self.inodes[inode].unsynced.push(change());
+        }
+    }
+
+    /// A crash: each file's contents become its last-fsync snapshot plus the
+    /// first `keep(n)` of its `n` journaled changes (none without a journal),
+    /// and that is durable from now on. Files are visited in creation order.
+    pub(super) fn crash(&mut self, mut keep: impl FnMut(usize) -> usize) {
         for inode in &mut self.inodes {
+            let unsynced = std::mem::take(&mut inode.unsynced);
+            let kept = keep(unsynced.len()).min(unsynced.len());
+            for change in &unsynced[..kept] {
+                inode.durable.apply(change);
+            }
             inode.data.clone_from(&inode.durable);
         }
-        self.pages_used = self.inodes.iter().map(|i| i.data.pages.len() as u64).sum();
+        self.pages_used = self.inodes.iter().map(|i| i.data.pages()).sum();
+    }
+
+    /// Writes the first `keep` bytes of `from` at `offset` of the file
+    /// behind `fd` straight to disk: into its contents and its durable
+    /// snapshot alike (the part of a torn write that reached the platter
+    /// before a crash). Refuses what [`write`](SimFs::write) would refuse.
+    pub(super) fn persist(&mut self, fd: RawFd, offset: u64, from: &[&[u8]], keep: usize) -> io::Result<()> {
+        let open = self.open_of(fd)?;
+        if !open.writable {
+            return Err(errno(libc::EBADF));
+        }
+        let total: u64 = from.iter().map(|piece| piece.len() as u64).sum();
+        rw_end(offset, total)?;
+        check_direct(&open, offset, from.iter().map(|p| (p.as_ptr() as usize, p.len())))?;
+        let mut data = from.concat();
+        data.truncate(keep);
+        let inode = &mut self.inodes[open.inode];
+        self.pages_used += inode.data.write(offset, &data);
+        inode.durable.write(offset, &data);
+        Ok(())
     }
 
     /// The current contents of the file at `path`.
-    pub(crate) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
+    pub(super) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         self.by_path
             .get(path)
             .map(|&inode| self.inodes[inode].data.to_vec())
     }
 
     /// Creates or replaces the file at `path`, durably, with `data`.
-    pub(crate) fn insert(&mut self, path: &Path, data: &[u8]) {
+    pub(super) fn insert(&mut self, path: &Path, data: &[u8]) {
         let inode = self.inode_at(path);
         let contents = Contents::from_bytes(data);
         let inode = &mut self.inodes[inode];
-        self.pages_used -= inode.data.pages.len() as u64;
-        self.pages_used += contents.pages.len() as u64;
+        self.pages_used -= inode.data.pages();
+        self.pages_used += contents.pages();
         inode.durable = contents.clone();
         inode.data = contents;
+        inode.unsynced.clear();
     }
 }
 
@@ -331,6 +273,7 @@ impl SimFs for Files {
         if flags & libc::O_TRUNC != 0 && open.writable {
             let freed = self.inodes[inode].data.truncate(0);
             self.pages_used -= freed;
+            self.record(inode, || Change::SetLen(0));
         }
         // SAFETY: open(2) of a constant path with valid flags.
         let raw = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -394,6 +337,11 @@ impl SimFs for Files {
             at += n as u64;
         }
         self.pages_used += allocated;
+        self.record(open.inode, || {
+            let mut data = from.concat();
+            data.truncate(len as usize);
+            Change::Write { offset, data }
+        });
         Ok(len as usize)
     }
 
@@ -404,6 +352,7 @@ impl SimFs for Files {
         }
         let inode = &mut self.inodes[open.inode];
         inode.durable.clone_from(&inode.data);
+        inode.unsynced.clear();
         Ok(())
     }
 
@@ -428,27 +377,25 @@ impl SimFs for Files {
         let holes = self.inodes[open.inode].data.holes_in(offset, end);
         let budget = self.reserve(holes);
         let data = &mut self.inodes[open.inode].data;
-        match mode {
+        let (zeroes, extends) = match mode {
             // Allocation: the range's holes count against the budget (they
             // stay holes in memory: reading them gives zeros either way).
             0 | KEEP_SIZE => {
                 budget?;
-                if mode == 0 {
-                    data.len = data.len.max(end);
-                }
+                (false, mode == 0)
             }
-            PUNCH => {
-                let freed = data.zero(offset, end.min(data.len));
-                self.pages_used -= freed;
-            }
-            _ if mode == ZERO || mode == ZERO | KEEP_SIZE => {
-                let freed = data.zero(offset, end.min(data.len));
-                self.pages_used -= freed;
-                if mode & KEEP_SIZE == 0 {
-                    data.len = data.len.max(end);
-                }
-            }
+            PUNCH => (true, false),
+            _ if mode == ZERO || mode == ZERO | KEEP_SIZE => (true, mode & KEEP_SIZE == 0),
             _ => return Err(errno(libc::EOPNOTSUPP)),
+        };
+        if zeroes {
+            self.pages_used -= data.zero(offset, end.min(data.len));
+            self.record(open.inode, || Change::Zero { offset, end });
+        }
+        let data = &mut self.inodes[open.inode].data;
+        if extends && end > data.len {
+            data.len = end;
+            self.record(open.inode, || Change::SetLen(end));
         }
         Ok(())
     }
@@ -466,6 +413,7 @@ impl SimFs for Files {
         }
         let freed = self.inodes[open.inode].data.truncate(len);
         self.pages_used -= freed;
+        self.record(open.inode, || Change::SetLen(len));
         Ok(())
     }
 
@@ -475,45 +423,5 @@ impl SimFs for Files {
             return Err(e);
         }
         Ok(self.inodes[open.inode].data.len)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Contents, PAGE};
-
-    #[test]
-    fn sparse_writes_hold_only_the_pages_written() {
-        let mut contents = Contents::default();
-        let far = 1u64 << 62;
-        assert_eq!(contents.write(far, b"far away"), 1);
-        assert_eq!(contents.len, far + 8);
-        assert_eq!(contents.pages.len(), 1);
-        assert_eq!(contents.read(far - 4, 12), b"\0\0\0\0far away");
-        // A write across a page boundary allocates both pages, once.
-        assert_eq!(contents.write(PAGE - 2, b"abcd"), 2);
-        assert_eq!(contents.write(PAGE - 2, b"ABCD"), 0);
-        assert_eq!(contents.read(PAGE - 3, 6), b"\0ABCD\0");
-    }
-
-    #[test]
-    fn zero_and_truncate_free_whole_pages() {
-        let mut contents = Contents::from_bytes(&vec![7u8; 3 * PAGE as usize]);
-        assert_eq!(contents.zero(10, 2 * PAGE + 10), 1, "only the middle page is whole");
-        assert_eq!(contents.read(8, 4), [7, 7, 0, 0]);
-        assert_eq!(contents.read(2 * PAGE + 8, 4), [0, 0, 7, 7]);
-        assert_eq!(contents.truncate(PAGE + 1), 1);
-        assert_eq!(contents.len, PAGE + 1);
-        contents.truncate(3 * PAGE);
-        assert_eq!(contents.read(PAGE, 2 * PAGE), vec![0u8; 2 * PAGE as usize]);
-    }
-
-    #[test]
-    fn snapshots_share_pages_until_written() {
-        let mut data = Contents::from_bytes(b"durable");
-        let durable = data.clone();
-        data.write(0, b"DUR");
-        assert_eq!(durable.read(0, 7), b"durable");
-        assert_eq!(data.read(0, 7), b"DURable");
     }
 }

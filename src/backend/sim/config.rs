@@ -1,0 +1,240 @@
+//! What a simulator is built with: [`SimConfig`] and the types it is made of
+//! (latencies, fault filters, the crash model). Plain data; imports nothing
+//! from the crate.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long each simulated op takes, in Tokio time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Latency {
+    /// Every op takes exactly this long.
+    Fixed(Duration),
+    /// Each op takes a duration drawn uniformly from `min..=max` by the
+    /// seeded generator.
+    Uniform {
+        /// Shortest.
+        min: Duration,
+        /// Longest.
+        max: Duration,
+    },
+}
+
+/// The kinds of operation a fault filter can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SimOp {
+    /// `read_at`, `readv_at`.
+    Read,
+    /// `write_at`, `writev_at`.
+    Write,
+    /// `sync_all`, `sync_data`.
+    Fsync,
+    /// `fallocate`.
+    Fallocate,
+    /// `set_len`.
+    Ftruncate,
+    /// Opening a file.
+    Open,
+    /// `close`.
+    Close,
+    /// `metadata`.
+    Statx,
+}
+
+/// Which ops a [`Fault`] counts. Every field left `None` matches any op.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpFilter {
+    /// The kind of op.
+    pub op: Option<SimOp>,
+    /// The file's path, as it was opened.
+    pub path: Option<PathBuf>,
+    /// Byte range the op must overlap (reads, writes, fallocate, ftruncate).
+    pub offsets: Option<Range<u64>>,
+}
+
+impl OpFilter {
+    /// Matches ops of kind `op` only.
+    pub fn op(op: SimOp) -> OpFilter {
+        OpFilter {
+            op: Some(op),
+            ..OpFilter::default()
+        }
+    }
+
+    /// Narrows the filter to the file opened as `path`.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> OpFilter {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Narrows the filter to ops overlapping `offsets`.
+    pub fn offsets(mut self, offsets: Range<u64>) -> OpFilter {
+        self.offsets = Some(offsets);
+        self
+    }
+
+    pub(super) fn matches(&self, op: SimOp, path: Option<&Path>, offset: u64, len: u64) -> bool {
+        self.op.is_none_or(|want| want == op)
+            && self.path.as_deref().is_none_or(|want| path == Some(want))
+            && self.offsets.as_ref().is_none_or(|range| {
+                offset < range.end && offset.saturating_add(len.max(1)) > range.start
+            })
+    }
+}
+
+/// What an injected fault does to the op it hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAction {
+    /// Fail with this errno (`libc::EIO`, `libc::ENOSPC`, ...); the op has no
+    /// effect.
+    Errno(i32),
+    /// Read or write at most this many bytes.
+    Short(usize),
+}
+
+/// Fails the `nth` (from 1) op that matches `filter`, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Which ops count.
+    pub filter: OpFilter,
+    /// Which matching op is hit, counting from 1.
+    pub nth: u64,
+    /// What happens to it.
+    pub action: FaultAction,
+}
+
+/// Hits each op matching `filter` with probability `1 / one_in`, drawn by
+/// the seed: [`SimConfig::random_fault`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RandomFault {
+    pub(super) filter: OpFilter,
+    pub(super) one_in: u32,
+    pub(super) action: FaultAction,
+}
+
+/// What a crash does beyond dropping unsynced data: see the `sim` module's
+/// section on crashes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct CrashModel {
+    /// Writes in flight at a crash persist a whole-sector prefix.
+    pub(super) torn_sector: Option<u64>,
+    /// Each file keeps a prefix of its unsynced changes.
+    pub(super) reorder_unsynced: bool,
+    /// One crash at an instant drawn from this window.
+    pub(super) random_crash: Option<Range<Duration>>,
+}
+
+/// The simulator's configuration, for [`Backend::Sim`](crate::Backend::Sim).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    pub(super) seed: u64,
+    pub(super) latency: Latency,
+    pub(super) faults: Vec<Fault>,
+    pub(super) random_faults: Vec<RandomFault>,
+    pub(super) memory_budget: u64,
+    pub(super) crash: CrashModel,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            latency: Latency::Fixed(Duration::from_micros(100)),
+            faults: Vec::new(),
+            random_faults: Vec::new(),
+            memory_budget: 1 << 30,
+            crash: CrashModel::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Seed 0, a fixed latency of 100 µs, no faults, a 1 GiB memory budget,
+    /// and crashes that drop exactly what was not fsynced.
+    pub fn new() -> SimConfig {
+        SimConfig::default()
+    }
+
+    /// The most file data the simulator holds in memory, in bytes (rounded
+    /// down to 4 KiB pages); past it, writes and allocations fail with
+    /// `ENOSPC`, as on a full disk. Holes cost nothing. Default 1 GiB.
+    pub fn memory_budget(mut self, bytes: u64) -> SimConfig {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The seed behind everything random: latencies drawn from
+    /// [`Latency::Uniform`], the order of ops due at the same instant,
+    /// [random faults](SimConfig::random_fault), the instant of a
+    /// [random crash](SimConfig::crash_at_random) and what a crash keeps.
+    pub fn seed(mut self, seed: u64) -> SimConfig {
+        self.seed = seed;
+        self
+    }
+
+    /// How long each op takes.
+    pub fn latency(mut self, latency: Latency) -> SimConfig {
+        self.latency = latency;
+        self
+    }
+
+    /// Adds a fault: the `nth` (from 1) op matching `filter` suffers `action`.
+    pub fn fault(mut self, filter: OpFilter, nth: u64, action: FaultAction) -> SimConfig {
+        self.faults.push(Fault {
+            filter,
+            nth,
+            action,
+        });
+        self
+    }
+
+    /// Adds a seeded fault plan: each op matching `filter` suffers `action`
+    /// with probability `1 / one_in` (never for 0), drawn when it completes.
+    /// Which ops are hit changes with the seed and only with the seed.
+    pub fn random_fault(mut self, filter: OpFilter, one_in: u32, action: FaultAction) -> SimConfig {
+        self.random_faults.push(RandomFault {
+            filter,
+            one_in,
+            action,
+        });
+        self
+    }
+
+    /// Torn writes: a write in flight at a crash persists a prefix of the
+    /// whole sectors (of `sector_size` bytes, aligned in the file) it
+    /// covers, of a length drawn by the seed, and then fails with `EIO`.
+    /// Off by default: in-flight ops complete after a crash as if it had not
+    /// happened.
+    ///
+    /// # Panics
+    ///
+    /// If `sector_size` is 0.
+    pub fn torn_writes(mut self, sector_size: u32) -> SimConfig {
+        assert!(sector_size > 0, "a sector holds at least one byte");
+        self.crash.torn_sector = Some(u64::from(sector_size));
+        self
+    }
+
+    /// With `true`, unsynced changes to different files reach the disk in
+    /// no particular order: at a crash each file keeps a prefix, drawn by
+    /// the seed, of the changes made to it since its last fsync (in the
+    /// order they were made), instead of losing them all. Each file then
+    /// keeps a copy of what it was written since its last fsync. Default
+    /// `false`.
+    pub fn reorder_unsynced_writes(mut self, reorder: bool) -> SimConfig {
+        self.crash.reorder_unsynced = reorder;
+        self
+    }
+
+    /// Crashes the simulator once, at an instant drawn by the seed from
+    /// `window` (Tokio time since the context was built), as
+    /// [`SimHandle::crash`](crate::sim::SimHandle::crash) would.
+    /// [`SimHandle::crashed`](crate::sim::SimHandle::crashed) tells a
+    /// scenario when it happened.
+    pub fn crash_at_random(mut self, window: Range<Duration>) -> SimConfig {
+        self.crash.random_crash = Some(window);
+        self
+    }
+}

@@ -1,0 +1,376 @@
+//! Seed exploration: one async test scenario run under many seeds, each on a
+//! fresh simulated [`Context`] on its own paused current-thread runtime,
+//! stopping at the first seed whose run fails (an `Err` or a panic) and
+//! reporting how to replay exactly that run. A surface file: it builds
+//! contexts, so it sits above the backends; the public [`sim`](crate::sim)
+//! module re-exports it.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use crate::backend::Backend;
+use crate::backend::sim::{Completion, SimConfig, SimHandle};
+use crate::context::Context;
+
+/// The environment variable that narrows every exploration to one seed:
+/// `AIOCTX_SIM_SEED=417 cargo test wal` replays seed 417 of the tests it runs.
+pub const SEED_VAR: &str = "AIOCTX_SIM_SEED";
+
+/// How long, in virtual time, a run may take by default before it counts as
+/// hung.
+const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Runs a scenario under many seeds: see [`explore`].
+#[must_use = "an exploration runs nothing until `run`"]
+pub struct Explore {
+    seeds: Box<dyn Iterator<Item = u64>>,
+    config: SimConfig,
+    time_limit: Duration,
+}
+
+impl fmt::Debug for Explore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Explore")
+            .field("config", &self.config)
+            .field("time_limit", &self.time_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Explores `seeds`: each [`run`](Explore::run) of the result builds a fresh
+/// simulated context per seed, from [`config`](Explore::config) with that
+/// seed, on a new current-thread runtime whose clock starts paused (so a
+/// run takes no real time beyond its computation), and runs the scenario on
+/// it. The first failing seed stops the exploration.
+///
+/// The seed decides the order of ops due at the same instant and every
+/// latency drawn from [`Latency::Uniform`](crate::sim::Latency::Uniform);
+/// with the config's options, also where [random
+/// faults](SimConfig::random_fault) land, when a [random
+/// crash](SimConfig::crash_at_random) happens, and what a crash keeps.
+///
+/// With the environment variable `AIOCTX_SIM_SEED` set, only that seed runs:
+/// the replay a [`Failure`] suggests.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use aioctx::fs::OpenOptions;
+/// use aioctx::sim::{self, Latency, SimConfig};
+///
+/// let config = SimConfig::new()
+///     .latency(Latency::Uniform {
+///         min: Duration::from_micros(50),
+///         max: Duration::from_millis(2),
+///     })
+///     .crash_at_random(Duration::ZERO..Duration::from_millis(10));
+/// let explored = sim::explore(0..100).config(config).run(|ctx| async move {
+///     let sim = ctx.sim().unwrap();
+///     let file = OpenOptions::new().write(true).create(true).open(&ctx, "/f").await?;
+///     file.write_at(b"saved".to_vec(), 0).await.0?;
+///     file.sync_data().await?;
+///     // Synced before the crash (which the seed places): it must survive.
+///     let synced_first = sim.crashes().is_empty();
+///     sim.crashed().await;
+///     let data = sim.contents("/f").unwrap();
+///     if synced_first && data != b"saved" {
+///         return Err(format!("a synced write was lost: {data:?}").into());
+///     }
+///     Ok::<(), Box<dyn std::error::Error>>(())
+/// });
+/// assert_eq!(explored.expect("no seed loses synced data").seeds, 100);
+/// ```
+pub fn explore(seeds: impl IntoIterator<Item = u64, IntoIter: 'static>) -> Explore {
+    Explore {
+        seeds: Box::new(seeds.into_iter()),
+        config: SimConfig::new(),
+        time_limit: DEFAULT_TIME_LIMIT,
+    }
+}
+
+impl Explore {
+    /// The configuration every run starts from; each run replaces its seed.
+    /// Default [`SimConfig::new`].
+    pub fn config(mut self, config: SimConfig) -> Explore {
+        self.config = config;
+        self
+    }
+
+    /// The most virtual time one run may take; a scenario still running then
+    /// (waiting for something that never comes, say) fails. Default one hour.
+    pub fn time_limit(mut self, limit: Duration) -> Explore {
+        self.time_limit = limit;
+        self
+    }
+
+    /// Runs `scenario` once per seed, in order, and stops at the first run
+    /// that returns an `Err` or panics.
+    ///
+    /// `scenario` gets the run's context; everything it spawns runs on the
+    /// run's runtime, which is dropped after the run (a panic in a task it
+    /// spawned reaches it only through that task's `JoinHandle`).
+    ///
+    /// # Errors
+    ///
+    /// The first failing seed, with what failed and how to replay it.
+    ///
+    /// # Panics
+    ///
+    /// Called inside a Tokio runtime (from `#[tokio::test]` rather than
+    /// `#[test]`): each run needs a runtime of its own.
+    pub fn run<S, F, E>(self, mut scenario: S) -> Result<Explored, Failure>
+    where
+        S: FnMut(Context) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "sim::explore runs each seed on a runtime of its own: call it from a plain #[test], \
+             not inside a Tokio runtime"
+        );
+        let Explore {
+            seeds,
+            config,
+            time_limit,
+        } = self;
+        let seeds: Box<dyn Iterator<Item = u64>> = match std::env::var(SEED_VAR) {
+            Ok(seed) => {
+                let seed = seed
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{SEED_VAR}={seed:?} is not a u64"));
+                eprintln!("{SEED_VAR}={seed}: running only seed {seed}");
+                Box::new(std::iter::once(seed))
+            }
+            Err(_) => seeds,
+        };
+        let mut explored = Explored { seeds: 0, ops: 0 };
+        for seed in seeds {
+            let run = Replay {
+                config: config.clone().seed(seed),
+                seed,
+                time_limit,
+            };
+            match run.run(&mut scenario, explored.seeds) {
+                Ok(run) => {
+                    explored.seeds += 1;
+                    explored.ops += run.completions.len() as u64;
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        Ok(explored)
+    }
+}
+
+/// What an exploration in which every seed passed covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Explored {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Ops completed, over all runs.
+    pub ops: u64,
+}
+
+/// One passing run, from [`Failure::replay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Run {
+    /// The run's seed.
+    pub seed: u64,
+    /// Every op completed, in order.
+    pub completions: Vec<Completion>,
+    /// When each crash happened.
+    pub crashes: Vec<Duration>,
+}
+
+/// The first failing run of an exploration: its seed, what failed, what the
+/// simulator did up to the failure, and how to replay it.
+///
+/// `Debug` prints the same report as `Display`, so `explore(..).run(..)
+/// .unwrap()` shows the seed and the replay line.
+#[non_exhaustive]
+pub struct Failure {
+    /// The failing seed.
+    pub seed: u64,
+    /// Seeds that passed before it in this exploration.
+    pub passed: u64,
+    /// The scenario's error (its `Display`), or the panic's message.
+    pub error: String,
+    /// Whether the scenario panicked (rather than returning `Err`).
+    pub panicked: bool,
+    /// Every op completed up to the failure, in order.
+    pub completions: Vec<Completion>,
+    /// When each crash happened.
+    pub crashes: Vec<Duration>,
+    replay: Box<Replay>,
+}
+
+impl Failure {
+    /// The exact configuration of the failing run (its seed included).
+    pub fn config(&self) -> &SimConfig {
+        &self.replay.config
+    }
+
+    /// Runs the failing seed again, exactly as before: the same
+    /// configuration, seed and time limit. Give it the same scenario.
+    ///
+    /// # Errors
+    ///
+    /// The run's failure (for a deterministic scenario, the same one).
+    pub fn replay<S, F, E>(&self, mut scenario: S) -> Result<Run, Failure>
+    where
+        S: FnMut(Context) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        self.replay.run(&mut scenario, 0)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.panicked { "panicked" } else { "failed" };
+        writeln!(
+            f,
+            "seed {} {how} ({} seed(s) passed before it): {}",
+            self.seed, self.passed, self.error
+        )?;
+        writeln!(
+            f,
+            "  {} op(s) completed, crashes at {:?}",
+            self.completions.len(),
+            self.crashes
+        )?;
+        write!(
+            f,
+            "  replay exactly this run: {SEED_VAR}={} cargo test <this test>, \
+             or `failure.replay(scenario)` in code",
+            self.seed
+        )
+    }
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Everything that decides one run.
+#[derive(Debug, Clone)]
+struct Replay {
+    config: SimConfig,
+    seed: u64,
+    time_limit: Duration,
+}
+
+/// How one run ended, short of a panic.
+struct Ended {
+    error: Option<String>,
+    completions: Vec<Completion>,
+    crashes: Vec<Duration>,
+}
+
+impl Replay {
+    fn run<S, F, E>(&self, scenario: &mut S, passed: u64) -> Result<Run, Failure>
+    where
+        S: FnMut(Context) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        let fail = |error: String, panicked, completions, crashes| Failure {
+            seed: self.seed,
+            passed,
+            error,
+            panicked,
+            completions,
+            crashes,
+            replay: Box::new(self.clone()),
+        };
+        // Outside the unwind, so a panicking run still shows its log.
+        let mut sim = None;
+        match catch_unwind(AssertUnwindSafe(|| self.run_on_fresh_runtime(scenario, &mut sim))) {
+            Ok(Ok(Ended {
+                error: None,
+                completions,
+                crashes,
+            })) => Ok(Run {
+                seed: self.seed,
+                completions,
+                crashes,
+            }),
+            Ok(Ok(Ended {
+                error: Some(error),
+                completions,
+                crashes,
+            })) => Err(fail(error, false, completions, crashes)),
+            Ok(Err(setup)) => Err(fail(
+                format!("the run could not start: {setup}"),
+                false,
+                Vec::new(),
+                Vec::new(),
+            )),
+            Err(panic) => {
+                let (completions, crashes) = sim
+                    .map(|sim| (sim.completions(), sim.crashes()))
+                    .unwrap_or_default();
+                Err(fail(panic_message(&*panic), true, completions, crashes))
+            }
+        }
+    }
+
+    fn run_on_fresh_runtime<S, F, E>(
+        &self,
+        scenario: &mut S,
+        sim_out: &mut Option<SimHandle>,
+    ) -> std::io::Result<Ended>
+    where
+        S: FnMut(Context) -> F,
+        F: Future<Output = Result<(), E>>,
+        E: fmt::Display,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()?;
+        runtime.block_on(async {
+            let ctx = Context::builder()
+                .backend(Backend::Sim(self.config.clone()))
+                .build()?;
+            let sim = ctx.sim().expect("a sim context");
+            *sim_out = Some(sim.clone());
+            let error = match tokio::time::timeout(self.time_limit, scenario(ctx.clone())).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!(
+                    "still running after {:?} of virtual time (waiting for something that never comes?)",
+                    self.time_limit
+                )),
+            };
+            let ended = Ended {
+                error,
+                completions: sim.completions(),
+                crashes: sim.crashes(),
+            };
+            ctx.shutdown().await;
+            Ok(ended)
+        })
+    }
+}
+
+/// The message a panic carried, when it is a string.
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
