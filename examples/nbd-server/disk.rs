@@ -108,19 +108,19 @@ impl Export {
 
     /// The transmission flags every client is told.
     ///
-    /// `CAN_MULTI_CONN` holds because all connections share one file, so
+    /// A read-only export offers no write commands (they are refused with
+    /// `EPERM` all the same). `CAN_MULTI_CONN` holds because all connections share one file, so
     /// one page cache, and a flush is an `fdatasync` of that file: what one
     /// connection flushed is durable for all of them.
     pub fn transmission_flags(&self) -> u16 {
-        let mut flags = proto::FLAG_HAS_FLAGS
-            | proto::FLAG_SEND_FLUSH
-            | proto::FLAG_SEND_FUA
-            | proto::FLAG_SEND_TRIM
-            | proto::FLAG_SEND_WRITE_ZEROES
-            | proto::FLAG_SEND_FAST_ZERO
-            | proto::FLAG_CAN_MULTI_CONN;
+        let mut flags = proto::FLAG_HAS_FLAGS | proto::FLAG_SEND_FLUSH | proto::FLAG_CAN_MULTI_CONN;
         if self.read_only {
             flags |= proto::FLAG_READ_ONLY;
+        } else {
+            flags |= proto::FLAG_SEND_FUA
+                | proto::FLAG_SEND_TRIM
+                | proto::FLAG_SEND_WRITE_ZEROES
+                | proto::FLAG_SEND_FAST_ZERO;
         }
         flags
     }

@@ -188,28 +188,3 @@ async fn read_u32(stream: &mut TcpStream) -> io::Result<Option<u32>> {
         .await?
         .then(|| u32::from_be_bytes(bytes)))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::parse_info_request;
-
-    #[test]
-    fn info_requests_parse_and_lies_are_refused() {
-        let mut data = 3u32.to_be_bytes().to_vec();
-        data.extend_from_slice(b"abc");
-        data.extend_from_slice(&2u16.to_be_bytes());
-        data.extend_from_slice(&3u16.to_be_bytes());
-        data.extend_from_slice(&1u16.to_be_bytes());
-        let (name, requests) = parse_info_request(&data).unwrap();
-        assert_eq!(name, b"abc");
-        assert_eq!(requests, vec![3, 1]);
-        // A name length reaching past the data, or a count that lies.
-        let mut long = data.clone();
-        long[3] = 200;
-        assert!(parse_info_request(&long).is_none());
-        let mut short = data.clone();
-        short[8] = 5;
-        assert!(parse_info_request(&short).is_none());
-        assert!(parse_info_request(&[0xff; 4]).is_none());
-    }
-}
