@@ -30,9 +30,8 @@
 //! the op until the kernel is done), their replies are sent if the socket
 //! still works, and then the connection closes.
 
-use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -48,6 +47,7 @@ use tokio::sync::watch;
 
 use crate::bufpool::BufPool;
 use crate::disk::Disk;
+use crate::outbox::Outbox;
 use crate::proto::{self, Request};
 use crate::request::{self, Done, Job, Plan};
 
@@ -61,8 +61,6 @@ const MAX_IN_FLIGHT_BYTES: usize = 64 << 20;
 const MAX_OUTBOX_BYTES: usize = 64 << 20;
 /// How much `input` grows by when it runs out of room.
 const INPUT_CHUNK: usize = 256 << 10;
-/// Replies gathered into one `writev`.
-const MAX_REPLIES_PER_WRITE: usize = 256;
 /// Rounds of one poll before the task yields to others on the thread.
 const MAX_ROUNDS: usize = 64;
 /// How long a closing connection reads and drops what the client still
@@ -525,94 +523,5 @@ impl<Fut: Future<Output = Done>> Connection<Fut> {
             }
         })
         .await;
-    }
-}
-
-/// Replies waiting for the socket, in completion order.
-#[derive(Default)]
-struct Outbox {
-    queue: VecDeque<Reply>,
-    /// Bytes of the front reply already sent.
-    sent: usize,
-    /// Bytes queued, for the cap on clients that do not read.
-    bytes: usize,
-}
-
-struct Reply {
-    header: [u8; proto::SIMPLE_REPLY_LEN],
-    /// Read data: the buffer and the range of it to send.
-    data: Option<(AlignedBuf, usize, usize)>,
-}
-
-impl Reply {
-    fn len(&self) -> usize {
-        proto::SIMPLE_REPLY_LEN + self.data.as_ref().map_or(0, |(_, _, len)| *len)
-    }
-}
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
-    fn push(
-        &mut self,
-        header: [u8; proto::SIMPLE_REPLY_LEN],
-        data: Option<(AlignedBuf, usize, usize)>,
-    ) {
-        let reply = Reply { header, data };
-        self.bytes += reply.len();
-        self.queue.push_back(reply);
-    }
-
-    /// One `writev` of the queued replies; sent data buffers go back to
-    /// `pool`.
-    fn write_to(&mut self, stream: &TcpStream, pool: &mut BufPool) -> io::Result<usize> {
-        let mut slices = Vec::with_capacity(2 * MAX_REPLIES_PER_WRITE.min(self.queue.len()));
-        let mut skip = self.sent;
-        for reply in self.queue.iter().take(MAX_REPLIES_PER_WRITE) {
-            let data: &[u8] = match &reply.data {
-                Some((buf, start, len)) => &buf[*start..*start + *len],
-                None => &[],
-            };
-            for part in [&reply.header[..], data] {
-                if skip >= part.len() {
-                    skip -= part.len();
-                } else {
-                    slices.push(IoSlice::new(&part[skip..]));
-                    skip = 0;
-                }
-            }
-        }
-        let written = stream.try_write_vectored(&slices)?;
-        drop(slices);
-        self.advance(written, pool);
-        Ok(written)
-    }
-
-    fn advance(&mut self, written: usize, pool: &mut BufPool) {
-        self.bytes -= written;
-        let mut position = self.sent + written;
-        while let Some(front) = self.queue.front() {
-            let len = front.len();
-            if position < len {
-                break;
-            }
-            position -= len;
-            if let Some((buf, _, _)) = self.queue.pop_front().and_then(|reply| reply.data) {
-                pool.give(buf);
-            }
-        }
-        self.sent = position;
-    }
-
-    fn clear(&mut self, pool: &mut BufPool) {
-        for reply in self.queue.drain(..) {
-            if let Some((buf, _, _)) = reply.data {
-                pool.give(buf);
-            }
-        }
-        self.sent = 0;
-        self.bytes = 0;
     }
 }

@@ -19,6 +19,7 @@
 //! | `handshake.rs` | option haggling |
 //! | `server.rs` | listening, accepting, which context serves a connection, shutdown |
 //! | `connection.rs` | the transmission phase: receive, run, reply |
+//! | `outbox.rs` | replies waiting for the socket, sent by `writev` |
 //! | `request.rs` | checking one request and running it |
 //! | `disk.rs` | the export and its I/O (O_DIRECT alignment, read-modify-write) |
 //! | `bufpool.rs` | reusable request buffers |
@@ -28,6 +29,7 @@ mod connection;
 mod disk;
 mod handshake;
 mod options;
+mod outbox;
 mod proto;
 mod request;
 mod server;
