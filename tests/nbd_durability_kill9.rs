@@ -1,6 +1,7 @@
 //! Durability across a crash of the server: write (plain and FUA), FLUSH,
 //! wait for the replies, `kill -9` the server, start it again on the same
-//! image, and read everything back — in page-cache and O_DIRECT mode.
+//! image and port, and read everything back — in page-cache and O_DIRECT
+//! mode.
 //!
 //! A killed process leaves the kernel's page cache behind, so this checks
 //! what the server can break (acknowledging before the data reached the
@@ -42,9 +43,14 @@ fn crash_and_read_back(direct: bool) {
     assert_eq!(error, 0);
     data[3 << 20..(3 << 20) + 100_000].fill(0);
     client.flush();
+    let port = server.port;
     server.kill9();
 
-    let server = Server::start(&image, args);
+    // On the same port, while the killed server's connection is still
+    // half-open there: SO_REUSEADDR lets the new one bind.
+    let server = Server::try_start_on_port(&image, args, port).unwrap_or_else(|(status, log)| {
+        panic!("restart on port {port} failed ({status:?}):\n{log}")
+    });
     let mut client = Client::connect(server.port);
     let got = client.read(0, SIZE as u32);
     assert_same_bytes(&got, &data, "export after kill -9 and restart");
