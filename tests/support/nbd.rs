@@ -28,7 +28,30 @@ pub fn server_binary() -> PathBuf {
          `cargo build --example nbd-server` (same profile) first",
         binary.display()
     );
+    warn_if_stale(&binary);
     binary
+}
+
+/// `cargo test --test NAME` does not rebuild examples: say so when the
+/// binary is older than its sources, since a failure may come from that.
+fn warn_if_stale(binary: &Path) {
+    let built = std::fs::metadata(binary).and_then(|m| m.modified());
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nbd-server");
+    let newest = std::fs::read_dir(sources)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    if let (Ok(built), Some(newest)) = (built, newest) {
+        if newest > built {
+            eprintln!(
+                "warning: {} is older than examples/nbd-server/: rebuild it with \
+                 `cargo build --example nbd-server` (plain `cargo test` does)",
+                binary.display()
+            );
+        }
+    }
 }
 
 /// Extra server arguments the suite's environment asks for: with
