@@ -10,6 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aioctx::Context;
@@ -67,7 +68,9 @@ pub async fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Every connection holds a sender; when all are dropped, all are done.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Connections still running, for the log and the exit status (a count
+    // read for reporting only, so Relaxed is enough).
+    let live = Arc::new(AtomicUsize::new(0));
     let mut accepted = 0u64;
     tokio::pin!(stop);
     loop {
@@ -96,17 +99,14 @@ pub async fn run(
         };
         let disk = disks[index].clone();
         let shutdown = shutdown_rx.clone();
-        let alive = alive_tx.clone();
-        let live = live.clone();
-        live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let alive = Alive::new(&live, &alive_tx);
         drop(contexts[index].spawn(async move {
+            let _alive = alive;
             serve_client(stream, peer, index, disk, limits, shutdown).await;
-            live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            drop(alive);
         }));
     }
     drop(listener);
-    let running = live.load(std::sync::atomic::Ordering::Relaxed);
+    let running = live.load(Ordering::Relaxed);
     tracing::info!(
         running,
         "shutting down: no longer accepting, finishing in-flight requests"
@@ -114,9 +114,32 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     drop(alive_tx);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
-        return live.load(std::sync::atomic::Ordering::Relaxed);
+        return live.load(Ordering::Relaxed);
     }
     0
+}
+
+/// A running connection's mark: counted while it lives, and released
+/// however its task ends (done, panicked, or dropped with its context).
+struct Alive {
+    live: Arc<AtomicUsize>,
+    _sender: mpsc::Sender<()>,
+}
+
+impl Alive {
+    fn new(live: &Arc<AtomicUsize>, sender: &mpsc::Sender<()>) -> Alive {
+        live.fetch_add(1, Ordering::Relaxed);
+        Alive {
+            live: live.clone(),
+            _sender: sender.clone(),
+        }
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One connection, on its context's home thread: handshake, then requests.
