@@ -21,8 +21,8 @@
 //! client has sent, their ops reach the ring together at the driver's next
 //! `io_uring_enter`, and every reply finished meanwhile goes out in one
 //! `writev`. Buffers come from a per-connection pool and go back to it when
-//! their reply is on the wire; the only per-request allocation is the
-//! job's slot in `FuturesUnordered`.
+//! their reply is on the wire; the per-request allocations left are the
+//! job's slot in `FuturesUnordered` and the crate's cell for each op.
 //!
 //! The receive side stops at the client's EOF, `NBD_CMD_DISC`, a protocol
 //! violation, a socket error, or shutdown; jobs already running always
