@@ -121,7 +121,8 @@
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
 //!             ring (the only file that talks to io_uring)
-//! leaves      sync (std/loom switch) · error · metrics · buf · home_thread
+//! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
+//!             cell_cache (op cells' memory, per thread)
 //! ```
 //!
 //! # Backends
@@ -175,6 +176,7 @@ macro_rules! outside_loom {
 mod sync;
 outside_loom! {
     pub mod buf;
+    mod cell_cache;
     mod error;
     mod home_thread;
     mod metrics;

@@ -241,11 +241,22 @@ impl<K, A> OpCell<K, A> {
 ///
 /// # Safety
 ///
-/// `ptr` came from `Box::into_raw` in [`Fresh::new`], and no handle to it is
-/// left.
+/// `ptr` came from [`Fresh::new`], and no handle to it is left.
 unsafe fn free<T: ?Sized>(ptr: NonNull<T>) {
-    // SAFETY: by the caller's contract.
+    #[cfg(aioctx_loom)]
+    // SAFETY: by the caller's contract; under loom cells are boxed.
     drop(unsafe { Box::from_raw(ptr.as_ptr()) });
+    #[cfg(not(aioctx_loom))]
+    {
+        // SAFETY: by the caller's contract the cell is alive until here.
+        let layout = std::alloc::Layout::for_value(unsafe { ptr.as_ref() });
+        // SAFETY: the last reference: nobody uses the value after this drop,
+        // and its block goes back to the cache it came from.
+        unsafe {
+            std::ptr::drop_in_place(ptr.as_ptr());
+            crate::cell_cache::release(ptr.cast::<u8>(), layout);
+        }
+    }
 }
 
 /// A cell not yet shared: the future owns all of it.
@@ -255,7 +266,7 @@ pub(crate) struct Fresh<K: Payload, A: Send + Sync + 'static> {
 
 impl<K: Payload, A: Send + Sync + 'static> Fresh<K, A> {
     pub(crate) fn new(kind: K, anchor: A) -> Fresh<K, A> {
-        let cell = Box::new(OpCell {
+        let cell = OpCell {
             header: Header {
                 state: AtomicUsize::new(REF),
                 tag: AtomicU64::new(NO_TAG),
@@ -264,10 +275,18 @@ impl<K: Payload, A: Send + Sync + 'static> Fresh<K, A> {
             outcome: UnsafeCell::new(None),
             kind: UnsafeCell::new(Some(kind)),
             anchor,
-        });
-        Fresh {
-            ptr: NonNull::from(Box::leak(cell)),
-        }
+        };
+        #[cfg(aioctx_loom)]
+        let ptr = NonNull::from(Box::leak(Box::new(cell)));
+        #[cfg(not(aioctx_loom))]
+        let ptr = {
+            let block = crate::cell_cache::allocate(std::alloc::Layout::new::<OpCell<K, A>>());
+            let ptr = block.cast::<OpCell<K, A>>();
+            // SAFETY: a fresh block of the cell's layout, owned by nobody else.
+            unsafe { ptr.as_ptr().write(cell) };
+            ptr
+        };
+        Fresh { ptr }
     }
 
     fn cell(&self) -> &OpCell<K, A> {

@@ -143,6 +143,7 @@ impl Anchor {
     /// Where the op goes, decided on the thread that submits it: a file on a
     /// pool context goes to the calling thread's member of the pool (its own
     /// ring on a member's home thread), everything else where it was made.
+    #[inline]
     fn place(self) -> Anchor {
         // A registered file's ops name its slot in its own ring's table.
         if let Anchor::File(file) = &self
