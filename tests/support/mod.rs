@@ -49,6 +49,19 @@ pub fn build(builder: Builder) -> Option<Context> {
     }
 }
 
+/// Builds `builder` on the suite's backend with the calling thread as home,
+/// skipping the test when io_uring is unavailable here.
+pub fn build_local(builder: Builder) -> Option<aioctx::LocalContext> {
+    match builder.backend(backend()).build_local() {
+        Ok(local) => Some(local),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
+            None
+        }
+        Err(e) => panic!("building a local context failed: {e}"),
+    }
+}
+
 /// Number of fds open in this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
