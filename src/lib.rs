@@ -67,6 +67,7 @@
 //! ```text
 //! surface     context (handles, bind/current) · home (builder, home thread,
 //!             LocalContext) · op (the future, its anchor) · enter · fs
+//!             · inject (test-only fault injection)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
 //!             · backend/fallback · backend/sim/{mod, files} · backend/common
@@ -75,6 +76,7 @@
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
 //!             ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread
+//!             · fault (test-only)
 //! ```
 //!
 //! # Backends
@@ -129,6 +131,8 @@ mod sync;
 outside_loom! {
     pub mod buf;
     mod error;
+    #[cfg(feature = "fault-injection")]
+    pub mod fault;
     mod home_thread;
     mod metrics;
 }
@@ -150,6 +154,8 @@ outside_loom! {
     mod enter;
     pub mod fs;
     mod home;
+    #[cfg(feature = "fault-injection")]
+    mod inject;
     mod op;
 
     pub use backend::{Backend, sim};

@@ -234,6 +234,15 @@ impl AnyBackend {
         self.common().metrics(self.name(), self.ring_flags())
     }
 
+    /// The ring's fault queue (test-only), on io_uring.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        match self {
+            AnyBackend::Uring(uring) => Some(uring.faults()),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => None,
+        }
+    }
+
     /// The simulator's controls, on the sim backend.
     pub(crate) fn sim(&self) -> Option<SimHandle> {
         match self {

@@ -16,4 +16,7 @@ pub(super) struct Shared {
     pub(super) core: HomeOnly<Core>,
     /// The setup flags the kernel accepted.
     pub(super) flags: RingFlags,
+    /// Test-only faults for the driver to apply to completions.
+    #[cfg(feature = "fault-injection")]
+    pub(super) faults: std::sync::Arc<crate::fault::FaultQueue>,
 }

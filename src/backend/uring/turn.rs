@@ -93,6 +93,9 @@ pub(super) struct Core {
     policy: SubmitPolicy,
     /// Set once shutdown begins; later submissions fail.
     closing: bool,
+    /// Test-only faults applied to completions as they are reaped.
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Arc<crate::fault::FaultQueue>,
 }
 
 impl Core {
@@ -112,7 +115,16 @@ impl Core {
             enters: 0,
             policy: SubmitPolicy::default(),
             closing: false,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
         }
+    }
+
+    /// The core with `faults` applied to its completions.
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn with_faults(mut self, faults: std::sync::Arc<crate::fault::FaultQueue>) -> Core {
+        self.faults = faults;
+        self
     }
 
     pub(super) fn ring(&self) -> &Ring {
@@ -297,6 +309,8 @@ impl Core {
     fn reap(&mut self, common: &Common) {
         let slots = &mut self.slots;
         let (enters, policy) = (self.enters, &mut self.policy);
+        #[cfg(feature = "fault-injection")]
+        let faults = &*self.faults;
         let reaped = self.ring.reap(|user_data, res, flags| {
             if user_data == IGNORED_USER_DATA {
                 // Only cancels carry it.
@@ -306,6 +320,8 @@ impl Core {
             match slots.remove(user_data) {
                 Some((op, submitted_by)) => {
                     policy.record(submitted_by == enters);
+                    #[cfg(feature = "fault-injection")]
+                    let res = faults.apply(crate::ops::Inflight::kind_name(op.cell()), res);
                     op.complete(Cqe::from_raw(res, flags));
                 }
                 None => tracing::error!(user_data, "CQE for an unknown slot"),
