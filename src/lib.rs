@@ -112,7 +112,7 @@
 //!             membership) · home (builder, home thread, LocalContext) · op
 //!             (the future, its anchor, the open file) · enter · fixed
 //!             (registered buffers) · fs · explore (seed exploration) · sim
-//!             (the simulator's public face)
+//!             (the simulator's public face) · inject (test-only fault injection)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
 //!             · backend/fallback · backend/sim/{config, rng, contents, files,
@@ -122,7 +122,7 @@
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
 //!             ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
-//!             cell_cache (op cells' memory, per thread)
+//!             cell_cache (op cells' memory, per thread) · fault (test-only)
 //! ```
 //!
 //! # Backends
@@ -178,6 +178,8 @@ outside_loom! {
     pub mod buf;
     mod cell_cache;
     mod error;
+    #[cfg(feature = "fault-injection")]
+    pub mod fault;
     mod home_thread;
     mod metrics;
 }
@@ -202,6 +204,8 @@ outside_loom! {
     mod fixed;
     pub mod fs;
     mod home;
+    #[cfg(feature = "fault-injection")]
+    mod inject;
     mod op;
     mod pool;
     pub mod sim;

@@ -259,6 +259,14 @@ impl Ring {
         !self.uring.submission().is_full()
     }
 
+    /// Whether the kernel holds completions back because the CQ was full
+    /// (`IORING_SQ_CQ_OVERFLOW`); the driver's in-flight limit keeps this
+    /// from happening outside shutdown.
+    #[cfg(test)]
+    pub(crate) fn cq_overflowed(&mut self) -> bool {
+        self.uring.submission().cq_overflow()
+    }
+
     /// Whether this turn needs an `io_uring_enter`: SQEs to submit (on an
     /// SQPOLL ring, only when its kernel thread has gone idle and must be
     /// woken), deferred task work to run (the kernel sets

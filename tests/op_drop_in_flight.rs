@@ -69,8 +69,10 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     let mut read = file.read_at(buf, 0);
     // First poll submits; the pipe has no data, so the read stays in flight.
     assert!((&mut read).now_or_never().is_none());
-    // Wait until the driver has put it in the kernel (on the fallback: until
-    // a pool thread runs it, which counts its dwell).
+    // Wait until the driver has put it in the kernel, or (on the fallback) a
+    // pool thread runs it: a call still queued is taken back by the drop,
+    // which rightly frees the buffer at once (a dwell is counted only once
+    // the call runs).
     support::eventually("read submitted", || {
         let m = ctx.metrics();
         m.sqes_submitted >= 1 && (ctx.backend() != "fallback" || m.dwell.count >= 1)

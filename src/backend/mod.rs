@@ -287,6 +287,15 @@ impl AnyBackend {
         }
     }
 
+    /// The ring's fault queue (test-only), on io_uring.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        match self {
+            AnyBackend::Uring(uring) => Some(uring.faults()),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => None,
+        }
+    }
+
     /// The simulator's controls, on the sim backend.
     pub(crate) fn sim(&self) -> Option<SimHandle> {
         match self {

@@ -107,7 +107,12 @@ impl File {
     ///
     /// # Errors
     ///
-    /// `UnexpectedEof` if the file ends first (the buffer keeps what was read).
+    /// `UnexpectedEof` if the file ends first. A read that fails with `EINTR`
+    /// is resubmitted; `EAGAIN` (`WouldBlock`) is returned, not retried: the
+    /// kernel posts it only for non-blocking I/O (a pipe, socket or device
+    /// opened `O_NONBLOCK` and adopted with [`File::from_fd`]), where
+    /// resubmitting at once would spin. Any other error is returned with the
+    /// kernel's errno. Either way the buffer keeps what was read.
     ///
     /// # Cancel safety
     ///
@@ -147,7 +152,9 @@ impl File {
     ///
     /// # Errors
     ///
-    /// `WriteZero` if the kernel accepts nothing; otherwise the write's error.
+    /// `WriteZero` if the kernel accepts nothing. As for
+    /// [`read_exact_at`](File::read_exact_at), `EINTR` is retried and
+    /// `EAGAIN` returned; otherwise the write's error, with its errno.
     ///
     /// # Cancel safety
     ///

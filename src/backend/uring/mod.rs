@@ -71,13 +71,20 @@ impl Uring {
         }
         let flags = ring.flags();
         let file_table = ring.file_slots() > 0;
+        let core = Core::new(ring);
+        #[cfg(feature = "fault-injection")]
+        let faults = Arc::new(crate::fault::FaultQueue::default());
+        #[cfg(feature = "fault-injection")]
+        let core = core.with_faults(faults.clone());
         Ok(Uring {
             shared: Arc::new(Shared {
                 common: Common::new(home),
                 inbox: Inbox::new(kicks),
-                core: HomeOnly::new(home, Core::new(ring)),
+                core: HomeOnly::new(home, core),
                 flags,
                 file_table,
+                #[cfg(feature = "fault-injection")]
+                faults,
             }),
         })
     }
@@ -88,6 +95,12 @@ impl Uring {
 
     pub(crate) fn flags(&self) -> RingFlags {
         self.shared.flags
+    }
+
+    /// The test-only faults the driver applies to completions.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn faults(&self) -> &crate::fault::FaultQueue {
+        &self.shared.faults
     }
 
     /// Hands an op to the driver: straight into the SQ on the home thread,

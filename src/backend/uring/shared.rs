@@ -18,4 +18,7 @@ pub(super) struct Shared {
     pub(super) flags: RingFlags,
     /// Whether the ring has a file table (for registered files).
     pub(super) file_table: bool,
+    /// Test-only faults for the driver to apply to completions.
+    #[cfg(feature = "fault-injection")]
+    pub(super) faults: std::sync::Arc<crate::fault::FaultQueue>,
 }

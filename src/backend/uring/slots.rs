@@ -1,10 +1,32 @@
-//! The ops the ring's driver has in the kernel, by `user_data`.
+//! The ops the ring's driver has in the kernel, by `user_data`, and the
+//! in-flight limit that keeps the completion queue from overflowing.
 //!
 //! The low half of an op's `user_data` is its slot's index; the high half is
 //! the slot's generation, bumped each time the slot is freed, so a late cancel
 //! never hits a reused slot. A slot is freed only by [`Slots::remove`], called
 //! when the op's CQE is reaped (invariant 5), and the backend reference it
 //! holds keeps the op's resources alive until then (invariant 4).
+//!
+//! # The in-flight limit
+//!
+//! Every SQE the driver submits posts exactly one CQE: each op's (the crate
+//! has no multishot ops) and each `ASYNC_CANCEL`'s. So if the ops in flight
+//! plus the cancels in flight never exceed the CQ's size, every CQE the
+//! kernel posts has room in the CQ, however late the driver reaps: the kernel
+//! never has to hold completions back in its overflow list (which costs it an
+//! allocation per CQE, and where an allocation failure would lose one).
+//!
+//! The table enforces that sum, and neither [`insert`](Slots::insert) nor
+//! [`cancel_sent`](Slots::cancel_sent) may pass it (debug-asserted). Ops
+//! alone may use all but a reserve of an eighth of the CQ (at least one
+//! entry), which only cancels can take: ops that never complete (pipe reads)
+//! can fill the table, and their cancels must still get in. A cancel's CQE
+//! comes at once (the kernel answers it when it is submitted, or with the
+//! next task work), so a cancel that finds the reserve taken waits a turn at
+//! most. Ops over their share wait in the driver's backlog, cancels in its
+//! list of pending cancels. Shutdown's drain is the one exception: it cancels
+//! everything at once and reaps until done, and the kernel's overflow list
+//! (`IORING_FEAT_NODROP`) absorbs the excess.
 
 use crate::ops::OpRef;
 use crate::ring::IGNORED_USER_DATA;
@@ -12,8 +34,16 @@ use crate::ring::IGNORED_USER_DATA;
 pub(super) struct Slots {
     entries: Vec<SlotEntry>,
     free: Vec<u32>,
+    /// Ops in flight.
     len: usize,
+    /// Cancel requests in flight (sent, CQE not yet reaped): their CQEs need
+    /// room in the CQ too.
+    cancels: usize,
+    /// The CQ's size: `len + cancels` never exceeds it.
     limit: usize,
+    /// Entries of the limit that ops alone may not take: `len` never exceeds
+    /// `limit - reserve`.
+    reserve: usize,
 }
 
 struct SlotEntry {
@@ -32,15 +62,18 @@ fn split(user_data: u64) -> (usize, u32) {
 }
 
 impl Slots {
-    /// A table that holds at most `limit` ops (the CQ size: more in flight
-    /// could overflow the CQ).
+    /// A table whose ops and cancels in flight together stay within `limit`,
+    /// the CQ's size (see [the module docs](self#the-in-flight-limit)).
     pub(super) fn with_limit(limit: usize) -> Slots {
         assert!(limit < u32::MAX as usize, "slot indexes fit in 32 bits");
+        assert!(limit > 1, "room for an op and its cancel");
         Slots {
             entries: Vec::new(),
             free: Vec::new(),
             len: 0,
+            cancels: 0,
             limit,
+            reserve: (limit / 8).max(1),
         }
     }
 
@@ -52,9 +85,43 @@ impl Slots {
         self.len == 0
     }
 
-    /// At the in-flight limit.
+    /// No room for another op until a CQE is reaped.
     pub(super) fn is_full(&self) -> bool {
-        self.len >= self.limit
+        self.len + self.reserve >= self.limit || self.len + self.cancels >= self.limit
+    }
+
+    /// Room for another cancel.
+    pub(super) fn can_cancel(&self) -> bool {
+        self.len + self.cancels < self.limit
+    }
+
+    /// The CQ cannot overflow: what is in flight fits in it.
+    fn check_limit(&self) {
+        debug_assert!(
+            self.len + self.cancels <= self.limit,
+            "{} ops and {} cancels in flight, over the CQ's {} entries: the CQ could overflow",
+            self.len,
+            self.cancels,
+            self.limit
+        );
+    }
+
+    /// Counts a cancel request sent to the kernel.
+    ///
+    /// # Panics
+    ///
+    /// Without room: the caller checks [`can_cancel`](Slots::can_cancel)
+    /// first.
+    pub(super) fn cancel_sent(&mut self) {
+        assert!(self.can_cancel(), "cancel sent over the in-flight limit");
+        self.cancels += 1;
+        self.check_limit();
+    }
+
+    /// Counts a cancel request's CQE reaped.
+    pub(super) fn cancel_reaped(&mut self) {
+        debug_assert!(self.cancels > 0, "a cancel's CQE without a cancel in flight");
+        self.cancels = self.cancels.saturating_sub(1);
     }
 
     /// Files `op` under a fresh `user_data`, which it also records in the
@@ -84,6 +151,7 @@ impl Slots {
         entry.op = Some(op);
         entry.submitted_by = submitted_by;
         self.len += 1;
+        self.check_limit();
         user_data
     }
 
@@ -178,7 +246,7 @@ mod tests {
 
     #[test]
     fn generations_wrap_without_matching_the_stale_value() {
-        let mut slots = Slots::with_limit(1);
+        let mut slots = Slots::with_limit(2);
         let first = slots.insert(op(), 1);
         complete(&mut slots, first);
         slots.set_generation(0, u32::MAX);
@@ -192,8 +260,42 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_is_the_number_in_flight() {
+    fn cancels_in_flight_count_against_the_limit() {
         let mut slots = Slots::with_limit(2);
+        let a = slots.insert(op(), 1);
+        assert!(slots.is_full(), "the other entry is the cancels' reserve");
+        assert!(slots.can_cancel());
+        slots.cancel_sent();
+        assert!(!slots.can_cancel(), "one op and one cancel fill a CQ of two");
+        complete(&mut slots, a);
+        assert!(!slots.is_full(), "an op fits beside the cancel in flight");
+        let b = slots.insert(op(), 2);
+        assert!(!slots.can_cancel(), "the cancel's CQE is still to come");
+        slots.cancel_reaped();
+        complete(&mut slots, b);
+        assert!(!slots.is_full() && slots.can_cancel());
+        assert!(slots.is_empty());
+    }
+
+    #[test]
+    fn ops_leave_an_eighth_to_cancels() {
+        let mut slots = Slots::with_limit(16);
+        let ops: Vec<u64> = (0..14).map(|_| slots.insert(op(), 1)).collect();
+        assert!(slots.is_full(), "14 ops and a reserve of 2 fill 16");
+        slots.cancel_sent();
+        slots.cancel_sent();
+        assert!(!slots.can_cancel());
+        for user_data in ops {
+            complete(&mut slots, user_data);
+        }
+        slots.cancel_reaped();
+        slots.cancel_reaped();
+        assert!(slots.is_empty() && !slots.is_full());
+    }
+
+    #[test]
+    fn the_limit_is_the_number_in_flight() {
+        let mut slots = Slots::with_limit(3);
         let a = slots.insert(op(), 1);
         let _b = slots.insert(op(), 1);
         assert!(slots.is_full());

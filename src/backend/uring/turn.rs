@@ -3,10 +3,14 @@
 //!
 //! ```text
 //!   1  begin_turn; drain the inbox        foreign ops and cancels → SQ / backlog
-//!   2  backlog → SQ                       while the SQ and in-flight limit allow
+//!   2  pending cancels, backlog → SQ      while the SQ and in-flight limit allow
 //!   3  io_uring_enter (once)              submit everything queued, run task work
 //!   4  reap CQEs                          free slots, wake futures
 //! ```
+//!
+//! The in-flight limit (ops plus cancels in the kernel never more than the
+//! CQ holds, so the CQ never overflows) is kept by the slot table; see
+//! `slots.rs`.
 //!
 //! The core lives in a [`HomeOnly`](crate::home_thread::HomeOnly) cell: ops
 //! created on the home thread reach it without a lock, and no other thread
@@ -67,6 +71,9 @@ pub(super) struct Core {
     slots: Slots,
     /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
     backlog: VecDeque<Submission>,
+    /// `user_data` of dropped ops whose cancel waits for room in the SQ or
+    /// under the in-flight limit.
+    pending_cancels: Vec<u64>,
     /// Dwell-time accounting for foreign pushes still in the SQ: the number
     /// of each one's SQE and when its op was pushed. Home-thread ops are not
     /// timed and leave no entry.
@@ -90,6 +97,9 @@ pub(super) struct Core {
     files: TableSlots,
     /// Set once shutdown begins; later submissions fail.
     closing: bool,
+    /// Test-only faults applied to completions as they are reaped.
+    #[cfg(feature = "fault-injection")]
+    faults: std::sync::Arc<crate::fault::FaultQueue>,
 }
 
 impl Core {
@@ -101,6 +111,7 @@ impl Core {
             ring,
             slots: Slots::with_limit(limit),
             backlog: VecDeque::new(),
+            pending_cancels: Vec::new(),
             dwell: VecDeque::new(),
             sqes_pushed: 0,
             sqes_taken: 0,
@@ -112,6 +123,8 @@ impl Core {
             buffers,
             files,
             closing: false,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
         }
     }
 
@@ -175,6 +188,13 @@ impl Core {
             return;
         }
         self.files.give_back(slot, 1);
+    }
+
+    /// The core with `faults` applied to its completions.
+    #[cfg(feature = "fault-injection")]
+    pub(super) fn with_faults(mut self, faults: std::sync::Arc<crate::fault::FaultQueue>) -> Core {
+        self.faults = faults;
+        self
     }
 
     pub(super) fn ring(&self) -> &Ring {
@@ -273,7 +293,15 @@ impl Core {
         Ok(())
     }
 
+    /// Sends a cancel for the op in flight under `user_data`, or keeps it for
+    /// a later turn when the in-flight limit or the SQ leaves no room.
     fn push_cancel(&mut self, common: &Common, user_data: u64) {
+        if !self.slots.can_cancel() {
+            // The reserve is taken by cancels whose CQEs come at the next
+            // enter: this one goes in a turn later.
+            self.pending_cancels.push(user_data);
+            return;
+        }
         let entry = Ring::cancel_entry(user_data);
         // SAFETY: a cancel SQE points at no memory.
         let mut pushed = unsafe { self.ring.push(&entry) };
@@ -284,8 +312,26 @@ impl Core {
             pushed = unsafe { self.ring.push(&entry) };
         }
         if pushed {
+            self.slots.cancel_sent();
             self.sqes_pushed += 1;
             Counters::bump(&common.counters.cancels_sent, 1);
+        } else {
+            // The kernel took nothing (EBUSY): try again next turn.
+            self.pending_cancels.push(user_data);
+        }
+    }
+
+    /// Sends the cancels that waited for room, for ops still in flight.
+    fn send_pending_cancels(&mut self, common: &Common) {
+        if self.pending_cancels.is_empty() {
+            return;
+        }
+        for user_data in std::mem::take(&mut self.pending_cancels) {
+            // An op that completed meanwhile has nothing left to cancel; its
+            // slot's generation moved on, so a reused slot never matches.
+            if self.slots.contains(user_data) {
+                self.push_cancel(common, user_data);
+            }
         }
     }
 
@@ -333,13 +379,19 @@ impl Core {
     fn reap(&mut self, common: &Common) {
         let slots = &mut self.slots;
         let (enters, policy) = (self.enters, &mut self.policy);
+        #[cfg(feature = "fault-injection")]
+        let faults = &*self.faults;
         let reaped = self.ring.reap(|user_data, res, flags| {
             if user_data == IGNORED_USER_DATA {
+                // Only cancels carry it.
+                slots.cancel_reaped();
                 return;
             }
             match slots.remove(user_data) {
                 Some((op, submitted_by)) => {
                     policy.record(submitted_by == enters);
+                    #[cfg(feature = "fault-injection")]
+                    let res = faults.apply(crate::ops::Inflight::kind_name(op.cell()), res);
                     op.complete(Cqe::from_raw(res, flags));
                 }
                 None => tracing::error!(user_data, "CQE for an unknown slot"),
@@ -365,12 +417,15 @@ impl Core {
         }
         self.drained = drained;
 
+        self.send_pending_cancels(common);
         self.flush_backlog();
         if self.ring.needs_enter() {
             self.enter(common);
         }
         self.reap(common);
-        if !self.backlog.is_empty() && !self.slots.is_full() && self.ring.has_room() {
+        let waiting = (!self.backlog.is_empty() && !self.slots.is_full())
+            || (!self.pending_cancels.is_empty() && self.slots.can_cancel());
+        if waiting && self.ring.has_room() {
             TurnOutcome::MoreWork
         } else {
             TurnOutcome::Idle
@@ -402,6 +457,8 @@ impl Core {
     /// CQE; past [`SHUTDOWN_DRAIN_LIMIT`] leaks what is left rather than free
     /// memory the kernel may still write.
     fn drain(&mut self) {
+        // Every op in flight is cancelled below, these with the rest.
+        self.pending_cancels.clear();
         for submission in self.backlog.drain(..) {
             submission.op.complete(Cqe::not_run(shutdown_error()));
         }
@@ -455,5 +512,88 @@ impl Drop for Core {
             self.closing = true;
             self.drain();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::task::Waker;
+    use std::time::Duration;
+
+    use super::{Core, Submission, TurnOutcome};
+    use crate::backend::common::Common;
+    use crate::home_thread::HomeThread;
+    use crate::inbox::Inbox;
+    use crate::lifecycle::Fresh;
+    use crate::ops::{FileFd, ReadAt, UringOp, erase};
+    use crate::ring::{Ring, RingConfig};
+
+    /// The in-flight limit counts cancels: a ring full of reads that never
+    /// complete, all dropped at once, gets every read cancelled without the
+    /// CQ overflowing. Before cancels were counted, the ops alone could fill
+    /// the CQ, and their cancels' CQEs, with the cancelled reads', spilled
+    /// into the kernel's overflow list.
+    #[test]
+    fn cancels_of_a_full_ring_never_overflow_the_cq() {
+        let ring = match Ring::new(RingConfig {
+            entries: 4,
+            single_issuer: true,
+            sqpoll_idle: None,
+            buffer_slots: 0,
+            file_slots: 0,
+        }) {
+            Ok(ring) => ring,
+            Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
+        };
+        let cq = ring.cq_capacity();
+        let mut core = Core::new(ring);
+        let common = Common::new(HomeThread::current());
+        let inbox = Inbox::new(true);
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two fresh fds on success.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both fds are fresh and owned by nobody else.
+        let (reader, _writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+
+        // As many reads as the CQ holds: the pipe stays empty, so none
+        // completes until it is cancelled.
+        let halves: Vec<_> = (0..cq)
+            .map(|_| {
+                let read = ReadAt::new(FileFd::new(reader.as_raw_fd()), Vec::with_capacity(8), 0, 0);
+                let mut fresh = Fresh::new(read, ());
+                let sqe = fresh.with_kind(|kind| kind.sqe());
+                let (half, op) = fresh.share(Waker::noop().clone());
+                let submission = Submission {
+                    op: erase(op),
+                    sqe,
+                    pushed_at: None,
+                };
+                core.submit_local(&common, submission);
+                half
+            })
+            .collect();
+        while core.turn(&inbox, &common) == TurnOutcome::MoreWork {}
+        assert!(core.slots.is_full(), "{} of {cq} in flight", core.slots.len());
+        let in_kernel = core.slots.len();
+
+        for half in halves {
+            if let Some(canceller) = half.abandon() {
+                core.cancel(&common, canceller);
+            }
+        }
+        for _ in 0..1000 {
+            core.turn(&inbox, &common);
+            assert!(!core.ring.cq_overflowed(), "the CQ overflowed");
+            if core.slots.is_empty() && core.backlog.is_empty() && core.pending_cancels.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(core.slots.is_empty(), "every read was cancelled");
+        assert!(core.backlog.is_empty(), "backlogged reads were given up");
+        assert!(core.slots.can_cancel() && !core.slots.is_full());
+        let cancels = common.counters.cancels_sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(cancels as usize, in_kernel, "one cancel per read in the kernel");
     }
 }

@@ -1,0 +1,549 @@
+//! An actor: its files, its dice, and each step it takes (open, close,
+//! set_len, one data op or a batch of them), run to a fate (kept, polled
+//! once and dropped, or raced against a timer); the data ops and their
+//! checks are in `ops.rs`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use aioctx::Context;
+use aioctx::fs::{File, OpenOptions};
+use futures::future::{Either, join_all, select};
+
+use crate::bufs::{BufKind, Held, check_held};
+use crate::model::{Dice, FILE_SIZE, FileModel};
+use crate::watchdog::{set_doing, status};
+
+mod ops;
+
+/// Returned read buffers held back to catch late writes into them.
+const QUARANTINE: usize = 12;
+/// Steps an actor takes once shutdown has begun (each must resolve, most
+/// with the shutdown error) before it stops.
+const STEPS_AFTER_SHUTDOWN: u64 = 16;
+
+/// What all actors of a round share.
+pub(crate) struct Round {
+    pub(crate) index: u64,
+    /// Set just before the shutdown starts; errors are expected from then.
+    pub(crate) shutdown_requested: AtomicBool,
+    /// Set once `Context::shutdown` has returned: every op started from then
+    /// must fail with the shutdown error.
+    pub(crate) shutdown_complete: AtomicBool,
+    /// Ops started this round, for the shutdown trigger.
+    pub(crate) started: AtomicU64,
+    /// Tracked buffers alive.
+    pub(crate) live: Arc<AtomicUsize>,
+    pub(crate) init_bufs: bool,
+    pub(crate) stats: Stats,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) ops: AtomicU64,
+    pub(crate) kept: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) raced_won: AtomicU64,
+    pub(crate) shutdown_errors: AtomicU64,
+    pub(crate) after_shutdown: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) opens: AtomicU64,
+    pub(crate) closes: AtomicU64,
+    pub(crate) enters: AtomicU64,
+    pub(crate) spawns: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(&self, other: &Stats) {
+        let pairs = [
+            (&self.ops, &other.ops),
+            (&self.kept, &other.kept),
+            (&self.dropped, &other.dropped),
+            (&self.raced_won, &other.raced_won),
+            (&self.shutdown_errors, &other.shutdown_errors),
+            (&self.after_shutdown, &other.after_shutdown),
+            (&self.bytes_written, &other.bytes_written),
+            (&self.bytes_read, &other.bytes_read),
+            (&self.opens, &other.opens),
+            (&self.closes, &other.closes),
+            (&self.enters, &other.enters),
+            (&self.spawns, &other.spawns),
+        ];
+        for (mine, theirs) in pairs {
+            mine.fetch_add(theirs.load(SeqCst), SeqCst);
+        }
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, SeqCst);
+}
+
+/// How an actor's ops are driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Driver {
+    /// A plain thread, `Context::block_on` per op.
+    Thread,
+    /// `Context::spawn` onto the home thread, joined from a plain thread.
+    Home,
+    /// `Context::enter` from a plain thread, joined there.
+    Enter,
+    /// Tasks on a multi-thread Tokio runtime.
+    Runtime,
+}
+
+/// What happens to an op future.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Fate {
+    Keep,
+    /// Polled once, dropped if still pending.
+    PollOnce,
+    /// Raced against a timer of this many microseconds; dropped if it loses.
+    Race(u64),
+}
+
+pub(crate) struct OpenFile {
+    pub(crate) model: usize,
+    pub(crate) file: File,
+}
+
+/// One actor: a driver, its files, its dice.
+pub(crate) struct Actor {
+    pub(crate) id: usize,
+    pub(crate) driver: Driver,
+    pub(crate) ctx: Context,
+    pub(crate) round: Arc<Round>,
+    pub(crate) dice: Dice,
+    pub(crate) budget: u64,
+    /// Files it may open: its private ones, then the shared one.
+    pub(crate) models: Vec<Arc<Mutex<FileModel>>>,
+    /// Which part of each model it may write.
+    pub(crate) writable: Vec<(u64, u64)>,
+    pub(crate) open: Vec<OpenFile>,
+    pub(crate) held: VecDeque<Held>,
+}
+
+/// A data op on an open file, planned before it runs so several can run at
+/// once from shared state.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// `prefill`: the buffer starts filled with the canary rather than
+    /// uninitialised.
+    Read {
+        file: usize,
+        offset: u64,
+        len: usize,
+        exact: bool,
+        buf: BufKind,
+        prefill: bool,
+    },
+    Write {
+        file: usize,
+        offset: u64,
+        len: usize,
+        all: bool,
+        buf: BufKind,
+    },
+    Readv {
+        file: usize,
+        offset: u64,
+        lens: Vec<usize>,
+        tracked: bool,
+        prefill: bool,
+    },
+    Writev {
+        file: usize,
+        offset: u64,
+        lens: Vec<usize>,
+        tracked: bool,
+    },
+    Sync {
+        file: usize,
+        data_only: bool,
+    },
+    Fallocate {
+        file: usize,
+        offset: u64,
+        len: u64,
+        keep_size: bool,
+    },
+    Metadata {
+        file: usize,
+    },
+    Timeout {
+        micros: u64,
+    },
+    Nop,
+}
+
+/// What a finished op leaves for the actor.
+#[derive(Default)]
+pub(crate) struct Done {
+    pub(crate) held: Vec<Held>,
+}
+
+impl Actor {
+    pub(crate) fn lock(&self, model: usize) -> std::sync::MutexGuard<'_, FileModel> {
+        self.models[model].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn what(&self, plan: &dyn std::fmt::Debug) -> String {
+        format!(
+            "round {} actor {} ({:?}): {plan:?}",
+            self.round.index, self.id, self.driver
+        )
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.round.shutdown_requested.load(SeqCst)
+    }
+
+    /// Checks an error: allowed only once shutdown has begun, and then only
+    /// the shutdown error or the kernel's answer to a cancel; an op started
+    /// after shutdown finished must get the shutdown error itself.
+    pub(crate) fn expect_shutdown_error(&self, e: &io::Error, started_after: bool, what: &str) {
+        let is_shutdown = aioctx::is_shutdown(e);
+        if started_after {
+            bump(&self.round.stats.after_shutdown, 1);
+            assert!(
+                is_shutdown,
+                "{what}: started after shutdown, failed with {e:?}"
+            );
+        }
+        assert!(
+            self.shutting_down()
+                && (is_shutdown || matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINTR))),
+            "{what}: unexpected error {e:?} (shutdown requested: {})",
+            self.shutting_down()
+        );
+        bump(&self.round.stats.shutdown_errors, 1);
+    }
+
+    /// An op that succeeded although it started after shutdown finished.
+    pub(crate) fn expect_not_after_shutdown(&self, started_after: bool, what: &str) {
+        assert!(
+            !started_after,
+            "{what}: succeeded though started after shutdown"
+        );
+    }
+
+    /// Runs `future` to its fate: `Some(output)` if it resolved.
+    pub(crate) async fn fate<F: Future>(&self, fate: Fate, future: F) -> Option<F::Output> {
+        let mut future = pin!(future);
+        let out = match fate {
+            Fate::Keep => Some(future.await),
+            Fate::PollOnce => match futures::poll!(future.as_mut()) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            },
+            Fate::Race(micros) => {
+                let timer = self.timer(micros);
+                match select(future, timer).await {
+                    Either::Left((out, _)) => {
+                        bump(&self.round.stats.raced_won, 1);
+                        Some(out)
+                    }
+                    Either::Right(_) => None,
+                }
+            }
+        };
+        let stats = &self.round.stats;
+        bump(
+            if out.is_some() {
+                &stats.kept
+            } else {
+                &stats.dropped
+            },
+            1,
+        );
+        out
+    }
+
+    /// A short timer: a Tokio timer on the multi-thread runtime, the
+    /// context's own timeout op elsewhere (which, unlike a Tokio timer of the
+    /// home runtime, still resolves after shutdown).
+    pub(crate) fn timer(
+        &self,
+        micros: u64,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let duration = Duration::from_micros(micros);
+        if self.driver == Driver::Runtime {
+            Box::pin(tokio::time::sleep(duration))
+        } else {
+            Box::pin(async move {
+                let _ = self.ctx.timeout(duration).await;
+            })
+        }
+    }
+
+    pub(crate) fn draw_fate(&mut self) -> Fate {
+        match self.dice.below(10) {
+            0 => Fate::PollOnce,
+            1 => Fate::Race(self.dice.range(0, 300)),
+            _ => Fate::Keep,
+        }
+    }
+
+    /// A range of `len` (shortened to fit) that this actor may write in
+    /// model `m`.
+    pub(crate) fn write_range(&mut self, m: usize, len: usize) -> (u64, usize) {
+        let (lo, hi) = self.writable[m];
+        let len = (len as u64).min(hi - lo);
+        (self.dice.range(lo, hi - len), len as usize)
+    }
+
+    /// A range to read in model `m`: anywhere, past the end too.
+    pub(crate) fn read_range(&mut self, m: usize, len: usize) -> (u64, usize) {
+        let size = self.lock(m).must.len() as u64;
+        (self.dice.range(0, size), len)
+    }
+
+    pub(crate) fn plan(&mut self) -> Plan {
+        let file = self.dice.below(self.open.len() as u64) as usize;
+        let m = self.open[file].model;
+        match self.dice.weighted(&[14, 6, 14, 6, 6, 6, 3, 3, 4, 3, 6]) {
+            0 | 1 => {
+                let len = self.dice.len();
+                let (offset, len) = self.read_range(m, len);
+                let buf = BufKind::draw(&mut self.dice);
+                Plan::Read {
+                    file,
+                    offset,
+                    len,
+                    exact: self.dice.chance(30),
+                    buf,
+                    prefill: self.dice.chance(50),
+                }
+            }
+            2 | 3 => {
+                let len = self.dice.len();
+                let (offset, len) = self.write_range(m, len);
+                let buf = BufKind::draw(&mut self.dice);
+                Plan::Write {
+                    file,
+                    offset,
+                    len,
+                    all: self.dice.chance(30),
+                    buf,
+                }
+            }
+            4 => {
+                let lens = (0..self.dice.range(1, 3))
+                    .map(|_| self.dice.len().min(4096))
+                    .collect();
+                let (offset, _) = self.read_range(m, 0);
+                Plan::Readv {
+                    file,
+                    offset,
+                    lens,
+                    tracked: self.dice.chance(50),
+                    prefill: self.dice.chance(50),
+                }
+            }
+            5 => {
+                let lens: Vec<usize> = (0..self.dice.range(1, 3))
+                    .map(|_| self.dice.len().min(4096))
+                    .collect();
+                let total = lens.iter().sum();
+                let (offset, total) = self.write_range(m, total);
+                let lens = shorten(lens, total);
+                Plan::Writev {
+                    file,
+                    offset,
+                    lens,
+                    tracked: self.dice.chance(50),
+                }
+            }
+            6 => Plan::Sync {
+                file,
+                data_only: self.dice.chance(50),
+            },
+            7 => {
+                let len = self.dice.len();
+                let (offset, len) = self.write_range(m, len);
+                Plan::Fallocate {
+                    file,
+                    offset,
+                    len: len as u64,
+                    keep_size: self.dice.chance(50),
+                }
+            }
+            8 => Plan::Metadata { file },
+            9 => Plan::Timeout {
+                micros: self.dice.range(0, 2_000),
+            },
+            _ => Plan::Nop,
+        }
+    }
+
+    /// One step: an open, a close, a truncate, one data op, or a few data
+    /// ops at once.
+    pub(crate) async fn step(&mut self) {
+        let started_after = self.round.shutdown_complete.load(SeqCst);
+        if self.shutting_down() {
+            self.budget = self.budget.min(STEPS_AFTER_SHUTDOWN);
+        }
+        if self.open.is_empty() {
+            self.open_one(started_after).await;
+            return;
+        }
+        match self.dice.weighted(&[6, 5, 2, 70, 10]) {
+            0 if self.open.len() < 4 => self.open_one(started_after).await,
+            1 => self.close_one(started_after).await,
+            2 => self.set_len(started_after).await,
+            4 => {
+                let plans: Vec<(Plan, Fate)> = (0..self.dice.range(2, 4))
+                    .map(|_| {
+                        let plan = self.plan();
+                        (plan, self.draw_fate())
+                    })
+                    .collect();
+                self.spend(plans.len() as u64);
+                set_doing(self.id, self.what(&plans));
+                let this = &*self;
+                let done = join_all(
+                    plans
+                        .into_iter()
+                        .map(|(plan, fate)| this.run(plan, fate, started_after)),
+                )
+                .await;
+                for done in done {
+                    self.keep(done);
+                }
+            }
+            _ => {
+                let plan = self.plan();
+                let fate = self.draw_fate();
+                self.spend(1);
+                set_doing(self.id, self.what(&(&plan, fate)));
+                let done = self.run(plan, fate, started_after).await;
+                self.keep(done);
+            }
+        }
+    }
+
+    pub(crate) fn spend(&mut self, n: u64) {
+        self.budget = self.budget.saturating_sub(n);
+        bump(&self.round.stats.ops, n);
+        self.round.started.fetch_add(n, SeqCst);
+        status().progress.fetch_add(1, SeqCst);
+    }
+
+    /// Holds returned buffers; re-checks the oldest as newer ones arrive.
+    pub(crate) fn keep(&mut self, done: Done) {
+        for held in done.held {
+            if self.held.len() == QUARANTINE {
+                let old = self.held.pop_front().unwrap();
+                check_held(&old);
+            }
+            self.held.push_back(held);
+        }
+        status().progress.fetch_add(1, SeqCst);
+    }
+
+    pub(crate) async fn open_one(&mut self, started_after: bool) {
+        let m = self.dice.below(self.models.len() as u64) as usize;
+        let fate = self.draw_fate();
+        self.spend(1);
+        let what = self.what(&("open", m, fate));
+        set_doing(self.id, what.clone());
+        bump(&self.round.stats.opens, 1);
+        let path = self.lock(m).path.clone();
+        let open = async {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(&self.ctx, &path)
+                .await
+        };
+        match self.fate(fate, open).await {
+            Some(Ok(file)) => {
+                self.expect_not_after_shutdown(started_after, &what);
+                self.open.push(OpenFile { model: m, file });
+            }
+            Some(Err(e)) => self.expect_shutdown_error(&e, started_after, &what),
+            None => {}
+        }
+    }
+
+    pub(crate) async fn close_one(&mut self, started_after: bool) {
+        let at = self.dice.below(self.open.len() as u64) as usize;
+        let OpenFile { file, model } = self.open.swap_remove(at);
+        let how = self.dice.below(4);
+        let fate = if how == 0 {
+            Fate::Keep
+        } else {
+            self.draw_fate()
+        };
+        self.spend(1);
+        let what = self.what(&("close", model, how, fate));
+        set_doing(self.id, what.clone());
+        bump(&self.round.stats.closes, 1);
+        if how == 3 {
+            // The synchronous close of `Drop`.
+            drop(file);
+            return;
+        }
+        if let Some(Err(e)) = self.fate(fate, file.close()).await {
+            // A close that ran tells the kernel's verdict: it must be Ok.
+            self.expect_shutdown_error(&e, started_after, &what);
+        }
+    }
+
+    /// Truncates or extends a private file; always kept, never raced with
+    /// this actor's other ops on it, so the model stays exact.
+    pub(crate) async fn set_len(&mut self, started_after: bool) {
+        let private: Vec<usize> = (0..self.open.len())
+            .filter(|&i| self.open[i].model + 1 < self.models.len())
+            .collect();
+        if private.is_empty() {
+            return;
+        }
+        let at = private[self.dice.below(private.len() as u64) as usize];
+        let m = self.open[at].model;
+        let len = self.dice.range(0, FILE_SIZE);
+        self.spend(1);
+        let what = self.what(&("set_len", m, len));
+        set_doing(self.id, what.clone());
+        let result = self.fate(Fate::Keep, self.open[at].file.set_len(len)).await;
+        // Whether it ran or not, nothing at or past `len` is known anymore.
+        self.lock(m).truncated(len);
+        match result.expect("kept") {
+            Ok(()) => self.expect_not_after_shutdown(started_after, &what),
+            Err(e) => self.expect_shutdown_error(&e, started_after, &what),
+        }
+    }
+
+    /// Ends the actor: re-checks the held buffers, drops its files.
+    pub(crate) fn finish(mut self) {
+        for held in self.held.drain(..) {
+            check_held(&held);
+        }
+        set_doing(
+            self.id,
+            format!("round {} actor {}: done", self.round.index, self.id),
+        );
+    }
+}
+
+/// Cuts `lens` to add up to `total` (at least one non-empty part).
+pub(crate) fn shorten(mut lens: Vec<usize>, total: usize) -> Vec<usize> {
+    let mut left = total;
+    for l in &mut lens {
+        *l = (*l).min(left);
+        left -= *l;
+    }
+    lens.retain(|&l| l > 0);
+    if lens.is_empty() {
+        lens.push(total.max(1));
+    }
+    lens
+}
