@@ -20,6 +20,11 @@
 //!   `Vec<u8>`, [`buf::AlignedBuf`] for `O_DIRECT`, or [`buf::ExternalBuf`]
 //!   over memory the caller owns (guest RAM, an mmap), which the kernel reads
 //!   into directly; its release callback says when the region is free again.
+//! - Registered resources, safe because only the home thread updates a ring's
+//!   tables: [`Context::register_buffers`] for buffers the kernel does not pin
+//!   per op, [`fs::OpenOptions::register`] for files it does not look up per
+//!   op; [`Builder::sqpoll`] for a kernel thread that polls the ring.
+//! - A [`Pool`] runs several contexts for services on many cores (below).
 //!
 //! ```text
 //!  any thread                                   home thread (Tokio current_thread)
