@@ -29,8 +29,15 @@ const MAX_CHUNK: usize = 4 * 1024 * 1024;
 
 type WriteAll = Pin<Box<dyn Future<Output = io::Result<Vec<u8>>> + Send>>;
 
-/// A cursor over a [`File`]: see [the module docs](self). From
-/// [`File::stream`].
+/// A cursor over a [`File`] with a position, implementing Tokio's
+/// `AsyncRead`, `AsyncWrite` and `AsyncSeek`. From [`File::stream`].
+///
+/// Underneath every call is a positional op on buffers the stream owns: a
+/// read fills the stream's buffer and copies out of it (keeping what the
+/// caller had no room for as read-ahead); a write copies the caller's bytes
+/// into a buffer and returns at once while the write runs (write-behind, as
+/// `tokio::fs::File` does; its error comes back from the next call or from
+/// `flush`).
 ///
 /// # Cancel safety
 ///
