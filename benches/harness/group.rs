@@ -93,7 +93,11 @@ pub struct Group {
 
 /// Runs `candidates` in turns, `config.repeats` times, and returns one row per candidate. A
 /// candidate that skips or fails is not run again; candidates `--impls` leaves out get no row.
+/// A group whose parameter `--params` leaves out gets no rows.
 pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>) -> Vec<Row> {
+    if !config.selects_parameter(&group.parameter) {
+        return Vec::new();
+    }
     struct Entry<'a> {
         candidate: Candidate<'a>,
         runs: Vec<Measurement>,
