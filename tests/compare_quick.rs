@@ -152,4 +152,87 @@ fn compare_quick_prints_every_json_field() {
     } else {
         eprintln!("skipping io_uring row checks: io_uring is unavailable here");
     }
+    check_mt_rows(&rows);
+}
+
+/// The `mt` benchmark's rows: every implementation has a row in each group, the ones that need
+/// nothing (or only io_uring) ran, and every measured row reports its CPU time per read.
+fn check_mt_rows(rows: &[harness::report::Row]) {
+    use harness::mt;
+    let mt_rows: Vec<_> = rows.iter().filter(|row| row.benchmark == "mt").collect();
+    let find = |parameter: &str, implementation: &str| {
+        mt_rows
+            .iter()
+            .find(|row| row.parameter == parameter && row.implementation == implementation)
+            .copied()
+    };
+    let measured = |parameter: &str, implementation: &str| {
+        find(parameter, implementation).is_some_and(|row| row.status == Status::Measured)
+    };
+    for row in &mt_rows {
+        if row.status == Status::Measured && row.implementation != "(setup)" {
+            assert!(
+                row.counter("cpu_s_per_mop").is_some_and(|cpu| cpu > 0.0),
+                "no CPU time per read: {row:?}"
+            );
+        }
+    }
+    // Tokio's own io_uring may skip (it is built on first use), but its rows exist, and a
+    // measured one put its reads on Tokio's ring.
+    for implementation in ["tokio-io-uring-mt", "tokio-io-uring-ct"] {
+        let row = find(mt::CACHED, implementation).expect("a Tokio io_uring row");
+        match row.status {
+            Status::Measured => assert!(
+                row.counter("ring_cqes_per_op")
+                    .is_some_and(|per_op| per_op >= 0.5),
+                "{row:?}"
+            ),
+            _ => eprintln!("{implementation} skipped: {:?}", row.reason),
+        }
+    }
+    for implementation in ["spawn_blocking", "tokio::fs"] {
+        assert!(
+            measured(mt::CACHED, implementation),
+            "{implementation} needs nothing and must run"
+        );
+    }
+    if !io_uring_available() {
+        eprintln!("skipping mt io_uring row checks: io_uring is unavailable here");
+        return;
+    }
+    let aioctx = ["aioctx-context", "aioctx-pool-rt", "aioctx-pool-spawn"];
+    for implementation in aioctx.iter().chain(&["tokio-uring-per-cpu"]) {
+        assert!(
+            measured(mt::CACHED, implementation),
+            "{implementation} must run on the page-cached file"
+        );
+    }
+    // Pool rows spread their reads over the members.
+    for implementation in ["aioctx-pool-rt", "aioctx-pool-spawn"] {
+        let row = find(mt::CACHED, implementation).unwrap();
+        if mt::cpus() > 1 {
+            assert!(row.counter("busiest_member").is_some(), "{row:?}");
+        }
+    }
+    for members in 1..=mt::cpus() {
+        assert!(
+            measured(mt::SCALING, &mt::scaling_row(members)),
+            "no measured scaling row for {members} member(s)"
+        );
+    }
+    if mt_rows.iter().any(|row| row.implementation == "(setup)") {
+        eprintln!("skipping mt O_DIRECT row checks: the test file could not be opened O_DIRECT");
+        return;
+    }
+    for implementation in aioctx.iter().chain(&["io-uring", "spawn_blocking"]) {
+        assert!(
+            measured(mt::DIRECT, implementation),
+            "{implementation} must run with O_DIRECT"
+        );
+    }
+    assert_eq!(
+        find(mt::DIRECT, "tokio::fs").map(|row| row.status),
+        Some(Status::Skipped),
+        "tokio::fs cannot read O_DIRECT and says so"
+    );
 }

@@ -6,10 +6,15 @@
 //!   `aioctx::fs::File::read_at` into an `AlignedBuf`.
 //! - `submitters`: foreign std threads, each keeping its share of the queue depth in flight from
 //!   `ctx.block_on`, so every read goes through the inbox.
+//! - `mt`: 64 reader tasks ([`Placement`]): on a Tokio multi-thread runtime submitting to one
+//!   context (every read foreign), on that runtime submitting to a pool (each worker bound to a
+//!   member with `Pool::thread_binder`, the file shared, each read going to its worker's
+//!   member), or spawned onto a pool (`Pool::spawn`: every read local).
 //!
 //! Rows carry the context's counters over the measured window as extras: `enters_per_op`
 //! (`io_uring_enter` calls per completed op, the submit policy made visible) and, where ops come
-//! from foreign threads, `kicks_per_op`.
+//! from foreign threads, `kicks_per_op`; `mt` rows add `cpu_s_per_mop` (the process's CPU time
+//! per million reads) and, on a pool, `busiest_member` (the largest member's share of the reads).
 
 use std::io;
 use std::sync::Arc;
@@ -18,23 +23,35 @@ use std::time::{Duration, Instant};
 
 use aioctx::buf::AlignedBuf;
 use aioctx::fs::{File, OpenOptions};
-use aioctx::{Context, Metrics};
+use aioctx::{Context, Metrics, Pool};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::affinity;
-use super::group::{RunError, RunResult, uring_setup_error};
-use super::measure::{Latencies, Measurement, Phase, Window};
+use super::group::{RunError, RunResult, total_measurement, uring_setup_error};
+use super::measure::{Latencies, Measurement, Phase, Sampler, Span, Window, process_cpu_time};
 use super::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
 const ENTRIES: u32 = 256;
 
-/// A fresh context for one run; a machine without io_uring skips the row.
-fn context() -> Result<Context, RunError> {
+/// The options of every benchmark context.
+fn builder() -> aioctx::Builder {
     Context::builder()
         .entries(ENTRIES)
         .thread_name("aioctx-bench")
+}
+
+/// A fresh context for one run; a machine without io_uring skips the row.
+fn context() -> Result<Context, RunError> {
+    builder().build().map_err(uring_setup_error)
+}
+
+/// A fresh pool of `members` for one run; a machine without io_uring skips the row.
+fn pool(members: usize) -> Result<Pool, RunError> {
+    Pool::builder()
+        .contexts(members)
+        .context_builder(builder())
         .build()
         .map_err(uring_setup_error)
 }
@@ -96,6 +113,15 @@ impl Counters {
         }
     }
 
+    fn sum(all: &[Counters]) -> Counters {
+        all.iter().fold(Counters::default(), |sum, one| Counters {
+            ops: sum.ops + one.ops,
+            ops_foreign: sum.ops_foreign + one.ops_foreign,
+            submits: sum.submits + one.submits,
+            kicks_sent: sum.kicks_sent + one.kicks_sent,
+        })
+    }
+
     fn per_op(count: u64, ops: u64) -> f64 {
         if ops == 0 {
             0.0
@@ -108,14 +134,31 @@ impl Counters {
 /// Runs the measured window from this (non-home) thread: warm-up, then `measure` with the
 /// context's counters read at both ends.
 fn measured_window(ctx: &Context, phase: &Phase, window: Window) -> (Duration, Counters) {
+    let (span, counters) = window_over(|| vec![ctx.metrics()], phase, window);
+    (span.elapsed, Counters::sum(&counters))
+}
+
+/// Runs the measured window from this (non-home) thread: warm-up, then `measure`, timed in wall
+/// and CPU time, with the counters of every context `metrics` returns read at both ends.
+fn window_over(
+    metrics: impl Fn() -> Vec<Metrics>,
+    phase: &Phase,
+    window: Window,
+) -> (Span, Vec<Counters>) {
     thread::sleep(window.warmup);
-    let before = Counters::of(&ctx.metrics());
+    let before: Vec<Counters> = metrics().iter().map(Counters::of).collect();
+    let cpu = process_cpu_time();
     phase.start_measuring();
     let start = Instant::now();
     thread::sleep(window.measure);
     phase.stop();
-    let elapsed = start.elapsed();
-    (elapsed, Counters::of(&ctx.metrics()).since(before))
+    let span = Span {
+        elapsed: start.elapsed(),
+        cpu: process_cpu_time() - cpu,
+    };
+    let after = metrics().iter().map(Counters::of).collect::<Vec<_>>();
+    let deltas = after.iter().zip(before).map(|(a, b)| a.since(b));
+    (span, deltas.collect())
 }
 
 /// `wake`: round trips of `ctx.block_on(ctx.nop())` from this std thread to an idle context,
@@ -313,4 +356,139 @@ pub fn foreign_submitters(
             "enters_per_op",
             Counters::per_op(counters.submits, counters.ops),
         ))
+}
+
+/// Where the readers of an `mt` run live and which ring each read goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// One context; the readers are tasks on a multi-thread runtime of `workers` workers, so
+    /// every read is pushed through the context's inbox from a worker.
+    OneContext {
+        /// Worker threads of the runtime.
+        workers: usize,
+    },
+    /// A pool of `members`; the readers are tasks on a multi-thread runtime of `workers` workers
+    /// whose threads are bound with `Pool::thread_binder`. The file is opened once and shared:
+    /// each read goes to the ring of the member its worker thread was given.
+    PoolFromRuntime {
+        /// Members of the pool.
+        members: usize,
+        /// Worker threads of the runtime.
+        workers: usize,
+    },
+    /// A pool of `members`; the readers are spawned onto it (`Pool::spawn`, round-robin), so
+    /// every read is pushed straight into the ring of the member the reader runs on.
+    PoolSpawned {
+        /// Members of the pool.
+        members: usize,
+    },
+}
+
+/// One reader of the `mt` rows: random blocks of `file` into an `AlignedBuf` until the phase
+/// stops, one read in `sampler`'s interval timed.
+async fn reader(
+    file: File,
+    mut offsets: BlockOffsets,
+    phase: Arc<Phase>,
+    mut sampler: Sampler,
+) -> io::Result<(u64, Latencies)> {
+    let mut buffer = AlignedBuf::with_capacity(BLOCK_LEN);
+    let mut latencies = Latencies::default();
+    let mut ops = 0u64;
+    while !phase.is_stopped() {
+        let started = sampler.start();
+        buffer = read_block(&file, buffer, offsets.next_offset()).await?;
+        if phase.is_measuring() {
+            ops += 1;
+            latencies.record_sampled(started);
+        }
+    }
+    Ok((ops, latencies))
+}
+
+/// A multi-thread runtime of `workers` workers, its threads bound to `pool`'s members if given.
+fn multi_thread(workers: usize, pool: Option<&Pool>) -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).enable_all();
+    if let Some(pool) = pool {
+        builder.on_thread_start(pool.thread_binder());
+    }
+    builder.build()
+}
+
+/// `mt`: `tasks` readers of `file` placed as `placement` says, one read in `latency_every`
+/// timed. Reports the process's CPU time per million reads, `enters_per_op`, `kicks_per_op`
+/// where reads were foreign, and on a pool the busiest member's share of the reads.
+pub fn mt_random_reads(
+    file: &TestFile,
+    mode: ReadMode,
+    tasks: usize,
+    placement: Placement,
+    latency_every: u32,
+    window: Window,
+) -> RunResult {
+    let phase = Arc::new(Phase::new());
+    let readers = |opened: &File| -> Vec<_> {
+        (0..tasks)
+            .map(|task| {
+                let offsets = BlockOffsets::new(file, task as u64);
+                let sampler = Sampler::every(latency_every);
+                reader(opened.clone(), offsets, Arc::clone(&phase), sampler)
+            })
+            .collect()
+    };
+    let (measurement, span, counters) = match placement {
+        Placement::OneContext { workers } => {
+            let ctx = context()?;
+            let opened = open(&ctx, file, mode)?;
+            let runtime = multi_thread(workers, None)?;
+            let tasks: Vec<_> = readers(&opened)
+                .into_iter()
+                .map(|r| runtime.spawn(r))
+                .collect();
+            let (span, counters) = window_over(|| vec![ctx.metrics()], &phase, window);
+            let measurement = runtime.block_on(total_measurement(tasks, span.elapsed))?;
+            (measurement, span, counters)
+        }
+        Placement::PoolFromRuntime { members, workers } => {
+            let pool = pool(members)?;
+            // Opened through member 0 from this thread, which takes no member of its own.
+            let opened = open(&pool.contexts()[0], file, mode)?;
+            let runtime = multi_thread(workers, Some(&pool))?;
+            let tasks: Vec<_> = readers(&opened)
+                .into_iter()
+                .map(|r| runtime.spawn(r))
+                .collect();
+            let (span, counters) = window_over(|| pool.metrics(), &phase, window);
+            let measurement = runtime.block_on(total_measurement(tasks, span.elapsed))?;
+            (measurement, span, counters)
+        }
+        Placement::PoolSpawned { members } => {
+            let pool = pool(members)?;
+            let opened = open(&pool.contexts()[0], file, mode)?;
+            let tasks: Vec<_> = readers(&opened)
+                .into_iter()
+                .map(|r| pool.spawn(r))
+                .collect();
+            let (span, counters) = window_over(|| pool.metrics(), &phase, window);
+            let measurement = futures::executor::block_on(total_measurement(tasks, span.elapsed))?;
+            (measurement, span, counters)
+        }
+    };
+    let total = Counters::sum(&counters);
+    let mut measurement = measurement
+        .with_cpu(span.cpu)
+        .with_extra("enters_per_op", Counters::per_op(total.submits, total.ops));
+    if total.ops_foreign > 0 {
+        measurement = measurement.with_extra(
+            "kicks_per_op",
+            Counters::per_op(total.kicks_sent, total.ops_foreign),
+        );
+    }
+    if counters.len() > 1 {
+        let busiest = counters.iter().map(|c| c.ops).max().unwrap_or(0);
+        measurement =
+            measurement.with_extra("busiest_member", Counters::per_op(busiest, total.ops));
+    }
+    Ok(measurement)
 }

@@ -30,6 +30,8 @@ pub struct Config {
     pub progress: bool,
     /// Implementations to run (by name); `None` runs all. For profiling one implementation.
     pub implementations: Option<Vec<String>>,
+    /// Row groups to run (by parameter, such as `QD32` or `A cached`); `None` runs all.
+    pub parameters: Option<Vec<String>>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -49,6 +51,7 @@ impl Config {
             quick: false,
             progress: true,
             implementations: None,
+            parameters: None,
         }
     }
 
@@ -74,6 +77,13 @@ impl Config {
         self.implementations
             .as_ref()
             .is_none_or(|names| names.iter().any(|name| name == implementation))
+    }
+
+    /// Whether the group with `parameter` is selected by `--params` (all are, without it).
+    pub fn selects_parameter(&self, parameter: &str) -> bool {
+        self.parameters
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|name| name == parameter))
     }
 }
 
@@ -109,6 +119,9 @@ pub struct Cli {
     /// Only these implementations (aioctx, io-uring, fio, ...), e.g. to profile one
     #[arg(long, value_name = "NAME,..", value_delimiter = ',')]
     pub impls: Option<Vec<String>>,
+    /// Only the row groups with these parameters (QD32, "A cached", ...), e.g. to profile one
+    #[arg(long, value_name = "PARAM,..", value_delimiter = ',')]
+    pub params: Option<Vec<String>>,
     /// No progress lines on stderr
     #[arg(long)]
     pub no_progress: bool,
@@ -146,6 +159,7 @@ impl Cli {
         config.queue_depths = self.depths.clone().unwrap_or(config.queue_depths);
         config.progress = !self.no_progress;
         config.implementations = self.impls.clone();
+        config.parameters = self.params.clone();
         config
     }
 

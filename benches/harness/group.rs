@@ -3,6 +3,7 @@
 //! hits all of them), each row reports the median of its repeats, and each row's ratio is taken
 //! against the group's baseline measured in the same run.
 
+use std::borrow::Cow;
 use std::io;
 
 use super::config::Config;
@@ -40,25 +41,31 @@ pub fn uring_setup_error(error: io::Error) -> RunError {
 
 /// One implementation in a group.
 pub struct Candidate<'a> {
-    implementation: &'static str,
+    implementation: Cow<'static, str>,
     note: String,
     run: Result<Box<dyn FnMut() -> RunResult + 'a>, String>,
 }
 
 impl<'a> Candidate<'a> {
     /// An implementation measured by calling `run` once per repeat.
-    pub fn new(implementation: &'static str, run: impl FnMut() -> RunResult + 'a) -> Candidate<'a> {
+    pub fn new(
+        implementation: impl Into<Cow<'static, str>>,
+        run: impl FnMut() -> RunResult + 'a,
+    ) -> Candidate<'a> {
         Candidate {
-            implementation,
+            implementation: implementation.into(),
             note: String::new(),
             run: Ok(Box::new(run)),
         }
     }
 
     /// An implementation known up front not to run here, with the reason.
-    pub fn skipped(implementation: &'static str, reason: impl Into<String>) -> Candidate<'a> {
+    pub fn skipped(
+        implementation: impl Into<Cow<'static, str>>,
+        reason: impl Into<String>,
+    ) -> Candidate<'a> {
         Candidate {
-            implementation,
+            implementation: implementation.into(),
             note: String::new(),
             run: Err(reason.into()),
         }
@@ -86,7 +93,11 @@ pub struct Group {
 
 /// Runs `candidates` in turns, `config.repeats` times, and returns one row per candidate. A
 /// candidate that skips or fails is not run again; candidates `--impls` leaves out get no row.
+/// A group whose parameter `--params` leaves out gets no rows.
 pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>) -> Vec<Row> {
+    if !config.selects_parameter(&group.parameter) {
+        return Vec::new();
+    }
     struct Entry<'a> {
         candidate: Candidate<'a>,
         runs: Vec<Measurement>,
@@ -94,7 +105,7 @@ pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>)
     }
     let mut entries: Vec<Entry<'_>> = candidates
         .into_iter()
-        .filter(|candidate| config.selects_implementation(candidate.implementation))
+        .filter(|candidate| config.selects_implementation(&candidate.implementation))
         .map(|candidate| Entry {
             candidate,
             runs: Vec::new(),
@@ -138,7 +149,7 @@ pub fn run_group(config: &Config, group: &Group, candidates: Vec<Candidate<'_>>)
             };
             Row {
                 benchmark: group.benchmark.to_owned(),
-                implementation: entry.candidate.implementation.to_owned(),
+                implementation: entry.candidate.implementation.into_owned(),
                 parameter: group.parameter.clone(),
                 ratio_of: group.ratio_of,
                 repeats: entry.runs.len(),

@@ -42,6 +42,13 @@ impl Measurement {
         self
     }
 
+    /// Adds `cpu_s_per_mop`: `cpu` (the process's CPU time over the measured window, all
+    /// threads, user + system) per million completed ops.
+    pub fn with_cpu(self, cpu: Duration) -> Measurement {
+        let per_mop = cpu.as_secs_f64() * 1e6 / (self.samples.max(1) as f64);
+        self.with_extra("cpu_s_per_mop", per_mop)
+    }
+
     /// The named counter, if the run reported it.
     pub fn extra(&self, name: &str) -> Option<f64> {
         self.extra
@@ -98,6 +105,49 @@ pub fn median_of(runs: &[Measurement]) -> Measurement {
     }
 }
 
+/// CPU time (user + system) used so far by every thread of this process, from
+/// `getrusage(RUSAGE_SELF)`. Threads that have exited still count.
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: an all-zero `rusage` is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `rusage`; RUSAGE_SELF needs nothing else.
+    let result = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(
+        result, 0,
+        "getrusage(RUSAGE_SELF) cannot fail with valid arguments"
+    );
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// Which ops of a worker have their latency recorded: one in `every` (0: none). Reading the
+/// clock twice per op costs ~5% of a page-cache read here, so CPU-bound runs sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Sampler {
+    every: u32,
+    count: u32,
+}
+
+impl Sampler {
+    /// Records one op in `every`; `0` records none.
+    pub fn every(every: u32) -> Sampler {
+        Sampler { every, count: 0 }
+    }
+
+    /// The start time of the next op if its latency is to be recorded.
+    pub fn start(&mut self) -> Option<Instant> {
+        if self.every == 0 {
+            return None;
+        }
+        self.count += 1;
+        if self.count < self.every {
+            return None;
+        }
+        self.count = 0;
+        Some(Instant::now())
+    }
+}
+
 /// Per-op latencies of one run, in nanoseconds.
 #[derive(Debug, Default)]
 pub struct Latencies {
@@ -120,6 +170,13 @@ impl Latencies {
     /// Records the time since `start`.
     pub fn record_since(&mut self, start: Instant) {
         self.record(start.elapsed());
+    }
+
+    /// Records the time since `start`, if there is one (see [`Sampler::start`]).
+    pub fn record_sampled(&mut self, start: Option<Instant>) {
+        if let Some(start) = start {
+            self.record_since(start);
+        }
     }
 
     /// Moves `other`'s samples into `self` (to merge per-task recorders).
@@ -196,6 +253,32 @@ impl Phase {
         tokio::time::sleep(measure).await;
         self.stop();
         start.elapsed()
+    }
+}
+
+/// The wall and CPU time of a measured window.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// Wall time from the start of measuring to its stop.
+    pub elapsed: Duration,
+    /// The process's CPU time over the same window ([`process_cpu_time`]).
+    pub cpu: Duration,
+}
+
+impl Phase {
+    /// Runs the window from a thread that may block (not a runtime's): warm-up, then the
+    /// measured window, timed in wall and CPU time.
+    pub fn run_blocking_timed(&self, window: Window) -> Span {
+        std::thread::sleep(window.warmup);
+        let cpu = process_cpu_time();
+        self.start_measuring();
+        let start = Instant::now();
+        std::thread::sleep(window.measure);
+        self.stop();
+        Span {
+            elapsed: start.elapsed(),
+            cpu: process_cpu_time() - cpu,
+        }
     }
 }
 

@@ -4,11 +4,11 @@
 //! every part of it serves both.
 //!
 //! Every number is a ratio against a baseline measured in the same run. One file per benchmark
-//! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`) builds its row groups from the
-//! peers in `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring) and
-//! from `aioctx_rows` (the crate under test, measured the same way); `group` runs each group's
-//! implementations in turns and takes medians; `report` prints the table or JSON lines;
-//! `targets` checks the targets of `benches/targets.json`.
+//! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`, `mt`) builds its row groups from
+//! the peers in `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring,
+//! Tokio's own io_uring) and from `aioctx_rows` (the crate under test, measured the same way);
+//! `group` runs each group's implementations in turns and takes medians; `report` prints the
+//! table or JSON lines; `targets` checks the targets of `benches/targets.json`.
 //!
 //! ```text
 //! main(args) ── run(config, --only) ──► wake::run, nop::run, ...   (BENCHMARKS)
@@ -20,7 +20,8 @@
 //! `RunResult` (in `peers/` for another implementation, in `aioctx_rows` for this crate), and
 //! push a `Candidate::new("name", move || ..).note(..)` in the group's file; the group runs it
 //! in turns with the others and takes its ratio to the group's baseline. A peer that is a program
-//! of its own (fio; a small cargo project of its own under `benches/`) runs as a subprocess and
+//! of its own (fio; a small cargo project of its own under `benches/`, built on first use, as
+//! `peers/tokio_io_uring.rs` does for `benches/tokio-io-uring-peer/`) runs as a subprocess and
 //! parses the child's report into a `Measurement`, as `peers/fio.rs` does, returning
 //! `RunError::Skip` with the reason when it cannot run here. To add a benchmark: a file here
 //! with `pub fn run(&Config) -> Vec<Row>` that builds its `Group`s and calls `run_group`, its
@@ -33,6 +34,7 @@ pub mod cached;
 pub mod config;
 pub mod group;
 pub mod measure;
+pub mod mt;
 pub mod nop;
 pub mod page_buf;
 pub mod peers;
@@ -63,6 +65,7 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("cached", cached::run),
     ("submitters", submitters::run),
     ("seed", seed::run),
+    ("mt", mt::run),
 ];
 
 /// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.

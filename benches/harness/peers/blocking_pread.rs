@@ -1,13 +1,13 @@
 //! What a Tokio program does today for O_DIRECT or positioned reads: `depth` tasks on a
-//! current-thread runtime, each handing one `pread` at a time to `spawn_blocking` and awaiting it.
+//! current-thread runtime (or, for `mt`, a multi-thread one), each handing one `pread` at a time
+//! to `spawn_blocking` and awaiting it.
 
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::harness::group::{RunResult, total_measurement};
-use crate::harness::measure::{Latencies, Phase, Window};
+use crate::harness::measure::{Latencies, Phase, Sampler, Window};
 use crate::harness::page_buf::PageBuf;
 use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
@@ -26,7 +26,7 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
                     file: Arc::clone(&opened),
                     offsets: BlockOffsets::new(file, task as u64),
                     phase: Arc::clone(&phase),
-                    record_latency: mode.records_latency(),
+                    sampler: Sampler::every(u32::from(mode.records_latency())),
                 };
                 tokio::spawn(worker.run())
             })
@@ -36,11 +36,43 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
     })
 }
 
+/// `mt`: `tasks` tasks on a multi-thread runtime of `workers` workers, each awaiting
+/// `spawn_blocking(pread)`; one op in `latency_every` timed, the process's CPU time reported.
+pub fn random_reads_multi_thread(
+    file: &TestFile,
+    mode: ReadMode,
+    tasks: usize,
+    workers: usize,
+    latency_every: u32,
+    window: Window,
+) -> RunResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    let opened = Arc::new(file.open(mode)?);
+    let phase = Arc::new(Phase::new());
+    let workers: Vec<_> = (0..tasks)
+        .map(|task| {
+            let worker = Worker {
+                file: Arc::clone(&opened),
+                offsets: BlockOffsets::new(file, task as u64),
+                phase: Arc::clone(&phase),
+                sampler: Sampler::every(latency_every),
+            };
+            runtime.spawn(worker.run())
+        })
+        .collect();
+    let span = phase.run_blocking_timed(window);
+    let measurement = runtime.block_on(total_measurement(workers, span.elapsed))?;
+    Ok(measurement.with_cpu(span.cpu))
+}
+
 struct Worker {
     file: Arc<std::fs::File>,
     offsets: BlockOffsets,
     phase: Arc<Phase>,
-    record_latency: bool,
+    sampler: Sampler,
 }
 
 impl Worker {
@@ -51,7 +83,7 @@ impl Worker {
         while !self.phase.is_stopped() {
             let offset = self.offsets.next_offset();
             let file = Arc::clone(&self.file);
-            let started = Instant::now();
+            let started = self.sampler.start();
             let (read, returned) = tokio::task::spawn_blocking(move || {
                 let read = file.read_at(buffer.as_mut_slice(), offset);
                 (read, buffer)
@@ -63,9 +95,7 @@ impl Worker {
             }
             if self.phase.is_measuring() {
                 ops += 1;
-                if self.record_latency {
-                    latencies.record_since(started);
-                }
+                latencies.record_sampled(started);
             }
         }
         Ok((ops, latencies))

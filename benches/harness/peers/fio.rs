@@ -32,6 +32,17 @@ pub fn version() -> Result<String, String> {
 /// fio's random-read IOPS and latency percentiles at `depth`, over `window` (its warm-up is fio's
 /// `ramp_time`).
 pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult {
+    Ok(run(file, depth, window)?.0)
+}
+
+/// As [`random_reads`], with fio's own CPU time over its measured runtime (`usr_cpu` +
+/// `sys_cpu`, percentages of `job_runtime`) as `cpu_s_per_mop` (`mt`).
+pub fn random_reads_with_cpu(file: &TestFile, depth: usize, window: Window) -> RunResult {
+    let (measurement, cpu) = run(file, depth, window)?;
+    Ok(measurement.with_cpu(cpu))
+}
+
+fn run(file: &TestFile, depth: usize, window: Window) -> Result<(Measurement, Duration), RunError> {
     let mut command = Command::new("fio");
     command
         .arg("--name=aioctx-randread")
@@ -72,7 +83,11 @@ pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult 
             stderr.trim()
         )));
     }
-    parse_report(&stdout).map_err(|error| RunError::Fail(format!("fio report: {error}")))
+    let fail = |error| RunError::Fail(format!("fio report: {error}"));
+    Ok((
+        parse_report(&stdout).map_err(fail)?,
+        parse_cpu(&stdout).map_err(fail)?,
+    ))
 }
 
 /// The part of fio's JSON report read here: `jobs[0].read`.
@@ -84,6 +99,15 @@ struct Report {
 #[derive(Debug, Deserialize)]
 struct Job {
     read: Direction,
+    /// User CPU time, percent of `job_runtime`.
+    #[serde(default)]
+    usr_cpu: f64,
+    /// System CPU time, percent of `job_runtime`.
+    #[serde(default)]
+    sys_cpu: f64,
+    /// Measured runtime in milliseconds.
+    #[serde(default)]
+    job_runtime: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,11 +124,24 @@ struct Latency {
     percentile: BTreeMap<String, f64>,
 }
 
+/// The JSON part of fio's output (fio may print notices before it).
+fn parse_json(report: &str) -> Result<Report, String> {
+    let json_start = report.find('{').ok_or("no JSON in fio output")?;
+    serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())
+}
+
+/// fio's CPU time over its measured runtime, from its JSON report.
+pub fn parse_cpu(report: &str) -> Result<Duration, String> {
+    let report = parse_json(report)?;
+    let job = report.jobs.first().ok_or("no jobs")?;
+    let runtime = Duration::from_millis(job.job_runtime);
+    Ok(runtime.mul_f64((job.usr_cpu + job.sys_cpu) / 100.0))
+}
+
 /// Reads IOPS, total-latency p50 and p99, and the number of I/Os from fio's JSON report (fio may
 /// print notices before the JSON, which are skipped).
 pub fn parse_report(report: &str) -> Result<Measurement, String> {
-    let json_start = report.find('{').ok_or("no JSON in fio output")?;
-    let report: Report = serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())?;
+    let report = parse_json(report)?;
     let read = &report.jobs.first().ok_or("no jobs")?.read;
     let percentile = |key: &str| {
         let nanos = read.lat_ns.percentile.get(key);
@@ -139,5 +176,14 @@ mod tests {
         assert_eq!(measurement.p50, Some(Duration::from_nanos(41216)));
         assert_eq!(measurement.p99, Some(Duration::from_nanos(98304)));
         assert!(parse_report("fio: no JSON").is_err());
+        // No CPU fields: no CPU time.
+        assert_eq!(parse_cpu(report), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn parse_cpu_takes_user_and_system_percentages_of_the_runtime() {
+        let report = r#"{"jobs": [{"usr_cpu": 5.0, "sys_cpu": 20.0, "job_runtime": 2000,
+            "read": {"iops": 1.0, "lat_ns": {"percentile": {}}}}]}"#;
+        assert_eq!(parse_cpu(report), Ok(Duration::from_millis(500)));
     }
 }

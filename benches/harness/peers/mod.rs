@@ -8,5 +8,6 @@ pub mod fio;
 pub mod raw_uring;
 pub mod tokio_channel;
 pub mod tokio_fs;
+pub mod tokio_io_uring;
 pub mod tokio_uring;
 pub mod tokio_wake;

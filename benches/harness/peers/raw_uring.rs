@@ -6,12 +6,12 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, SubmissionQueue, cqueue, opcode, types};
 
-use crate::harness::group::{RunResult, uring_setup_error};
-use crate::harness::measure::{Latencies, Measurement, Window};
+use crate::harness::group::{RunError, RunResult, uring_setup_error};
+use crate::harness::measure::{Latencies, Measurement, Window, process_cpu_time};
 use crate::harness::page_buf::PageBuf;
 use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
@@ -118,6 +118,30 @@ pub fn random_reads(
     policy: SubmitPolicy,
     window: Window,
 ) -> RunResult {
+    Ok(reads(file, mode, depth, policy, window)?.0)
+}
+
+/// As [`random_reads`], with the process's CPU time over the measured window (`mt`).
+pub fn random_reads_with_cpu(
+    file: &TestFile,
+    mode: ReadMode,
+    depth: usize,
+    policy: SubmitPolicy,
+    window: Window,
+) -> RunResult {
+    let (measurement, cpu) = reads(file, mode, depth, policy, window)?;
+    Ok(measurement.with_cpu(cpu))
+}
+
+/// The loop of [`random_reads`]: its measurement, and the process's CPU time from the first
+/// reap in the measured window to the first one after it.
+fn reads(
+    file: &TestFile,
+    mode: ReadMode,
+    depth: usize,
+    policy: SubmitPolicy,
+    window: Window,
+) -> Result<(Measurement, Duration), RunError> {
     let opened = file.open(mode)?;
     let mut ring: IoUring =
         IoUring::new(depth.next_power_of_two() as u32).map_err(uring_setup_error)?;
@@ -141,12 +165,19 @@ pub fn random_reads(
     sq.sync();
     let mut in_flight = depth;
     let mut failure = None;
+    let (mut cpu_start, mut cpu_end) = (None, None);
     while in_flight > 0 {
         submitter.submit_and_wait(1)?;
         sq.sync();
         cq.sync();
         let now = Instant::now();
         let measuring = now >= measure_start && now < end;
+        if measuring && cpu_start.is_none() {
+            cpu_start = Some(process_cpu_time());
+        }
+        if now >= end && cpu_end.is_none() {
+            cpu_end = Some(process_cpu_time());
+        }
         for cqe in &mut cq {
             in_flight -= 1;
             let slot = cqe.user_data() as usize;
@@ -178,5 +209,9 @@ pub fn random_reads(
     if let Some(error) = failure {
         return Err(error.into());
     }
-    Ok(latencies.into_measurement(ops, window.measure))
+    let cpu = match (cpu_start, cpu_end) {
+        (Some(start), Some(end)) => end - start,
+        _ => Duration::ZERO,
+    };
+    Ok((latencies.into_measurement(ops, window.measure), cpu))
 }
