@@ -33,6 +33,7 @@ pub mod cached;
 pub mod config;
 pub mod group;
 pub mod measure;
+pub mod nbd;
 pub mod nop;
 pub mod page_buf;
 pub mod peers;
@@ -63,6 +64,7 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("cached", cached::run),
     ("submitters", submitters::run),
     ("seed", seed::run),
+    ("nbd", nbd::run),
 ];
 
 /// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.
