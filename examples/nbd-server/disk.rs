@@ -4,9 +4,12 @@
 //!
 //! [`Export`] is what every connection shares: the image's fd, size and
 //! mode, and the locks that keep read-modify-writes of a block apart.
-//! [`Disk`] is the export seen from one context: a [`File`] over a dup of the
-//! fd, whose ops go to that context's ring, so a connection served on the
-//! context's home thread submits them locally.
+//! [`Disk`] is the export seen from one pool member: a [`File`] over a dup of
+//! the fd (or, with [`ImageFiles::Registered`], an open of its own in the
+//! member's file table), whose ops go to that member's ring, so a connection
+//! served on the member's home thread submits them locally. A request whose
+//! buffer is a registered one is read or written with `READ_FIXED` /
+//! `WRITE_FIXED` (see `bufpool.rs`), any other the plain way.
 //!
 //! # O_DIRECT and unaligned requests
 //!
