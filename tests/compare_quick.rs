@@ -51,6 +51,11 @@ fn io_uring_available() -> bool {
     io_uring::IoUring::new(8).is_ok()
 }
 
+fn on_path(tool: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
+}
+
 #[test]
 fn compare_quick_prints_every_json_field() {
     let json_out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("compare-quick.jsonl");
@@ -151,6 +156,38 @@ fn compare_quick_prints_every_json_field() {
         );
     } else {
         eprintln!("skipping io_uring row checks: io_uring is unavailable here");
+    }
+    // The NBD servers run as subprocesses; with their tools installed every row must run.
+    let nbd_tools = ["fio", "qemu-img", "qemu-nbd", "nbdkit"];
+    if io_uring_available() && nbd_tools.iter().all(|tool| on_path(tool)) {
+        for implementation in [
+            "aioctx",
+            "aioctx-plain",
+            "qemu-nbd",
+            "nbdkit",
+            "nbdkit-null",
+        ] {
+            assert!(
+                was_measured("nbd", implementation),
+                "the nbd tools are installed, so the {implementation} rows must run"
+            );
+        }
+        let nbd_rows = rows.iter().filter(|row| row.benchmark == "nbd");
+        assert!(
+            nbd_rows.clone().all(|row| row.status == Status::Measured),
+            "an nbd row did not run"
+        );
+        assert!(
+            nbd_rows
+                .filter(|row| row.implementation == "aioctx")
+                .all(|row| {
+                    row.counter("server_us_per_op").is_some_and(|us| us >= 0.0)
+                        && row.counter("enters_per_op").is_some()
+                }),
+            "the nbd-server rows carry the server's CPU time and ring counters"
+        );
+    } else {
+        eprintln!("skipping nbd row checks: one of {nbd_tools:?} or io_uring is missing");
     }
     check_mt_rows(&rows);
 }

@@ -1,5 +1,6 @@
 //! QEMU's `qemu-io` against the `nbd-server` example, in page-cache and
-//! O_DIRECT mode: writes at aligned and unaligned offsets (inside one block,
+//! O_DIRECT mode, with registered and with plain request buffers, and with
+//! the image shared or registered with each context's ring: writes at aligned and unaligned offsets (inside one block,
 //! across block edges, many at once into one block) read back with
 //! pattern checks (`-P`), flush, write-zeroes (with and without unmapping,
 //! with FUA), and discard. Afterwards the image file itself is compared
@@ -68,16 +69,15 @@ fn qemu_io(server: &Server, commands: &[String]) -> String {
     stdout
 }
 
-fn exercise(direct: bool) {
+fn exercise(args: &[&str], tag: &str) {
     if !have_tools(&["qemu-io"]) {
         return;
     }
-    let scratch = Scratch::new(if direct { "qemu-io-direct" } else { "qemu-io" });
+    let scratch = Scratch::new(tag);
     // A constant background, so that every run of equal bytes can be read
     // back with one pattern check.
     let initial = vec![0x99; SIZE];
     let image = scratch.file("disk.img", &initial);
-    let args: &[&str] = if direct { &["--direct"] } else { &[] };
     let mut server = Server::start(&image, args);
     let mut model = Model {
         bytes: initial,
@@ -154,12 +154,33 @@ fn exercise(direct: bool) {
 
 #[test]
 fn qemu_io_page_cache_mode() {
-    exercise(false);
+    exercise(&[], "qemu-io");
 }
 
 #[test]
 fn qemu_io_direct_mode() {
-    exercise(true);
+    exercise(&["--direct"], "qemu-io-direct");
+}
+
+#[test]
+fn qemu_io_page_cache_mode_plain_buffers_registered_image() {
+    exercise(
+        &["--buffers", "plain", "--image-files", "registered"],
+        "qemu-io-plain-reg",
+    );
+}
+
+#[test]
+fn qemu_io_direct_mode_plain_buffers() {
+    exercise(&["--direct", "--buffers", "plain"], "qemu-io-direct-plain");
+}
+
+#[test]
+fn qemu_io_direct_mode_registered_image() {
+    exercise(
+        &["--direct", "--image-files", "registered"],
+        "qemu-io-direct-reg",
+    );
 }
 
 #[test]

@@ -35,6 +35,7 @@ pub mod config;
 pub mod group;
 pub mod measure;
 pub mod mt;
+pub mod nbd;
 pub mod nop;
 pub mod page_buf;
 pub mod peers;
@@ -66,6 +67,7 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("submitters", submitters::run),
     ("seed", seed::run),
     ("mt", mt::run),
+    ("nbd", nbd::run),
 ];
 
 /// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.

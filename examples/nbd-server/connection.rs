@@ -20,9 +20,10 @@
 //! Batching falls out of the turns: one `read` takes every request the
 //! client has sent, their ops reach the ring together at the driver's next
 //! `io_uring_enter`, and every reply finished meanwhile goes out in one
-//! `writev`. Buffers come from a per-connection pool and go back to it when
-//! their reply is on the wire; the per-request allocations left are the
-//! job's slot in `FuturesUnordered` and the crate's cell for each op.
+//! `writev`. Buffers come from a per-connection pool (registered ones from
+//! the member's set, see `bufpool.rs`) and go back when their reply is on
+//! the wire; the per-request allocations left are the job's slot in
+//! `FuturesUnordered` and the crate's cell for each op.
 //!
 //! The receive side stops at the client's EOF, `NBD_CMD_DISC`, a protocol
 //! violation, a socket error, or shutdown; jobs already running always
@@ -37,7 +38,6 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use aioctx::buf::AlignedBuf;
 use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -45,7 +45,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::bufpool::BufPool;
+use crate::bufpool::{BufPool, Buffer, FixedClasses};
 use crate::disk::Disk;
 use crate::outbox::Outbox;
 use crate::proto::{self, Request};
@@ -88,6 +88,8 @@ pub enum Closing {
 pub struct Summary {
     pub requests: u64,
     pub refused: u64,
+    /// Requests whose disk I/O used a registered buffer.
+    pub fixed: u64,
     pub io_errors: u64,
     pub closing: Option<Closing>,
     pub write_error: Option<io::Error>,
@@ -104,7 +106,7 @@ enum Event {
 /// straight into the buffer its op will take.
 struct PendingWrite {
     request: Request,
-    buf: AlignedBuf,
+    buf: Buffer,
     head: usize,
     filled: usize,
 }
@@ -132,9 +134,10 @@ impl<Fut: Future<Output = Done>> Connection<Fut> {
         stream: TcpStream,
         peer: SocketAddr,
         disk: Arc<Disk>,
+        fixed: Option<Arc<FixedClasses>>,
         execute: fn(Arc<Disk>, Job) -> Fut,
     ) -> Self {
-        let pool = BufPool::new(disk.export.buffer_alignment());
+        let pool = BufPool::new(disk.export.buffer_alignment(), fixed);
         Connection {
             stream,
             peer,
@@ -230,6 +233,13 @@ impl<Fut: Future<Output = Done>> Connection<Fut> {
 
     fn finish(&mut self, done: Done) {
         self.in_flight_bytes -= done.charge;
+        let buf = done
+            .recycle
+            .as_ref()
+            .or(done.data.as_ref().map(|(buf, _, _)| buf));
+        if matches!(buf, Some(Buffer::Fixed(_))) {
+            self.summary.fixed += 1;
+        }
         if let Some(buf) = done.recycle {
             self.pool.give(buf);
         }
@@ -400,7 +410,7 @@ impl<Fut: Future<Output = Done>> Connection<Fut> {
         }
     }
 
-    fn dispatch(&mut self, request: Request, payload: Option<AlignedBuf>) {
+    fn dispatch(&mut self, request: Request, payload: Option<Buffer>) {
         self.summary.requests += 1;
         match request::plan(&request, &self.disk.export, payload, &mut self.pool) {
             Plan::Reply { error, recycle } => {

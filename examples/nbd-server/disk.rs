@@ -4,9 +4,12 @@
 //!
 //! [`Export`] is what every connection shares: the image's fd, size and
 //! mode, and the locks that keep read-modify-writes of a block apart.
-//! [`Disk`] is the export seen from one context: a [`File`] over a dup of the
-//! fd, whose ops go to that context's ring, so a connection served on the
-//! context's home thread submits them locally.
+//! [`Disk`] is the export seen from one pool member: a [`File`] over a dup of
+//! the fd (or, with [`ImageFiles::Registered`], an open of its own in the
+//! member's file table), whose ops go to that member's ring, so a connection
+//! served on the member's home thread submits them locally. A request whose
+//! buffer is a registered one is read or written with `READ_FIXED` /
+//! `WRITE_FIXED` (see `bufpool.rs`), any other the plain way.
 //!
 //! # O_DIRECT and unaligned requests
 //!
@@ -33,6 +36,7 @@ use aioctx::buf::{AlignedBuf, IoBuf};
 use aioctx::fs::File;
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::bufpool::Buffer;
 use crate::proto;
 
 /// Writes of zeroes the filesystem cannot do itself go out in chunks this big.
@@ -148,13 +152,38 @@ impl Export {
     }
 
     /// The export as seen from `ctx`: a file whose ops go to its ring.
-    pub fn disk_on(self: &Arc<Self>, ctx: &Context) -> io::Result<Disk> {
-        let fd = self.fd.try_clone()?;
+    /// With [`ImageFiles::Registered`] it is a file of its own (the image
+    /// reopened through `/proc/self/fd`, so the same inode) in the ring's
+    /// file table; otherwise a dup of the export's fd.
+    pub async fn disk_on(self: &Arc<Self>, ctx: &Context, files: ImageFiles) -> io::Result<Disk> {
+        let file = match files {
+            ImageFiles::Shared => File::from_fd(ctx, self.fd.try_clone()?),
+            ImageFiles::Registered => {
+                let path = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+                aioctx::fs::OpenOptions::new()
+                    .read(true)
+                    .write(!self.read_only)
+                    .direct(self.align > 1)
+                    .register(true)
+                    .open(ctx, path)
+                    .await?
+            }
+        };
         Ok(Disk {
-            file: File::from_fd(ctx, fd),
+            file,
             export: self.clone(),
         })
     }
+}
+
+/// How each pool member reaches the image (`--image-files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFiles {
+    /// A dup of one fd: one open file shared by every member.
+    Shared,
+    /// One open file per member, registered with its ring
+    /// (`IOSQE_FIXED_FILE`: no fd lookup per op).
+    Registered,
 }
 
 /// The export on one context.
@@ -165,21 +194,41 @@ pub struct Disk {
 }
 
 impl Disk {
+    /// Whether the file is in the ring's file table.
+    pub fn is_registered(&self) -> bool {
+        self.file.is_registered()
+    }
+
     /// Reads `len` bytes at `offset` into `buf` (capacity from
     /// [`Export::layout`]); on success the data is at `head..head + len`.
-    pub async fn read(
-        &self,
-        offset: u64,
-        len: usize,
-        buf: AlignedBuf,
-    ) -> (io::Result<()>, AlignedBuf) {
+    pub async fn read(&self, offset: u64, len: usize, buf: Buffer) -> (io::Result<()>, Buffer) {
         let (head, covering) = self.export.layout(offset, len);
-        let (result, slice) = self
-            .file
-            .read_exact_at(buf.slice(0..covering), offset - head as u64)
-            .await;
-        let mut buf = slice.into_inner();
-        buf.set_len(covering);
+        let start = offset - head as u64;
+        let (mut filled, mut buf) = match buf {
+            // A fixed read fills its whole buffer: only a buffer of exactly
+            // the covering size is read this way.
+            Buffer::Fixed(fixed) if fixed.capacity() == covering => {
+                let (result, fixed) = self.file.read_fixed_at(fixed, start).await;
+                match result {
+                    Ok(n) => (n.min(covering), Buffer::Fixed(fixed)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => (0, Buffer::Fixed(fixed)),
+                    Err(e) => return (Err(e), Buffer::Fixed(fixed)),
+                }
+            }
+            buf => (0, buf),
+        };
+        let mut result = Ok(());
+        if filled < covering {
+            // The plain path, or the rest of a short fixed read.
+            let (done, slice) = self
+                .file
+                .read_exact_at(buf.slice(filled..covering), start + filled as u64)
+                .await;
+            buf = slice.into_inner();
+            result = done;
+            filled = covering;
+        }
+        buf.set_len(filled);
         (result, buf)
     }
 
@@ -190,23 +239,22 @@ impl Disk {
         &self,
         offset: u64,
         len: usize,
-        mut buf: AlignedBuf,
+        mut buf: Buffer,
         fua: bool,
-    ) -> (io::Result<()>, AlignedBuf) {
+    ) -> (io::Result<()>, Buffer) {
         let (head, covering) = self.export.layout(offset, len);
         let start = offset - head as u64;
         buf.set_len(covering);
         let result = if head == 0 && covering == len {
-            let (result, slice) = self.file.write_all_at(buf.slice(0..covering), start).await;
-            buf = slice.into_inner();
+            let (result, returned) = self.write_covering(buf, start).await;
+            buf = returned;
             result
         } else {
             let _edges = self.export.edges.lock(&self.export, start, covering).await;
             match self.fill_edges(&mut buf, start, head, len).await {
                 Ok(()) => {
-                    let (result, slice) =
-                        self.file.write_all_at(buf.slice(0..covering), start).await;
-                    buf = slice.into_inner();
+                    let (result, returned) = self.write_covering(buf, start).await;
+                    buf = returned;
                     result
                 }
                 Err(e) => Err(e),
@@ -218,11 +266,38 @@ impl Disk {
         }
     }
 
+    /// Writes all of `buf` (its length) at `start`: one fixed write for a
+    /// registered buffer (the rest, after a short one, the plain way).
+    async fn write_covering(&self, buf: Buffer, start: u64) -> (io::Result<()>, Buffer) {
+        let total = buf.len();
+        let (written, buf) = match buf {
+            Buffer::Fixed(fixed) => {
+                let (result, fixed) = self.file.write_fixed_at(fixed, start).await;
+                match result {
+                    Ok(n) => (n.min(total), Buffer::Fixed(fixed)),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => (0, Buffer::Fixed(fixed)),
+                    Err(e) => return (Err(e), Buffer::Fixed(fixed)),
+                }
+            }
+            buf => (0, buf),
+        };
+        if written == total {
+            return (Ok(()), buf);
+        }
+        let (result, slice) = self
+            .file
+            .write_all_at(buf.slice(written..total), start + written as u64)
+            .await;
+        let mut buf = slice.into_inner();
+        buf.set_len(total);
+        (result, buf)
+    }
+
     /// Read-modify-write: copies the bytes of the first and last block of
     /// `buf` that lie outside the payload from the disk.
     async fn fill_edges(
         &self,
-        buf: &mut AlignedBuf,
+        buf: &mut Buffer,
         start: u64,
         head: usize,
         len: usize,
@@ -337,7 +412,10 @@ impl Disk {
     /// in chunks through [`write`](Self::write).
     async fn write_zero_bytes(&self, offset: u64, len: u64) -> io::Result<()> {
         let chunk_cap = ZERO_CHUNK + 2 * self.export.align;
-        let mut buf = AlignedBuf::with_alignment(chunk_cap, self.export.buffer_alignment());
+        let mut buf = Buffer::Plain(AlignedBuf::with_alignment(
+            chunk_cap,
+            self.export.buffer_alignment(),
+        ));
         let mut done = 0u64;
         while done < len {
             let at = offset + done;

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! This file is the story and the lifecycle: parse the options, open the
-//! image, start the contexts, listen, serve until SIGINT or SIGTERM, then
+//! image, start a pool of contexts (one per CPU by default) and prepare
+//! each member, listen, serve until SIGINT or SIGTERM, then
 //! stop accepting, let every connection finish what it received, flush the
 //! image, and exit 0. Startup errors are one sentence and exit code 1.
 //!
@@ -17,17 +18,19 @@
 //! | `options.rs` | the command line |
 //! | `proto.rs` | the NBD wire format |
 //! | `handshake.rs` | option haggling |
-//! | `server.rs` | listening, accepting, which context serves a connection, shutdown |
+//! | `server.rs` | listening, accepting, which member serves a connection, shutdown |
+//! | `member.rs` | one pool member: its context, disk, registered buffers, connections |
 //! | `connection.rs` | the transmission phase: receive, run, reply |
 //! | `outbox.rs` | replies waiting for the socket, sent by `writev` |
 //! | `request.rs` | checking one request and running it |
 //! | `disk.rs` | the export and its I/O (O_DIRECT alignment, read-modify-write) |
-//! | `bufpool.rs` | reusable request buffers |
+//! | `bufpool.rs` | request buffers: registered per member, plain per connection |
 
 mod bufpool;
 mod connection;
 mod disk;
 mod handshake;
+mod member;
 mod options;
 mod outbox;
 mod proto;
@@ -40,12 +43,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aioctx::Context;
+use aioctx::{Context, Pool};
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::disk::Export;
+use crate::member::Member;
 use crate::options::Options;
 
 fn main() -> ExitCode {
@@ -73,26 +77,29 @@ fn run(options: &Options) -> Result<(), String> {
         options.read_only,
         &options.name,
     )?);
-    let contexts = (0..options.contexts)
-        .map(|i| {
+    let pool = Pool::builder()
+        .contexts(options.members())
+        .context_builder(
             Context::builder()
                 .backend(options.backend.backend())
-                .thread_name(format!("nbd-ctx-{i}"))
-                .build()
-                .map_err(|e| format!("cannot start an aioctx context: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let disks = contexts
-        .iter()
-        .map(|ctx| export.disk_on(ctx).map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot share the image with a context: {e}"))?;
+                .thread_name("nbd-ctx"),
+        )
+        .pin_to_cpus(options.pin_cpus)
+        .build()
+        .map_err(|e| format!("cannot start the pool of aioctx contexts: {e}"))?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the accept loop's runtime: {e}"))?;
     let outcome = runtime.block_on(async {
+        let setup = options.setup();
+        let mut members = Vec::with_capacity(pool.contexts().len());
+        for (index, context) in pool.contexts().iter().enumerate() {
+            members.push(Arc::new(
+                Member::start(index, context, &export, setup).await?,
+            ));
+        }
         let addr = SocketAddr::new(options.bind, options.port);
         let listener = server::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -102,8 +109,10 @@ fn run(options: &Options) -> Result<(), String> {
             size = export.size,
             mode = if options.direct { "O_DIRECT" } else { "page cache" },
             read_only = options.read_only,
-            contexts = contexts.len(),
-            backend = contexts[0].backend(),
+            contexts = members.len(),
+            backend = pool.contexts()[0].backend(),
+            registered_buffers = members.iter().all(|m| m.buffers.as_ref().is_some_and(|b| b.is_registered())),
+            registered_files = members.iter().all(|m| m.disk.is_registered()),
             "serving on nbd://{local}"
         );
         // The one line on stdout, for scripts and tests that asked for port 0.
@@ -114,9 +123,10 @@ fn run(options: &Options) -> Result<(), String> {
             handshake_timeout: Duration::from_secs(options.handshake_timeout),
         };
         let grace = Duration::from_secs(options.shutdown_timeout);
-        let stuck = server::run(listener, &contexts, &disks, limits, grace, stop).await;
+        let stuck = server::run(listener, &members, limits, grace, stop).await;
         if !options.read_only {
-            disks[0]
+            members[0]
+                .disk
                 .flush()
                 .await
                 .map_err(|e| format!("final flush of the image failed: {e}"))?;
@@ -126,11 +136,17 @@ fn run(options: &Options) -> Result<(), String> {
                 "{stuck} connections still had requests running after {grace:?}; exiting anyway"
             ));
         }
-        tracing::info!("shut down cleanly");
+        let rings = pool.total_metrics();
+        tracing::info!(
+            ops = rings.ops_local + rings.ops_foreign,
+            enters = rings.submits,
+            turns = rings.turns,
+            "shut down cleanly"
+        );
         Ok(())
     });
-    drop(disks);
-    drop(contexts);
+    drop(runtime);
+    drop(pool);
     outcome
 }
 

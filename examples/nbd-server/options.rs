@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::disk::ImageFiles;
+use crate::member::Setup;
+
 /// Serves a raw image file or block device over NBD, its disk I/O on
 /// aioctx contexts.
 ///
@@ -38,10 +41,27 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub name: String,
 
-    /// Number of aioctx contexts (home threads, one ring each); connections
-    /// are spread over them, each served wholly on one.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub contexts: u16,
+    /// Members of the pool of aioctx contexts (home threads, one ring
+    /// each) [default: one per CPU]. Each connection is served wholly on
+    /// one member: the one with the fewest connections.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub contexts: Option<u16>,
+
+    /// Pin member i's home thread to the i-th CPU this process may use.
+    #[arg(long)]
+    pub pin_cpus: bool,
+
+    /// Request buffers: registered with each member's ring (fixed reads and
+    /// writes for requests of 4 KiB to 128 KiB in whole powers of two), or
+    /// plain allocations for every request.
+    #[arg(long, value_enum, default_value_t = BufferChoice::Registered)]
+    pub buffers: BufferChoice,
+
+    /// How each member reaches the image: a dup of one fd shared by all
+    /// (`shared`), or an open file of its own registered with its ring
+    /// (`registered`).
+    #[arg(long, value_enum, default_value_t = FilesChoice::Shared)]
+    pub image_files: FilesChoice,
 
     /// What runs the disk ops: io_uring, the thread-pool fallback, or
     /// whichever works here (auto).
@@ -71,6 +91,41 @@ impl BackendChoice {
             BackendChoice::Auto => aioctx::Backend::Auto,
             BackendChoice::Uring => aioctx::Backend::Uring,
             BackendChoice::Fallback => aioctx::Backend::Fallback,
+        }
+    }
+}
+
+/// `--buffers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BufferChoice {
+    Registered,
+    Plain,
+}
+
+/// `--image-files`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FilesChoice {
+    Shared,
+    Registered,
+}
+
+impl Options {
+    /// Pool members: `--contexts`, else one per CPU.
+    pub fn members(&self) -> usize {
+        match self.contexts {
+            Some(members) => usize::from(members),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
+
+    /// How the members reach the image and hold buffers.
+    pub fn setup(&self) -> Setup {
+        Setup {
+            files: match self.image_files {
+                FilesChoice::Shared => ImageFiles::Shared,
+                FilesChoice::Registered => ImageFiles::Registered,
+            },
+            registered_buffers: self.buffers == BufferChoice::Registered,
         }
     }
 }

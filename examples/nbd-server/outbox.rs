@@ -7,10 +7,9 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
-use aioctx::buf::AlignedBuf;
 use tokio::net::TcpStream;
 
-use crate::bufpool::BufPool;
+use crate::bufpool::{BufPool, Buffer};
 use crate::proto;
 
 /// Replies gathered into one `writev`.
@@ -29,7 +28,7 @@ pub struct Outbox {
 struct Reply {
     header: [u8; proto::SIMPLE_REPLY_LEN],
     /// Read data: the buffer and the range of it to send.
-    data: Option<(AlignedBuf, usize, usize)>,
+    data: Option<(Buffer, usize, usize)>,
 }
 
 impl Reply {
@@ -46,7 +45,7 @@ impl Outbox {
     pub fn push(
         &mut self,
         header: [u8; proto::SIMPLE_REPLY_LEN],
-        data: Option<(AlignedBuf, usize, usize)>,
+        data: Option<(Buffer, usize, usize)>,
     ) {
         let reply = Reply { header, data };
         self.bytes += reply.len();

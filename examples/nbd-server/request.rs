@@ -11,9 +11,7 @@
 use std::io;
 use std::sync::Arc;
 
-use aioctx::buf::AlignedBuf;
-
-use crate::bufpool::BufPool;
+use crate::bufpool::{BufPool, Buffer};
 use crate::disk::{Disk, Export};
 use crate::proto::{self, Request};
 
@@ -22,10 +20,7 @@ use crate::proto::{self, Request};
 pub enum Plan {
     /// Reply now with this error (0: success, no data); `recycle` is a
     /// payload buffer the request no longer needs.
-    Reply {
-        error: u32,
-        recycle: Option<AlignedBuf>,
-    },
+    Reply { error: u32, recycle: Option<Buffer> },
     /// Run this on the disk.
     Job(Job),
     /// `NBD_CMD_DISC`: finish what is in flight, then close.
@@ -46,10 +41,10 @@ pub struct Job {
 #[derive(Debug)]
 pub enum JobKind {
     Read {
-        buf: AlignedBuf,
+        buf: Buffer,
     },
     Write {
-        buf: AlignedBuf,
+        buf: Buffer,
         fua: bool,
     },
     Flush,
@@ -69,9 +64,9 @@ pub struct Done {
     pub cookie: u64,
     pub error: u32,
     /// Read data: the buffer and the range of it to send.
-    pub data: Option<(AlignedBuf, usize, usize)>,
+    pub data: Option<(Buffer, usize, usize)>,
     /// A buffer whose reply carries no data.
-    pub recycle: Option<AlignedBuf>,
+    pub recycle: Option<Buffer>,
     pub charge: usize,
     /// The disk's own error, for the log (not a request the export refused).
     pub io_error: Option<io::Error>,
@@ -82,10 +77,10 @@ pub struct Done {
 pub fn plan(
     request: &Request,
     export: &Export,
-    payload: Option<AlignedBuf>,
+    payload: Option<Buffer>,
     pool: &mut BufPool,
 ) -> Plan {
-    let refuse = |error: u32, recycle: Option<AlignedBuf>| Plan::Reply { error, recycle };
+    let refuse = |error: u32, recycle: Option<Buffer>| Plan::Reply { error, recycle };
     let allowed = match request.kind {
         proto::CMD_READ | proto::CMD_WRITE | proto::CMD_FLUSH | proto::CMD_TRIM => {
             proto::CMD_FLAG_FUA

@@ -1,10 +1,10 @@
 //! The listener and the life of each connection: bind (with
-//! `SO_REUSEADDR` and a deep backlog), accept, hand the socket to a
-//! context, and there run the handshake and the transmission phase; and the
+//! `SO_REUSEADDR` and a deep backlog), accept, hand the socket to a pool
+//! member, and there run the handshake and the transmission phase; and the
 //! shutdown that stops accepting and waits for every connection to finish.
 //!
 //! The accept loop only accepts: each socket leaves it at once for the
-//! home thread of the context [`context_for_connection`] picks, where its
+//! home thread of the member [`context_for_connection`] picks, where its
 //! handshake, requests and disk ops all run.
 
 use std::io;
@@ -13,13 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aioctx::Context;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::connection::{Closing, Connection};
-use crate::disk::Disk;
+use crate::connection::{Closing, Connection, Summary};
 use crate::handshake::{self, Outcome};
+use crate::member::Member;
 use crate::request;
 
 /// Pending connections the kernel queues for us.
@@ -41,11 +40,22 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Which context serves connection number `connection` (counted from 0):
-/// round robin. The one place that decides, so a pool of contexts can take
-/// it over.
-pub fn context_for_connection(contexts: &[Context], connection: u64) -> usize {
-    (connection % contexts.len() as u64) as usize
+/// Which pool member serves connection number `connection` (counted from
+/// 0), given how many connections each serves now (`live`): the one with
+/// the fewest, ties going round robin. A connection stays on its member
+/// for its whole life, so placing by what is open now keeps long-lived
+/// connections spread even after others have come and gone.
+///
+/// # Panics
+///
+/// If `live` is empty.
+pub fn context_for_connection(live: &[usize], connection: u64) -> usize {
+    let members = live.len();
+    let first = (connection % members as u64) as usize;
+    (0..members)
+        .map(|i| (first + i) % members)
+        .min_by_key(|&i| live[i])
+        .expect("a pool has at least one member")
 }
 
 /// How each connection is run.
@@ -59,8 +69,7 @@ pub struct Limits {
 /// Returns how many were still running when the wait gave up.
 pub async fn run(
     listener: TcpListener,
-    contexts: &[Context],
-    disks: &[Arc<Disk>],
+    members: &[Arc<Member>],
     limits: Limits,
     grace: Duration,
     stop: impl std::future::Future<Output = ()>,
@@ -70,7 +79,7 @@ pub async fn run(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     // Connections still running, for the log and the exit status (a count
     // read for reporting only, so Relaxed is enough).
-    let live = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
     let mut accepted = 0u64;
     tokio::pin!(stop);
     loop {
@@ -88,7 +97,8 @@ pub async fn run(
                 continue;
             }
         };
-        let index = context_for_connection(contexts, accepted);
+        let live: Vec<usize> = members.iter().map(|member| member.live()).collect();
+        let member = members[context_for_connection(&live, accepted)].clone();
         accepted += 1;
         let stream = match stream.into_std() {
             Ok(stream) => stream,
@@ -97,40 +107,43 @@ pub async fn run(
                 continue;
             }
         };
-        let disk = disks[index].clone();
         let shutdown = shutdown_rx.clone();
-        let alive = Alive::new(&live, &alive_tx);
-        drop(contexts[index].spawn(async move {
+        let alive = Alive::new(&running, &alive_tx, &member);
+        let context = member.context.clone();
+        drop(context.spawn(async move {
             let _alive = alive;
-            serve_client(stream, peer, index, disk, limits, shutdown).await;
+            serve_client(stream, peer, &member, limits, shutdown).await;
         }));
     }
     drop(listener);
-    let running = live.load(Ordering::Relaxed);
     tracing::info!(
-        running,
+        running = running.load(Ordering::Relaxed),
         "shutting down: no longer accepting, finishing in-flight requests"
     );
     let _ = shutdown_tx.send(true);
     drop(alive_tx);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
-        return live.load(Ordering::Relaxed);
+        return running.load(Ordering::Relaxed);
     }
     0
 }
 
-/// A running connection's mark: counted while it lives, and released
-/// however its task ends (done, panicked, or dropped with its context).
+/// A running connection's mark: counted (in all and on its member) while
+/// it lives, and released however its task ends (done, panicked, or
+/// dropped with its context).
 struct Alive {
-    live: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    member: Arc<Member>,
     _sender: mpsc::Sender<()>,
 }
 
 impl Alive {
-    fn new(live: &Arc<AtomicUsize>, sender: &mpsc::Sender<()>) -> Alive {
-        live.fetch_add(1, Ordering::Relaxed);
+    fn new(running: &Arc<AtomicUsize>, sender: &mpsc::Sender<()>, member: &Arc<Member>) -> Alive {
+        running.fetch_add(1, Ordering::Relaxed);
+        member.join();
         Alive {
-            live: live.clone(),
+            running: running.clone(),
+            member: member.clone(),
             _sender: sender.clone(),
         }
     }
@@ -138,16 +151,16 @@ impl Alive {
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.member.leave();
+        self.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// One connection, on its context's home thread: handshake, then requests.
+/// One connection, on its member's home thread: handshake, then requests.
 async fn serve_client(
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    context: usize,
-    disk: Arc<Disk>,
+    member: &Member,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -159,7 +172,8 @@ async fn serve_client(
         }
     };
     let _ = stream.set_nodelay(true);
-    tracing::info!(%peer, context, "connection opened");
+    tracing::info!(%peer, context = member.index, "connection opened");
+    let disk = member.disk.clone();
 
     let outcome = tokio::select! {
         outcome = tokio::time::timeout(limits.handshake_timeout, handshake::negotiate(&mut stream, &disk.export)) => outcome,
@@ -189,7 +203,7 @@ async fn serve_client(
     }
     tracing::debug!(%peer, size = disk.export.size, "transmission begins");
 
-    let summary = Connection::new(stream, peer, disk, request::execute)
+    let summary = Connection::new(stream, peer, disk, member.buffers.clone(), request::execute)
         .serve(shutdown)
         .await;
     let why = match &summary.closing {
@@ -204,9 +218,16 @@ async fn serve_client(
         summary.closing,
         Some(Closing::Violation(_)) | Some(Closing::Error(_))
     ) || summary.write_error.is_some();
+    let Summary {
+        requests,
+        refused,
+        fixed,
+        io_errors,
+        ..
+    } = summary;
     if broken {
-        tracing::warn!(%peer, why, requests = summary.requests, refused = summary.refused, io_errors = summary.io_errors, "connection closed");
+        tracing::warn!(%peer, why, requests, refused, fixed, io_errors, "connection closed");
     } else {
-        tracing::info!(%peer, why, requests = summary.requests, refused = summary.refused, io_errors = summary.io_errors, "connection closed");
+        tracing::info!(%peer, why, requests, refused, fixed, io_errors, "connection closed");
     }
 }

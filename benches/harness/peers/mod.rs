@@ -5,6 +5,8 @@
 pub mod blocking_pread;
 pub mod eventfd;
 pub mod fio;
+pub mod nbd_clients;
+pub mod nbd_servers;
 pub mod raw_uring;
 pub mod tokio_channel;
 pub mod tokio_fs;
