@@ -149,11 +149,48 @@ fn compare_quick_prints_every_json_field() {
         was_measured("cached", "spawn_blocking"),
         "spawn_blocking needs nothing and must run"
     );
+    // Every single-thread row reports its CPU time per op, the number the per-op budget and
+    // the registered buffers are judged by.
+    for row in &rows {
+        let single_thread = ["nop", "cached", "randread"].contains(&row.benchmark.as_str());
+        if single_thread && row.status == Status::Measured && row.implementation != "fio" {
+            assert!(
+                row.counter("cpu_s_per_mop").is_some_and(|cpu| cpu > 0.0),
+                "no CPU time per op: {row:?}"
+            );
+        }
+    }
     if io_uring_available() {
         assert!(
             was_measured("nop", "io-uring"),
             "io_uring is available, so the raw NOP row must run"
         );
+        // The ring features each have their row; only SQPOLL may be refused by a kernel.
+        for (benchmark, implementation) in [
+            ("cached", "aioctx-registered"),
+            ("randread", "aioctx-fixed"),
+            ("nop", "aioctx-sqpoll"),
+        ] {
+            let skipped_setup = rows
+                .iter()
+                .any(|row| row.benchmark == benchmark && row.implementation == "(setup)");
+            assert!(
+                skipped_setup
+                    || was_measured(benchmark, implementation)
+                    || implementation.ends_with("sqpoll"),
+                "no measured {benchmark} {implementation} row"
+            );
+        }
+        let fixed = rows
+            .iter()
+            .filter(|row| row.implementation == "aioctx-fixed" && row.status == Status::Measured);
+        for row in fixed {
+            assert_eq!(
+                row.counter("fixed_share"),
+                Some(1.0),
+                "reads went unregistered: {row:?}"
+            );
+        }
     } else {
         eprintln!("skipping io_uring row checks: io_uring is unavailable here");
     }

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 
 use aioctx::buf::AlignedBuf;
 use aioctx::fs::{File, OpenOptions};
-use aioctx::{Context, Metrics, Pool};
+use aioctx::{Context, FixedBuf, FixedBufPool, Metrics, Pool};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::affinity;
 use super::group::{RunError, RunResult, total_measurement, uring_setup_error};
-use super::measure::{Latencies, Measurement, Phase, Sampler, Span, Window, process_cpu_time};
+use super::measure::{Latencies, Phase, Sampler, Span, Window, process_cpu_time};
 use super::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Ring entries of every benchmark context: room for the deepest queue (128) and more.
@@ -45,6 +45,40 @@ fn builder() -> aioctx::Builder {
 /// A fresh context for one run; a machine without io_uring skips the row.
 fn context() -> Result<Context, RunError> {
     builder().build().map_err(uring_setup_error)
+}
+
+/// How long an idle SQPOLL thread polls before it sleeps.
+const SQPOLL_IDLE: Duration = Duration::from_millis(10);
+
+/// Which of the crate's ring features a single-context row turns on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// The defaults: an unregistered file, plain buffers, no SQPOLL.
+    Plain,
+    /// `Builder::sqpoll`: a kernel thread polls the SQ (the row says if the kernel refused).
+    Sqpoll,
+    /// `OpenOptions::register`: the file's reads carry `IOSQE_FIXED_FILE`.
+    RegisteredFile,
+    /// `Context::register_buffers`: reads with `File::read_fixed_at` into registered buffers.
+    FixedBuffers,
+}
+
+/// A fresh context for a `flavor` row; a kernel that refuses SQPOLL skips it.
+fn context_for(flavor: Flavor) -> Result<Context, RunError> {
+    if flavor != Flavor::Sqpoll {
+        return context();
+    }
+    let ctx = builder()
+        .sqpoll(SQPOLL_IDLE)
+        .build()
+        .map_err(uring_setup_error)?;
+    if ctx.ring_flags().sqpoll {
+        Ok(ctx)
+    } else {
+        Err(RunError::Skip(
+            "the kernel refused IORING_SETUP_SQPOLL".to_owned(),
+        ))
+    }
 }
 
 /// A fresh pool of `members` for one run; a machine without io_uring skips the row.
@@ -133,9 +167,9 @@ impl Counters {
 
 /// Runs the measured window from this (non-home) thread: warm-up, then `measure` with the
 /// context's counters read at both ends.
-fn measured_window(ctx: &Context, phase: &Phase, window: Window) -> (Duration, Counters) {
+fn measured_window(ctx: &Context, phase: &Phase, window: Window) -> (Span, Counters) {
     let (span, counters) = window_over(|| vec![ctx.metrics()], phase, window);
-    (span.elapsed, Counters::sum(&counters))
+    (span, Counters::sum(&counters))
 }
 
 /// Runs the measured window from this (non-home) thread: warm-up, then `measure`, timed in wall
@@ -189,44 +223,66 @@ pub fn wake_round_trip(window: Window) -> RunResult {
     Ok(latencies.into_measurement(round_trips, start.elapsed()))
 }
 
-/// `nop`: `tasks` tasks on the home thread, each awaiting `ctx.nop()` in a loop.
-pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
-    let ctx = context()?;
+/// `nop`: `tasks` tasks on the home thread, each awaiting `ctx.nop()` in a loop, one NOP in
+/// `latency_every` timed (0: none).
+pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, latency_every: u32) -> RunResult {
+    let ctx = context_for(flavor)?;
     let phase = Arc::new(Phase::new());
     let workers: Vec<_> = (0..tasks)
         .map(|_| {
             let task_ctx = ctx.clone();
             let phase = Arc::clone(&phase);
+            let mut sampler = Sampler::every(latency_every);
             ctx.spawn(async move {
+                let mut latencies = Latencies::default();
                 let mut ops = 0u64;
                 while !phase.is_stopped() {
+                    let started = sampler.start();
                     task_ctx.nop().await?;
                     if phase.is_measuring() {
                         ops += 1;
+                        latencies.record_sampled(started);
                     }
                 }
-                io::Result::Ok(ops)
+                io::Result::Ok((ops, latencies))
             })
         })
         .collect();
-    let (elapsed, counters) = measured_window(&ctx, &phase, window);
+    let (span, counters) = measured_window(&ctx, &phase, window);
+    let mut all = Latencies::default();
     let mut ops = 0;
     for worker in workers {
-        ops += worker.join().map_err(join_error)??;
+        let (worker_ops, latencies) = worker.join().map_err(join_error)??;
+        ops += worker_ops;
+        all.absorb(latencies);
     }
-    Ok(Measurement::throughput(ops, elapsed).with_extra(
-        "enters_per_op",
-        Counters::per_op(counters.submits, counters.ops),
-    ))
+    Ok(all
+        .into_measurement(ops, span.elapsed)
+        .with_cpu(span.cpu)
+        .with_extra(
+            "enters_per_op",
+            Counters::per_op(counters.submits, counters.ops),
+        ))
 }
 
 /// Opens `file` on `ctx` for `mode` (`OpenOptions::direct` for [`ReadMode::Direct`]).
 fn open(ctx: &Context, file: &TestFile, mode: ReadMode) -> io::Result<Arc<File>> {
+    open_registered(ctx, file, mode, false)
+}
+
+/// As [`open`], in the ring's file table if `register`.
+fn open_registered(
+    ctx: &Context,
+    file: &TestFile,
+    mode: ReadMode,
+    register: bool,
+) -> io::Result<Arc<File>> {
     let direct = mode == ReadMode::Direct;
     let opened = ctx.block_on(
         OpenOptions::new()
             .read(true)
             .direct(direct)
+            .register(register)
             .open(ctx, &file.path),
     )?;
     Ok(Arc::new(opened))
@@ -241,11 +297,55 @@ async fn read_block(file: &File, buffer: AlignedBuf, offset: u64) -> io::Result<
     }
 }
 
+/// Reads one block at `offset` into the registered `buffer` and hands the buffer back.
+async fn read_fixed_block(file: &File, buffer: FixedBuf, offset: u64) -> io::Result<FixedBuf> {
+    let (read, buffer) = file.read_fixed_at(buffer, offset).await;
+    match read? {
+        BLOCK_LEN => Ok(buffer),
+        short => Err(io::Error::other(format!("short read: {short} bytes"))),
+    }
+}
+
+/// The buffer one reader task reads into, by flavor.
+enum ReadBuf {
+    Plain(AlignedBuf),
+    Fixed(FixedBuf),
+}
+
+impl ReadBuf {
+    async fn read(self, file: &File, offset: u64) -> io::Result<ReadBuf> {
+        match self {
+            ReadBuf::Plain(buffer) => read_block(file, buffer, offset).await.map(ReadBuf::Plain),
+            ReadBuf::Fixed(buffer) => read_fixed_block(file, buffer, offset)
+                .await
+                .map(ReadBuf::Fixed),
+        }
+    }
+}
+
 /// `randread` / `cached`: `depth` tasks on the home thread, each reading random blocks with
-/// `File::read_at`. Records latency in [`ReadMode::Direct`].
-pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Window) -> RunResult {
-    let ctx = context()?;
-    let opened = open(&ctx, file, mode)?;
+/// `File::read_at` (or what `flavor` says). Records latency in [`ReadMode::Direct`]. Reports
+/// the process's CPU time per read and, for [`Flavor::FixedBuffers`], `fixed_share`: the share
+/// of reads whose buffer the kernel had registered.
+pub fn random_reads(
+    file: &TestFile,
+    mode: ReadMode,
+    depth: usize,
+    window: Window,
+    flavor: Flavor,
+) -> RunResult {
+    let ctx = context_for(flavor)?;
+    let opened = open_registered(&ctx, file, mode, flavor == Flavor::RegisteredFile)?;
+    if flavor == Flavor::RegisteredFile && !opened.is_registered() {
+        return Err(RunError::Skip(
+            "the ring has no file table to register the file in".to_owned(),
+        ));
+    }
+    let pool = match flavor {
+        Flavor::FixedBuffers => Some(ctx.block_on(ctx.register_buffers(depth, BLOCK_LEN))?),
+        _ => None,
+    };
+    let registered = pool.as_ref().is_some_and(FixedBufPool::is_registered);
     let phase = Arc::new(Phase::new());
     let record_latency = mode.records_latency();
     let workers: Vec<_> = (0..depth)
@@ -253,13 +353,16 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
             let opened = Arc::clone(&opened);
             let phase = Arc::clone(&phase);
             let mut offsets = BlockOffsets::new(file, task as u64);
+            let mut buffer = match &pool {
+                Some(pool) => ReadBuf::Fixed(pool.try_get().expect("one buffer per reader")),
+                None => ReadBuf::Plain(AlignedBuf::with_capacity(BLOCK_LEN)),
+            };
             ctx.spawn(async move {
-                let mut buffer = AlignedBuf::with_capacity(BLOCK_LEN);
                 let mut latencies = Latencies::default();
                 let mut ops = 0u64;
                 while !phase.is_stopped() {
                     let started = Instant::now();
-                    buffer = read_block(&opened, buffer, offsets.next_offset()).await?;
+                    buffer = buffer.read(&opened, offsets.next_offset()).await?;
                     if phase.is_measuring() {
                         ops += 1;
                         if record_latency {
@@ -271,7 +374,7 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
             })
         })
         .collect();
-    let (elapsed, counters) = measured_window(&ctx, &phase, window);
+    let (span, counters) = measured_window(&ctx, &phase, window);
     let mut all = Latencies::default();
     let mut ops = 0;
     for worker in workers {
@@ -279,10 +382,17 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
         ops += worker_ops;
         all.absorb(latencies);
     }
-    Ok(all.into_measurement(ops, elapsed).with_extra(
-        "enters_per_op",
-        Counters::per_op(counters.submits, counters.ops),
-    ))
+    let mut measurement = all
+        .into_measurement(ops, span.elapsed)
+        .with_cpu(span.cpu)
+        .with_extra(
+            "enters_per_op",
+            Counters::per_op(counters.submits, counters.ops),
+        );
+    if flavor == Flavor::FixedBuffers {
+        measurement = measurement.with_extra("fixed_share", if registered { 1.0 } else { 0.0 });
+    }
+    Ok(measurement)
 }
 
 /// `submitters`: `threads` foreign std threads, each keeping `total_depth / threads` O_DIRECT
@@ -297,7 +407,7 @@ pub fn foreign_submitters(
     let opened = open(&ctx, file, ReadMode::Direct)?;
     let phase = Phase::new();
     let per_thread = total_depth / threads;
-    let (elapsed, counters, results) = thread::scope(|scope| {
+    let (span, counters, results) = thread::scope(|scope| {
         let submitters: Vec<_> = (0..threads)
             .map(|index| {
                 let (ctx, opened, phase) = (&ctx, &opened, &phase);
@@ -332,12 +442,12 @@ pub fn foreign_submitters(
                 })
             })
             .collect();
-        let (elapsed, counters) = measured_window(&ctx, &phase, window);
+        let (span, counters) = measured_window(&ctx, &phase, window);
         let results: Vec<_> = submitters
             .into_iter()
             .map(|s| s.join().expect("submitter panicked"))
             .collect();
-        (elapsed, counters, results)
+        (span, counters, results)
     });
     let mut all = Latencies::default();
     let mut ops = 0;
@@ -347,7 +457,8 @@ pub fn foreign_submitters(
         all.absorb(latencies);
     }
     Ok(all
-        .into_measurement(ops, elapsed)
+        .into_measurement(ops, span.elapsed)
+        .with_cpu(span.cpu)
         .with_extra(
             "kicks_per_op",
             Counters::per_op(counters.kicks_sent, counters.ops_foreign),

@@ -2,7 +2,7 @@
 //! readers. No device wait, so this measures each implementation's per-op CPU cost. tokio-uring
 //! is the baseline (the closest peer); raw io-uring is the limit.
 
-use super::aioctx_rows;
+use super::aioctx_rows::{self, Flavor};
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::raw_uring::SubmitPolicy;
@@ -59,12 +59,22 @@ pub fn run(config: &Config) -> Vec<Row> {
         })
         .note("seek + read_exact, a handle per task"),
         Candidate::new("aioctx", move || {
-            aioctx_rows::random_reads(file, ReadMode::Cached, TASKS, window)
+            aioctx_rows::random_reads(file, ReadMode::Cached, TASKS, window, Flavor::Plain)
         })
         .note(format!(
             "File::read_at from 32 tasks on the context; {}",
             aioctx_rows::backend_note()
         )),
+        Candidate::new("aioctx-registered", move || {
+            aioctx_rows::random_reads(
+                file,
+                ReadMode::Cached,
+                TASKS,
+                window,
+                Flavor::RegisteredFile,
+            )
+        })
+        .note("as aioctx, the file opened with OpenOptions::register(true)"),
     ];
     run_group(config, &group, candidates)
 }

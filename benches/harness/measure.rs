@@ -245,14 +245,19 @@ impl Phase {
         self.0.load(Ordering::Relaxed) == STOPPED
     }
 
-    /// Runs the window inside a Tokio runtime (current-thread runtimes must not block).
-    pub async fn run_async(&self, warmup: Duration, measure: Duration) -> Duration {
-        tokio::time::sleep(warmup).await;
+    /// Runs the window inside a Tokio runtime (current-thread runtimes must not block):
+    /// warm-up, then the measured window, timed in wall and CPU time.
+    pub async fn run_async(&self, window: Window) -> Span {
+        tokio::time::sleep(window.warmup).await;
+        let cpu = process_cpu_time();
         self.start_measuring();
         let start = Instant::now();
-        tokio::time::sleep(measure).await;
+        tokio::time::sleep(window.measure).await;
         self.stop();
-        start.elapsed()
+        Span {
+            elapsed: start.elapsed(),
+            cpu: process_cpu_time() - cpu,
+        }
     }
 }
 

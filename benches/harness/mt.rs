@@ -102,23 +102,15 @@ fn run_mode(config: &Config, file: &TestFile, mode: ReadMode) -> Vec<Row> {
     if direct {
         candidates.push(
             Candidate::new("io-uring", move || {
-                raw_uring::random_reads_with_cpu(
-                    file,
-                    mode,
-                    TASKS,
-                    SubmitPolicy::PerReplacement,
-                    window,
-                )
+                raw_uring::random_reads(file, mode, TASKS, SubmitPolicy::PerReplacement, window)
             })
             .note(format!(
                 "QD{TASKS} on one thread, one enter per replacement"
             )),
         );
         candidates.push(match fio::version() {
-            Ok(version) => Candidate::new("fio", move || {
-                fio::random_reads_with_cpu(file, TASKS, window)
-            })
-            .note(format!("{version}, QD{TASKS}")),
+            Ok(version) => Candidate::new("fio", move || fio::random_reads(file, TASKS, window))
+                .note(format!("{version}, QD{TASKS}")),
             Err(reason) => Candidate::skipped("fio", reason),
         });
     }

@@ -3,7 +3,7 @@
 //! 32 tasks, and the cost of the task wake alone (what a Tokio task-per-op design cannot go
 //! below: the ring's cost per op comes on top of it).
 
-use super::aioctx_rows;
+use super::aioctx_rows::{self, Flavor};
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::{raw_uring, tokio_uring, tokio_wake};
@@ -15,32 +15,68 @@ pub const IN_FLIGHT: usize = 32;
 /// The parameter of the `nop` rows.
 pub const PARAMETER: &str = "32 in flight";
 
+/// The parameter of the `nop` rows with one op in flight: per-op latency, with and without
+/// SQPOLL.
+pub const PARAMETER_QD1: &str = "1 in flight";
+
+/// One NOP in this many is timed where the rows record latency.
+const LATENCY_EVERY: u32 = 64;
+
 /// Runs the `nop` rows.
 pub fn run(config: &Config) -> Vec<Row> {
+    let mut rows = run_in_flight(config, IN_FLIGHT, PARAMETER);
+    rows.extend(run_in_flight(config, 1, PARAMETER_QD1));
+    rows
+}
+
+/// The `nop` rows with `in_flight` ops in flight.
+fn run_in_flight(config: &Config, in_flight: usize, parameter: &str) -> Vec<Row> {
     let window = config.window;
     let group = Group {
         benchmark: "nop",
-        parameter: PARAMETER.to_owned(),
+        parameter: parameter.to_owned(),
         ratio_of: RatioOf::OpsPerSec,
         baselines: &["io-uring"],
     };
-    let candidates = vec![
+    let backend = aioctx_rows::backend_note();
+    let every = if in_flight == 1 { 1 } else { LATENCY_EVERY };
+    let mut candidates = vec![
         Candidate::new("io-uring", move || {
-            raw_uring::nop_batches(window, IN_FLIGHT)
+            raw_uring::nop_batches(window, in_flight)
         })
-        .note("batches of 32, one submit_and_wait(32) each"),
+        .note(format!(
+            "batches of {in_flight}, one submit_and_wait({in_flight}) each"
+        )),
         Candidate::new("tokio-uring", move || {
-            tokio_uring::nop_tasks(window, IN_FLIGHT)
+            tokio_uring::nop_tasks(window, in_flight)
         })
-        .note("32 local tasks awaiting tokio_uring::no_op()"),
-        Candidate::new("tokio-wake", move || {
-            tokio_wake::wake_tasks(window, IN_FLIGHT)
-        })
-        .note("no I/O: each op one self-wake of a Tokio task (the floor of task-per-op designs)"),
-        Candidate::new("aioctx", move || aioctx_rows::nop_tasks(window, IN_FLIGHT)).note(format!(
-            "32 tasks spawned on the context awaiting ctx.nop(); {}",
-            aioctx_rows::backend_note()
+        .note(format!(
+            "{in_flight} local task(s) awaiting tokio_uring::no_op()"
         )),
     ];
+    if in_flight > 1 {
+        candidates.push(
+            Candidate::new("tokio-wake", move || {
+                tokio_wake::wake_tasks(window, in_flight)
+            })
+            .note(
+                "no I/O: each op one self-wake of a Tokio task (the floor of task-per-op designs)",
+            ),
+        );
+    }
+    candidates.push(
+        Candidate::new("aioctx", move || {
+            aioctx_rows::nop_tasks(window, in_flight, Flavor::Plain, every)
+        })
+        .note(format!(
+            "{in_flight} task(s) spawned on the context awaiting ctx.nop(); {backend}"
+        )),
+    );
+    candidates.push(
+        Candidate::new("aioctx-sqpoll", move || {
+            aioctx_rows::nop_tasks(window, in_flight, Flavor::Sqpoll, every)
+        })
+        .note("as aioctx, with Builder::sqpoll(10 ms): the kernel poller's CPU time counts"),
+    );
     run_group(config, &group, candidates)
 }

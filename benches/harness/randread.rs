@@ -3,7 +3,7 @@
 //! baseline when installed (else raw io-uring). Raw io-uring runs both submit policies, because
 //! on this machine's virtio disk one enter per replacement beats batching replacements by ~15%.
 
-use super::aioctx_rows;
+use super::aioctx_rows::{self, Flavor};
 use super::config::Config;
 use super::group::{Candidate, Group, run_group};
 use super::peers::raw_uring::SubmitPolicy;
@@ -95,14 +95,24 @@ pub fn run(config: &Config) -> Vec<Row> {
             })
             .note("custom_flags(O_DIRECT), page-aligned buffer"),
         );
+        let aioctx = |flavor| {
+            move || aioctx_rows::random_reads(file, ReadMode::Direct, depth, window, flavor)
+        };
         candidates.push(
-            Candidate::new("aioctx", move || {
-                aioctx_rows::random_reads(file, ReadMode::Direct, depth, window)
-            })
-            .note(format!(
+            Candidate::new("aioctx", aioctx(Flavor::Plain)).note(format!(
                 "File::read_at into AlignedBuf from tasks on the context; {backend}"
             )),
         );
+        candidates.push(
+            Candidate::new("aioctx-fixed", aioctx(Flavor::FixedBuffers))
+                .note("File::read_fixed_at into buffers from Context::register_buffers"),
+        );
+        if depth == 1 {
+            candidates.push(
+                Candidate::new("aioctx-sqpoll", aioctx(Flavor::Sqpoll))
+                    .note("as aioctx, with Builder::sqpoll(10 ms)"),
+            );
+        }
         rows.extend(run_group(config, &group, candidates));
     }
     rows

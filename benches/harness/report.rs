@@ -28,6 +28,9 @@ pub enum RatioOf {
     OpsPerSec,
     /// Latency: lower is better, ratio = p50 ÷ baseline p50.
     P50,
+    /// CPU time per op (`cpu_s_per_mop`, the process's user + system time, all threads): lower
+    /// is better.
+    CpuSPerMop,
 }
 
 impl RatioOf {
@@ -36,6 +39,7 @@ impl RatioOf {
         match self {
             RatioOf::OpsPerSec => "ops_per_sec",
             RatioOf::P50 => "p50",
+            RatioOf::CpuSPerMop => "cpu_s_per_mop",
         }
     }
 
@@ -44,6 +48,7 @@ impl RatioOf {
         match self {
             RatioOf::OpsPerSec => row.ops_per_sec,
             RatioOf::P50 => row.p50_us,
+            RatioOf::CpuSPerMop => row.counter("cpu_s_per_mop"),
         }
     }
 }

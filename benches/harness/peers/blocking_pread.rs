@@ -31,8 +31,10 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
                 tokio::spawn(worker.run())
             })
             .collect();
-        let elapsed = phase.run_async(window.warmup, window.measure).await;
-        total_measurement(workers, elapsed).await
+        let span = phase.run_async(window).await;
+        Ok(total_measurement(workers, span.elapsed)
+            .await?
+            .with_cpu(span.cpu))
     })
 }
 

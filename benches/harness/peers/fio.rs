@@ -30,14 +30,9 @@ pub fn version() -> Result<String, String> {
 }
 
 /// fio's random-read IOPS and latency percentiles at `depth`, over `window` (its warm-up is fio's
-/// `ramp_time`).
+/// `ramp_time`), with fio's own CPU time over its measured runtime (`usr_cpu` + `sys_cpu`,
+/// percentages of `job_runtime`) as `cpu_s_per_mop`.
 pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult {
-    Ok(run(file, depth, window)?.0)
-}
-
-/// As [`random_reads`], with fio's own CPU time over its measured runtime (`usr_cpu` +
-/// `sys_cpu`, percentages of `job_runtime`) as `cpu_s_per_mop` (`mt`).
-pub fn random_reads_with_cpu(file: &TestFile, depth: usize, window: Window) -> RunResult {
     let (measurement, cpu) = run(file, depth, window)?;
     Ok(measurement.with_cpu(cpu))
 }

@@ -65,9 +65,11 @@ pub fn nop_batches(window: Window, batch: usize) -> RunResult {
         }
     };
     run_until(Instant::now() + window.warmup)?;
+    let cpu = process_cpu_time();
     let start = Instant::now();
     let ops = run_until(start + window.measure)?;
-    Ok(Measurement::throughput(ops, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::throughput(ops, elapsed).with_cpu(process_cpu_time() - cpu))
 }
 
 /// The reads in flight: one buffer and one push time per slot (`user_data` is the slot index).
@@ -110,19 +112,8 @@ impl ReadSlots {
 }
 
 /// Random 4 KiB reads of `file` with `depth` in flight, replacements submitted per `policy`.
-/// Records per-op latency (push to reap) in [`ReadMode::Direct`].
+/// Records per-op latency (push to reap) in [`ReadMode::Direct`], and the process's CPU time.
 pub fn random_reads(
-    file: &TestFile,
-    mode: ReadMode,
-    depth: usize,
-    policy: SubmitPolicy,
-    window: Window,
-) -> RunResult {
-    Ok(reads(file, mode, depth, policy, window)?.0)
-}
-
-/// As [`random_reads`], with the process's CPU time over the measured window (`mt`).
-pub fn random_reads_with_cpu(
     file: &TestFile,
     mode: ReadMode,
     depth: usize,

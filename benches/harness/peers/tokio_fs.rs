@@ -43,9 +43,9 @@ pub fn random_reads(file: &TestFile, depth: usize, window: Window) -> RunResult 
                 })
             })
             .collect();
-        let elapsed = phase.run_async(window.warmup, window.measure).await;
+        let span = phase.run_async(window).await;
         let ops = total_ops(workers).await?;
-        Ok(Measurement::throughput(ops, elapsed))
+        Ok(Measurement::throughput(ops, span.elapsed).with_cpu(span.cpu))
     })
 }
 

@@ -42,9 +42,9 @@ pub fn nop_tasks(window: Window, tasks: usize) -> RunResult {
                 })
             })
             .collect();
-        let elapsed = phase.run_async(window.warmup, window.measure).await;
+        let span = phase.run_async(window).await;
         let ops = total_ops(workers).await?;
-        Ok(Measurement::throughput(ops, elapsed))
+        Ok(Measurement::throughput(ops, span.elapsed).with_cpu(span.cpu))
     })
 }
 
@@ -86,10 +86,10 @@ pub fn random_reads(file: &TestFile, mode: ReadMode, depth: usize, window: Windo
                 })
             })
             .collect();
-        let elapsed = phase.run_async(window.warmup, window.measure).await;
-        let measurement = total_measurement(workers, elapsed).await?;
+        let span = phase.run_async(window).await;
+        let measurement = total_measurement(workers, span.elapsed).await?;
         drop(opened);
-        Ok(measurement)
+        Ok(measurement.with_cpu(span.cpu))
     })
 }
 

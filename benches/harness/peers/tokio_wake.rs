@@ -51,11 +51,11 @@ pub fn wake_tasks(window: Window, tasks: usize) -> RunResult {
                 })
             })
             .collect();
-        let elapsed = phase.run_async(window.warmup, window.measure).await;
+        let span = phase.run_async(window).await;
         let mut ops = 0;
         for worker in workers {
             ops += worker.await.map_err(|e| RunError::Fail(e.to_string()))?;
         }
-        Ok(Measurement::throughput(ops, elapsed))
+        Ok(Measurement::throughput(ops, span.elapsed).with_cpu(span.cpu))
     })
 }
