@@ -145,18 +145,20 @@ impl Anchor {
     /// ring on a member's home thread), everything else where it was made.
     #[inline]
     fn place(self) -> Anchor {
+        let Anchor::File(file) = self else {
+            return self;
+        };
         // A registered file's ops name its slot in its own ring's table.
-        if let Anchor::File(file) = &self
-            && !file.is_registered()
-            && let Some(pool) = file.shared.pool.get()
-            && let Some(member) = pool.elsewhere(&file.shared)
-        {
-            return Anchor::FileOn {
-                _file: file.clone(),
-                on: member,
-            };
+        let elsewhere = match file.is_registered() {
+            true => None,
+            false => file.shared.pool.get().and_then(|pool| pool.elsewhere(&file.shared)),
+        };
+        // The file's reference moves into the new anchor: one count taken
+        // per op, not two, on a count every member's ops share.
+        match elsewhere {
+            Some(on) => Anchor::FileOn { _file: file, on },
+            None => Anchor::File(file),
         }
-        self
     }
 }
 

@@ -223,21 +223,20 @@ pub fn wake_round_trip(window: Window) -> RunResult {
     Ok(latencies.into_measurement(round_trips, start.elapsed()))
 }
 
-/// `nop`: `tasks` tasks on the home thread, each awaiting `ctx.nop()` in a loop, one NOP in
-/// `latency_every` timed (0: none).
-pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, latency_every: u32) -> RunResult {
+/// `nop`: `tasks` tasks on the home thread, each awaiting `ctx.nop()` in a loop; with
+/// `timed`, every NOP's latency recorded.
+pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, timed: bool) -> RunResult {
     let ctx = context_for(flavor)?;
     let phase = Arc::new(Phase::new());
     let workers: Vec<_> = (0..tasks)
         .map(|_| {
             let task_ctx = ctx.clone();
             let phase = Arc::clone(&phase);
-            let mut sampler = Sampler::every(latency_every);
             ctx.spawn(async move {
                 let mut latencies = Latencies::default();
                 let mut ops = 0u64;
                 while !phase.is_stopped() {
-                    let started = sampler.start();
+                    let started = timed.then(Instant::now);
                     task_ctx.nop().await?;
                     if phase.is_measuring() {
                         ops += 1;

@@ -19,9 +19,6 @@ pub const PARAMETER: &str = "32 in flight";
 /// SQPOLL.
 pub const PARAMETER_QD1: &str = "1 in flight";
 
-/// One NOP in this many is timed where the rows record latency.
-const LATENCY_EVERY: u32 = 64;
-
 /// Runs the `nop` rows.
 pub fn run(config: &Config) -> Vec<Row> {
     let mut rows = run_in_flight(config, IN_FLIGHT, PARAMETER);
@@ -39,7 +36,8 @@ fn run_in_flight(config: &Config, in_flight: usize, parameter: &str) -> Vec<Row>
         baselines: &["io-uring"],
     };
     let backend = aioctx_rows::backend_note();
-    let every = if in_flight == 1 { 1 } else { LATENCY_EVERY };
+    // Latency at one in flight; throughput only with more, as the peers' loops.
+    let timed = in_flight == 1;
     let mut candidates = vec![
         Candidate::new("io-uring", move || {
             raw_uring::nop_batches(window, in_flight)
@@ -66,7 +64,7 @@ fn run_in_flight(config: &Config, in_flight: usize, parameter: &str) -> Vec<Row>
     }
     candidates.push(
         Candidate::new("aioctx", move || {
-            aioctx_rows::nop_tasks(window, in_flight, Flavor::Plain, every)
+            aioctx_rows::nop_tasks(window, in_flight, Flavor::Plain, timed)
         })
         .note(format!(
             "{in_flight} task(s) spawned on the context awaiting ctx.nop(); {backend}"
@@ -74,7 +72,7 @@ fn run_in_flight(config: &Config, in_flight: usize, parameter: &str) -> Vec<Row>
     );
     candidates.push(
         Candidate::new("aioctx-sqpoll", move || {
-            aioctx_rows::nop_tasks(window, in_flight, Flavor::Sqpoll, every)
+            aioctx_rows::nop_tasks(window, in_flight, Flavor::Sqpoll, timed)
         })
         .note("as aioctx, with Builder::sqpoll(10 ms): the kernel poller's CPU time counts"),
     );
