@@ -248,13 +248,7 @@ pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, timed: bool) -> R
         })
         .collect();
     let (span, counters) = measured_window(&ctx, &phase, window);
-    let mut all = Latencies::default();
-    let mut ops = 0;
-    for worker in workers {
-        let (worker_ops, latencies) = worker.join().map_err(join_error)??;
-        ops += worker_ops;
-        all.absorb(latencies);
-    }
+    let (ops, all) = join_home_tasks(workers)?;
     Ok(all
         .into_measurement(ops, span.elapsed)
         .with_cpu(span.cpu)
@@ -262,6 +256,21 @@ pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, timed: bool) -> R
             "enters_per_op",
             Counters::per_op(counters.submits, counters.ops),
         ))
+}
+
+/// Joins the tasks of a single-context row: the ops each counted and the latencies each recorded,
+/// merged.
+fn join_home_tasks(
+    workers: Vec<aioctx::JoinHandle<io::Result<(u64, Latencies)>>>,
+) -> Result<(u64, Latencies), RunError> {
+    let mut all = Latencies::default();
+    let mut ops = 0;
+    for worker in workers {
+        let (worker_ops, latencies) = worker.join().map_err(join_error)??;
+        ops += worker_ops;
+        all.absorb(latencies);
+    }
+    Ok((ops, all))
 }
 
 /// Opens `file` on `ctx` for `mode` (`OpenOptions::direct` for [`ReadMode::Direct`]).
@@ -374,13 +383,7 @@ pub fn random_reads(
         })
         .collect();
     let (span, counters) = measured_window(&ctx, &phase, window);
-    let mut all = Latencies::default();
-    let mut ops = 0;
-    for worker in workers {
-        let (worker_ops, latencies) = worker.join().map_err(join_error)??;
-        ops += worker_ops;
-        all.absorb(latencies);
-    }
+    let (ops, all) = join_home_tasks(workers)?;
     let mut measurement = all
         .into_measurement(ops, span.elapsed)
         .with_cpu(span.cpu)
