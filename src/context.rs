@@ -445,6 +445,21 @@ impl Membership {
         })
     }
 
+    /// Whether a file's ops may go to any member (see the field).
+    pub(crate) fn files_follow_threads(&self) -> bool {
+        self.files_follow_threads
+    }
+
+    /// How many members.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Member `index`, if it is still alive.
+    pub(crate) fn member(&self, index: usize) -> Option<Arc<Shared>> {
+        self.members[index].upgrade()
+    }
+
     /// The calling thread's member, if it is not `shared` itself and still
     /// alive: where an op of a file opened on `shared` should go instead.
     pub(crate) fn elsewhere(&self, shared: &Arc<Shared>) -> Option<Arc<Shared>> {

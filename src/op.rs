@@ -17,7 +17,7 @@
 //! released when the op is over.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use std::{fmt, future::Future, pin::Pin};
@@ -45,6 +45,44 @@ pub(crate) enum Anchor {
         _file: Arc<OpenFile>,
         on: Arc<Shared>,
     },
+    /// A pool file's op on the member whose thread made it, through that
+    /// member's view of the file: the op counts a reference on the view,
+    /// which only that member's ops touch.
+    Member(Arc<MemberFile>),
+}
+
+/// A file as its handles ([`File`](crate::fs::File) clones) hold it: the open
+/// file, and for a file whose ops follow the calling thread around a pool,
+/// one view of it per member, made the first time that member uses it.
+///
+/// ```text
+///   File ──► FileHandles ──► OpenFile (fd)
+///                 └─ views[i] ──► MemberFile { file ─► OpenFile, on ─► member i }
+///   op made on member i's thread ──anchor──► views[i]
+/// ```
+///
+/// An op holds its member's view rather than the open file, so the ops of
+/// different members never write the same reference count (every op clones
+/// and drops its anchor). The views hold the open file, never the handles,
+/// so nothing cycles: the last handle's drop drops the views, and the open
+/// file (its fd) goes with the last view an op still holds.
+pub(crate) struct FileHandles {
+    file: Arc<OpenFile>,
+    /// One per member; empty unless the file's ops follow threads (a pool's
+    /// file, unregistered, on a backend whose fds every member shares).
+    views: Box<[OnceLock<Arc<MemberFile>>]>,
+}
+
+/// A pool file as one member uses it; see [`FileHandles`]. Aligned to a cache
+/// line of its own, so its reference count shares the line with nothing
+/// another member writes.
+#[repr(align(64))]
+pub(crate) struct MemberFile {
+    /// Keeps the fd open while an op holds the view.
+    file: Arc<OpenFile>,
+    on: Arc<Shared>,
+    /// The member's index in its pool.
+    index: usize,
 }
 
 /// An open file: its fd, its slot in the ring's file table if it is
@@ -132,11 +170,67 @@ impl Drop for OpenFile {
     }
 }
 
+impl FileHandles {
+    pub(crate) fn new(file: OpenFile) -> FileHandles {
+        let members = match (file.is_registered(), file.shared.pool.get()) {
+            (false, Some(pool)) if pool.files_follow_threads() => pool.len(),
+            _ => 0,
+        };
+        FileHandles {
+            file: Arc::new(file),
+            views: (0..members).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    pub(crate) fn file(&self) -> &Arc<OpenFile> {
+        &self.file
+    }
+
+    /// The anchor of an op made on the calling thread: its member's view of
+    /// a pool file, otherwise the file.
+    #[inline]
+    pub(crate) fn anchor(&self) -> Anchor {
+        if !self.views.is_empty() {
+            let view = self.file.shared.pool.get().and_then(|pool| self.view(pool.pick()));
+            if let Some(view) = view {
+                return Anchor::Member(view.clone());
+            }
+        }
+        Anchor::File(self.file.clone())
+    }
+
+    /// Member `index`'s view, made on first use; `None` if the member is
+    /// gone (its ops would go to the file's own context anyway).
+    fn view(&self, index: usize) -> Option<&Arc<MemberFile>> {
+        let slot = &self.views[index];
+        if let Some(view) = slot.get() {
+            return Some(view);
+        }
+        let on = self.file.shared.pool.get()?.member(index)?;
+        Some(slot.get_or_init(|| {
+            Arc::new(MemberFile {
+                file: self.file.clone(),
+                on,
+                index,
+            })
+        }))
+    }
+
+    /// The open file, if these were its last handles and no op holds it
+    /// (through a view or not).
+    pub(crate) fn into_only(self) -> Option<OpenFile> {
+        // The views first: an op in flight keeps its own.
+        drop(self.views);
+        Arc::try_unwrap(self.file).ok()
+    }
+}
+
 impl Anchor {
     fn shared(&self) -> &Arc<Shared> {
         match self {
             Anchor::Context(shared) | Anchor::FileOn { on: shared, .. } => shared,
             Anchor::File(file) => &file.shared,
+            Anchor::Member(view) => &view.on,
         }
     }
 
@@ -145,8 +239,18 @@ impl Anchor {
     /// ring on a member's home thread), everything else where it was made.
     #[inline]
     fn place(self) -> Anchor {
-        let Anchor::File(file) = self else {
-            return self;
+        let file = match self {
+            Anchor::File(file) => file,
+            Anchor::Member(view) => {
+                // Made on this thread's member: the common case.
+                if view.file.shared.pool.get().map(|pool| pool.pick()) == Some(view.index) {
+                    return Anchor::Member(view);
+                }
+                // First polled on another thread than it was made on (rare):
+                // placed as a file's op, holding the open file itself.
+                view.file.clone()
+            }
+            _ => return self,
         };
         // A registered file's ops name its slot in its own ring's table.
         let elsewhere = match file.is_registered() {
@@ -154,7 +258,7 @@ impl Anchor {
             false => file.shared.pool.get().and_then(|pool| pool.elsewhere(&file.shared)),
         };
         // The file's reference moves into the new anchor: one count taken
-        // per op, not two, on a count every member's ops share.
+        // per op, not two.
         match elsewhere {
             Some(on) => Anchor::FileOn { _file: file, on },
             None => Anchor::File(file),

@@ -28,7 +28,7 @@ pub use stream::FileStream;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
 use crate::fixed::FixedBuf;
-use crate::op::{Anchor, Op, OpenFile};
+use crate::op::{Anchor, FileHandles, Op, OpenFile};
 pub use crate::ops::Metadata;
 use crate::ops::rw::Registration;
 use crate::ops::{
@@ -49,7 +49,7 @@ use crate::ops::{
 /// implements Tokio's `AsyncRead`, `AsyncWrite` and `AsyncSeek`.
 #[derive(Clone)]
 pub struct File {
-    inner: Arc<OpenFile>,
+    inner: Arc<FileHandles>,
 }
 
 impl File {
@@ -79,7 +79,7 @@ impl File {
     /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
     pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
         File {
-            inner: Arc::new(OpenFile::new(fd, ctx.shared().clone(), None)),
+            inner: Arc::new(FileHandles::new(OpenFile::new(fd, ctx.shared().clone(), None))),
         }
     }
 
@@ -237,7 +237,10 @@ impl File {
     /// releases it (its `flock`s, a deleted file's disk space) as it would an
     /// unregistered one.
     pub async fn close(self) -> io::Result<()> {
-        let Ok(mut file) = Arc::try_unwrap(self.inner) else {
+        let Some(mut file) = Arc::try_unwrap(self.inner)
+            .ok()
+            .and_then(FileHandles::into_only)
+        else {
             return Ok(());
         };
         file.unregister().await;
@@ -248,7 +251,7 @@ impl File {
     /// Whether the file is registered with its ring (see
     /// [`OpenOptions::register`]).
     pub fn is_registered(&self) -> bool {
-        self.inner.is_registered()
+        self.inner.file().is_registered()
     }
 
     /// Reads into a registered buffer at `offset`, up to the buffer's
@@ -285,21 +288,22 @@ impl File {
     /// Where a fixed op on `buf` goes (the buffer's ring), the fd it names
     /// there, and how it uses the buffer.
     fn fixed_placement(&self, buf: &FixedBuf) -> (Anchor, FileFd, Registration) {
+        let file = self.inner.file();
         let on = buf.context().clone();
-        let own = Arc::ptr_eq(&on, &self.inner.shared);
+        let own = Arc::ptr_eq(&on, &file.shared);
         let fd = if own {
-            self.inner.fd()
+            file.fd()
         } else {
-            FileFd::new(self.inner.raw())
+            FileFd::new(file.raw())
         };
-        let fds_agree = own || (on.backend.shares_fds() && self.inner.shared.backend.shares_fds());
+        let fds_agree = own || (on.backend.shares_fds() && file.shared.backend.shares_fds());
         let registration = if !fds_agree {
             Registration::Mismatched
         } else {
             buf.slot().map_or(Registration::None, Registration::Slot)
         };
         let anchor = Anchor::FileOn {
-            _file: self.inner.clone(),
+            _file: file.clone(),
             on,
         };
         (anchor, fd, registration)
@@ -313,25 +317,25 @@ impl File {
 
     /// The fd for an op's SQE; the op's anchor keeps it open.
     fn fd(&self) -> FileFd {
-        self.inner.fd()
+        self.inner.file().fd()
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
-        Op::new(Anchor::File(self.inner.clone()), kind)
+        Op::new(self.inner.anchor(), kind)
     }
 }
 
 impl AsRawFd for File {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.raw()
+        self.inner.file().raw()
     }
 }
 
 impl fmt::Debug for File {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("File")
-            .field("fd", &self.inner.raw())
-            .field("registered", &self.inner.is_registered())
+            .field("fd", &self.inner.file().raw())
+            .field("registered", &self.inner.file().is_registered())
             .finish()
     }
 }
@@ -482,7 +486,7 @@ impl OpenOptions {
                 .map_err(|_| crate::error::shutdown_error())?
         };
         Ok(File {
-            inner: Arc::new(file),
+            inner: Arc::new(FileHandles::new(file)),
         })
     }
 
