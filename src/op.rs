@@ -63,9 +63,14 @@ pub(crate) enum Anchor {
 ///
 /// An op holds its member's view rather than the open file, so the ops of
 /// different members never write the same reference count (every op clones
-/// and drops its anchor). The views hold the open file, never the handles,
-/// so nothing cycles: the last handle's drop drops the views, and the open
-/// file (its fd) goes with the last view an op still holds.
+/// and drops its anchor): view i's count is written only by the threads
+/// placed on member i (its home thread, and the threads whose sticky member
+/// it is). The views hold the open file, never the handles, so nothing
+/// cycles: the last handle's drop drops the views, and the open file (its
+/// fd) goes with the last view an op still holds. Aligned to a cache line,
+/// so that cloning a `File` (which writes the handles' count) does not
+/// disturb the line every op reads the views from.
+#[repr(align(64))]
 pub(crate) struct FileHandles {
     file: Arc<OpenFile>,
     /// One per member; empty unless the file's ops follow threads (a pool's
@@ -242,8 +247,12 @@ impl Anchor {
         let file = match self {
             Anchor::File(file) => file,
             Anchor::Member(view) => {
-                // Made on this thread's member: the common case.
-                if view.file.shared.pool.get().map(|pool| pool.pick()) == Some(view.index) {
+                // Made on this thread's member: the common case. On a
+                // member's home thread one token compare tells; elsewhere,
+                // the thread's sticky member.
+                if view.on.home().is_current()
+                    || view.file.shared.pool.get().map(|pool| pool.pick()) == Some(view.index)
+                {
                     return Anchor::Member(view);
                 }
                 // First polled on another thread than it was made on (rare):
@@ -434,5 +443,43 @@ impl Context {
     ) -> Op<RawOp<R>> {
         // SAFETY: the caller's contract is `RawOp::new`'s.
         self.op(unsafe { RawOp::new(entry, resources) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pool;
+    use crate::fs::File;
+
+    /// The point of the views: an op made and placed on a member's thread
+    /// anchors that member's view, and leaves the shared open file's count
+    /// alone.
+    #[test]
+    fn a_pool_files_op_on_a_member_anchors_its_view_not_the_shared_file() {
+        let pool = Pool::builder().contexts(2).build().expect("a pool");
+        let opener = &pool.contexts()[0];
+        let file = opener
+            .block_on(File::open(opener, "/dev/zero"))
+            .expect("/dev/zero opens");
+        for (index, ctx) in pool.contexts().iter().enumerate() {
+            let file = file.clone();
+            let (on_this_member, before, after) = ctx
+                .spawn(async move {
+                    let handles = file.handles();
+                    // The first use makes the view, which holds the file.
+                    drop(handles.anchor());
+                    let before = Arc::strong_count(handles.file());
+                    let placed = handles.anchor().place();
+                    let on_this_member =
+                        matches!(&placed, Anchor::Member(view) if view.on.home().is_current());
+                    let after = Arc::strong_count(handles.file());
+                    (on_this_member, before, after)
+                })
+                .join()
+                .expect("the task ran");
+            assert!(on_this_member, "member {index}'s op did not anchor its view");
+            assert_eq!(before, after, "member {index}'s op counted on the shared file");
+        }
     }
 }

@@ -315,6 +315,12 @@ impl File {
         FileStream::new(self.clone())
     }
 
+    /// What the file's handles share (for the crate's own tests).
+    #[cfg(test)]
+    pub(crate) fn handles(&self) -> &FileHandles {
+        &self.inner
+    }
+
     /// The fd for an op's SQE; the op's anchor keeps it open.
     fn fd(&self) -> FileFd {
         self.inner.file().fd()
