@@ -10,24 +10,8 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 
 use aioctx::fs::{File, OpenOptions};
-use aioctx::{Context, Pool};
 use futures::FutureExt;
 use futures::future::maybe_done;
-
-fn pool(members: usize) -> Option<Pool> {
-    match Pool::builder()
-        .contexts(members)
-        .context_builder(Context::builder().backend(support::backend()))
-        .build()
-    {
-        Ok(pool) => Some(pool),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
-            None
-        }
-        Err(e) => panic!("building a pool failed: {e}"),
-    }
-}
 
 /// The tests of this file one at a time: two of them count the process's
 /// fds, which a pool built or dropped by another test would change.
@@ -43,7 +27,7 @@ fn contents() -> Vec<u8> {
 #[test]
 fn a_file_dropped_with_ops_in_flight_on_every_member_closes_after_them() {
     let _serial = one_at_a_time();
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file-dropped");
     std::fs::write(&path.0, contents()).unwrap();
     let fds_before = support::open_fds();
@@ -105,7 +89,7 @@ fn try_lock(path: &std::path::Path) -> bool {
 #[test]
 fn close_releases_the_flock_of_a_file_every_member_used() {
     let _serial = one_at_a_time();
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file-flock");
     std::fs::write(&path.0, contents()).unwrap();
     let opener = pool.contexts()[0].clone();
@@ -145,7 +129,7 @@ fn close_releases_the_flock_of_a_file_every_member_used() {
 #[test]
 fn an_op_made_on_one_member_goes_where_it_is_first_polled() {
     let _serial = one_at_a_time();
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file-moved-op");
     std::fs::write(&path.0, contents()).unwrap();
     let fds_before = support::open_fds();

@@ -8,27 +8,12 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use aioctx::Context;
 use aioctx::fs::File;
-use aioctx::{Context, Pool};
-
-fn pool(members: usize) -> Option<Pool> {
-    match Pool::builder()
-        .contexts(members)
-        .context_builder(Context::builder().backend(support::backend()))
-        .build()
-    {
-        Ok(pool) => Some(pool),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
-            None
-        }
-        Err(e) => panic!("building a pool failed: {e}"),
-    }
-}
 
 #[test]
 fn threads_spread_evenly_over_the_members() {
-    let Some(pool) = pool(3) else { return };
+    let Some(pool) = support::pool(3) else { return };
     let threads: usize = 10;
     let picks: Vec<_> = (0..threads)
         .map(|_| {
@@ -55,7 +40,7 @@ fn threads_spread_evenly_over_the_members() {
 
 #[test]
 fn pool_tasks_submit_locally_and_see_their_member() {
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let before = pool.total_metrics();
     let tasks: Vec<_> = (0..8)
         .map(|_| {
@@ -84,7 +69,7 @@ fn pool_tasks_submit_locally_and_see_their_member() {
 
 #[test]
 fn thread_binder_gives_every_runtime_worker_a_member() {
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .on_thread_start(pool.thread_binder())
@@ -112,7 +97,7 @@ fn thread_binder_gives_every_runtime_worker_a_member() {
 
 #[test]
 fn a_files_ops_go_to_the_submitting_threads_member() {
-    let Some(pool) = pool(2) else { return };
+    let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file");
     std::fs::write(&path.0, vec![5u8; 4096]).unwrap();
     let opener = pool.contexts()[0].clone();

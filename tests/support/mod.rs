@@ -1,10 +1,10 @@
-//! Helpers shared by the integration tests: building contexts, counting open
+//! Helpers shared by the integration tests: building contexts and pools, counting open
 //! fds, and skipping (with a printed reason) where the machine lacks io_uring.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
-use aioctx::{Backend, Builder, Context};
+use aioctx::{Backend, Builder, Context, Pool};
 
 /// A context with the default configuration, or `None` (after printing why)
 /// when this machine cannot set up io_uring at all.
@@ -46,6 +46,23 @@ pub fn build(builder: Builder) -> Option<Context> {
             None
         }
         Err(e) => panic!("building a context failed: {e}"),
+    }
+}
+
+/// A pool of `members` on the suite's backend, skipping the test when
+/// io_uring is unavailable here.
+pub fn pool(members: usize) -> Option<Pool> {
+    match Pool::builder()
+        .contexts(members)
+        .context_builder(Context::builder().backend(backend()))
+        .build()
+    {
+        Ok(pool) => Some(pool),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
+            None
+        }
+        Err(e) => panic!("building a pool failed: {e}"),
     }
 }
 
