@@ -113,11 +113,14 @@ impl Builder {
     /// Asks for `IORING_SETUP_SQPOLL`: a kernel thread polls the submission
     /// queue, so submitting costs no `io_uring_enter`; it sleeps after `idle`
     /// without work, and the driver wakes it when it next submits. The
-    /// thread keeps a CPU busy while it polls, and completions still reach
-    /// the home thread through its eventfd and a wake: it can pay only where
-    /// a core is spare and the home thread is too busy to sleep between
-    /// completions. On a 2-CPU machine it cost more than it saved on every
-    /// row measured (see BENCHMARKS.md). `SQPOLL` excludes
+    /// thread keeps a CPU busy while it polls, and while ops are in the
+    /// kernel the driver polls the completion queue too (up to 50 µs after
+    /// the last completion) instead of sleeping on its eventfd: two cores
+    /// spent to take every syscall and wake off the op's path. It pays for
+    /// latency (a QD1 O_DIRECT read: 1.4x the IOPS of the plain ring on a
+    /// 2-CPU machine, at three times its CPU per read), not for throughput
+    /// of ops that complete at once (NOPs: fewer than without); see
+    /// BENCHMARKS.md. `SQPOLL` excludes
     /// `DEFER_TASKRUN`: the ring tries `SQPOLL | SINGLE_ISSUER`, then `SQPOLL`,
     /// then the flags it would use without this option;
     /// [`Context::ring_flags`] tells which it got. Default: off.

@@ -1,5 +1,6 @@
 //! SQPOLL: ops complete after the kernel's polling thread has gone idle,
-//! submitted from the home thread and from a foreign thread.
+//! submitted from the home thread and from a foreign thread; while it is
+//! awake, ops need no enter of ours.
 
 mod support;
 
@@ -49,4 +50,47 @@ fn ops_complete_after_the_poller_went_idle() {
             .unwrap();
         assert_eq!(data, b"polled");
     }
+}
+
+/// While the poller is awake, ops from the home thread reach the kernel with
+/// no `io_uring_enter` of ours, and the driver collects their completions by
+/// polling the CQ rather than sleeping on the eventfd between them.
+#[test]
+fn an_awake_poller_takes_ops_without_enters() {
+    let Some(ctx) = support::build(
+        Context::builder()
+            .backend(aioctx::Backend::Uring)
+            // Long enough that the poller never sleeps during the test.
+            .sqpoll(Duration::from_secs(2)),
+    ) else {
+        return;
+    };
+    if !support::on_ring(&ctx) || !ctx.ring_flags().sqpoll {
+        return eprintln!("skipping: no SQPOLL ring here ({:?})", ctx.ring_flags());
+    }
+    const OPS: u64 = 2_000;
+    let inner = ctx.clone();
+    let (submits, ops) = ctx
+        .spawn(async move {
+            // The first NOP wakes the poller from its start.
+            inner.nop().await.unwrap();
+            let before = inner.metrics();
+            for _ in 0..OPS {
+                inner.nop().await.unwrap();
+            }
+            let after = inner.metrics();
+            (
+                after.submits - before.submits,
+                after.ops_local - before.ops_local,
+            )
+        })
+        .join()
+        .unwrap();
+    assert_eq!(ops, OPS);
+    // An enter per op (or per two) would mean the submit policy enters for
+    // SQEs the poller takes anyway; a handful is the poller having slept.
+    assert!(
+        submits <= OPS / 100,
+        "{submits} io_uring_enter calls for {OPS} NOPs on an awake SQPOLL ring"
+    );
 }

@@ -18,7 +18,9 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
@@ -28,11 +30,18 @@ use super::turn::TurnOutcome;
 /// Turns per poll before the driver yields to other tasks.
 const TURNS_PER_POLL: usize = 8;
 
+/// How long the driver of an SQPOLL ring keeps polling its CQ, with ops in
+/// the kernel and no completion seen, before it sleeps on the eventfd.
+const SQPOLL_CQ_POLL: Duration = Duration::from_micros(50);
+
 pub(super) struct DriverTask {
     shared: Arc<Shared>,
     completions: AsyncFd<EventFd>,
     /// Set when the task has shut the ring down and dropped its core.
     finished: bool,
+    /// On an SQPOLL ring: since when the driver has polled the CQ without
+    /// seeing a completion.
+    polling_since: Option<Instant>,
 }
 
 /// Our own fd for the ring's eventfd, registered with Tokio's reactor.
@@ -60,6 +69,7 @@ impl DriverTask {
             shared,
             completions,
             finished: false,
+            polling_since: None,
         })
     }
 
@@ -89,6 +99,26 @@ impl DriverTask {
     }
 }
 
+/// Whether the driver should poll the CQ again instead of sleeping: on an
+/// SQPOLL ring whose kernel thread has ops, for up to [`SQPOLL_CQ_POLL`]
+/// after the last turn that reaped something (`polling_since` tracks it).
+/// That thread's completions reach the CQ without a syscall of ours, so
+/// sleeping on the eventfd between them costs a wake per few ops where
+/// polling costs none.
+fn polls_cq(shared: &Shared, polling_since: &mut Option<Instant>, reaped: bool) -> bool {
+    let awaiting = shared.core.with(|core| core.awaits_sqpoll_completions());
+    if awaiting != Some(true) {
+        *polling_since = None;
+        return false;
+    }
+    let now = Instant::now();
+    if reaped {
+        *polling_since = Some(now);
+    }
+    let since = *polling_since.get_or_insert(now);
+    now.duration_since(since) < SQPOLL_CQ_POLL
+}
+
 impl Future for DriverTask {
     type Output = ();
 
@@ -97,6 +127,7 @@ impl Future for DriverTask {
         let shared = &*this.shared;
         for _ in 0..TURNS_PER_POLL {
             this.take_completion_signal(cx);
+            let reaped_before = shared.common.counters.cqes_reaped.load(Relaxed);
             let outcome = shared.core.with(|core| {
                 core.set_waker(cx.waker());
                 core.turn(&shared.inbox, &shared.common)
@@ -108,6 +139,16 @@ impl Future for DriverTask {
                     this.finish();
                     return Poll::Ready(());
                 }
+            }
+            // Relaxed: the counter is written only on this thread, by the
+            // turn above.
+            let reaped = shared.common.counters.cqes_reaped.load(Relaxed) != reaped_before;
+            if polls_cq(shared, &mut this.polling_since, reaped) {
+                // Not parked: pushes land in the inbox without a kick and
+                // are drained on the next turn, which comes after the tasks
+                // this turn woke have run.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             // Park: register for shutdown, then for kicks (the inbox stores
             // the waker before it announces the park), then check the

@@ -217,7 +217,9 @@ impl Core {
         }
         Counters::bump(&common.counters.ops_local, 1);
         self.queue(common, submission);
-        if self.policy.is_eager() && self.ring.queued() > 0 {
+        // `needs_enter`: on an SQPOLL ring its kernel thread takes the SQE
+        // without an enter, unless it has gone to sleep.
+        if self.policy.is_eager() && self.ring.queued() > 0 && self.ring.needs_enter() {
             // Ops that go to a device: hand this one over now, as fio does,
             // instead of at the end of the batch.
             self.enter(common);
@@ -398,6 +400,12 @@ impl Core {
             }
         });
         Counters::bump(&common.counters.cqes_reaped, reaped as u64);
+    }
+
+    /// Whether completions are awaited from an SQPOLL ring's kernel thread:
+    /// it posts them without a wake the driver would see soon.
+    pub(super) fn awaits_sqpoll_completions(&self) -> bool {
+        self.ring.flags().sqpoll && !self.slots.is_empty()
     }
 
     /// One turn: drain, submit, reap.
