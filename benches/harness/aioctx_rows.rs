@@ -28,7 +28,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::affinity;
-use super::group::{RunError, RunResult, total_measurement, uring_setup_error};
+use super::group::{self, RunError, RunResult, total_measurement, uring_setup_error};
 use super::measure::{Latencies, Phase, Sampler, Span, Window, process_cpu_time};
 use super::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
@@ -521,8 +521,7 @@ async fn reader(
 
 /// A multi-thread runtime of `workers` workers, its threads bound to `pool`'s members if given.
 fn multi_thread(workers: usize, pool: Option<&Pool>) -> io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.worker_threads(workers).enable_all();
+    let mut builder = group::multi_thread(workers);
     if let Some(pool) = pool {
         builder.on_thread_start(pool.thread_binder());
     }

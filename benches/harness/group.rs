@@ -212,3 +212,11 @@ where
     }
     Ok(all.into_measurement(ops, elapsed))
 }
+
+/// The builder of the `mt` rows' Tokio multi-thread runtime: `workers` workers, every driver
+/// enabled. Callers may add to it (an `on_thread_start`) before building.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers).enable_all();
+    builder
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::harness::group::{RunResult, total_measurement};
+use crate::harness::group::{RunResult, multi_thread, total_measurement};
 use crate::harness::measure::{Latencies, Phase, Sampler, Window};
 use crate::harness::page_buf::PageBuf;
 use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
@@ -48,10 +48,7 @@ pub fn random_reads_multi_thread(
     latency_every: u32,
     window: Window,
 ) -> RunResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    let runtime = multi_thread(workers).build()?;
     let opened = Arc::new(file.open(mode)?);
     let phase = Arc::new(Phase::new());
     let workers: Vec<_> = (0..tasks)

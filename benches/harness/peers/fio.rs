@@ -78,14 +78,20 @@ fn run(file: &TestFile, depth: usize, window: Window) -> Result<(Measurement, Du
             stderr.trim()
         )));
     }
-    let fail = |error| RunError::Fail(format!("fio report: {error}"));
-    Ok((
-        parse_report(&stdout).map_err(fail)?,
-        parse_cpu(&stdout).map_err(fail)?,
-    ))
+    parse_report(&stdout, Direction::Read)
+        .map_err(|error| RunError::Fail(format!("fio report: {error}")))
 }
 
-/// The part of fio's JSON report read here: `jobs[0].read`.
+/// Which side of fio's job report to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Reads.
+    Read,
+    /// Writes.
+    Write,
+}
+
+/// The part of fio's JSON report read here: `jobs[0]`.
 #[derive(Debug, Deserialize)]
 struct Report {
     jobs: Vec<Job>,
@@ -93,7 +99,8 @@ struct Report {
 
 #[derive(Debug, Deserialize)]
 struct Job {
-    read: Direction,
+    read: Option<Side>,
+    write: Option<Side>,
     /// User CPU time, percent of `job_runtime`.
     #[serde(default)]
     usr_cpu: f64,
@@ -102,11 +109,11 @@ struct Job {
     sys_cpu: f64,
     /// Measured runtime in milliseconds.
     #[serde(default)]
-    job_runtime: u64,
+    job_runtime: f64,
 }
 
 #[derive(Debug, Deserialize)]
-struct Direction {
+struct Side {
     iops: f64,
     #[serde(default)]
     total_ios: u64,
@@ -116,41 +123,39 @@ struct Direction {
 #[derive(Debug, Deserialize)]
 struct Latency {
     /// Nanoseconds by percentile, keyed as fio prints them (`"50.000000"`).
+    #[serde(default)]
     percentile: BTreeMap<String, f64>,
 }
 
-/// The JSON part of fio's output (fio may print notices before it).
-fn parse_json(report: &str) -> Result<Report, String> {
+/// Reads one side of fio's JSON report: its IOPS, total-latency p50 and p99 and number of I/Os
+/// as a measurement, and fio's CPU time over its measured runtime (`usr_cpu` + `sys_cpu`,
+/// percentages of `job_runtime`). Notices fio prints before the JSON are skipped.
+pub fn parse_report(report: &str, direction: Direction) -> Result<(Measurement, Duration), String> {
     let json_start = report.find('{').ok_or("no JSON in fio output")?;
-    serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())
-}
-
-/// fio's CPU time over its measured runtime, from its JSON report.
-pub fn parse_cpu(report: &str) -> Result<Duration, String> {
-    let report = parse_json(report)?;
+    let report: Report = serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())?;
     let job = report.jobs.first().ok_or("no jobs")?;
-    let runtime = Duration::from_millis(job.job_runtime);
-    Ok(runtime.mul_f64((job.usr_cpu + job.sys_cpu) / 100.0))
-}
-
-/// Reads IOPS, total-latency p50 and p99, and the number of I/Os from fio's JSON report (fio may
-/// print notices before the JSON, which are skipped).
-pub fn parse_report(report: &str) -> Result<Measurement, String> {
-    let report = parse_json(report)?;
-    let read = &report.jobs.first().ok_or("no jobs")?.read;
-    let percentile = |key: &str| {
-        let nanos = read.lat_ns.percentile.get(key);
-        nanos
-            .map(|nanos| Duration::from_nanos(*nanos as u64))
-            .ok_or(format!("no read.lat_ns.percentile[{key}]"))
+    let (side, name) = match direction {
+        Direction::Read => (&job.read, "read"),
+        Direction::Write => (&job.write, "write"),
     };
-    Ok(Measurement {
-        ops_per_sec: read.iops,
+    let side = side.as_ref().ok_or(format!("no {name} side"))?;
+    let percentile = |key: &str| {
+        side.lat_ns
+            .percentile
+            .get(key)
+            .map(|nanos| Duration::from_nanos(*nanos as u64))
+            .ok_or(format!("no {name}.lat_ns.percentile[{key}]"))
+    };
+    let measurement = Measurement {
+        ops_per_sec: side.iops,
         p50: Some(percentile("50.000000")?),
         p99: Some(percentile("99.000000")?),
-        samples: read.total_ios,
+        samples: side.total_ios,
         extra: Vec::new(),
-    })
+    };
+    let cpu = Duration::from_secs_f64(job.job_runtime.max(0.0) / 1e3)
+        .mul_f64((job.usr_cpu + job.sys_cpu).max(0.0) / 100.0);
+    Ok((measurement, cpu))
 }
 
 #[cfg(test)]
@@ -165,20 +170,22 @@ mod tests {
                 "clat_ns": {"percentile": {"50.000000": 1}},
                 "lat_ns": {"min": 30000, "percentile": {"50.000000": 41216, "99.000000": 98304}}
             }}]}"#;
-        let measurement = parse_report(report).unwrap();
+        let (measurement, cpu) = parse_report(report, Direction::Read).unwrap();
         assert_eq!(measurement.ops_per_sec, 1500.0);
         assert_eq!(measurement.samples, 450);
         assert_eq!(measurement.p50, Some(Duration::from_nanos(41216)));
         assert_eq!(measurement.p99, Some(Duration::from_nanos(98304)));
-        assert!(parse_report("fio: no JSON").is_err());
+        assert!(parse_report("fio: no JSON", Direction::Read).is_err());
         // No CPU fields: no CPU time.
-        assert_eq!(parse_cpu(report), Ok(Duration::ZERO));
+        assert_eq!(cpu, Duration::ZERO);
     }
 
     #[test]
-    fn parse_cpu_takes_user_and_system_percentages_of_the_runtime() {
+    fn cpu_is_the_user_and_system_percentages_of_the_runtime() {
         let report = r#"{"jobs": [{"usr_cpu": 5.0, "sys_cpu": 20.0, "job_runtime": 2000,
-            "read": {"iops": 1.0, "lat_ns": {"percentile": {}}}}]}"#;
-        assert_eq!(parse_cpu(report), Ok(Duration::from_millis(500)));
+            "read": {"iops": 1.0,
+                     "lat_ns": {"percentile": {"50.000000": 1000, "99.000000": 2000}}}}]}"#;
+        let (_, cpu) = parse_report(report, Direction::Read).unwrap();
+        assert_eq!(cpu, Duration::from_millis(500));
     }
 }

@@ -10,19 +10,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-
 use crate::harness::group::RunError;
 use crate::harness::measure::Measurement;
 
-/// Which way the requests go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    /// Reads.
-    Read,
-    /// Writes.
-    Write,
-}
+/// Which way the requests go (fio's report names its sides the same way).
+pub use super::fio::Direction;
 
 /// One client run: what it measured, and the CPU seconds the client itself used.
 #[derive(Clone, Debug)]
@@ -77,62 +69,13 @@ pub fn fio(
         .map_err(|error| RunError::Fail(format!("fio report: {error}")))
 }
 
-#[derive(Debug, Deserialize)]
-struct Report {
-    jobs: Vec<Job>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Job {
-    read: Side,
-    write: Side,
-    /// Percent of the job's runtime.
-    usr_cpu: f64,
-    sys_cpu: f64,
-    /// Milliseconds.
-    job_runtime: f64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Side {
-    iops: f64,
-    #[serde(default)]
-    total_ios: u64,
-    lat_ns: Latency,
-}
-
-#[derive(Debug, Deserialize)]
-struct Latency {
-    #[serde(default)]
-    percentile: std::collections::BTreeMap<String, f64>,
-}
-
-/// Reads IOPS, latency percentiles, I/Os and fio's CPU time for `direction` from fio's JSON
+/// Reads `direction`'s IOPS, latency percentiles and I/Os, and fio's CPU time, from fio's JSON
 /// report (notices fio prints before the JSON, such as "connected to NBD server", are skipped).
 pub fn parse_fio_report(report: &str, direction: Direction) -> Result<ClientRun, String> {
-    let json_start = report.find('{').ok_or("no JSON in fio output")?;
-    let report: Report = serde_json::from_str(&report[json_start..]).map_err(|e| e.to_string())?;
-    let job = report.jobs.first().ok_or("no jobs")?;
-    let side = match direction {
-        Direction::Read => &job.read,
-        Direction::Write => &job.write,
-    };
-    let percentile = |key: &str| {
-        side.lat_ns
-            .percentile
-            .get(key)
-            .map(|nanos| Duration::from_nanos(*nanos as u64))
-            .ok_or(format!("no lat_ns.percentile[{key}]"))
-    };
+    let (measurement, cpu) = super::fio::parse_report(report, direction)?;
     Ok(ClientRun {
-        measurement: Measurement {
-            ops_per_sec: side.iops,
-            p50: Some(percentile("50.000000")?),
-            p99: Some(percentile("99.000000")?),
-            samples: side.total_ios,
-            extra: Vec::new(),
-        },
-        cpu_seconds: (job.usr_cpu + job.sys_cpu) / 100.0 * job.job_runtime / 1e3,
+        measurement,
+        cpu_seconds: cpu.as_secs_f64(),
     })
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::harness::group::{RunResult, total_measurement, total_ops};
+use crate::harness::group::{RunResult, multi_thread, total_measurement, total_ops};
 use crate::harness::measure::{Latencies, Measurement, Phase, Sampler, Window};
 use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
 
@@ -59,10 +59,7 @@ pub fn random_reads_multi_thread(
     latency_every: u32,
     window: Window,
 ) -> RunResult {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    let runtime = multi_thread(workers).build()?;
     let phase = Arc::new(Phase::new());
     let readers: Vec<_> = (0..tasks)
         .map(|task| {
