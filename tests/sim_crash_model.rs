@@ -3,10 +3,11 @@
 //! crash lands where the seed says, and random faults hit what the seed
 //! says; each the same on every run of a seed.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aioctx::fs::{File, OpenOptions};
 use aioctx::sim::{FaultAction, Latency, OpFilter, SimConfig, SimOp};
 use aioctx::{Backend, Context};
 use tokio_test::{assert_pending, assert_ready, task};
@@ -18,16 +19,6 @@ fn sim(config: SimConfig) -> Context {
         .backend(Backend::Sim(config.latency(Latency::Fixed(LATENCY))))
         .build()
         .expect("a sim context always builds")
-}
-
-async fn open(ctx: &Context, path: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(ctx, path)
-        .await
-        .unwrap()
 }
 
 /// Runs `body` on a fresh paused runtime.
@@ -47,7 +38,7 @@ fn torn_16k(seed: u64, sector: u32, offset: u64) -> (Vec<u8>, Option<i32>) {
         let ctx = sim(SimConfig::new().seed(seed).torn_writes(sector));
         let sim = ctx.sim().unwrap();
         sim.insert_file("/f", vec![0x11; 32 * 1024]);
-        let file = open(&ctx, "/f").await;
+        let file = support::open_rw(&ctx, "/f").await;
         let mut write = task::spawn(file.write_at(vec![0xAB; 16 * 1024], offset));
         assert_pending!(write.poll());
         tokio::time::advance(LATENCY / 2).await;
@@ -147,7 +138,10 @@ fn reordered(seed: u64) -> (Vec<u8>, Vec<u8>) {
     paused(async {
         let ctx = sim(SimConfig::new().seed(seed).reorder_unsynced_writes(true));
         let sim = ctx.sim().unwrap();
-        let (a, b) = (open(&ctx, "/a").await, open(&ctx, "/b").await);
+        let (a, b) = (
+            support::open_rw(&ctx, "/a").await,
+            support::open_rw(&ctx, "/b").await,
+        );
         for (i, (file, name)) in [(&a, b"a"), (&b, b"b"), (&a, b"a"), (&b, b"b"), (&a, b"a")]
             .into_iter()
             .enumerate()
@@ -183,7 +177,7 @@ fn what_was_fsynced_always_survives_reordering() {
         let (a, b) = paused(async {
             let ctx = sim(SimConfig::new().seed(seed).reorder_unsynced_writes(true));
             let sim = ctx.sim().unwrap();
-            let file = open(&ctx, "/log").await;
+            let file = support::open_rw(&ctx, "/log").await;
             file.write_at(b"hello world".to_vec(), 0).await.0.unwrap();
             file.sync_data().await.unwrap();
             file.set_len(5).await.unwrap();
@@ -213,7 +207,7 @@ fn planned_crash(seed: u64) -> (Vec<Duration>, usize) {
         let writer = tokio::spawn({
             let ctx = ctx.clone();
             async move {
-                let file = open(&ctx, "/log").await;
+                let file = support::open_rw(&ctx, "/log").await;
                 for i in 0u64.. {
                     file.write_at(vec![1], i).await.0.unwrap();
                     file.sync_data().await.unwrap();
@@ -249,7 +243,7 @@ fn random_faults(seed: u64) -> Vec<usize> {
             4,
             FaultAction::Errno(libc::EIO),
         ));
-        let file = open(&ctx, "/f").await;
+        let file = support::open_rw(&ctx, "/f").await;
         let mut failed = Vec::new();
         for i in 0..64 {
             let (n, _) = file.write_at(vec![1], i).await;

@@ -2,9 +2,11 @@
 //! every run, faults hit exactly the configured op, crashes drop what was not
 //! fsynced, and a foreign thread can enter a sim context.
 
+mod support;
+
 use std::time::Duration;
 
-use aioctx::fs::{File, OpenOptions};
+use aioctx::fs::File;
 use aioctx::sim::{Completion, FaultAction, Latency, OpFilter, SimConfig, SimOp};
 use aioctx::{Backend, Context};
 
@@ -13,16 +15,6 @@ fn sim(config: SimConfig) -> Context {
         .backend(Backend::Sim(config))
         .build()
         .expect("a sim context always builds")
-}
-
-async fn open(ctx: &Context, path: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(ctx, path)
-        .await
-        .unwrap()
 }
 
 /// Eight tasks writing, syncing and reading concurrently with random
@@ -42,7 +34,7 @@ fn concurrent_workload(seed: u64) -> Vec<Completion> {
             .map(|t| {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    let file = open(&ctx, &format!("/f{}", t % 3)).await;
+                    let file = support::open_rw(&ctx, &format!("/f{}", t % 3)).await;
                     for i in 0..5u64 {
                         let (n, _) = file.write_at(vec![t as u8; 16], (t * 5 + i) * 16).await;
                         n.unwrap();
@@ -84,8 +76,8 @@ async fn fault_hits_exactly_the_configured_op() {
         2,
         FaultAction::Errno(libc::EIO),
     ));
-    let data = open(&ctx, "/data").await;
-    let other = open(&ctx, "/other").await;
+    let data = support::open_rw(&ctx, "/data").await;
+    let other = support::open_rw(&ctx, "/other").await;
     let mut results = Vec::new();
     for i in 0..4u64 {
         // Writes to another file and outside the range never count.
@@ -105,7 +97,7 @@ async fn short_reads_and_writes() {
     let ctx = sim(SimConfig::new()
         .fault(OpFilter::op(SimOp::Write), 1, FaultAction::Short(3))
         .fault(OpFilter::op(SimOp::Read), 1, FaultAction::Short(2)));
-    let file = open(&ctx, "/short").await;
+    let file = support::open_rw(&ctx, "/short").await;
     assert_eq!(file.write_at(b"abcdef".to_vec(), 0).await.0.unwrap(), 3);
     let (n, buf) = file.read_at(Vec::with_capacity(8), 0).await;
     assert_eq!((n.unwrap(), &buf[..]), (2, &b"ab"[..]));
@@ -116,8 +108,8 @@ async fn short_reads_and_writes() {
 #[tokio::test(start_paused = true)]
 async fn crash_drops_what_was_not_fsynced() {
     let ctx = sim(SimConfig::new());
-    let a = open(&ctx, "/a").await;
-    let b = open(&ctx, "/b").await;
+    let a = support::open_rw(&ctx, "/a").await;
+    let b = support::open_rw(&ctx, "/b").await;
     a.write_at(b"durable".to_vec(), 0).await.0.unwrap();
     a.sync_all().await.unwrap();
     a.write_at(b"-lost".to_vec(), 7).await.0.unwrap();

@@ -6,10 +6,12 @@
 //! woken at 6 ms with 1 ms steps (the simulator task ran the op only after
 //! the test had looked).
 
+mod support;
+
 use std::future::Future;
 use std::time::Duration;
 
-use aioctx::fs::{File, OpenOptions};
+use aioctx::fs::File;
 use aioctx::sim::{FaultAction, Latency, OpFilter, SimConfig, SimOp};
 use aioctx::{Backend, Context};
 use tokio::time::{Instant, advance};
@@ -29,16 +31,6 @@ fn fixed(latency: Duration) -> SimConfig {
     SimConfig::new().latency(Latency::Fixed(latency))
 }
 
-async fn open(ctx: &Context, path: &str) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .open(ctx, path)
-        .await
-        .unwrap()
-}
-
 /// Advances the clock by `step` until `task` is woken; returns the time
 /// since `start` at that step. Panics past a second.
 async fn step_until_woken<F: Future>(task: &Spawn<F>, start: Instant, step: Duration) -> Duration {
@@ -54,7 +46,7 @@ async fn step_until_woken<F: Future>(task: &Spawn<F>, start: Instant, step: Dura
 /// woken a step earlier and that it is ready then.
 async fn write_woken_at(step: Duration) -> Duration {
     let ctx = sim(fixed(LATENCY));
-    let file = open(&ctx, "/f").await;
+    let file = support::open_rw(&ctx, "/f").await;
     let start = Instant::now();
     let mut write = task::spawn(file.write_at(b"abc".to_vec(), 0));
     assert_pending!(write.poll());
@@ -120,7 +112,7 @@ async fn read_step_by_step() {
     ctx.sim()
         .unwrap()
         .insert_file("/data", b"hello sim".to_vec());
-    let file = open(&ctx, "/data").await;
+    let file = support::open_rw(&ctx, "/data").await;
     let mut read = task::spawn(file.read_at(Vec::with_capacity(5), 6));
     assert_pending!(read.poll());
     advance(LATENCY - Duration::from_millis(1)).await;
@@ -143,7 +135,7 @@ async fn save(file: &File, record: &[u8]) -> std::io::Result<()> {
 async fn write_then_fsync_step_by_step_and_a_crash_before_the_fsync() {
     let ctx = sim(fixed(LATENCY));
     let sim = ctx.sim().unwrap();
-    let file = open(&ctx, "/rec").await;
+    let file = support::open_rw(&ctx, "/rec").await;
     let mut saving = task::spawn(save(&file, b"v1"));
     assert_pending!(saving.poll());
     advance(LATENCY).await;
@@ -177,7 +169,7 @@ async fn write_then_fsync_step_by_step_and_a_crash_before_the_fsync() {
 async fn injected_fsync_fault_step_by_step() {
     let ctx =
         sim(fixed(LATENCY).fault(OpFilter::op(SimOp::Fsync), 1, FaultAction::Errno(libc::EIO)));
-    let file = open(&ctx, "/rec").await;
+    let file = support::open_rw(&ctx, "/rec").await;
     let mut saving = task::spawn(save(&file, b"v1"));
     assert_pending!(saving.poll());
     advance(LATENCY).await;
@@ -199,7 +191,7 @@ async fn injected_fsync_fault_step_by_step() {
 async fn crash_between_two_polls_tears_the_write_in_flight() {
     let ctx = sim(fixed(LATENCY).torn_writes(512).seed(3));
     let sim = ctx.sim().unwrap();
-    let file = open(&ctx, "/big").await;
+    let file = support::open_rw(&ctx, "/big").await;
     let mut write = task::spawn(file.write_at(vec![0xAB; 16 * 1024], 0));
     assert_pending!(write.poll());
     advance(LATENCY / 2).await;
@@ -230,7 +222,7 @@ fn last_writer(seed: u64) -> u8 {
         .unwrap();
     runtime.block_on(async {
         let ctx = sim(fixed(LATENCY).seed(seed));
-        let file = open(&ctx, "/shared").await;
+        let file = support::open_rw(&ctx, "/shared").await;
         let mut a = task::spawn(file.write_at(vec![b'a'], 0));
         let mut b = task::spawn(file.write_at(vec![b'b'], 0));
         assert_pending!(a.poll());

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aioctx::fs::{File, OpenOptions};
 use aioctx::{Backend, Builder, Context, Pool};
 
 /// A context with the default configuration, or `None` (after printing why)
@@ -77,6 +78,21 @@ pub fn build_local(builder: Builder) -> Option<aioctx::LocalContext> {
         }
         Err(e) => panic!("building a local context failed: {e}"),
     }
+}
+
+/// Opens (creating it) `path` on `ctx` for reading and writing.
+///
+/// # Panics
+///
+/// If the open fails.
+pub async fn open_rw(ctx: &Context, path: &str) -> File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .open(ctx, path)
+        .await
+        .unwrap()
 }
 
 /// Number of fds open in this process.
