@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::task::LocalSet;
 
 use crate::backend::AnyBackend;
+use crate::backend::sim::SimHandle;
 use crate::home_thread::{HomeOnly, HomeThread};
 use crate::metrics::{Metrics, RingFlags};
-use crate::backend::sim::SimHandle;
 
 /// A handle to an io_uring AioContext: one ring, driven by one home thread.
 ///

@@ -297,7 +297,9 @@ impl Replay {
         };
         // Outside the unwind, so a panicking run still shows its log.
         let mut sim = None;
-        match catch_unwind(AssertUnwindSafe(|| self.run_on_fresh_runtime(scenario, &mut sim))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.run_on_fresh_runtime(scenario, &mut sim)
+        })) {
             Ok(Ok(Ended {
                 error: None,
                 completions,

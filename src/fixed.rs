@@ -121,7 +121,8 @@ impl Context {
         let memory = Region::new(bytes)?;
         let base = memory.ptr;
         let base_addr = base.as_ptr() as usize;
-        let iovecs: Vec<(usize, usize)> = (0..count).map(|i| (base_addr + i * stride, size)).collect();
+        let iovecs: Vec<(usize, usize)> =
+            (0..count).map(|i| (base_addr + i * stride, size)).collect();
         let shared = self.shared().clone();
         let register = move || {
             let iovecs: Vec<libc::iovec> = iovecs
@@ -279,7 +280,12 @@ impl FixedBuf {
     fn ptr(&self) -> *mut u8 {
         let stride = self.pool.size.next_multiple_of(ALIGN);
         // SAFETY: `index < count`, so the buffer lies inside the region.
-        unsafe { self.pool.base.as_ptr().add(usize::from(self.index) * stride) }
+        unsafe {
+            self.pool
+                .base
+                .as_ptr()
+                .add(usize::from(self.index) * stride)
+        }
     }
 
     /// Bytes the buffer can hold.
@@ -309,9 +315,14 @@ impl FixedBuf {
     /// If it does not fit in the capacity.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         let end = self.len + data.len();
-        assert!(end <= self.capacity(), "FixedBuf::extend_from_slice past capacity");
+        assert!(
+            end <= self.capacity(),
+            "FixedBuf::extend_from_slice past capacity"
+        );
         // SAFETY: `len..end` lies inside this buffer, which this value owns.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr().add(self.len), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr().add(self.len), data.len())
+        };
         self.len = end;
     }
 

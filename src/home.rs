@@ -219,7 +219,11 @@ impl Builder {
 
     /// A sim context driven by a task on `runtime`, the caller's: the
     /// calling thread, which runs that runtime, is its home.
-    fn build_sim_on(&self, runtime: tokio::runtime::Handle, config: SimConfig) -> io::Result<Context> {
+    fn build_sim_on(
+        &self,
+        runtime: tokio::runtime::Handle,
+        config: SimConfig,
+    ) -> io::Result<Context> {
         let home = HomeThread::current();
         let backend = AnyBackend::new(self.setup(&Backend::Sim(config), &runtime, home))?;
         let (finished_tx, finished_rx) = watch::channel(false);

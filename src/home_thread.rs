@@ -160,7 +160,13 @@ mod tests {
         assert_eq!(cell.with(|v| *v), Some(7));
         let elsewhere = std::thread::spawn({
             let cell = cell.clone();
-            move || (cell.with(|v| *v), cell.take(), HomeThread::current() == home)
+            move || {
+                (
+                    cell.with(|v| *v),
+                    cell.take(),
+                    HomeThread::current() == home,
+                )
+            }
         })
         .join()
         .unwrap();

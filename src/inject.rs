@@ -32,6 +32,9 @@ impl Context {
     /// Faults queued by [`inject_faults`](Context::inject_faults) and not yet
     /// applied (0 off io_uring).
     pub fn pending_faults(&self) -> usize {
-        self.shared().backend.faults().map_or(0, |queue| queue.pending())
+        self.shared()
+            .backend
+            .faults()
+            .map_or(0, |queue| queue.pending())
     }
 }

@@ -171,57 +171,68 @@
     rust_2018_idioms
 )]
 
-/// Everything but the two modelled protocols is left out of the loom build,
-/// which model-checks `inbox` and `lifecycle`.
-macro_rules! outside_loom {
-    ($($item:item)*) => { $( #[cfg(not(aioctx_loom))] $item )* };
-}
+// Everything but the two modelled protocols (`inbox`, `lifecycle`, and the
+// `sync` switch under them) is left out of the loom build, which
+// model-checks those.
 
 // Leaves.
+#[cfg(not(aioctx_loom))]
+pub mod buf;
+#[cfg(not(aioctx_loom))]
+mod cell_cache;
+#[cfg(not(aioctx_loom))]
+mod error;
+#[cfg(all(not(aioctx_loom), feature = "fault-injection"))]
+pub mod fault;
+#[cfg(not(aioctx_loom))]
+mod home_thread;
+#[cfg(not(aioctx_loom))]
+mod metrics;
 mod sync;
-outside_loom! {
-    pub mod buf;
-    mod cell_cache;
-    mod error;
-    #[cfg(feature = "fault-injection")]
-    pub mod fault;
-    mod home_thread;
-    mod metrics;
-}
 
 // Protocols.
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod inbox;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod lifecycle;
-outside_loom! {
-    mod ring;
-}
+#[cfg(not(aioctx_loom))]
+mod ring;
 
 // Ops, backends, surface.
-outside_loom! {
-    pub mod ops;
-    mod backend;
-    mod context;
-    mod enter;
-    #[cfg(feature = "test-util")]
-    mod explore;
-    mod fixed;
-    pub mod fs;
-    mod home;
-    #[cfg(feature = "fault-injection")]
-    mod inject;
-    mod op;
-    mod pool;
-    pub mod sim;
+#[cfg(not(aioctx_loom))]
+mod backend;
+#[cfg(not(aioctx_loom))]
+mod context;
+#[cfg(not(aioctx_loom))]
+mod enter;
+#[cfg(all(not(aioctx_loom), feature = "test-util"))]
+mod explore;
+#[cfg(not(aioctx_loom))]
+mod fixed;
+#[cfg(not(aioctx_loom))]
+pub mod fs;
+#[cfg(not(aioctx_loom))]
+mod home;
+#[cfg(all(not(aioctx_loom), feature = "fault-injection"))]
+mod inject;
+#[cfg(not(aioctx_loom))]
+mod op;
+#[cfg(not(aioctx_loom))]
+pub mod ops;
+#[cfg(not(aioctx_loom))]
+mod pool;
+#[cfg(not(aioctx_loom))]
+pub mod sim;
 
-    pub use backend::Backend;
-    pub use context::{BindGuard, Context, current};
-    pub use enter::{JoinError, JoinHandle};
-    pub use error::is_shutdown;
-    pub use fixed::{FixedBuf, FixedBufPool};
-    pub use home::{Builder, LocalContext};
-    pub use metrics::{Dwell, Metrics, RingFlags};
-    pub use op::Op;
-    pub use pool::{Pool, PoolBuilder};
-}
+#[cfg(not(aioctx_loom))]
+pub use crate::{
+    backend::Backend,
+    context::{BindGuard, Context, current},
+    enter::{JoinError, JoinHandle},
+    error::is_shutdown,
+    fixed::{FixedBuf, FixedBufPool},
+    home::{Builder, LocalContext},
+    metrics::{Dwell, Metrics, RingFlags},
+    op::Op,
+    pool::{Pool, PoolBuilder},
+};

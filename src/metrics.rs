@@ -149,7 +149,10 @@ impl Metrics {
     ///
     /// If `all` is empty.
     pub fn sum(all: &[Metrics]) -> Metrics {
-        let mut total = all.first().expect("metrics of at least one context").clone();
+        let mut total = all
+            .first()
+            .expect("metrics of at least one context")
+            .clone();
         for m in &all[1..] {
             total.ops_local += m.ops_local;
             total.ops_foreign += m.ops_foreign;

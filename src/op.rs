@@ -22,7 +22,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use std::{fmt, future::Future, pin::Pin};
 
-use crate::backend::{AnyBackend, Anchored, Placement, start};
+use crate::backend::{Anchored, AnyBackend, Placement, start};
 use crate::context::{Context, Shared};
 use crate::lifecycle::FutureHalf;
 use crate::ops::raw::RawOp;
@@ -152,7 +152,9 @@ impl OpenFile {
     /// The fd, to close: after [`unregister`](OpenFile::unregister).
     pub(crate) fn take_fd(&mut self) -> OwnedFd {
         debug_assert!(self.slot.is_none(), "closing a file still in the table");
-        self.fd.take().expect("an open file has its fd until closed")
+        self.fd
+            .take()
+            .expect("an open file has its fd until closed")
     }
 }
 
@@ -196,7 +198,12 @@ impl FileHandles {
     #[inline]
     pub(crate) fn anchor(&self) -> Anchor {
         if !self.views.is_empty() {
-            let view = self.file.shared.pool.get().and_then(|pool| self.view(pool.pick()));
+            let view = self
+                .file
+                .shared
+                .pool
+                .get()
+                .and_then(|pool| self.view(pool.pick()));
             if let Some(view) = view {
                 return Anchor::Member(view.clone());
             }
@@ -264,7 +271,11 @@ impl Anchor {
         // A registered file's ops name its slot in its own ring's table.
         let elsewhere = match file.is_registered() {
             true => None,
-            false => file.shared.pool.get().and_then(|pool| pool.elsewhere(&file.shared)),
+            false => file
+                .shared
+                .pool
+                .get()
+                .and_then(|pool| pool.elsewhere(&file.shared)),
         };
         // The file's reference moves into the new anchor: one count taken
         // per op, not two.
@@ -478,8 +489,14 @@ mod tests {
                 })
                 .join()
                 .expect("the task ran");
-            assert!(on_this_member, "member {index}'s op did not anchor its view");
-            assert_eq!(before, after, "member {index}'s op counted on the shared file");
+            assert!(
+                on_this_member,
+                "member {index}'s op did not anchor its view"
+            );
+            assert_eq!(
+                before, after,
+                "member {index}'s op counted on the shared file"
+            );
         }
     }
 }

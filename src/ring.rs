@@ -199,7 +199,11 @@ impl Ring {
     /// Each iovec's memory must stay valid, and not be used for anything the
     /// kernel's fixed ops must not see, until its slot is cleared with
     /// [`clear_buffers`](Ring::clear_buffers) or the ring is closed.
-    pub(crate) unsafe fn update_buffers(&mut self, first: u16, iovecs: &[libc::iovec]) -> io::Result<()> {
+    pub(crate) unsafe fn update_buffers(
+        &mut self,
+        first: u16,
+        iovecs: &[libc::iovec],
+    ) -> io::Result<()> {
         self.assert_home();
         // SAFETY: the caller vouches for the memory.
         unsafe {

@@ -134,9 +134,11 @@ impl Fallback {
                 let started = Instant::now();
                 // If the runtime is shutting down the closure is dropped
                 // unrun; shutdown has closed the table and resolved the op.
-                drop(self.shared.runtime.spawn_blocking(move || {
-                    shared.run::<K, A>(id, call, anchor, started)
-                }));
+                drop(
+                    self.shared
+                        .runtime
+                        .spawn_blocking(move || shared.run::<K, A>(id, call, anchor, started)),
+                );
                 Placement::Queued
             }
         }

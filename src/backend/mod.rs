@@ -38,8 +38,8 @@ mod fallback;
 pub(crate) mod sim;
 mod uring;
 
-pub(crate) use common::Placement;
 use common::Common;
+pub(crate) use common::Placement;
 use fallback::Fallback;
 use sim::{Sim, SimConfig, SimHandle};
 use uring::Uring;
@@ -122,7 +122,9 @@ impl AnyBackend {
                 setup.runtime.clone(),
                 setup.home,
             ))),
-            Backend::Uring => Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring),
+            Backend::Uring => {
+                Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring)
+            }
             Backend::Auto => match Uring::new(setup.ring, setup.home, setup.kicks) {
                 Ok(uring) => Ok(AnyBackend::Uring(uring)),
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
@@ -158,7 +160,11 @@ impl AnyBackend {
     /// Shares a fresh op with the backend, which starts it: returns the
     /// future's half and where the op went. Input no backend may run is
     /// refused here, before any backend sees it.
-    fn start_fresh<K, A>(&self, mut fresh: Fresh<K, A>, waker: &Waker) -> (FutureHalf<K, A>, Placement)
+    fn start_fresh<K, A>(
+        &self,
+        mut fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement)
     where
         K: Operation,
         A: Anchored,
@@ -242,7 +248,10 @@ impl AnyBackend {
     ///
     /// Each iovec's memory must stay valid until the slots are unregistered
     /// or the backend is gone.
-    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
+    pub(crate) unsafe fn register_buffers(
+        &self,
+        iovecs: &[libc::iovec],
+    ) -> io::Result<Option<u16>> {
         match self {
             // SAFETY: the caller's contract.
             AnyBackend::Uring(uring) => unsafe { uring.register_buffers(iovecs) }.map(Some),

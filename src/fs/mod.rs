@@ -32,8 +32,8 @@ use crate::op::{Anchor, FileHandles, Op, OpenFile};
 pub use crate::ops::Metadata;
 use crate::ops::rw::Registration;
 use crate::ops::{
-    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx,
-    WriteAt, WritevAt,
+    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx, WriteAt,
+    WritevAt,
 };
 
 /// An open file whose I/O runs on a context's ring.
@@ -79,7 +79,11 @@ impl File {
     /// Adopts an fd opened elsewhere; its I/O will run on `ctx`.
     pub fn from_fd(ctx: &Context, fd: OwnedFd) -> File {
         File {
-            inner: Arc::new(FileHandles::new(OpenFile::new(fd, ctx.shared().clone(), None))),
+            inner: Arc::new(FileHandles::new(OpenFile::new(
+                fd,
+                ctx.shared().clone(),
+                None,
+            ))),
         }
     }
 
@@ -123,12 +127,7 @@ impl File {
         let mut filled = 0;
         while filled < total {
             let (result, returned) = self
-                .op(ReadAt::new(
-                    self.fd(),
-                    buf,
-                    filled,
-                    offset + filled as u64,
-                ))
+                .op(ReadAt::new(self.fd(), buf, filled, offset + filled as u64))
                 .await;
             buf = returned;
             match result {

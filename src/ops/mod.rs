@@ -148,8 +148,7 @@ pub(crate) trait Inflight: Cell {
 impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
     unsafe fn simulate(&self, fs: &mut dyn SimFs) -> Cqe {
         // SAFETY: the caller holds the backend reference, uncompleted.
-        unsafe { self.with_kind(|kind| kind.simulate(fs)) }
-            .expect("an op in flight keeps its op")
+        unsafe { self.with_kind(|kind| kind.simulate(fs)) }.expect("an op in flight keeps its op")
     }
 
     unsafe fn sim_delay(&self) -> Duration {
@@ -173,9 +172,7 @@ impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
 pub(crate) type OpRef = BackendRef<dyn Inflight>;
 
 /// Erases an op's type for the backends' queues and tables.
-pub(crate) fn erase<K: Operation, A: Send + Sync + 'static>(
-    op: BackendRef<OpCell<K, A>>,
-) -> OpRef {
+pub(crate) fn erase<K: Operation, A: Send + Sync + 'static>(op: BackendRef<OpCell<K, A>>) -> OpRef {
     op.erase(|cell| -> NonNull<dyn Inflight> { cell })
 }
 

@@ -116,9 +116,11 @@ impl<B: IoBufMut> UringOp for ReadAt<B> {
         let len = len.min(u32::MAX as usize) as u32;
         let (fd, offset) = (self.fd, self.offset);
         match self.registration {
-            Registration::Slot(index) => on_file!(fd, target => op::ReadFixed::new(target, ptr, len, index)
+            Registration::Slot(index) => {
+                on_file!(fd, target => op::ReadFixed::new(target, ptr, len, index)
                 .offset(offset)
-                .build()),
+                .build())
+            }
             Registration::None | Registration::Mismatched => {
                 on_file!(fd, target => op::Read::new(target, ptr, len).offset(offset).build())
             }
@@ -153,10 +155,12 @@ impl<B: IoBufMut> SimulatedOp for ReadAt<B> {
             addr: ptr as usize,
             len,
         }];
-        let result = fs.read(self.fd.as_raw_fd(), self.offset, &into).map(|data| {
-            self.fill(&data);
-            data.len()
-        });
+        let result = fs
+            .read(self.fd.as_raw_fd(), self.offset, &into)
+            .map(|data| {
+                self.fill(&data);
+                data.len()
+            });
         cqe_of(result)
     }
 }
@@ -227,9 +231,11 @@ impl<B: IoBuf> UringOp for WriteAt<B> {
         let (ptr, len) = (data.as_ptr(), data.len().min(u32::MAX as usize) as u32);
         let (fd, offset) = (self.fd, self.offset);
         match self.registration {
-            Registration::Slot(index) => on_file!(fd, target => op::WriteFixed::new(target, ptr, len, index)
+            Registration::Slot(index) => {
+                on_file!(fd, target => op::WriteFixed::new(target, ptr, len, index)
                 .offset(offset)
-                .build()),
+                .build())
+            }
             Registration::None | Registration::Mismatched => {
                 on_file!(fd, target => op::Write::new(target, ptr, len).offset(offset).build())
             }

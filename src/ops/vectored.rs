@@ -133,10 +133,12 @@ impl<B: IoBufMut> SimulatedOp for ReadvAt<B> {
                 len: b.bytes_total(),
             })
             .collect();
-        let result = fs.read(self.fd.as_raw_fd(), self.offset, &into).map(|data| {
-            self.fill(&data);
-            data.len()
-        });
+        let result = fs
+            .read(self.fd.as_raw_fd(), self.offset, &into)
+            .map(|data| {
+                self.fill(&data);
+                data.len()
+            });
         cqe_of(result)
     }
 }

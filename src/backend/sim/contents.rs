@@ -187,7 +187,11 @@ mod tests {
     #[test]
     fn zero_and_truncate_free_whole_pages() {
         let mut contents = Contents::from_bytes(&vec![7u8; 3 * PAGE as usize]);
-        assert_eq!(contents.zero(10, 2 * PAGE + 10), 1, "only the middle page is whole");
+        assert_eq!(
+            contents.zero(10, 2 * PAGE + 10),
+            1,
+            "only the middle page is whole"
+        );
         assert_eq!(contents.read(8, 4), [7, 7, 0, 0]);
         assert_eq!(contents.read(2 * PAGE + 8, 4), [0, 0, 7, 7]);
         assert_eq!(contents.truncate(PAGE + 1), 1);

@@ -196,14 +196,24 @@ impl Files {
     /// behind `fd` straight to disk: into its contents and its durable
     /// snapshot alike (the part of a torn write that reached the platter
     /// before a crash). Refuses what [`write`](SimFs::write) would refuse.
-    pub(super) fn persist(&mut self, fd: RawFd, offset: u64, from: &[&[u8]], keep: usize) -> io::Result<()> {
+    pub(super) fn persist(
+        &mut self,
+        fd: RawFd,
+        offset: u64,
+        from: &[&[u8]],
+        keep: usize,
+    ) -> io::Result<()> {
         let open = self.open_of(fd)?;
         if !open.writable {
             return Err(errno(libc::EBADF));
         }
         let total: u64 = from.iter().map(|piece| piece.len() as u64).sum();
         rw_end(offset, total)?;
-        check_direct(&open, offset, from.iter().map(|p| (p.as_ptr() as usize, p.len())))?;
+        check_direct(
+            &open,
+            offset,
+            from.iter().map(|p| (p.as_ptr() as usize, p.len())),
+        )?;
         let mut data = from.concat();
         data.truncate(keep);
         let inode = &mut self.inodes[open.inode];
@@ -233,7 +243,11 @@ impl Files {
 }
 
 /// `O_DIRECT`'s rule: offset, every buffer's address and length aligned.
-fn check_direct(open: &Open, offset: u64, pieces: impl Iterator<Item = (usize, usize)>) -> io::Result<()> {
+fn check_direct(
+    open: &Open,
+    offset: u64,
+    pieces: impl Iterator<Item = (usize, usize)>,
+) -> io::Result<()> {
     if !open.direct {
         return Ok(());
     }
@@ -317,7 +331,11 @@ impl SimFs for Files {
         }
         let total: u64 = from.iter().map(|piece| piece.len() as u64).sum();
         rw_end(offset, total)?;
-        check_direct(&open, offset, from.iter().map(|p| (p.as_ptr() as usize, p.len())))?;
+        check_direct(
+            &open,
+            offset,
+            from.iter().map(|p| (p.as_ptr() as usize, p.len())),
+        )?;
         let len = match self.check(SimOp::Write, Some(open.inode), offset, total) {
             Verdict::Fail(e) => return Err(e),
             Verdict::Short(n) => total.min(n as u64),

@@ -144,13 +144,18 @@ impl State {
         if let Some(sector) = self.crash_model.torn_sector {
             let mut tear = Tear::new(&mut self.files, &mut self.crash_rng, sector);
             for event in self.timeline.values_mut() {
-                if let Event::Op { op, outcome: outcome @ None } = event {
+                if let Event::Op {
+                    op,
+                    outcome: outcome @ None,
+                } = event
+                {
                     // SAFETY: `op` is the backend reference, not yet completed.
                     *outcome = Some(unsafe { op.cell().simulate(&mut tear) });
                 }
             }
         }
-        self.crashes.push(at.saturating_duration_since(self.started));
+        self.crashes
+            .push(at.saturating_duration_since(self.started));
         tracing::debug!(at = ?self.crashes.last(), "sim: crash");
     }
 }
@@ -164,7 +169,9 @@ impl Wake for Alarm {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let Some(shared) = self.0.upgrade() else { return };
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
         // This runs inside Tokio's time driver: a panic here (a bug in the
         // simulator) must not unwind through it. Contained, it shuts the
         // simulator down in order instead; every pending future resolves.
@@ -200,7 +207,11 @@ impl Sim {
             rng: Rng::new(seed, Stream::Faults),
         };
         let state = State {
-            files: Files::new(injector, config.memory_budget, config.crash.reorder_unsynced),
+            files: Files::new(
+                injector,
+                config.memory_budget,
+                config.crash.reorder_unsynced,
+            ),
             schedule_rng: Rng::new(seed, Stream::Schedule),
             crash_rng,
             latency: config.latency,
@@ -493,10 +504,7 @@ impl SimHandle {
 
     /// Creates or replaces the file `path`, durably, with `data`.
     pub fn insert_file(&self, path: impl AsRef<Path>, data: impl Into<Vec<u8>>) {
-        self.shared
-            .lock()
-            .files
-            .insert(path.as_ref(), &data.into());
+        self.shared.lock().files.insert(path.as_ref(), &data.into());
     }
 
     /// Every op completed so far, in completion order.

@@ -66,7 +66,10 @@ impl Uring {
         {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("io_uring lacks opcodes aioctx needs: {}", missing.join(", ")),
+                format!(
+                    "io_uring lacks opcodes aioctx needs: {}",
+                    missing.join(", ")
+                ),
             ));
         }
         let flags = ring.flags();
@@ -215,5 +218,7 @@ impl Uring {
 /// The error of a home-only request made elsewhere (or once the ring is
 /// gone).
 fn off_home(what: &str) -> io::Error {
-    io::Error::other(format!("{what} must run on the context's home thread, while it runs"))
+    io::Error::other(format!(
+        "{what} must run on the context's home thread, while it runs"
+    ))
 }

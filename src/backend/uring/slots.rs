@@ -120,7 +120,10 @@ impl Slots {
 
     /// Counts a cancel request's CQE reaped.
     pub(super) fn cancel_reaped(&mut self) {
-        debug_assert!(self.cancels > 0, "a cancel's CQE without a cancel in flight");
+        debug_assert!(
+            self.cancels > 0,
+            "a cancel's CQE without a cancel in flight"
+        );
         self.cancels = self.cancels.saturating_sub(1);
     }
 
@@ -235,9 +238,15 @@ mod tests {
         complete(&mut slots, first);
         assert!(!slots.contains(first), "a freed op is gone");
         let reused = slots.insert(op(), 2);
-        assert_eq!(reused as u32, first as u32, "the free list hands the slot back");
+        assert_eq!(
+            reused as u32, first as u32,
+            "the free list hands the slot back"
+        );
         assert_ne!(reused, first, "with a new generation");
-        assert!(slots.remove(first).is_none(), "a stale user_data hits nothing");
+        assert!(
+            slots.remove(first).is_none(),
+            "a stale user_data hits nothing"
+        );
         assert!(slots.contains(reused) && slots.contains(second));
         complete(&mut slots, reused);
         complete(&mut slots, second);
@@ -266,7 +275,10 @@ mod tests {
         assert!(slots.is_full(), "the other entry is the cancels' reserve");
         assert!(slots.can_cancel());
         slots.cancel_sent();
-        assert!(!slots.can_cancel(), "one op and one cancel fill a CQ of two");
+        assert!(
+            !slots.can_cancel(),
+            "one op and one cancel fill a CQ of two"
+        );
         complete(&mut slots, a);
         assert!(!slots.is_full(), "an op fits beside the cancel in flight");
         let b = slots.insert(op(), 2);

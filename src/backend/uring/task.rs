@@ -232,7 +232,12 @@ mod tests {
                 std::fs::File::from_raw_fd(fds[1]),
             )
         };
-        let read = ReadAt::new(FileFd::new(reader.as_raw_fd()), Vec::with_capacity(64), 0, 0);
+        let read = ReadAt::new(
+            FileFd::new(reader.as_raw_fd()),
+            Vec::with_capacity(64),
+            0,
+            0,
+        );
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());
@@ -245,13 +250,22 @@ mod tests {
         drop(driver);
         drop(runtime);
 
-        assert!(uring.common().shutdown.is_raised(), "the context is shut down");
+        assert!(
+            uring.common().shutdown.is_raised(),
+            "the context is shut down"
+        );
         let Ok((read, cqe)) = half.poll(Waker::noop()) else {
             panic!("the drain resolved the read");
         };
         let error = cqe.result.as_ref().expect_err("the read was cancelled");
-        assert!(!crate::error::is_shutdown(error), "resolved before the kernel answered");
-        assert!(matches!(error.raw_os_error(), Some(libc::ECANCELED | libc::EINTR)));
+        assert!(
+            !crate::error::is_shutdown(error),
+            "resolved before the kernel answered"
+        );
+        assert!(matches!(
+            error.raw_os_error(),
+            Some(libc::ECANCELED | libc::EINTR)
+        ));
         writer.write_all(b"late").unwrap();
         let (_, buf) = read.complete(cqe);
         assert!(buf.is_empty(), "nothing landed in the buffer");

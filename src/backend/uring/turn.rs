@@ -135,7 +135,10 @@ impl Core {
     ///
     /// The memory must stay valid until [`unregister_buffers`](Core::unregister_buffers)
     /// clears the slots, or the ring closes.
-    pub(super) unsafe fn register_buffers(&mut self, iovecs: &[libc::iovec]) -> std::io::Result<u16> {
+    pub(super) unsafe fn register_buffers(
+        &mut self,
+        iovecs: &[libc::iovec],
+    ) -> std::io::Result<u16> {
         let Some(first) = self.buffers.take(iovecs.len()) else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::OutOfMemory,
@@ -562,13 +565,15 @@ mod tests {
         // SAFETY: pipe2 writes two fresh fds on success.
         assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
         // SAFETY: both fds are fresh and owned by nobody else.
-        let (reader, _writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (reader, _writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
 
         // As many reads as the CQ holds: the pipe stays empty, so none
         // completes until it is cancelled.
         let halves: Vec<_> = (0..cq)
             .map(|_| {
-                let read = ReadAt::new(FileFd::new(reader.as_raw_fd()), Vec::with_capacity(8), 0, 0);
+                let read =
+                    ReadAt::new(FileFd::new(reader.as_raw_fd()), Vec::with_capacity(8), 0, 0);
                 let mut fresh = Fresh::new(read, ());
                 let sqe = fresh.with_kind(|kind| kind.sqe());
                 let (half, op) = fresh.share(Waker::noop().clone());
@@ -582,7 +587,11 @@ mod tests {
             })
             .collect();
         while core.turn(&inbox, &common) == TurnOutcome::MoreWork {}
-        assert!(core.slots.is_full(), "{} of {cq} in flight", core.slots.len());
+        assert!(
+            core.slots.is_full(),
+            "{} of {cq} in flight",
+            core.slots.len()
+        );
         let in_kernel = core.slots.len();
 
         for half in halves {
@@ -601,7 +610,13 @@ mod tests {
         assert!(core.slots.is_empty(), "every read was cancelled");
         assert!(core.backlog.is_empty(), "backlogged reads were given up");
         assert!(core.slots.can_cancel() && !core.slots.is_full());
-        let cancels = common.counters.cancels_sent.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(cancels as usize, in_kernel, "one cancel per read in the kernel");
+        let cancels = common
+            .counters
+            .cancels_sent
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            cancels as usize, in_kernel,
+            "one cancel per read in the kernel"
+        );
     }
 }
