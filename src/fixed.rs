@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::context::{Context, Shared};
+use crate::context::state::ContextState;
 
 /// The alignment of every registered buffer: enough for `O_DIRECT`.
 const ALIGN: usize = 4096;
 
 /// A set of `count` buffers of `size` bytes, registered with a context's
-/// ring. From [`Context::register_buffers`]. Cheap to clone.
+/// ring. From [`Context::register_buffers`](crate::Context::register_buffers). Cheap to clone.
 ///
 /// # Errors and fallbacks
 ///
@@ -55,7 +55,7 @@ struct PoolInner {
     /// `first + i`. `None` when unregistered.
     first: Option<u16>,
     /// The context whose ring the buffers are registered with.
-    context: Arc<Shared>,
+    context: Arc<ContextState>,
     free: Mutex<Vec<u16>>,
     /// One permit per free buffer.
     available: Arc<Semaphore>,
@@ -98,19 +98,14 @@ unsafe impl Send for PoolInner {}
 // SAFETY: as above; shared access only computes addresses.
 unsafe impl Sync for PoolInner {}
 
-impl Context {
-    /// Allocates `count` buffers of `size` bytes (4096-aligned, zeroed) and
-    /// registers them with this context's ring, for
-    /// [`File::read_fixed_at`](crate::fs::File::read_fixed_at) and
-    /// [`File::write_fixed_at`](crate::fs::File::write_fixed_at). Call it
-    /// from any thread; the registration runs on the home thread.
-    ///
-    /// # Errors
-    ///
-    /// `EINVAL` for a `count` above 65536 or of 0, or a size of 0; an
-    /// allocation failure. A registration the ring refuses is not an error:
-    /// see [`FixedBufPool`].
-    pub async fn register_buffers(&self, count: usize, size: usize) -> io::Result<FixedBufPool> {
+impl FixedBufPool {
+    /// Allocates `count` buffers of `size` bytes and registers them with
+    /// `state`'s ring; see [`Context::register_buffers`](crate::Context::register_buffers).
+    pub(crate) async fn register(
+        state: &Arc<ContextState>,
+        count: usize,
+        size: usize,
+    ) -> io::Result<FixedBufPool> {
         if count == 0 || count > 1 << 16 || size == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -123,7 +118,7 @@ impl Context {
         let base_addr = base.as_ptr() as usize;
         let iovecs: Vec<(usize, usize)> =
             (0..count).map(|i| (base_addr + i * stride, size)).collect();
-        let shared = self.shared().clone();
+        let shared = state.clone();
         let register = move || {
             let iovecs: Vec<libc::iovec> = iovecs
                 .iter()
@@ -136,17 +131,19 @@ impl Context {
             // slots (on the home thread) before it frees it.
             unsafe { shared.backend.register_buffers(&iovecs) }
         };
-        let registered = if self.is_home_thread() {
+        let registered = if state.home().is_current() {
             register()
         } else {
-            self.spawn(async move { register() })
+            state
+                .runtime()
+                .spawn(async move { register() })
                 .await
                 .map_err(|_| crate::error::shutdown_error())?
         };
         let first = match registered {
             Ok(first) => first,
             Err(e) => {
-                self.shared().warn_once(&format!(
+                state.warn_once(&format!(
                     "registering {count} buffers of {size} bytes failed ({e}); \
                      the pool's buffers are used unregistered"
                 ));
@@ -160,7 +157,7 @@ impl Context {
                 size,
                 count,
                 first,
-                context: self.shared().clone(),
+                context: state.clone(),
                 free: Mutex::new((0..count as u32).rev().map(|i| i as u16).collect()),
                 available: Arc::new(Semaphore::new(count)),
             }),
@@ -332,7 +329,7 @@ impl FixedBuf {
     }
 
     /// The context the buffer is registered with.
-    pub(crate) fn context(&self) -> &Arc<Shared> {
+    pub(crate) fn context(&self) -> &Arc<ContextState> {
         &self.pool.context
     }
 }

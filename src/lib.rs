@@ -208,13 +208,13 @@ mod enter;
 #[cfg(all(not(aioctx_loom), feature = "test-util"))]
 mod explore;
 #[cfg(not(aioctx_loom))]
+mod file;
+#[cfg(not(aioctx_loom))]
 mod fixed;
 #[cfg(not(aioctx_loom))]
 pub mod fs;
 #[cfg(not(aioctx_loom))]
 mod home;
-#[cfg(all(not(aioctx_loom), feature = "fault-injection"))]
-mod inject;
 #[cfg(not(aioctx_loom))]
 mod op;
 #[cfg(not(aioctx_loom))]

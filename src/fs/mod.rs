@@ -27,14 +27,16 @@ pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
+use crate::file::{FileHandles, OpenFile};
 use crate::fixed::FixedBuf;
-use crate::op::{Anchor, FileHandles, Op, OpenFile};
+use crate::op::Op;
 pub use crate::ops::Metadata;
 use crate::ops::rw::Registration;
 use crate::ops::{
     Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx, WriteAt,
     WritevAt,
 };
+use crate::pool::placement::Anchor;
 
 /// An open file whose I/O runs on a context's ring.
 ///
@@ -81,7 +83,8 @@ impl File {
         File {
             inner: Arc::new(FileHandles::new(OpenFile::new(
                 fd,
-                ctx.shared().clone(),
+                ctx.state().clone(),
+                ctx.membership().cloned(),
                 None,
             ))),
         }
@@ -244,7 +247,7 @@ impl File {
         };
         file.unregister().await;
         let fd = file.take_fd();
-        Op::new(Anchor::Context(file.shared.clone()), Close::new(fd)).await
+        Op::new(Anchor::Context(file.state.clone()), Close::new(fd)).await
     }
 
     /// Whether the file is registered with its ring (see
@@ -289,13 +292,13 @@ impl File {
     fn fixed_placement(&self, buf: &FixedBuf) -> (Anchor, FileFd, Registration) {
         let file = self.inner.file();
         let on = buf.context().clone();
-        let own = Arc::ptr_eq(&on, &file.shared);
+        let own = Arc::ptr_eq(&on, &file.state);
         let fd = if own {
             file.fd()
         } else {
             FileFd::new(file.raw())
         };
-        let fds_agree = own || (on.backend.shares_fds() && file.shared.backend.shares_fds());
+        let fds_agree = own || (on.backend.shares_fds() && file.state.backend.shares_fds());
         let registration = if !fds_agree {
             Registration::Mismatched
         } else {
@@ -326,7 +329,7 @@ impl File {
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
-        Op::new(self.inner.anchor(), kind)
+        Op::new(Anchor::for_file(&self.inner), kind)
     }
 }
 
@@ -461,7 +464,7 @@ impl OpenOptions {
     pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
         let flags = self.flags()?;
         let fd = Op::new(
-            Anchor::Context(ctx.shared().clone()),
+            Anchor::Context(ctx.state().clone()),
             OpenAt::new(path.as_ref(), flags, self.mode)?,
         )
         .await?;
@@ -470,18 +473,19 @@ impl OpenOptions {
         }
         // Registered on the home thread, into a file made there: if this
         // future is dropped meanwhile, that file's drop unregisters it.
-        let shared = ctx.shared().clone();
+        let state = ctx.state().clone();
+        let pool = ctx.membership().cloned();
         let register = move || {
-            let slot = shared
+            let slot = state
                 .backend
                 .register_file(fd.as_raw_fd())
                 .unwrap_or_else(|e| {
-                    shared.warn_once(&format!(
+                    state.warn_once(&format!(
                         "registering a file failed ({e}); it is used unregistered"
                     ));
                     None
                 });
-            OpenFile::new(fd, shared, slot)
+            OpenFile::new(fd, state, pool, slot)
         };
         let file = if ctx.is_home_thread() {
             register()

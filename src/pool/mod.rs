@@ -1,7 +1,8 @@
 //! [`Pool`]: several contexts, one home thread and ring each (QEMU's
-//! iothreads), for services on many cores. Where each thread and task
-//! submits is decided in `context.rs` ([`Membership`]); this file builds,
-//! hands out and shuts down the members.
+//! iothreads), for services on many cores. The pool's room: this file builds,
+//! hands out and shuts down the members; `membership.rs` decides which member
+//! each thread submits to, and `placement.rs` where each op goes (a pool
+//! file's op follows the thread that submits it).
 //!
 //! ```text
 //!   Pool ── member 0: home thread 0 · ring 0      tasks spawned onto the pool
@@ -16,10 +17,16 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::context::{Context, Membership, bind_weakly};
+use crate::context::Context;
+use crate::context::bind::bind_weakly;
 use crate::enter::JoinHandle;
 use crate::home::Builder;
 use crate::metrics::Metrics;
+
+pub(crate) mod membership;
+pub(crate) mod placement;
+
+use membership::Membership;
 
 /// A pool of contexts, each with its own home thread and ring.
 ///
@@ -117,7 +124,7 @@ impl Pool {
     /// lapses when the pool is gone), so [`current`](crate::current) returns
     /// that member on this thread.
     pub fn bind_thread(&self) {
-        bind_weakly(self.context().shared());
+        bind_weakly(&self.context().owner);
     }
 
     /// A function that binds the thread it runs on, for
@@ -173,7 +180,7 @@ impl Drop for Inner {
         // Ask all first, so the members drain together; each handle's drop
         // then joins its home thread.
         for member in &self.members {
-            member.shared().backend.shut_down();
+            member.state().backend.shut_down();
         }
     }
 }
@@ -227,9 +234,10 @@ impl PoolBuilder {
             }
             members.push(builder.build()?);
         }
-        let membership = Arc::new(Membership::new(&members));
+        let states: Vec<_> = members.iter().map(|m| m.state().clone()).collect();
+        let membership = Arc::new(Membership::new(&states));
         for member in &members {
-            let _ = member.shared().pool.set(membership.clone());
+            let _ = member.owner.pool.set(membership.clone());
         }
         Ok(Pool {
             inner: Arc::new(Inner {
