@@ -504,6 +504,18 @@ impl<T: ?Sized + Cell> BackendRef<T> {
         }
     }
 
+    /// The same reference, as a reference to a cell of type `U`.
+    ///
+    /// # Safety
+    ///
+    /// The cell is a `U`: the caller erased it from one.
+    pub(crate) unsafe fn assume_type<U: Cell>(self) -> BackendRef<U> {
+        let this = ManuallyDrop::new(self);
+        BackendRef {
+            ptr: this.ptr.cast::<U>(),
+        }
+    }
+
     /// Gives up on the cell without completing it: its memory is never
     /// freed. For ops the kernel may still write into after shutdown's limit.
     pub(crate) fn leak(self) {

@@ -30,9 +30,9 @@ impl Common {
     /// Counts an op as submitted from the home thread or from another.
     pub(crate) fn count_op(&self) {
         if self.home.is_current() {
-            Counters::add(&self.counters.ops_local, 1);
+            Counters::add_shared(&self.counters.ops_local, 1);
         } else {
-            Counters::add(&self.counters.ops_foreign, 1);
+            Counters::add_shared(&self.counters.ops_foreign, 1);
         }
     }
 

@@ -33,7 +33,6 @@
 //! effect: a dropped write may have written, and a dropped open's fd is closed
 //! when it arrives.
 
-use std::any::Any;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
@@ -140,9 +139,6 @@ pub(crate) trait Inflight: Cell {
 
     /// The op's type, for the simulator's completion log.
     fn kind_name(&self) -> &'static str;
-
-    /// The concrete cell, for the fallback's typed landing.
-    fn as_any(&self) -> &dyn Any;
 }
 
 impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
@@ -160,10 +156,6 @@ impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
         let name = std::any::type_name::<K>();
         let base = name.split('<').next().unwrap_or(name);
         base.rsplit("::").next().unwrap_or(base)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

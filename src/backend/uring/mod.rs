@@ -18,25 +18,27 @@
 
 use std::io;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Instant;
 
 use crate::backend::common::{Common, Placement};
+use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::{HomeOnly, HomeThread};
 use crate::inbox::{Inbox, Kick};
-use crate::lifecycle::Canceller;
+use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
-use crate::ops::{OPCODES, OpRef, Opcode};
+use crate::ops::{OPCODES, OpRef, Opcode, Operation, erase};
 use crate::ring::{Ring, RingConfig, Sqe, op};
 
 mod policy;
 mod registry;
-mod shared;
 mod slots;
+mod state;
 mod task;
 mod turn;
 
-use shared::Shared;
+use state::UringState;
 use task::DriverTask;
 use turn::{Core, Request, Submission};
 
@@ -46,7 +48,7 @@ const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
 /// A ring backend: cheap to clone, shared by every thread.
 #[derive(Clone)]
 pub(crate) struct Uring {
-    shared: Arc<Shared>,
+    shared: Arc<UringState>,
 }
 
 impl Uring {
@@ -80,7 +82,7 @@ impl Uring {
         #[cfg(feature = "fault-injection")]
         let core = core.with_faults(faults.clone());
         Ok(Uring {
-            shared: Arc::new(Shared {
+            shared: Arc::new(UringState {
                 common: Common::new(home),
                 inbox: Inbox::new(kicks),
                 core: HomeOnly::new(home, core),
@@ -92,24 +94,10 @@ impl Uring {
         })
     }
 
-    pub(crate) fn common(&self) -> &Common {
-        &self.shared.common
-    }
-
-    pub(crate) fn flags(&self) -> RingFlags {
-        self.shared.flags
-    }
-
-    /// The test-only faults the driver applies to completions.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn faults(&self) -> &crate::fault::FaultQueue {
-        &self.shared.faults
-    }
-
     /// Hands an op to the driver: straight into the SQ on the home thread,
     /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
     /// the driver cannot take (shut down) is completed with the error.
-    pub(crate) fn start(&self, op: OpRef, sqe: Sqe) -> Placement {
+    pub(crate) fn submit(&self, op: OpRef, sqe: Sqe) -> Placement {
         let shared = &*self.shared;
         let submission = Submission {
             op,
@@ -126,13 +114,13 @@ impl Uring {
         let counters = &shared.common.counters;
         match shared.inbox.push(Request::Submit(submission)) {
             Ok(kick) => {
-                Counters::add(&counters.ops_foreign, 1);
+                Counters::add_shared(&counters.ops_foreign, 1);
                 let counter = match kick {
                     Kick::Sent => &counters.kicks_sent,
                     Kick::Coalesced => &counters.kicks_coalesced,
                     Kick::Suppressed => &counters.kicks_suppressed,
                 };
-                Counters::add(counter, 1);
+                Counters::add_shared(counter, 1);
                 Placement::Queued
             }
             Err(closed) => {
@@ -143,10 +131,30 @@ impl Uring {
             }
         }
     }
+}
+
+impl Reactor for Uring {
+    const NAME: &'static str = "io_uring";
+
+    fn common(&self) -> &Common {
+        &self.shared.common
+    }
+
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        mut fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        // The hot path: the SQE is built from the op at its final address,
+        // before the cell is shared.
+        let sqe = fresh.with_kind(|kind| kind.sqe());
+        let (half, op) = fresh.share(waker.clone());
+        (half, self.submit(erase(op), sqe))
+    }
 
     /// Passes a dropped op's reference to the driver, which cancels the op if
     /// it is in the kernel.
-    pub(crate) fn cancel(&self, canceller: Canceller) {
+    fn cancel(&self, canceller: Canceller) {
         let shared = &*self.shared;
         if let Err(canceller) = shared.core.try_with(canceller, |core, canceller| {
             core.cancel(&shared.common, canceller)
@@ -158,7 +166,7 @@ impl Uring {
 
     /// Spawns the driver task. Must run on the home thread, inside the home
     /// runtime.
-    pub(crate) fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+    fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let driver = DriverTask::new(self.shared.clone())?;
         Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
     }
@@ -169,17 +177,18 @@ impl Uring {
     /// # Safety
     ///
     /// As [`Core::register_buffers`].
-    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<u16> {
+    unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
         self.shared
             .core
             // SAFETY: the caller's contract.
             .with(|core| unsafe { core.register_buffers(iovecs) })
             .unwrap_or_else(|| Err(off_home("registering buffers")))
+            .map(Some)
     }
 
     /// Clears and frees buffer slots. On the home thread only; returns
     /// whether it ran.
-    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
+    fn unregister_buffers(&self, first: u16, count: usize) -> bool {
         self.shared
             .core
             .with(|core| core.unregister_buffers(first, count))
@@ -188,30 +197,33 @@ impl Uring {
 
     /// Registers `fd` in the ring's file table; returns its slot. On the home
     /// thread only.
-    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<u32> {
+    fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<Option<u32>> {
+        if !self.shared.file_table {
+            return Ok(None);
+        }
         self.shared
             .core
             .with(|core| core.register_file(fd))
             .unwrap_or_else(|| Err(off_home("registering a file")))
+            .map(Some)
     }
 
     /// Takes a file out of the ring's file table. On the home thread only;
     /// returns whether it ran.
-    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
+    fn unregister_file(&self, slot: u32) -> bool {
         self.shared
             .core
             .with(|core| core.unregister_file(slot))
             .is_some()
     }
 
-    /// Whether the ring has a table for registered files.
-    pub(crate) fn has_file_table(&self) -> bool {
-        self.shared.file_table
+    fn ring_flags(&self) -> RingFlags {
+        self.shared.flags
     }
 
-    /// Asks the driver to shut the ring down.
-    pub(crate) fn shut_down(&self) {
-        self.shared.common.shutdown.raise();
+    #[cfg(feature = "fault-injection")]
+    fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        Some(&self.shared.faults)
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use super::shared::Shared;
+use super::state::UringState;
 use super::turn::TurnOutcome;
 
 /// Turns per poll before the driver yields to other tasks.
@@ -35,7 +35,7 @@ const TURNS_PER_POLL: usize = 8;
 const SQPOLL_CQ_POLL: Duration = Duration::from_micros(50);
 
 pub(super) struct DriverTask {
-    shared: Arc<Shared>,
+    shared: Arc<UringState>,
     completions: AsyncFd<EventFd>,
     /// Set when the task has shut the ring down and dropped its core.
     finished: bool,
@@ -55,7 +55,7 @@ impl AsRawFd for EventFd {
 
 impl DriverTask {
     /// Must run on the home thread, inside the home runtime.
-    pub(super) fn new(shared: Arc<Shared>) -> io::Result<DriverTask> {
+    pub(super) fn new(shared: Arc<UringState>) -> io::Result<DriverTask> {
         let fd = shared
             .core
             .with(|core| core.ring().eventfd())
@@ -105,7 +105,7 @@ impl DriverTask {
 /// That thread's completions reach the CQ without a syscall of ours, so
 /// sleeping on the eventfd between them costs a wake per few ops where
 /// polling costs none.
-fn polls_cq(shared: &Shared, polling_since: &mut Option<Instant>, reaped: bool) -> bool {
+fn polls_cq(shared: &UringState, polling_since: &mut Option<Instant>, reaped: bool) -> bool {
     let awaiting = shared.core.with(|core| core.awaits_sqpoll_completions());
     if awaiting != Some(true) {
         *polling_since = None;
@@ -189,6 +189,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
+    use crate::backend::Reactor;
     use crate::backend::common::Placement;
     use crate::backend::uring::Uring;
     use crate::home_thread::HomeThread;
@@ -241,7 +242,7 @@ mod tests {
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());
-        assert_eq!(uring.start(erase(op), sqe), Placement::Here);
+        assert_eq!(uring.submit(erase(op), sqe), Placement::Here);
         // Let the driver submit the read; it stays in the kernel.
         runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
         let submitted = &uring.common().counters.sqes_submitted;

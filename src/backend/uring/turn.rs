@@ -218,7 +218,7 @@ impl Core {
             submission.op.complete(Cqe::not_run(shutdown_error()));
             return;
         }
-        Counters::bump(&common.counters.ops_local, 1);
+        Counters::add_single_writer(&common.counters.ops_local, 1);
         self.queue(common, submission);
         // `needs_enter`: on an SQPOLL ring its kernel thread takes the SQE
         // without an enter, unless it has gone to sleep.
@@ -267,7 +267,7 @@ impl Core {
         } else {
             submission
         };
-        Counters::bump(&common.counters.backlogged, 1);
+        Counters::add_single_writer(&common.counters.backlogged, 1);
         self.backlog.push_back(submission);
     }
 
@@ -319,7 +319,7 @@ impl Core {
         if pushed {
             self.slots.cancel_sent();
             self.sqes_pushed += 1;
-            Counters::bump(&common.counters.cancels_sent, 1);
+            Counters::add_single_writer(&common.counters.cancels_sent, 1);
         } else {
             // The kernel took nothing (EBUSY): try again next turn.
             self.pending_cancels.push(user_data);
@@ -361,8 +361,8 @@ impl Core {
         match self.ring.enter() {
             Ok(submitted) => {
                 let counters = &common.counters;
-                Counters::bump(&counters.submits, 1);
-                Counters::bump(&counters.sqes_submitted, submitted as u64);
+                Counters::add_single_writer(&counters.submits, 1);
+                Counters::add_single_writer(&counters.sqes_submitted, submitted as u64);
                 self.sqes_taken += submitted as u64;
                 // `now` is `None` only when no foreign push was waiting.
                 if let Some(now) = now {
@@ -402,7 +402,7 @@ impl Core {
                 None => tracing::error!(user_data, "CQE for an unknown slot"),
             }
         });
-        Counters::bump(&common.counters.cqes_reaped, reaped as u64);
+        Counters::add_single_writer(&common.counters.cqes_reaped, reaped as u64);
     }
 
     /// Whether completions are awaited from an SQPOLL ring's kernel thread:
@@ -414,7 +414,7 @@ impl Core {
     /// One turn: drain, submit, reap.
     pub(super) fn turn(&mut self, inbox: &Inbox<Request>, common: &Common) -> TurnOutcome {
         self.turn_scheduled = false;
-        Counters::bump(&common.counters.turns, 1);
+        Counters::add_single_writer(&common.counters.turns, 1);
         if self.closing || common.shutdown.is_raised() {
             self.shut_down(inbox, common);
             return TurnOutcome::ShutDown;

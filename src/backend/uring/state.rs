@@ -10,7 +10,7 @@ use crate::metrics::RingFlags;
 
 use super::turn::{Core, Request};
 
-pub(super) struct Shared {
+pub(super) struct UringState {
     pub(super) common: Common,
     pub(super) inbox: Inbox<Request>,
     pub(super) core: HomeOnly<Core>,
