@@ -14,6 +14,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, OnceLock};
 
+use crate::backend::Release;
 use crate::context::state::ContextState;
 use crate::ops::FileFd;
 use crate::pool::membership::Membership;
@@ -24,8 +25,8 @@ use crate::pool::membership::Membership;
 /// A registered file leaves the table before its fd is closed, so the file
 /// (its `flock`s, the disk space of a deleted file) is released at close as
 /// for any file: [`File::close`](crate::fs::File::close) unregisters and
-/// then closes; a drop does the same on the home thread, right away there,
-/// through a task from elsewhere.
+/// then closes; a drop hands both to the backend, which does them in that
+/// order, from any thread and at any moment.
 pub(crate) struct OpenFile {
     /// `Some` until taken to be closed.
     fd: Option<OwnedFd>,
@@ -69,20 +70,18 @@ impl OpenFile {
         }
     }
 
-    /// Takes the file out of the ring's file table, on the home thread.
+    /// Takes the file out of the ring's file table, and waits until it is
+    /// out.
     pub(crate) async fn unregister(&mut self) {
         let Some(slot) = self.slot.take() else { return };
-        if self.state.home().is_current() {
-            self.state.backend.unregister_file(slot);
-            return;
-        }
-        let state = self.state.clone();
-        // Gone with the runtime means gone with the ring, and its table.
-        let _ = self
-            .state
-            .runtime()
-            .spawn(async move { state.backend.unregister_file(slot) })
-            .await;
+        let (done, out) = tokio::sync::oneshot::channel();
+        self.state.backend.release(Release::File {
+            slot,
+            _fd: None,
+            _done: Some(done),
+        });
+        // Out of the table (or the ring is gone, which is out too).
+        let _out = out.await;
     }
 
     /// The fd, to close: after [`unregister`](OpenFile::unregister).
@@ -97,19 +96,13 @@ impl OpenFile {
 impl Drop for OpenFile {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
-        let fd = self.fd.take();
-        if self.state.home().is_current() {
-            self.state.backend.unregister_file(slot);
-            drop(fd);
-            return;
-        }
-        let state = self.state.clone();
-        // If the runtime is gone the task is dropped unrun, closing the fd:
-        // the ring, and its table, are gone too.
-        drop(self.state.runtime().clone().spawn(async move {
-            state.backend.unregister_file(slot);
-            drop(fd);
-        }));
+        // Out of the table first, then closed, by the backend: right away on
+        // the home thread outside the driver's turn, otherwise at its next.
+        self.state.backend.release(Release::File {
+            slot,
+            _fd: self.fd.take(),
+            _done: None,
+        });
     }
 }
 

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::backend::Release;
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::state::ContextState;
 
@@ -101,6 +102,12 @@ unsafe impl Sync for PoolInner {}
 impl FixedBufPool {
     /// Allocates `count` buffers of `size` bytes and registers them with
     /// `state`'s ring; see [`Context::register_buffers`](crate::Context::register_buffers).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the pool is made whole on the home thread, so a dropped
+    /// call drops a complete pool there, whose drop clears its slots and then
+    /// frees its memory.
     pub(crate) async fn register(
         state: &Arc<ContextState>,
         count: usize,
@@ -109,38 +116,48 @@ impl FixedBufPool {
         if count == 0 || count > 1 << 16 || size == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let stride = size.next_multiple_of(ALIGN);
-        let bytes = stride
+        let bytes = size
+            .next_multiple_of(ALIGN)
             .checked_mul(count)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let memory = Region::new(bytes)?;
+        if state.home().is_current() {
+            return Ok(FixedBufPool::made_on_home(
+                state.clone(),
+                memory,
+                count,
+                size,
+            ));
+        }
+        let state = state.clone();
+        state
+            .runtime()
+            .clone()
+            .spawn(async move { FixedBufPool::made_on_home(state, memory, count, size) })
+            .await
+            .map_err(|_| crate::error::shutdown_error())
+    }
+
+    /// The pool over `memory`, registered if the ring takes it; on the home
+    /// thread.
+    fn made_on_home(
+        state: Arc<ContextState>,
+        memory: Region,
+        count: usize,
+        size: usize,
+    ) -> FixedBufPool {
+        let stride = size.next_multiple_of(ALIGN);
         let base = memory.ptr;
-        let base_addr = base.as_ptr() as usize;
-        let iovecs: Vec<(usize, usize)> =
-            (0..count).map(|i| (base_addr + i * stride, size)).collect();
-        let shared = state.clone();
-        let register = move || {
-            let iovecs: Vec<libc::iovec> = iovecs
-                .iter()
-                .map(|&(addr, len)| libc::iovec {
-                    iov_base: addr as *mut libc::c_void,
-                    iov_len: len,
-                })
-                .collect();
-            // SAFETY: the memory lives in the pool, which unregisters these
-            // slots (on the home thread) before it frees it.
-            unsafe { shared.backend.register_buffers(&iovecs) }
-        };
-        let registered = if state.home().is_current() {
-            register()
-        } else {
-            state
-                .runtime()
-                .spawn(async move { register() })
-                .await
-                .map_err(|_| crate::error::shutdown_error())?
-        };
-        let first = match registered {
+        let iovecs: Vec<libc::iovec> = (0..count)
+            .map(|i| libc::iovec {
+                // SAFETY: `i * stride` is inside the region of `count * stride` bytes.
+                iov_base: unsafe { base.as_ptr().add(i * stride) }.cast(),
+                iov_len: size,
+            })
+            .collect();
+        // SAFETY: the memory goes into the pool below, whose drop has the
+        // backend clear these slots before it frees the memory.
+        let first = match unsafe { state.backend.register_buffers(&iovecs) } {
             Ok(first) => first,
             Err(e) => {
                 state.warn_once(&format!(
@@ -150,18 +167,18 @@ impl FixedBufPool {
                 None
             }
         };
-        Ok(FixedBufPool {
+        FixedBufPool {
             inner: Arc::new(PoolInner {
                 memory: Some(memory),
                 base,
                 size,
                 count,
                 first,
-                context: state.clone(),
+                context: state,
                 free: Mutex::new((0..count as u32).rev().map(|i| i as u16).collect()),
                 available: Arc::new(Semaphore::new(count)),
             }),
-        })
+        }
     }
 }
 
@@ -242,23 +259,14 @@ impl fmt::Debug for FixedBufPool {
 impl Drop for PoolInner {
     fn drop(&mut self) {
         // Every buffer is back (each holds the pool), so no op uses a slot:
-        // clear them, on the home thread, then free the memory.
+        // the backend clears them, then frees the memory.
         let Some(first) = self.first else { return };
-        let count = self.count;
-        let context = self.context.clone();
-        if context.home().is_current() {
-            context.backend.unregister_buffers(first, count);
-            return;
-        }
-        // The memory must outlive the registration: it goes with the task.
-        let memory = self.memory.take();
-        let runtime = context.runtime().clone();
-        // If the runtime is gone, so is the ring and its table; the task is
-        // dropped unrun and frees the memory.
-        drop(runtime.spawn(async move {
-            context.backend.unregister_buffers(first, count);
-            drop(memory);
-        }));
+        let memory = self.memory.take().expect("the pool's memory until dropped");
+        self.context.backend.release(Release::Buffers {
+            first,
+            count: self.count,
+            _memory: Box::new(memory),
+        });
     }
 }
 

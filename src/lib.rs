@@ -195,6 +195,8 @@ mod sync;
 mod inbox;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod lifecycle;
+#[cfg_attr(aioctx_loom, allow(dead_code))]
+mod park;
 #[cfg(not(aioctx_loom))]
 mod ring;
 

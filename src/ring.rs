@@ -253,7 +253,7 @@ impl Ring {
         unsafe { self.uring.submission().push(entry).is_ok() }
     }
 
-    /// SQEs queued and not yet submitted.
+    /// SQEs queued and not yet taken by the kernel.
     pub(crate) fn queued(&mut self) -> usize {
         self.uring.submission().len()
     }
@@ -311,6 +311,33 @@ impl Ring {
                 Err(e) => return Err(e),
                 Ok(_) if self.flags.sqpoll => return Ok(to_submit as usize),
                 Ok(submitted) => return Ok(submitted),
+            }
+        }
+    }
+
+    /// Makes room in a full SQ: an enter submits what is queued; on an SQPOLL
+    /// ring, whose kernel thread takes SQEs on its own, waits
+    /// (`IORING_ENTER_SQ_WAIT`, waking the thread if it sleeps) until it has
+    /// taken at least one. Returns how many SQEs left the queue.
+    ///
+    /// # Panics
+    ///
+    /// Off the home thread, as [`enter`](Ring::enter).
+    pub(crate) fn make_room(&mut self) -> io::Result<usize> {
+        if !self.flags.sqpoll {
+            return self.enter();
+        }
+        self.assert_home();
+        let before = self.queued();
+        let mut flags = IORING_ENTER_SQ_WAIT;
+        if self.uring.submission().need_wakeup() {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        }
+        loop {
+            match self.enter_raw(0, flags) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(before.saturating_sub(self.queued())),
             }
         }
     }
@@ -416,6 +443,8 @@ pub(crate) use io_uring::types as ty;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 /// `IORING_ENTER_SQ_WAKEUP`: wake an idle SQPOLL thread.
 const IORING_ENTER_SQ_WAKEUP: u32 = 2;
+/// `IORING_ENTER_SQ_WAIT`: wait until the SQ has room (SQPOLL rings).
+const IORING_ENTER_SQ_WAIT: u32 = 4;
 /// `IORING_ENTER_REGISTERED_RING`: the fd argument is a registered index.
 const IORING_ENTER_REGISTERED_RING: u32 = 16;
 /// `IORING_REGISTER_RING_FDS`.

@@ -43,7 +43,7 @@ pub(crate) mod sim;
 mod uring;
 
 use common::Common;
-pub(crate) use common::Placement;
+pub(crate) use common::{Placement, Release};
 use fallback::Fallback;
 use sim::{Sim, SimConfig, SimHandle};
 use uring::Uring;
@@ -130,11 +130,14 @@ pub(crate) trait Reactor {
         Ok(None)
     }
 
-    /// Unregisters buffers registered by [`register_buffers`](Self::register_buffers).
-    /// On the home thread only; returns whether it ran.
-    fn unregister_buffers(&self, first: u16, count: usize) -> bool {
-        let _ = (first, count);
-        true
+    /// Takes registered resources out of the backend's table, then drops
+    /// what they kept alive (an fd, a buffer pool's memory). From any thread,
+    /// at any moment (an op's completion inside the driver's turn may drop
+    /// the last handle of a registered file): never refused. Done at once
+    /// where it can be, otherwise by the driver's next turn; once the backend
+    /// has shut down, the table goes with the ring.
+    fn release(&self, release: Release) {
+        drop(release);
     }
 
     /// Registers `fd` in the backend's file table; returns its slot, or
@@ -142,13 +145,6 @@ pub(crate) trait Reactor {
     fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
         let _ = fd;
         Ok(None)
-    }
-
-    /// Takes a registered file out of the table. On the home thread only;
-    /// returns whether it ran.
-    fn unregister_file(&self, slot: u32) -> bool {
-        let _ = slot;
-        true
     }
 
     /// Whether an fd means the same here as on any other context of this
@@ -320,16 +316,12 @@ impl AnyBackend {
         dispatch!(self, backend => unsafe { backend.register_buffers(iovecs) })
     }
 
-    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
-        dispatch!(self, backend => backend.unregister_buffers(first, count))
+    pub(crate) fn release(&self, release: Release) {
+        dispatch!(self, backend => backend.release(release))
     }
 
     pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
         dispatch!(self, backend => backend.register_file(fd))
-    }
-
-    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
-        dispatch!(self, backend => backend.unregister_file(slot))
     }
 
     pub(crate) fn shares_fds(&self) -> bool {

@@ -3,17 +3,22 @@
 //! ```text
 //!  any thread                                   home thread
 //!  ──────────                                   ───────────
-//!  start ──push──► inbox ──kick (if parked)───► DriverTask (task.rs)
-//!                                                 └─ Core::turn (turn.rs)
-//!  start on the home thread ──straight to SQ──►      drain → SQ → enter → reap
+//!  submit ──push──► inbox ──kick (if parked)──► DriverTask (task.rs)
+//!                                                 └─ Core::turn (core.rs)
+//!  submit on the home thread ──straight to SQ─►      drain → SQ → enter → reap
 //! ```
 //!
 //! Only the home thread ever reaches the [`Core`] (and so the ring): ops
 //! created there go straight into the submission queue through a
 //! [`HomeOnly`] cell; ops from any other thread go through the inbox, whose
-//! push wakes the driver if it sleeps (see `inbox.rs`). Files: `shared.rs`
-//! what every thread shares, `turn.rs` the driver's state and turn,
-//! `task.rs` the Tokio task that turns it, `slots.rs` the ops in the kernel,
+//! push wakes the driver if it sleeps (see `inbox.rs` and `park.rs`).
+//!
+//! Files, one job each: `state.rs` what every thread shares; `task.rs` the
+//! Tokio task that turns the core and parks; `core.rs` the core and its turn;
+//! `submit.rs` ops into the SQ or the backlog; `cancel.rs` cancels of
+//! dropped ops; `complete.rs` the enter and the reap; `drain.rs` shutdown;
+//! `slots.rs` the ops in the kernel and the in-flight limit; `tables.rs`
+//! registered buffers and files; `dwell.rs` the SQEs' dwell time;
 //! `policy.rs` when local pushes enter.
 
 use std::io;
@@ -21,26 +26,32 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use crate::backend::common::{Common, Placement};
+use crate::backend::common::{Common, Placement, Release};
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::{HomeOnly, HomeThread};
-use crate::inbox::{Inbox, Kick};
+use crate::inbox::{Closed, Inbox, Kick};
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
 use crate::ops::{OPCODES, OpRef, Opcode, Operation, erase};
 use crate::ring::{Ring, RingConfig, Sqe, op};
 
+mod cancel;
+mod complete;
+mod core;
+mod drain;
+mod dwell;
 mod policy;
-mod registry;
 mod slots;
 mod state;
+mod submit;
+mod tables;
 mod task;
-mod turn;
 
+use self::core::Core;
 use state::UringState;
+use submit::{Request, Submission};
 use task::DriverTask;
-use turn::{Core, Request, Submission};
 
 /// The driver's own opcode: cancels for dropped ops.
 const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
@@ -176,23 +187,14 @@ impl Reactor for Uring {
     ///
     /// # Safety
     ///
-    /// As [`Core::register_buffers`].
+    /// As [`Tables::register_buffers`](tables::Tables::register_buffers).
     unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
         self.shared
             .core
             // SAFETY: the caller's contract.
-            .with(|core| unsafe { core.register_buffers(iovecs) })
+            .with(|core| unsafe { core.tables.register_buffers(&mut core.ring, iovecs) })
             .unwrap_or_else(|| Err(off_home("registering buffers")))
             .map(Some)
-    }
-
-    /// Clears and frees buffer slots. On the home thread only; returns
-    /// whether it ran.
-    fn unregister_buffers(&self, first: u16, count: usize) -> bool {
-        self.shared
-            .core
-            .with(|core| core.unregister_buffers(first, count))
-            .is_some()
     }
 
     /// Registers `fd` in the ring's file table; returns its slot. On the home
@@ -203,18 +205,27 @@ impl Reactor for Uring {
         }
         self.shared
             .core
-            .with(|core| core.register_file(fd))
+            .with(|core| core.tables.register_file(&mut core.ring, fd))
             .unwrap_or_else(|| Err(off_home("registering a file")))
             .map(Some)
     }
 
-    /// Takes a file out of the ring's file table. On the home thread only;
-    /// returns whether it ran.
-    fn unregister_file(&self, slot: u32) -> bool {
-        self.shared
+    fn release(&self, release: Release) {
+        let shared = &*self.shared;
+        let release = match shared
             .core
-            .with(|core| core.unregister_file(slot))
-            .is_some()
+            .try_with(release, |core, release| core.release(release))
+        {
+            Ok(()) => return,
+            // Off the home thread, or inside the driver's turn (an op's
+            // completion dropped the last handle): the next turn does it.
+            Err(release) => release,
+        };
+        if let Err(Closed(Request::Release(release))) = shared.inbox.push(Request::Release(release))
+        {
+            // Shut down: the driver closes the ring, and its tables with it.
+            tracing::debug!(?release, "released after shutdown, with the ring");
+        }
     }
 
     fn ring_flags(&self) -> RingFlags {

@@ -8,7 +8,8 @@ use crate::home_thread::HomeOnly;
 use crate::inbox::Inbox;
 use crate::metrics::RingFlags;
 
-use super::turn::{Core, Request};
+use super::core::Core;
+use super::submit::Request;
 
 pub(super) struct UringState {
     pub(super) common: Common,

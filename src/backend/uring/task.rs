@@ -19,13 +19,15 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
+use crate::park::{Park, Readiness, park};
+
+use super::core::TurnOutcome;
 use super::state::UringState;
-use super::turn::TurnOutcome;
 
 /// Turns per poll before the driver yields to other tasks.
 const TURNS_PER_POLL: usize = 8;
@@ -42,6 +44,29 @@ pub(super) struct DriverTask {
     /// On an SQPOLL ring: since when the driver has polled the CQ without
     /// seeing a completion.
     polling_since: Option<Instant>,
+}
+
+/// The ring's eventfd as a wake source of the park protocol.
+struct CompletionSignal<'a>(&'a AsyncFd<EventFd>);
+
+impl Readiness for CompletionSignal<'_> {
+    /// Clears the eventfd's readiness if it fired. Called *before* reaping,
+    /// so a completion posted after this point sets readiness anew and is
+    /// never lost; when it returns `false` the task's waker is registered
+    /// with the reactor.
+    fn take(&mut self, waker: &Waker) -> bool {
+        match self.0.poll_read_ready(&mut TaskContext::from_waker(waker)) {
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::error!(error = %e, "polling the ring's eventfd failed");
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
 }
 
 /// Our own fd for the ring's eventfd, registered with Tokio's reactor.
@@ -71,25 +96,6 @@ impl DriverTask {
             finished: false,
             polling_since: None,
         })
-    }
-
-    /// Clears the eventfd's readiness if it fired. Returns whether it had.
-    ///
-    /// Called *before* reaping, so a completion posted after this point sets
-    /// readiness anew and is never lost; when it returns `Pending` the task's
-    /// waker is registered with the reactor.
-    fn take_completion_signal(&self, cx: &mut TaskContext<'_>) -> bool {
-        match self.completions.poll_read_ready(cx) {
-            Poll::Ready(Ok(mut guard)) => {
-                guard.clear_ready();
-                true
-            }
-            Poll::Ready(Err(e)) => {
-                tracing::error!(error = %e, "polling the ring's eventfd failed");
-                true
-            }
-            Poll::Pending => false,
-        }
     }
 
     /// Ends the driver: the ring is closed with its core.
@@ -126,7 +132,7 @@ impl Future for DriverTask {
         let this = self.get_mut();
         let shared = &*this.shared;
         for _ in 0..TURNS_PER_POLL {
-            this.take_completion_signal(cx);
+            CompletionSignal(&this.completions).take(cx.waker());
             let reaped_before = shared.common.counters.cqes_reaped.load(Relaxed);
             let outcome = shared.core.with(|core| {
                 core.set_waker(cx.waker());
@@ -150,17 +156,18 @@ impl Future for DriverTask {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Park: register for shutdown, then for kicks (the inbox stores
-            // the waker before it announces the park), then check the
-            // eventfd once more.
-            shared.common.shutdown.register(cx.waker());
-            if shared.common.shutdown.is_raised() || !shared.inbox.park(cx.waker()) {
-                continue;
+            // Park: register with every wake source, in the protocol's
+            // order (park.rs), turning again if any has something.
+            let mut completions = CompletionSignal(&this.completions);
+            let parked = park(
+                cx.waker(),
+                &shared.common.shutdown,
+                Some(&shared.inbox),
+                Some(&mut completions),
+            );
+            if parked == Park::Sleep {
+                return Poll::Pending;
             }
-            if this.take_completion_signal(cx) {
-                continue;
-            }
-            return Poll::Pending;
         }
         // Busy: let the tasks this driver woke run, then come back.
         cx.waker().wake_by_ref();
