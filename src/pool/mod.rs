@@ -58,7 +58,8 @@ use membership::Membership;
 /// # Shutdown
 ///
 /// [`shutdown`](Pool::shutdown) shuts every member down at once and waits
-/// for all of them; dropping the last handle does the same, blocking.
+/// for all of them; dropping the last handle does the same, blocking (inside
+/// a Tokio runtime, before `shutdown().await`, it logs a warning saying so).
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
@@ -177,10 +178,31 @@ impl fmt::Debug for Pool {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Ask all first, so the members drain together; each handle's drop
-        // then joins its home thread.
+        // Ask all first, so the members drain together; then join the home
+        // threads of the members whose last handle this is, with one warning
+        // for the pool (a member someone still holds is joined by the drop
+        // of its own last handle).
+        let drained: Vec<bool> = self
+            .members
+            .iter()
+            .map(|m| m.state().has_drained())
+            .collect();
         for member in &self.members {
             member.state().backend.shut_down();
+        }
+        let mut warned = false;
+        for (member, drained) in self.members.iter().zip(drained) {
+            if Arc::strong_count(&member.owner) == 1 {
+                member.owner.join_home_thread(drained, || {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            "the last aioctx::Pool was dropped inside a Tokio runtime before it \
+                             had shut down: the drop blocks this thread until every member has \
+                             drained; `pool.shutdown().await` first avoids that"
+                        );
+                    }
+                });
+            }
         }
     }
 }
