@@ -67,9 +67,11 @@ impl Cqe {
     }
 }
 
-/// The error of an op submitted to a context that has shut down.
+/// The error of an op submitted to a context that has shut down. Of kind
+/// `Other`, as Tokio's for its own runtime shutting down: not `BrokenPipe`,
+/// which a service mixing sockets and disk would read as a peer hanging up.
 pub(crate) fn shutdown_error() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, ShutDown)
+    io::Error::other(ShutDown)
 }
 
 /// The error of an op whose future was dropped before its backend started
@@ -90,7 +92,21 @@ pub(crate) fn invalid() -> io::Error {
 }
 
 /// Whether `error` says the op's context has shut down (rather than the
-/// kernel failing the op).
+/// kernel failing the op). Such an error is of kind
+/// [`Other`](io::ErrorKind::Other) and has no errno; this is the way to tell
+/// it apart. [`Context::is_shutdown`](crate::Context::is_shutdown) asks the
+/// same of a context.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let ctx = aioctx::Context::new()?;
+/// ctx.block_on(ctx.shutdown());
+/// let error = ctx.block_on(ctx.nop()).unwrap_err();
+/// assert!(aioctx::is_shutdown(&error) && ctx.is_shutdown());
+/// assert_eq!(error.kind(), std::io::ErrorKind::Other);
+/// # Ok(())
+/// # }
+/// ```
 pub fn is_shutdown(error: &io::Error) -> bool {
     error.get_ref().is_some_and(|inner| inner.is::<ShutDown>())
 }

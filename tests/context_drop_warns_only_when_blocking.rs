@@ -114,7 +114,7 @@ fn pool_dropped_without_shutdown_warns_once_for_all_members() {
     };
     let log = warnings_during(|| {
         runtime().block_on(async move {
-            pool.context().nop().await.unwrap();
+            pool.thread_member().nop().await.unwrap();
             drop(pool);
         });
     });

@@ -18,7 +18,7 @@ fn pool_shutdown_resolves_every_op_and_leaks_no_fd() {
     };
     // Long timeouts in flight on every member, from tasks and from a thread.
     let mut waiting = Vec::new();
-    for member in pool.contexts() {
+    for member in pool.members() {
         for _ in 0..4 {
             let ctx = member.clone();
             waiting.push(member.spawn(async move { ctx.timeout(Duration::from_secs(3600)).await }));
@@ -26,7 +26,7 @@ fn pool_shutdown_resolves_every_op_and_leaks_no_fd() {
     }
     let pool_for_thread = pool.clone();
     let from_thread = std::thread::spawn(move || {
-        let ctx = pool_for_thread.context().clone();
+        let ctx = pool_for_thread.thread_member().clone();
         ctx.block_on(ctx.timeout(Duration::from_secs(3600)))
     });
     support::eventually("every timeout is submitted", || {
@@ -41,7 +41,7 @@ fn pool_shutdown_resolves_every_op_and_leaks_no_fd() {
         );
     }
     assert!(from_thread.join().unwrap().is_err());
-    assert!(pool.contexts().iter().all(Context::is_shut_down));
+    assert!(pool.members().iter().all(Context::is_shutdown));
     drop(pool);
     support::eventually("every home thread's fds are closed", || {
         support::open_fds() <= fds_before

@@ -40,7 +40,7 @@ use membership::Membership;
 ///   task runs on its member's home thread, so its ops go straight into that
 ///   member's ring, and [`current`](crate::current) inside it returns its
 ///   member.
-/// - Any other thread has a sticky member of its own ([`context`](Pool::context)):
+/// - Any other thread has a sticky member of its own ([`thread_member`](Pool::thread_member)):
 ///   a member's home thread has its own; every other thread gets one
 ///   round-robin the first time it asks, so the workers of a multi-thread
 ///   runtime spread over the rings (no member gets more than
@@ -100,14 +100,26 @@ impl Pool {
     }
 
     /// The members, in order.
-    pub fn contexts(&self) -> &[Context] {
+    pub fn members(&self) -> &[Context] {
         &self.inner.members
     }
 
     /// The calling thread's member: its own on a member's home thread,
     /// otherwise a sticky choice made the first time this thread asks.
-    pub fn context(&self) -> &Context {
+    pub fn thread_member(&self) -> &Context {
         &self.inner.members[self.inner.membership.pick()]
+    }
+
+    /// The members, in order.
+    #[deprecated(note = "renamed `Pool::members`: one letter from `Pool::context` was too close")]
+    pub fn contexts(&self) -> &[Context] {
+        self.members()
+    }
+
+    /// The calling thread's member.
+    #[deprecated(note = "renamed `Pool::thread_member`: the calling thread's sticky member")]
+    pub fn context(&self) -> &Context {
+        self.thread_member()
     }
 
     /// Spawns `future` onto a member's home thread, round-robin.
@@ -125,7 +137,7 @@ impl Pool {
     /// lapses when the pool is gone), so [`current`](crate::current) returns
     /// that member on this thread.
     pub fn bind_thread(&self) {
-        bind_weakly(&self.context().owner);
+        bind_weakly(&self.thread_member().owner);
     }
 
     /// A function that binds the thread it runs on, for
