@@ -47,3 +47,31 @@ fn pool_shutdown_resolves_every_op_and_leaks_no_fd() {
         support::open_fds() <= fds_before
     });
 }
+
+/// `Pool::shutdown` awaited by a task of the pool shuts every member down,
+/// its own included, so the task is cancelled when its member's runtime
+/// stops, in practice before the `.await` returns (its own member's
+/// shutdown does not wait, the others' do). Either way its handle resolves,
+/// nothing hangs, and every member is shut down: what the docs of
+/// `Pool::shutdown` promise.
+#[test]
+fn pool_shutdown_from_inside_a_pool_task_cancels_that_task() {
+    let Some(pool) = support::pool(2) else {
+        return;
+    };
+    let (after_tx, after_rx) = std::sync::mpsc::channel::<()>();
+    let inner = pool.clone();
+    let task = pool.spawn(async move {
+        inner.shutdown().await;
+        after_tx.send(()).unwrap();
+    });
+    match task.join() {
+        Err(e) => {
+            assert!(e.is_cancelled(), "{e}");
+            assert!(after_rx.recv().is_err(), "cancelled, yet the code after the await ran");
+        }
+        // The other members drained before the task's own runtime stopped.
+        Ok(()) => after_rx.recv().unwrap(),
+    }
+    assert!(pool.members().iter().all(Context::is_shutdown));
+}

@@ -433,10 +433,15 @@ impl OpenOptions {
     /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
     /// the context that opened it, even in a pool (the slot is that ring's).
     /// Closing or dropping the file takes it out of the table before its fd
-    /// is closed. Where the backend has no file table (the fallback, the
-    /// simulator) or the table is full, the file is used unregistered; the
-    /// reason is logged once, and [`File::is_registered`] tells. Default
-    /// `false`.
+    /// is closed. Where registration is impossible the file is used
+    /// unregistered, and [`File::is_registered`] tells: silently where the
+    /// context has no file table (the fallback and the simulator, which
+    /// have none, and a ring built with
+    /// [`Builder::registered_file_slots(0)`](crate::Builder::registered_file_slots)
+    /// or whose kernel refused the table at setup, logged then at `debug`);
+    /// with a `warn` event where the table is full or the kernel refuses
+    /// the file (once per context: the first failure to register a file or
+    /// buffers is logged, not every one). Default `false`.
     pub fn register(&mut self, register: bool) -> &mut Self {
         self.register = register;
         self

@@ -174,6 +174,15 @@ impl Pool {
     }
 
     /// Shuts every member down at once and waits until all have drained.
+    ///
+    /// Called from a task running on one of the pool's members (one from
+    /// [`spawn`](Pool::spawn), say), it shuts that member down too, and the
+    /// member's runtime drops its tasks: the calling task is cancelled,
+    /// usually before this returns, so the code after the `.await` may never
+    /// run and the task's [`JoinHandle`] reports it cancelled. To act after
+    /// the drain, await this from outside the pool (a task of another
+    /// runtime, `main`), as [`Context::shutdown`] called on its own home
+    /// thread only requests the shutdown.
     pub async fn shutdown(&self) {
         futures::future::join_all(self.inner.members.iter().map(Context::shutdown)).await;
     }
