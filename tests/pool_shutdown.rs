@@ -68,7 +68,10 @@ fn pool_shutdown_from_inside_a_pool_task_cancels_that_task() {
     match task.join() {
         Err(e) => {
             assert!(e.is_cancelled(), "{e}");
-            assert!(after_rx.recv().is_err(), "cancelled, yet the code after the await ran");
+            assert!(
+                after_rx.recv().is_err(),
+                "cancelled, yet the code after the await ran"
+            );
         }
         // The other members drained before the task's own runtime stopped.
         Ok(()) => after_rx.recv().unwrap(),

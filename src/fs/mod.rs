@@ -12,8 +12,15 @@
 //!
 //! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
 //! requires the buffer address, the length and the offset to be multiples of
-//! the device's logical block size (use [`AlignedBuf`](crate::buf::AlignedBuf));
-//! otherwise ops fail with `EINVAL`, and the context stays usable.
+//! the file's direct-I/O alignment, usually the device's logical block size
+//! (use [`AlignedBuf`](crate::buf::AlignedBuf), 4096-aligned). A read or
+//! write that breaks the rule fails with an error of kind `InvalidInput`
+//! whose message says which of the three is misaligned and to what, for
+//! example "O_DIRECT read refused (EINVAL): the offset 3 is not a multiple of
+//! 512, the file's direct-I/O alignment (statx)"; its payload is a
+//! [`Misaligned`], which keeps the errno (the `io::Error` itself has no
+//! `raw_os_error()`: it holds a payload or an errno, not both). The context
+//! and the file stay usable. This holds on every backend.
 
 use std::fmt;
 use std::io;
@@ -27,6 +34,7 @@ pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
+pub use crate::error::{Misaligned, MisalignedPart};
 use crate::file::{FileHandles, OpenFile};
 use crate::fixed::FixedBuf;
 use crate::op::Op;
