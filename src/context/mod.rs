@@ -290,12 +290,12 @@ impl Context {
         FixedBufPool::register(self.state(), count, size).await
     }
 
-    /// Queues `faults` for the completions of this context's next transfers
-    /// (`read_at`, `write_at`, `readv_at`, `writev_at`, and the reads and
-    /// writes `read_exact_at` and `write_all_at` issue), one fault per
-    /// completion, in order, after any still waiting. See [`Fault`](crate::fault::Fault).
-    ///
-    /// Test-only: present with the `fault-injection` feature.
+    /// **Test-only** (feature `fault-injection`, never in a build that
+    /// ships): queues `faults` for the completions of this context's next
+    /// transfers (`read_at`, `write_at`, `readv_at`, `writev_at`, and the
+    /// reads and writes `read_exact_at` and `write_all_at` issue), one fault
+    /// per completion, in order, after any still waiting. See
+    /// [`Fault`](crate::fault::Fault).
     ///
     /// # Errors
     ///
@@ -316,8 +316,9 @@ impl Context {
         Ok(())
     }
 
-    /// Faults queued by [`inject_faults`](Context::inject_faults) and not yet
-    /// applied (0 off io_uring).
+    /// **Test-only** (feature `fault-injection`): faults queued by
+    /// [`inject_faults`](Context::inject_faults) and not yet applied (0 off
+    /// io_uring).
     #[cfg(feature = "fault-injection")]
     pub fn pending_faults(&self) -> usize {
         self.state()

@@ -43,7 +43,8 @@ use membership::Membership;
 /// - Any other thread has a sticky member of its own ([`thread_member`](Pool::thread_member)):
 ///   a member's home thread has its own; every other thread gets one
 ///   round-robin the first time it asks, so the workers of a multi-thread
-///   runtime spread over the rings (no member gets more than
+///   runtime (`#[tokio::main]`'s too: binding them is not needed for this)
+///   spread over the rings (no member gets more than
 ///   `ceil(threads / members)` of them) instead of queuing at one inbox.
 ///   [`bind_thread`](Pool::bind_thread) (or, for every thread of a Tokio
 ///   runtime, [`thread_binder`](Pool::thread_binder) in its builder's
