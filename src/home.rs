@@ -160,6 +160,11 @@ impl Builder {
 
     /// Starts the home runtime with Tokio's clock paused, for tests on
     /// virtual time (see `tokio::time::pause`). Default `false`.
+    ///
+    /// Only with the crate's `test-util` feature (which turns on Tokio's):
+    /// without it this method does not exist ("no method named
+    /// `start_paused`"). Add `aioctx = { version = "…", features =
+    /// ["test-util"] }` to `[dev-dependencies]`.
     #[cfg(feature = "test-util")]
     pub fn start_paused(mut self, paused: bool) -> Self {
         self.start_paused = paused;

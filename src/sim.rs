@@ -148,9 +148,12 @@
 //! scenario under many seeds, each on a fresh simulated context on its own
 //! paused runtime, and stops at the first seed whose run returns an `Err` or
 //! panics. The `Failure` says which seed, what failed, the completion log
-//! up to there, and how to replay exactly that run: `AIOCTX_SIM_SEED=<seed>`
-//! narrows every exploration in a test run to that seed, and
-//! `Failure::replay` runs it again in one call. This is FoundationDB-style
+//! up to there, and how to replay exactly that run:
+//! `AIOCTX_SIM_SEED='<test>=<seed>'` narrows that test's exploration to the
+//! seed (a bare `AIOCTX_SIM_SEED=<seed>` narrows every exploration in the
+//! process, which fails a test that expects a bug to be found under a seed
+//! that does not show it: see `SEED_VAR`), and `Failure::replay` runs it
+//! again in one call. This is FoundationDB-style
 //! simulation testing for Tokio storage code: `examples/sim_wal.rs` plants a
 //! log that acknowledges records before their fsync completes, which most
 //! runs do not notice, and exploration finds a seed where a crash loses an

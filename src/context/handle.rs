@@ -24,8 +24,10 @@ use crate::pool::membership::Membership;
 ///
 /// Dropping the last `Context` shuts the context down and joins its home
 /// thread. From async code prefer [`shutdown`](Context::shutdown), which does
-/// not block; debug builds warn when the last handle is dropped inside a
-/// Tokio runtime. Ops still in flight are cancelled; their futures resolve
+/// not block: dropping the last handle inside a Tokio runtime before the
+/// context has shut down blocks that runtime's thread until the drain ends,
+/// and logs a warning saying so (after `shutdown().await` the drop neither
+/// blocks nor warns). Ops still in flight are cancelled; their futures resolve
 /// with an error ([`is_shutdown`](crate::is_shutdown) or `ECANCELED`). Ops
 /// started afterwards fail at once. Op futures and files do not keep a
 /// context alive.
@@ -90,23 +92,36 @@ impl Context {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        let drained = self.state.has_drained();
         self.state.backend.shut_down();
+        self.join_home_thread(drained, || {
+            tracing::warn!(
+                "the last aioctx::Context was dropped inside a Tokio runtime before it had shut \
+                 down: the drop blocks this thread until the home thread has drained; \
+                 `ctx.shutdown().await` first avoids that"
+            );
+        });
+    }
+}
+
+impl Owner {
+    /// Joins the home thread, if the crate spawned one and the caller is not
+    /// it (the home thread cannot join itself; it exits on its own). When
+    /// the context had not `drained` yet and the caller runs inside a Tokio
+    /// runtime, the join blocks that runtime's thread for the drain: `warn`
+    /// runs first. After a drain the join only waits for the thread to exit.
+    pub(crate) fn join_home_thread(&self, drained: bool, warn: impl FnOnce()) {
         let home = self
             .home_thread
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let Some(home) = home else { return };
-        // The home thread cannot join itself; it exits on its own.
         if home.thread().id() == thread::current().id() {
             return;
         }
-        #[cfg(debug_assertions)]
-        if tokio::runtime::Handle::try_current().is_ok() {
-            tracing::warn!(
-                "the last aioctx::Context was dropped inside a Tokio runtime: the drop blocks \
-                 until the home thread has drained; `ctx.shutdown().await` first avoids that"
-            );
+        if !drained && tokio::runtime::Handle::try_current().is_ok() {
+            warn();
         }
         if home.join().is_err() {
             tracing::error!("aioctx home thread panicked");

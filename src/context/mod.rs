@@ -118,13 +118,22 @@ impl Context {
     }
 
     /// Whether the context has been asked to shut down (or its driver has
-    /// ended).
-    pub fn is_shut_down(&self) -> bool {
+    /// ended). Spelled as [`is_shutdown`](crate::is_shutdown), which asks the
+    /// same of an op's error.
+    pub fn is_shutdown(&self) -> bool {
         self.state().backend.is_shut_down()
     }
 
-    /// Runs `future` inline on the calling thread until it first returns
-    /// `Pending`; every later poll runs on the home thread.
+    /// Whether the context has been asked to shut down.
+    #[deprecated(note = "renamed `Context::is_shutdown`, spelled as `aioctx::is_shutdown`")]
+    pub fn is_shut_down(&self) -> bool {
+        self.is_shutdown()
+    }
+
+    /// QEMU's `aio_co_enter`, not Tokio's `Runtime::enter`: runs `future`
+    /// inline on the calling thread until it first returns `Pending`, then
+    /// on the home thread, and returns a [`JoinHandle`], not a guard (for a
+    /// guard that makes this the thread's context, see [`bind`](Context::bind)).
     ///
     /// The context is bound ([`current`](crate::current) returns it) and its
     /// runtime entered during the inline poll. A future that completes without
@@ -281,12 +290,12 @@ impl Context {
         FixedBufPool::register(self.state(), count, size).await
     }
 
-    /// Queues `faults` for the completions of this context's next transfers
-    /// (`read_at`, `write_at`, `readv_at`, `writev_at`, and the reads and
-    /// writes `read_exact_at` and `write_all_at` issue), one fault per
-    /// completion, in order, after any still waiting. See [`Fault`](crate::fault::Fault).
-    ///
-    /// Test-only: present with the `fault-injection` feature.
+    /// **Test-only** (feature `fault-injection`, never in a build that
+    /// ships): queues `faults` for the completions of this context's next
+    /// transfers (`read_at`, `write_at`, `readv_at`, `writev_at`, and the
+    /// reads and writes `read_exact_at` and `write_all_at` issue), one fault
+    /// per completion, in order, after any still waiting. See
+    /// [`Fault`](crate::fault::Fault).
     ///
     /// # Errors
     ///
@@ -307,8 +316,9 @@ impl Context {
         Ok(())
     }
 
-    /// Faults queued by [`inject_faults`](Context::inject_faults) and not yet
-    /// applied (0 off io_uring).
+    /// **Test-only** (feature `fault-injection`): faults queued by
+    /// [`inject_faults`](Context::inject_faults) and not yet applied (0 off
+    /// io_uring).
     #[cfg(feature = "fault-injection")]
     pub fn pending_faults(&self) -> usize {
         self.state()

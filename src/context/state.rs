@@ -63,6 +63,11 @@ impl ContextState {
         self.home
     }
 
+    /// Whether the home thread has drained and closed the ring.
+    pub(crate) fn has_drained(&self) -> bool {
+        *self.finished.borrow()
+    }
+
     /// Logs `message` at `warn`, once per context: for fallbacks a user
     /// should hear about but not on every op.
     pub(crate) fn warn_once(&self, message: &str) {

@@ -12,8 +12,15 @@
 //!
 //! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
 //! requires the buffer address, the length and the offset to be multiples of
-//! the device's logical block size (use [`AlignedBuf`](crate::buf::AlignedBuf));
-//! otherwise ops fail with `EINVAL`, and the context stays usable.
+//! the file's direct-I/O alignment, usually the device's logical block size
+//! (use [`AlignedBuf`](crate::buf::AlignedBuf), 4096-aligned). A read or
+//! write that breaks the rule fails with an error of kind `InvalidInput`
+//! whose message says which of the three is misaligned and to what, for
+//! example "O_DIRECT read refused (EINVAL): the offset 3 is not a multiple of
+//! 512, the file's direct-I/O alignment (statx)"; its payload is a
+//! [`Misaligned`], which keeps the errno (the `io::Error` itself has no
+//! `raw_os_error()`: it holds a payload or an errno, not both). The context
+//! and the file stay usable. This holds on every backend.
 
 use std::fmt;
 use std::io;
@@ -27,6 +34,7 @@ pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
+pub use crate::error::{Misaligned, MisalignedPart};
 use crate::file::{FileHandles, OpenFile};
 use crate::fixed::FixedBuf;
 use crate::op::Op;
@@ -433,10 +441,15 @@ impl OpenOptions {
     /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
     /// the context that opened it, even in a pool (the slot is that ring's).
     /// Closing or dropping the file takes it out of the table before its fd
-    /// is closed. Where the backend has no file table (the fallback, the
-    /// simulator) or the table is full, the file is used unregistered; the
-    /// reason is logged once, and [`File::is_registered`] tells. Default
-    /// `false`.
+    /// is closed. Where registration is impossible the file is used
+    /// unregistered, and [`File::is_registered`] tells: silently where the
+    /// context has no file table (the fallback and the simulator, which
+    /// have none, and a ring built with
+    /// [`Builder::registered_file_slots(0)`](crate::Builder::registered_file_slots)
+    /// or whose kernel refused the table at setup, logged then at `debug`);
+    /// with a `warn` event where the table is full or the kernel refuses
+    /// the file (once per context: the first failure to register a file or
+    /// buffers is logged, not every one). Default `false`.
     pub fn register(&mut self, register: bool) -> &mut Self {
         self.register = register;
         self

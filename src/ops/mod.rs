@@ -61,6 +61,7 @@ macro_rules! on_file {
 
 pub(crate) mod blocking;
 mod contract;
+mod direct;
 pub(crate) mod nop;
 pub(crate) mod open;
 pub(crate) mod raw;

@@ -9,6 +9,7 @@ use crate::ops::blocking::{Bounce, Positional};
 use crate::ops::simulated::{Segment, SimFs, cqe_of};
 use crate::ops::{
     BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+    direct,
 };
 use crate::ring::{Sqe, op};
 
@@ -100,7 +101,11 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
     }
 
     fn complete(mut self, cqe: Cqe) -> Self::Resolved {
-        let result = cqe.result.map(|n| {
+        let (ptr, len) = self.target();
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "read", self.offset, || {
+            vec![(ptr as usize, len)]
+        });
+        let result = result.map(|n| {
             // SAFETY: the kernel wrote `n` bytes at `start`; bytes before
             // `start` were initialised by the caller's earlier reads.
             unsafe { self.buf.set_init(self.start + n as usize) };
@@ -221,7 +226,12 @@ impl<B: IoBuf> Operation for WriteAt<B> {
     }
 
     fn complete(self, cqe: Cqe) -> Self::Resolved {
-        (cqe.result.map(|n| n as usize), self.buf)
+        let data = self.data();
+        let (ptr, len) = (data.as_ptr() as usize, data.len());
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "write", self.offset, || {
+            vec![(ptr, len)]
+        });
+        (result.map(|n| n as usize), self.buf)
     }
 }
 

@@ -40,10 +40,11 @@ use membership::Membership;
 ///   task runs on its member's home thread, so its ops go straight into that
 ///   member's ring, and [`current`](crate::current) inside it returns its
 ///   member.
-/// - Any other thread has a sticky member of its own ([`context`](Pool::context)):
+/// - Any other thread has a sticky member of its own ([`thread_member`](Pool::thread_member)):
 ///   a member's home thread has its own; every other thread gets one
 ///   round-robin the first time it asks, so the workers of a multi-thread
-///   runtime spread over the rings (no member gets more than
+///   runtime (`#[tokio::main]`'s too: binding them is not needed for this)
+///   spread over the rings (no member gets more than
 ///   `ceil(threads / members)` of them) instead of queuing at one inbox.
 ///   [`bind_thread`](Pool::bind_thread) (or, for every thread of a Tokio
 ///   runtime, [`thread_binder`](Pool::thread_binder) in its builder's
@@ -58,7 +59,8 @@ use membership::Membership;
 /// # Shutdown
 ///
 /// [`shutdown`](Pool::shutdown) shuts every member down at once and waits
-/// for all of them; dropping the last handle does the same, blocking.
+/// for all of them; dropping the last handle does the same, blocking (inside
+/// a Tokio runtime, before `shutdown().await`, it logs a warning saying so).
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
@@ -99,14 +101,26 @@ impl Pool {
     }
 
     /// The members, in order.
-    pub fn contexts(&self) -> &[Context] {
+    pub fn members(&self) -> &[Context] {
         &self.inner.members
     }
 
     /// The calling thread's member: its own on a member's home thread,
     /// otherwise a sticky choice made the first time this thread asks.
-    pub fn context(&self) -> &Context {
+    pub fn thread_member(&self) -> &Context {
         &self.inner.members[self.inner.membership.pick()]
+    }
+
+    /// The members, in order.
+    #[deprecated(note = "renamed `Pool::members`: one letter from `Pool::context` was too close")]
+    pub fn contexts(&self) -> &[Context] {
+        self.members()
+    }
+
+    /// The calling thread's member.
+    #[deprecated(note = "renamed `Pool::thread_member`: the calling thread's sticky member")]
+    pub fn context(&self) -> &Context {
+        self.thread_member()
     }
 
     /// Spawns `future` onto a member's home thread, round-robin.
@@ -124,7 +138,7 @@ impl Pool {
     /// lapses when the pool is gone), so [`current`](crate::current) returns
     /// that member on this thread.
     pub fn bind_thread(&self) {
-        bind_weakly(&self.context().owner);
+        bind_weakly(&self.thread_member().owner);
     }
 
     /// A function that binds the thread it runs on, for
@@ -161,6 +175,15 @@ impl Pool {
     }
 
     /// Shuts every member down at once and waits until all have drained.
+    ///
+    /// Called from a task running on one of the pool's members (one from
+    /// [`spawn`](Pool::spawn), say), it shuts that member down too, and the
+    /// member's runtime drops its tasks: the calling task is cancelled,
+    /// usually before this returns, so the code after the `.await` may never
+    /// run and the task's [`JoinHandle`] reports it cancelled. To act after
+    /// the drain, await this from outside the pool (a task of another
+    /// runtime, `main`), as [`Context::shutdown`] called on its own home
+    /// thread only requests the shutdown.
     pub async fn shutdown(&self) {
         futures::future::join_all(self.inner.members.iter().map(Context::shutdown)).await;
     }
@@ -177,10 +200,31 @@ impl fmt::Debug for Pool {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Ask all first, so the members drain together; each handle's drop
-        // then joins its home thread.
+        // Ask all first, so the members drain together; then join the home
+        // threads of the members whose last handle this is, with one warning
+        // for the pool (a member someone still holds is joined by the drop
+        // of its own last handle).
+        let drained: Vec<bool> = self
+            .members
+            .iter()
+            .map(|m| m.state().has_drained())
+            .collect();
         for member in &self.members {
             member.state().backend.shut_down();
+        }
+        let mut warned = false;
+        for (member, drained) in self.members.iter().zip(drained) {
+            if Arc::strong_count(&member.owner) == 1 {
+                member.owner.join_home_thread(drained, || {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            "the last aioctx::Pool was dropped inside a Tokio runtime before it \
+                             had shut down: the drop blocks this thread until every member has \
+                             drained; `pool.shutdown().await` first avoids that"
+                        );
+                    }
+                });
+            }
         }
     }
 }

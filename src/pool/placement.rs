@@ -118,11 +118,11 @@ mod tests {
     #[test]
     fn a_pool_files_op_on_a_member_anchors_its_view_not_the_shared_file() {
         let pool = Pool::builder().contexts(2).build().expect("a pool");
-        let opener = &pool.contexts()[0];
+        let opener = &pool.members()[0];
         let file = opener
             .block_on(File::open(opener, "/dev/zero"))
             .expect("/dev/zero opens");
-        for (index, ctx) in pool.contexts().iter().enumerate() {
+        for (index, ctx) in pool.members().iter().enumerate() {
             let file = file.clone();
             let (on_this_member, before, after) = ctx
                 .spawn(async move {

@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use crate::error::DirectAlignment;
 use crate::ops::simulated::{Segment, SimFs};
 
 use super::config::{Fault, FaultAction, RandomFault, SimOp};
@@ -211,6 +212,7 @@ impl Files {
         rw_end(offset, total)?;
         check_direct(
             &open,
+            "write",
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;
@@ -243,24 +245,25 @@ impl Files {
 }
 
 /// `O_DIRECT`'s rule: offset, every buffer's address and length aligned.
+/// A refusal names the misaligned part, as the ring's does.
 fn check_direct(
     open: &Open,
+    op: &'static str,
     offset: u64,
     pieces: impl Iterator<Item = (usize, usize)>,
 ) -> io::Result<()> {
     if !open.direct {
         return Ok(());
     }
-    let misaligned = |n: u64| n % DIRECT_ALIGN != 0;
-    if misaligned(offset) {
-        return Err(errno(libc::EINVAL));
+    let alignment = DirectAlignment {
+        memory: DIRECT_ALIGN,
+        offset: DIRECT_ALIGN,
+        basis: "the simulator's logical block size",
+    };
+    match alignment.check(op, offset, &pieces.collect::<Vec<_>>()) {
+        Some(misaligned) => Err(misaligned),
+        None => Ok(()),
     }
-    for (addr, len) in pieces {
-        if misaligned(addr as u64) || misaligned(len as u64) {
-            return Err(errno(libc::EINVAL));
-        }
-    }
-    Ok(())
 }
 
 impl SimFs for Files {
@@ -315,7 +318,7 @@ impl SimFs for Files {
         }
         let len: u64 = into.iter().map(|s| s.len as u64).sum();
         rw_end(offset, len)?;
-        check_direct(&open, offset, into.iter().map(|s| (s.addr, s.len)))?;
+        check_direct(&open, "read", offset, into.iter().map(|s| (s.addr, s.len)))?;
         let len = match self.check(SimOp::Read, Some(open.inode), offset, len) {
             Verdict::Fail(e) => return Err(e),
             Verdict::Short(n) => len.min(n as u64),
@@ -333,6 +336,7 @@ impl SimFs for Files {
         rw_end(offset, total)?;
         check_direct(
             &open,
+            "write",
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;
