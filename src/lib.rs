@@ -108,19 +108,25 @@
 //! and no two files import each other.
 //!
 //! ```text
-//! surface     pool (several contexts) · context (handles, bind/current, pool
-//!             membership) · home (builder, home thread, LocalContext) · op
-//!             (the future, its anchor, the open file) · enter · fixed
-//!             (registered buffers) · fs · explore (seed exploration) · sim
-//!             (the simulator's public face) · inject (test-only fault injection)
-//! backends    backend/mod.rs: the contract, the public choice, the only match
-//!             over backends · backend/uring/{shared, turn, task, slots, policy}
-//!             · backend/fallback · backend/sim/{config, rng, contents, files,
-//!             crash, schedule} · backend/common
+//! surface     pool/mod.rs (Pool) · fs · explore (seed exploration) · sim
+//!             (the simulator's public face) · context/mod.rs (every method
+//!             of Context) · home (Builder, the home thread, LocalContext)
+//!             · enter (entry, spawning, JoinHandle) · fixed (registered
+//!             buffers) · op (the future) · pool/placement (an op's anchor,
+//!             where it goes) · file (a file's fd, slot and per-member views)
+//!             · context/bind (current) · context/handle (Context, Owner)
+//!             · pool/membership (which member a thread uses)
+//!             · context/state (what ops and files hold)
+//! backends    backend/mod.rs: the Reactor trait, the public choice, the
+//!             only match over backends · backend/uring/{state, task, core,
+//!             submit, cancel, complete, drain, slots, tables, dwell,
+//!             policy} · backend/fallback · backend/sim/{config, rng,
+//!             contents, files, crash, schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
-//! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
-//!             ring (the only file that talks to io_uring)
+//! protocols   park (the driver's wake sources and the shutdown signal) ·
+//!             inbox (queue, wake protocol, the kick) · lifecycle (op cell)
+//!             · ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
 //!             cell_cache (op cells' memory, per thread) · fault (test-only)
 //! ```

@@ -1,7 +1,8 @@
 //! The memory one op shares between its future and its backend, and the
 //! lock-free protocol that decides who may touch which part of it, and who
-//! frees it. A protocol module: it imports `sync` and `error` only, and is
-//! generic over what the op anchors (its context, its file).
+//! frees it. A protocol module: it imports `sync`, `error` and `cell_cache`
+//! (where cells' memory comes from) only, and is generic over what the op
+//! anchors (its context, its file).
 //!
 //! An [`OpCell`] is one heap allocation holding an atomic state word, the
 //! future's waker, the outcome, the op itself (its arguments and the buffers

@@ -59,6 +59,20 @@ pub(crate) struct RingConfig {
     pub(crate) file_slots: u32,
 }
 
+impl RingConfig {
+    /// A ring of `entries` with `SINGLE_ISSUER` and no tables, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(entries: u32) -> RingConfig {
+        RingConfig {
+            entries,
+            single_issuer: true,
+            sqpoll_idle: None,
+            buffer_slots: 0,
+            file_slots: 0,
+        }
+    }
+}
+
 impl Ring {
     /// Sets up a ring on the calling thread, which becomes its home thread.
     ///
@@ -498,13 +512,7 @@ mod tests {
 
     #[test]
     fn enter_off_the_home_thread_panics() {
-        let ring = match Ring::new(RingConfig {
-            entries: 8,
-            single_issuer: true,
-            sqpoll_idle: None,
-            buffer_slots: 0,
-            file_slots: 0,
-        }) {
+        let ring = match Ring::new(RingConfig::for_test(8)) {
             Ok(ring) => ring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };

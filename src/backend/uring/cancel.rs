@@ -90,13 +90,7 @@ mod tests {
     /// into the kernel's overflow list.
     #[test]
     fn cancels_of_a_full_ring_never_overflow_the_cq() {
-        let ring = match Ring::new(RingConfig {
-            entries: 4,
-            single_issuer: true,
-            sqpoll_idle: None,
-            buffer_slots: 0,
-            file_slots: 0,
-        }) {
+        let ring = match Ring::new(RingConfig::for_test(4)) {
             Ok(ring) => ring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };

@@ -215,13 +215,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let config = RingConfig {
-            entries: 8,
-            single_issuer: true,
-            sqpoll_idle: None,
-            buffer_slots: 0,
-            file_slots: 0,
-        };
+        let config = RingConfig::for_test(8);
         let uring = match Uring::new(config, HomeThread::current(), true) {
             Ok(uring) => uring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
