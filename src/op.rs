@@ -32,13 +32,12 @@ use crate::pool::placement::Anchor;
 /// module](crate::ops#cancel-safety).
 #[must_use = "ops do nothing unless polled"]
 pub struct Op<K: OpKind> {
-    stage: Stage<K>,
-}
-
-enum Stage<K: OpKind> {
-    Unsubmitted(K, Anchor),
-    Submitted(FutureHalf<K, Anchor>),
-    Done,
+    /// The op and its anchor until the first poll moves them into a cell.
+    unsubmitted: Option<(K, Anchor)>,
+    /// The future's half of the op's cell, from the first poll until the op
+    /// resolves. Apart from `unsubmitted`, so the collecting poll moves a
+    /// pointer, not the op.
+    half: Option<FutureHalf<K, Anchor>>,
 }
 
 // Nothing in an `Op` is ever pinned: the kind moves into a heap cell on first
@@ -47,10 +46,10 @@ impl<K: OpKind> Unpin for Op<K> {}
 
 impl<K: OpKind> fmt::Debug for Op<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stage = match &self.stage {
-            Stage::Unsubmitted(..) => "Unsubmitted",
-            Stage::Submitted(_) => "Submitted",
-            Stage::Done => "Done",
+        let stage = match (&self.unsubmitted, &self.half) {
+            (Some(_), _) => "Unsubmitted",
+            (None, Some(_)) => "Submitted",
+            (None, None) => "Done",
         };
         f.debug_struct("Op")
             .field("kind", &std::any::type_name::<K>())
@@ -62,7 +61,8 @@ impl<K: OpKind> fmt::Debug for Op<K> {
 impl<K: OpKind> Op<K> {
     pub(crate) fn new(anchor: Anchor, kind: K) -> Op<K> {
         Op {
-            stage: Stage::Unsubmitted(kind, anchor),
+            unsubmitted: Some((kind, anchor)),
+            half: None,
         }
     }
 }
@@ -72,8 +72,13 @@ impl<K: OpKind> Future for Op<K> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<K::Output> {
         let this = self.get_mut();
-        let half = match std::mem::replace(&mut this.stage, Stage::Done) {
-            Stage::Unsubmitted(kind, anchor) => {
+        let half = match this.half.take() {
+            Some(half) => half,
+            None => {
+                let (kind, anchor) = this
+                    .unsubmitted
+                    .take()
+                    .expect("aioctx: op polled after it resolved");
                 let (half, placement) = start(kind, anchor.place(), cx.waker());
                 // An op handled on this thread may be complete already
                 // (refused, or run by the home driver on the spot). One
@@ -81,18 +86,16 @@ impl<K: OpKind> Future for Op<K> {
                 // it raced to completion: where the code after it runs must
                 // not depend on timing.
                 if placement == Placement::Queued || !half.is_complete() {
-                    this.stage = Stage::Submitted(half);
+                    this.half = Some(half);
                     return Poll::Pending;
                 }
                 half
             }
-            Stage::Submitted(half) => half,
-            Stage::Done => panic!("aioctx: op polled after it resolved"),
         };
         match half.poll(cx.waker()) {
             Ok((kind, cqe)) => Poll::Ready(kind.complete(cqe)),
             Err(half) => {
-                this.stage = Stage::Submitted(half);
+                this.half = Some(half);
                 Poll::Pending
             }
         }
@@ -102,7 +105,7 @@ impl<K: OpKind> Future for Op<K> {
 impl<K: OpKind> Drop for Op<K> {
     fn drop(&mut self) {
         // Resolved ops (the common case) have nothing to hand over.
-        let Stage::Submitted(half) = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Some(half) = self.half.take() else {
             return;
         };
         // Dropped in flight (rare): the context outlives the cancel request.

@@ -267,6 +267,23 @@ impl Ring {
         unsafe { self.uring.submission().push(entry).is_ok() }
     }
 
+    /// Queues the SQE `entry` builds, if the SQ has room: `entry` runs only
+    /// then. Returns whether it was queued.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Ring::push), for the entry `entry` returns.
+    #[inline]
+    pub(crate) unsafe fn push_with(&mut self, entry: impl FnOnce() -> squeue::Entry) -> bool {
+        let mut sq = self.uring.submission();
+        if sq.is_full() {
+            return false;
+        }
+        // SAFETY: the caller guarantees the entry's pointers outlive its CQE;
+        // the queue has room, so the push cannot fail.
+        unsafe { sq.push(&entry()).is_ok() }
+    }
+
     /// SQEs queued and not yet taken by the kernel.
     pub(crate) fn queued(&mut self) -> usize {
         self.uring.submission().len()

@@ -25,6 +25,7 @@ const STATX_DIO_READ_ALIGN: u32 = 0x0002_0000;
 /// explains replaced by the error naming it. `fd` is the op's file, `op`
 /// `"read"` or `"write"`, `buffers` gives each buffer's address and the
 /// bytes the op moves through it (called only on that failure).
+#[inline]
 pub(crate) fn explain(
     cqe: Cqe,
     fd: RawFd,
@@ -33,15 +34,29 @@ pub(crate) fn explain(
     buffers: impl FnOnce() -> Vec<(usize, usize)>,
 ) -> io::Result<u32> {
     match cqe.result {
-        // An op refused before it ran (an offset past `i64::MAX`) was
-        // refused for that, whatever its alignment.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && !cqe.never_ran => {
-            let explained = alignment_of(fd, op == "read")
-                .and_then(|alignment| alignment.check(op, offset, &buffers()));
-            Err(explained.unwrap_or(e))
-        }
-        result => result,
+        Ok(n) => Ok(n),
+        Err(e) => Err(explain_error(e, cqe.never_ran, fd, op, offset, buffers)),
     }
+}
+
+/// [`explain`]'s error path, kept out of the success path's code.
+#[cold]
+fn explain_error(
+    e: io::Error,
+    never_ran: bool,
+    fd: RawFd,
+    op: &'static str,
+    offset: u64,
+    buffers: impl FnOnce() -> Vec<(usize, usize)>,
+) -> io::Error {
+    // An op refused before it ran (an offset past `i64::MAX`) was refused for
+    // that, whatever its alignment.
+    if e.raw_os_error() != Some(libc::EINVAL) || never_ran {
+        return e;
+    }
+    alignment_of(fd, op == "read")
+        .and_then(|alignment| alignment.check(op, offset, &buffers()))
+        .unwrap_or(e)
 }
 
 /// What `fd` requires of direct I/O, if it was opened with `O_DIRECT`:

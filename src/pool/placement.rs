@@ -62,8 +62,19 @@ impl Anchor {
     /// Where the op goes, decided on the thread that submits it: a file on a
     /// pool context goes to the calling thread's member of the pool (its own
     /// ring on a member's home thread), everything else where it was made.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn place(self) -> Anchor {
+        match &self {
+            // A file on no pool, or registered (its slot is its own ring's):
+            // where it was made.
+            Anchor::File(file) if file.pool.is_none() || file.is_registered() => self,
+            Anchor::File(_) | Anchor::Member(_) => self.place_file(),
+            Anchor::Context(_) | Anchor::FileOn { .. } => self,
+        }
+    }
+
+    /// [`place`](Anchor::place) for a file's op.
+    fn place_file(self) -> Anchor {
         let file = match self {
             Anchor::File(file) => file,
             Anchor::Member(view) => {

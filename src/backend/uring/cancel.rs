@@ -75,7 +75,6 @@ mod tests {
     use std::time::Duration;
 
     use super::super::core::{Core, TurnOutcome};
-    use super::super::submit::Submission;
     use crate::backend::common::Common;
     use crate::home_thread::HomeThread;
     use crate::inbox::Inbox;
@@ -114,12 +113,7 @@ mod tests {
                 let mut fresh = Fresh::new(read, ());
                 let sqe = fresh.with_kind(|kind| kind.sqe());
                 let (half, op) = fresh.share(Waker::noop().clone());
-                let submission = Submission {
-                    op: erase(op),
-                    sqe,
-                    pushed_at: None,
-                };
-                core.submit_local(&common, submission);
+                core.submit_local(&common, erase(op), &sqe);
                 half
             })
             .collect();

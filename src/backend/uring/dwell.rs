@@ -29,6 +29,7 @@ pub(super) struct DwellClock {
 impl DwellClock {
     /// Notes an SQE pushed into the SQ; `foreign` is when its op was pushed
     /// into the inbox, for a foreign op.
+    #[inline]
     pub(super) fn pushed(&mut self, foreign: Option<Instant>) {
         self.pushed += 1;
         if let Some(at) = foreign {
@@ -38,6 +39,7 @@ impl DwellClock {
 
     /// Whether a foreign push waits for the kernel: the caller reads the
     /// clock before its enter only then.
+    #[inline]
     pub(super) fn is_timing(&self) -> bool {
         !self.waiting.is_empty()
     }

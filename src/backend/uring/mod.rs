@@ -108,20 +108,21 @@ impl Uring {
     /// Hands an op to the driver: straight into the SQ on the home thread,
     /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
     /// the driver cannot take (shut down) is completed with the error.
-    pub(crate) fn submit(&self, op: OpRef, sqe: Sqe) -> Placement {
+    #[inline]
+    pub(crate) fn submit(&self, op: OpRef, sqe: &Sqe) -> Placement {
         let shared = &*self.shared;
+        let op = match shared
+            .core
+            .try_with(op, |core, op| core.submit_local(&shared.common, op, sqe))
+        {
+            Ok(()) => return Placement::Here,
+            Err(op) => op,
+        };
         let submission = Submission {
             op,
-            sqe,
-            pushed_at: None,
+            sqe: sqe.clone(),
+            pushed_at: Some(Instant::now()),
         };
-        let mut submission = match shared.core.try_with(submission, |core, submission| {
-            core.submit_local(&shared.common, submission)
-        }) {
-            Ok(()) => return Placement::Here,
-            Err(submission) => submission,
-        };
-        submission.pushed_at = Some(Instant::now());
         let counters = &shared.common.counters;
         match shared.inbox.push(Request::Submit(submission)) {
             Ok(kick) => {
@@ -160,7 +161,7 @@ impl Reactor for Uring {
         // before the cell is shared.
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(waker.clone());
-        (half, self.submit(erase(op), sqe))
+        (half, self.submit(erase(op), &sqe))
     }
 
     /// Passes a dropped op's reference to the driver, which cancels the op if

@@ -36,13 +36,27 @@ pub(super) struct Submission {
 impl Core {
     /// Queues a home-thread op straight into the SQ (or backlog), entering at
     /// once under the eager policy.
-    pub(super) fn submit_local(&mut self, common: &Common, submission: Submission) {
+    #[inline]
+    pub(super) fn submit_local(&mut self, common: &Common, op: OpRef, sqe: &Sqe) {
         if self.closing {
-            submission.op.complete(Cqe::not_run(shutdown_error()));
+            op.complete(Cqe::not_run(shutdown_error()));
             return;
         }
         Counters::add_single_writer(&common.counters.ops_local, 1);
-        self.queue(common, submission);
+        // Fresh from its future's first poll: the future is alive, so the
+        // op goes in without the dropped check of `queue`.
+        let pushed = match self.backlog.is_empty() {
+            true => self.push(op, sqe, None),
+            false => Err(op),
+        };
+        if let Err(op) = pushed {
+            Counters::add_single_writer(&common.counters.backlogged, 1);
+            self.backlog.push_back(Submission {
+                op,
+                sqe: sqe.clone(),
+                pushed_at: None,
+            });
+        }
         // `needs_enter`: on an SQPOLL ring its kernel thread takes the SQE
         // without an enter, unless it has gone to sleep.
         if self.policy.is_eager() && self.ring.queued() > 0 && self.ring.needs_enter() {
@@ -87,24 +101,45 @@ impl Core {
     /// gives the submission back otherwise. An op whose future is already
     /// gone is given up instead of submitted.
     fn try_push(&mut self, submission: Submission) -> Result<(), Submission> {
-        if submission.op.header().is_dropped() {
-            submission.op.complete(Cqe::not_run(cancelled()));
+        let Submission { op, sqe, pushed_at } = submission;
+        if op.header().is_dropped() {
+            op.complete(Cqe::not_run(cancelled()));
             return Ok(());
         }
-        if self.slots.is_full() || !self.ring.has_room() {
-            return Err(submission);
+        self.push(op, &sqe, pushed_at)
+            .map_err(|op| Submission { op, sqe, pushed_at })
+    }
+
+    /// Files the op in a slot and pushes its SQE, if the in-flight limit and
+    /// the SQ have room; gives the op back otherwise. `pushed_at` is when a
+    /// foreign thread pushed it, for its dwell time.
+    #[inline]
+    fn push(&mut self, op: OpRef, sqe: &Sqe, pushed_at: Option<Instant>) -> Result<(), OpRef> {
+        if self.slots.is_full() {
+            return Err(op);
         }
-        let Submission { op, sqe, pushed_at } = submission;
-        let user_data = self.slots.insert(op, self.enters + 1);
-        let sqe = sqe.user_data(user_data);
+        let slots = &mut self.slots;
+        let submitted_by = self.enters + 1;
+        let mut op = Some(op);
         // SAFETY: the SQE was built by its op from resources inside the op's
-        // cell, and the slot just inserted holds the backend reference that
+        // cell, and the slot filed here holds the backend reference that
         // keeps the cell alive until the CQE for `user_data` is reaped (see
         // `Slots` and tests/op_drop_in_flight.rs).
-        let pushed = unsafe { self.ring.push(&sqe) };
-        debug_assert!(pushed, "has_room was checked");
-        self.dwell.pushed(pushed_at);
-        Ok(())
+        let pushed = unsafe {
+            self.ring.push_with(|| {
+                let op = op.take().expect("filed once");
+                sqe.clone().user_data(slots.insert(op, submitted_by))
+            })
+        };
+        match op {
+            None => {
+                debug_assert!(pushed);
+                self.dwell.pushed(pushed_at);
+                Ok(())
+            }
+            // The SQ is full.
+            Some(op) => Err(op),
+        }
     }
 
     /// Moves backlog entries into the SQ while they fit.

@@ -243,7 +243,7 @@ mod tests {
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());
-        assert_eq!(uring.submit(erase(op), sqe), Placement::Here);
+        assert_eq!(uring.submit(erase(op), &sqe), Placement::Here);
         // Let the driver submit the read; it stays in the kernel.
         runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
         let submitted = &uring.common().counters.sqes_submitted;
