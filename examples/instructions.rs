@@ -10,8 +10,9 @@
 //!
 //! Each workload runs 32 tasks on one thread, the context's home (a
 //! `build_local` context, so no other thread runs), each awaiting its ops in
-//! turn: NOPs, page-cached 4 KiB reads of a 1 MiB file, or those reads 32 at
-//! a time as one batch. Each runs twice, with N and 2N ops, under
+//! turn: NOPs, or page-cached 4 KiB reads of a 1 MiB file; and one task
+//! reading the same blocks 32 at a time, each 32 one batch op (counted per
+//! read). Each runs twice, with N and 2N ops, under
 //! `valgrind --tool=callgrind`; the count per op is the difference over N,
 //! so setup and teardown cancel out. tokio-uring runs the same workloads in
 //! the same way, for reference. `--check` compares every aioctx count with
@@ -52,6 +53,7 @@ fn main() {
 const WORKLOADS: &[(&str, bool)] = &[
     ("aioctx nop", true),
     ("aioctx read", true),
+    ("aioctx batch read", true),
     ("tokio-uring nop", false),
     ("tokio-uring read", false),
 ];
@@ -149,6 +151,7 @@ fn run(name: &str, ops: usize) {
     match name {
         "aioctx nop" => aioctx_tasks(&path, Work::Nop, per_task),
         "aioctx read" => aioctx_tasks(&path, Work::Read, per_task),
+        "aioctx batch read" => aioctx_batches(&path, ops),
         "tokio-uring nop" => tokio_uring_tasks(&path, Work::Nop, per_task),
         "tokio-uring read" => tokio_uring_tasks(&path, Work::Read, per_task),
         other => panic!("unknown workload {other:?}"),
@@ -192,6 +195,35 @@ fn aioctx_tasks(path: &Path, work: Work, per_task: usize) {
             .collect();
         for task in tasks {
             task.await.expect("the task ran");
+        }
+    });
+}
+
+/// One task reading `ops` blocks, 32 at a time, each 32 one batch op.
+fn aioctx_batches(path: &Path, ops: usize) {
+    let local = aioctx::Builder::default()
+        .build_local()
+        .expect("an io_uring context (the budget counts the ring's path)");
+    assert_eq!(
+        local.context().backend(),
+        "io_uring",
+        "the budget counts the ring's path"
+    );
+    let ctx = local.context().clone();
+    local.block_on(async move {
+        let file = aioctx::fs::File::open(&ctx, path)
+            .await
+            .expect("the file opens");
+        let mut bufs: Vec<Vec<u8>> = (0..TASKS).map(|_| vec![0u8; BLOCK]).collect();
+        for round in 0..ops / TASKS {
+            let reads = bufs
+                .drain(..)
+                .enumerate()
+                .map(|(task, buf)| (buf, offset(task, round, ops / TASKS)));
+            for (n, buf) in file.read_batch(reads).await {
+                assert_eq!(n.expect("a read"), BLOCK);
+                bufs.push(buf);
+            }
         }
     });
 }

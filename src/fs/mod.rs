@@ -28,8 +28,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
+mod batch;
 mod stream;
 
+pub use batch::Batch;
 pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
@@ -325,8 +327,7 @@ impl File {
         FileStream::new(self.clone())
     }
 
-    /// What the file's handles share (for the crate's own tests).
-    #[cfg(test)]
+    /// What the file's handles share.
     pub(crate) fn handles(&self) -> &FileHandles {
         &self.inner
     }

@@ -52,9 +52,26 @@ pub trait Operation: Send + 'static + UringOp + BlockingOp + SimulatedOp {
 
 /// What the ring needs of an op.
 pub trait UringOp {
+    /// Whether the op is a batch: several SQEs, from
+    /// [`batch_sqes`](UringOp::batch_sqes), instead of one from
+    /// [`sqe`](UringOp::sqe).
+    const BATCH: bool = false;
+
     /// Builds the SQE. Called once, with `self` at its final address (inside
     /// the op's cell), so pointers into `self` stay valid until completion.
     fn sqe(&mut self) -> Sqe;
+
+    /// A batch's SQEs, each with its member's index: called once instead of
+    /// `sqe`, as `sqe` is. Members not listed (refused) have their outcome
+    /// already.
+    fn batch_sqes(&mut self) -> Vec<(u16, Sqe)> {
+        Vec::new()
+    }
+
+    /// Records the completion of a batch's member.
+    fn member_done(&mut self, member: u16, cqe: Cqe) {
+        let _ = (member, cqe);
+    }
 }
 
 /// What the thread-pool fallback needs of an op.

@@ -59,6 +59,7 @@ macro_rules! on_file {
     };
 }
 
+pub(crate) mod batch;
 pub(crate) mod blocking;
 mod contract;
 mod direct;
@@ -72,6 +73,7 @@ pub(crate) mod sync;
 pub(crate) mod timeout;
 pub(crate) mod vectored;
 
+pub use batch::{BatchCall, BatchOp};
 pub use nop::Nop;
 pub use open::{Close, OpenAt};
 pub use raw::{RawCompletion, RawOp};
@@ -138,6 +140,13 @@ pub(crate) trait Inflight: Cell {
     /// As [`simulate`](Inflight::simulate).
     unsafe fn sim_delay(&self) -> Duration;
 
+    /// Records the completion of member `member` of a batch.
+    ///
+    /// # Safety
+    ///
+    /// As [`simulate`](Inflight::simulate).
+    unsafe fn member_done(&self, member: u16, cqe: Cqe);
+
     /// The op's type, for the simulator's completion log.
     fn kind_name(&self) -> &'static str;
 }
@@ -151,6 +160,11 @@ impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
     unsafe fn sim_delay(&self) -> Duration {
         // SAFETY: as above.
         unsafe { self.with_kind(|kind| kind.sim_delay()) }.unwrap_or_default()
+    }
+
+    unsafe fn member_done(&self, member: u16, cqe: Cqe) {
+        // SAFETY: the caller holds the backend reference, uncompleted.
+        unsafe { self.with_kind(|kind| kind.member_done(member, cqe)) };
     }
 
     fn kind_name(&self) -> &'static str {

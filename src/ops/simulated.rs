@@ -44,6 +44,10 @@ pub trait SimFs {
 
     /// The size of the file behind `fd` (what `statx` reports).
     fn size(&mut self, fd: RawFd) -> io::Result<u64>;
+
+    /// An order for `n` things that happen at once (a batch's members),
+    /// drawn from the seed: a permutation of `0..n`.
+    fn order(&mut self, n: usize) -> Vec<usize>;
 }
 
 /// The completion the ring would post for a call that returned `result`.

@@ -111,6 +111,10 @@ impl SimFs for Tear<'_> {
     fn size(&mut self, _fd: RawFd) -> io::Result<u64> {
         Err(errno(libc::EIO))
     }
+
+    fn order(&mut self, n: usize) -> Vec<usize> {
+        self.files.order(n)
+    }
 }
 
 #[cfg(test)]

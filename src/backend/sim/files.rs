@@ -62,6 +62,8 @@ pub(super) struct Injector {
     pub(super) planned: Vec<(Fault, u64)>,
     pub(super) random: Vec<RandomFault>,
     pub(super) rng: Rng,
+    /// The order of a batch's members.
+    pub(super) order: Rng,
 }
 
 /// The simulator's files.
@@ -267,6 +269,16 @@ fn check_direct(
 }
 
 impl SimFs for Files {
+    fn order(&mut self, n: usize) -> Vec<usize> {
+        // Fisher-Yates, from the seed's order stream.
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.faults.order.up_to(i as u64) as usize;
+            order.swap(i, j);
+        }
+        order
+    }
+
     fn open(&mut self, path: &Path, flags: i32) -> io::Result<OwnedFd> {
         let existing = self.by_path.get(path).copied();
         if let Verdict::Fail(e) = self.check(SimOp::Open, existing, 0, 0) {

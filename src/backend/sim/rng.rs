@@ -17,6 +17,9 @@ pub(super) enum Stream {
     Faults = 2,
     /// Crash instants, torn-write prefixes, surviving unsynced writes.
     Crash = 3,
+    /// The order of things that happen at once (a batch's members), drawn
+    /// in completion order.
+    Order = 4,
 }
 
 /// A SplitMix64 generator.

@@ -207,6 +207,7 @@ impl Sim {
             planned: config.faults.into_iter().map(|f| (f, 0)).collect(),
             random: config.random_faults,
             rng: Rng::new(seed, Stream::Faults),
+            order: Rng::new(seed, Stream::Order),
         };
         let state = State {
             files: Files::new(

@@ -17,9 +17,12 @@ impl Core {
         if self.closing {
             return;
         }
-        if let Some(user_data) = canceller.header().tag()
-            && self.slots.contains(user_data)
-        {
+        let Some(tag) = canceller.header().tag() else {
+            return;
+        };
+        // An op's own `user_data`, or each of a batch's members in the
+        // kernel; nothing once it is done.
+        for user_data in self.slots.in_kernel(tag) {
             self.push_cancel(common, user_data);
         }
     }

@@ -9,6 +9,7 @@ use crate::metrics::Counters;
 use crate::ring::IGNORED_USER_DATA;
 
 use super::core::Core;
+use super::slots::Reaped;
 
 impl Core {
     /// The one `io_uring_enter` of a turn (more only when the backlog refills
@@ -64,14 +65,25 @@ impl Core {
                 slots.cancel_reaped();
                 return;
             }
-            match slots.remove(user_data) {
-                Some((op, submitted_by)) => {
+            let reaped = slots.reaped(user_data, |batch, index| {
+                // SAFETY: the slot holds the batch's backend reference, and
+                // the batch is not complete while a member is in the kernel.
+                unsafe { batch.cell().member_done(index, Cqe::from_raw(res, flags)) };
+            });
+            match reaped {
+                Reaped::Done(op, submitted_by) => {
                     policy.record(submitted_by == enters);
                     #[cfg(feature = "fault-injection")]
                     let res = faults.apply(crate::ops::Inflight::kind_name(op.cell()), res);
                     op.complete(Cqe::from_raw(res, flags));
                 }
-                None => tracing::error!(user_data, "CQE for an unknown slot"),
+                Reaped::BatchDone(op, submitted_by) => {
+                    policy.record(submitted_by == enters);
+                    // Its members' outcomes are in the batch.
+                    op.complete(Cqe::from_raw(0, 0));
+                }
+                Reaped::Member => policy.record(false),
+                Reaped::Unknown => tracing::error!(user_data, "CQE for an unknown slot"),
             }
         });
         Counters::add_single_writer(&common.counters.cqes_reaped, reaped as u64);

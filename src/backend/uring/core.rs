@@ -31,7 +31,7 @@ use crate::ring::Ring;
 use super::dwell::DwellClock;
 use super::policy::SubmitPolicy;
 use super::slots::Slots;
-use super::submit::{Request, Submission};
+use super::submit::{Request, Waiting};
 use super::tables::Tables;
 
 /// What a turn leaves behind.
@@ -49,8 +49,9 @@ pub(super) enum TurnOutcome {
 pub(super) struct Core {
     pub(super) ring: Ring,
     pub(super) slots: Slots,
-    /// Ops waiting for room in the SQ or under the in-flight limit. FIFO.
-    pub(super) backlog: VecDeque<Submission>,
+    /// Ops, and batches' members, waiting for room in the SQ or under the
+    /// in-flight limit. FIFO.
+    pub(super) backlog: VecDeque<Waiting>,
     /// `user_data` of dropped ops whose cancel waits for room in the SQ or
     /// under the in-flight limit.
     pub(super) pending_cancels: Vec<u64>,

@@ -10,7 +10,8 @@ use crate::inbox::Inbox;
 use crate::ring::Ring;
 
 use super::core::Core;
-use super::submit::Request;
+use super::slots::{Reaped, Slots};
+use super::submit::{Request, Waiting};
 
 /// How long shutdown waits for the kernel to finish cancelled ops before it
 /// gives up and leaks their resources rather than free memory still in use.
@@ -25,7 +26,8 @@ impl Core {
         let mut not_submitted = Vec::new();
         for request in inbox.close() {
             match request {
-                Request::Submit(submission) => not_submitted.push(submission),
+                Request::Submit(submission) => not_submitted.push(submission.op),
+                Request::SubmitBatch(batch) => not_submitted.push(batch.op),
                 // Registered resources leave their table while it exists.
                 Request::Release(release) => self.release(release),
                 Request::Cancel(_) => {}
@@ -35,8 +37,8 @@ impl Core {
             tracing::debug!(in_flight = self.slots.len(), "aioctx ring shutting down");
         }
         self.closing = true;
-        for submission in not_submitted {
-            submission.op.complete(Cqe::not_run(shutdown_error()));
+        for op in not_submitted {
+            op.complete(Cqe::not_run(shutdown_error()));
         }
         self.drain();
     }
@@ -47,8 +49,18 @@ impl Core {
     fn drain(&mut self) {
         // Every op in flight is cancelled below, these with the rest.
         self.pending_cancels.clear();
-        for submission in self.backlog.drain(..) {
-            submission.op.complete(Cqe::not_run(shutdown_error()));
+        for waiting in std::mem::take(&mut self.backlog) {
+            match waiting {
+                Waiting::Op(submission) => submission.op.complete(Cqe::not_run(shutdown_error())),
+                Waiting::Members { batch, sqes, .. } => {
+                    for (member, _) in sqes {
+                        let user_data = Slots::member_user_data(batch, member);
+                        if let Some((op, _)) = self.slots.member_given_up(user_data) {
+                            op.complete(Cqe::not_run(shutdown_error()));
+                        }
+                    }
+                }
+            }
         }
         for user_data in self.slots.all_user_data() {
             let entry = Ring::cancel_entry(user_data);
@@ -91,8 +103,14 @@ impl Core {
             }
             let slots = &mut self.slots;
             self.ring.reap(|user_data, res, flags| {
-                if let Some((op, _)) = slots.remove(user_data) {
-                    op.complete(Cqe::from_raw(res, flags));
+                let reaped = slots.reaped(user_data, |batch, index| {
+                    // SAFETY: as in `Core::reap`.
+                    unsafe { batch.cell().member_done(index, Cqe::from_raw(res, flags)) };
+                });
+                match reaped {
+                    Reaped::Done(op, _) => op.complete(Cqe::from_raw(res, flags)),
+                    Reaped::BatchDone(op, _) => op.complete(Cqe::from_raw(0, 0)),
+                    Reaped::Member | Reaped::Unknown => {}
                 }
             });
         }

@@ -23,6 +23,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::task::Waker;
 use std::time::Instant;
 
@@ -50,7 +51,7 @@ mod task;
 
 use self::core::Core;
 use state::UringState;
-use submit::{Request, Submission};
+use submit::{BatchSubmission, Request, Submission};
 use task::DriverTask;
 
 /// The driver's own opcode: cancels for dropped ops.
@@ -127,12 +128,7 @@ impl Uring {
         match shared.inbox.push(Request::Submit(submission)) {
             Ok(kick) => {
                 Counters::add_shared(&counters.ops_foreign, 1);
-                let counter = match kick {
-                    Kick::Sent => &counters.kicks_sent,
-                    Kick::Coalesced => &counters.kicks_coalesced,
-                    Kick::Suppressed => &counters.kicks_suppressed,
-                };
-                Counters::add_shared(counter, 1);
+                Counters::add_shared(kick_counter(counters, kick), 1);
                 Placement::Queued
             }
             Err(closed) => {
@@ -142,6 +138,56 @@ impl Uring {
                 Placement::Here
             }
         }
+    }
+}
+
+impl Uring {
+    /// Starts a batch: its members' SQEs built at the batch's final address,
+    /// then handed to the driver as one request.
+    fn start_batch<K: Operation, A: Anchored>(
+        &self,
+        mut fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        let sqes = fresh.with_kind(|kind| kind.batch_sqes());
+        let (half, op) = fresh.share(waker.clone());
+        let op = erase(op);
+        if sqes.is_empty() {
+            // Every member was refused, or there are none: done here.
+            op.complete(Cqe::from_raw(0, 0));
+            return (half, Placement::Here);
+        }
+        let shared = &*self.shared;
+        let batch = BatchSubmission {
+            op,
+            sqes,
+            pushed_at: None,
+        };
+        let batch = match shared.core.try_with(batch, |core, batch| {
+            core.submit_batch(&shared.common, batch)
+        }) {
+            Ok(()) => return (half, Placement::Here),
+            Err(batch) => batch,
+        };
+        let batch = BatchSubmission {
+            pushed_at: Some(Instant::now()),
+            ..batch
+        };
+        let counters = &shared.common.counters;
+        let placement = match shared.inbox.push(Request::SubmitBatch(batch)) {
+            Ok(kick) => {
+                Counters::add_shared(&counters.ops_foreign, 1);
+                Counters::add_shared(kick_counter(counters, kick), 1);
+                Placement::Queued
+            }
+            Err(Closed(request)) => {
+                if let Request::SubmitBatch(batch) = request {
+                    batch.op.complete(Cqe::not_run(shutdown_error()));
+                }
+                Placement::Here
+            }
+        };
+        (half, placement)
     }
 }
 
@@ -157,6 +203,9 @@ impl Reactor for Uring {
         mut fresh: Fresh<K, A>,
         waker: &Waker,
     ) -> (FutureHalf<K, A>, Placement) {
+        if K::BATCH {
+            return self.start_batch(fresh, waker);
+        }
         // The hot path: the SQE is built from the op at its final address,
         // before the cell is shared.
         let sqe = fresh.with_kind(|kind| kind.sqe());
@@ -236,6 +285,15 @@ impl Reactor for Uring {
     #[cfg(feature = "fault-injection")]
     fn faults(&self) -> Option<&crate::fault::FaultQueue> {
         Some(&self.shared.faults)
+    }
+}
+
+/// The counter a push's kick outcome goes to.
+fn kick_counter(counters: &Counters, kick: Kick) -> &AtomicU64 {
+    match kick {
+        Kick::Sent => &counters.kicks_sent,
+        Kick::Coalesced => &counters.kicks_coalesced,
+        Kick::Suppressed => &counters.kicks_suppressed,
     }
 }
 

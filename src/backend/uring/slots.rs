@@ -1,11 +1,17 @@
 //! The ops the ring's driver has in the kernel, by `user_data`, and the
 //! in-flight limit that keeps the completion queue from overflowing.
 //!
-//! The low half of an op's `user_data` is its slot's index; the high half is
-//! the slot's generation, bumped each time the slot is freed, so a late cancel
-//! never hits a reused slot. A slot is freed only by [`Slots::remove`], called
-//! when the op's CQE is reaped (invariant 5), and the backend reference it
-//! holds keeps the op's resources alive until then (invariant 4).
+//! An op's `user_data` is its slot's index (the low 20 bits), the member of
+//! a batch it is (the next 12 bits, 0 for other ops), and the slot's
+//! generation (the high 32), bumped each time the slot is freed, so a late
+//! cancel never hits a reused slot. A slot is freed only by
+//! [`Slots::remove`], called when the op's CQE is reaped, or a batch's last
+//! member's (invariant 5), and the backend reference it holds keeps the op's
+//! resources alive until then (invariant 4).
+//!
+//! A batch holds one slot for all its members; each member in the kernel
+//! counts against the in-flight limit as an op does, and members that do not
+//! fit yet wait in the driver's backlog.
 //!
 //! # The in-flight limit
 //!
@@ -34,7 +40,7 @@ use crate::ring::IGNORED_USER_DATA;
 pub(super) struct Slots {
     entries: Vec<SlotEntry>,
     free: Vec<u32>,
-    /// Ops in flight.
+    /// SQEs in flight: ops, and batches' members.
     len: usize,
     /// Cancel requests in flight (sent, CQE not yet reaped): their CQEs need
     /// room in the CQ too.
@@ -51,21 +57,58 @@ struct SlotEntry {
     /// Number of the `io_uring_enter` that submits (or submitted) the op.
     submitted_by: u64,
     op: Option<OpRef>,
+    /// For a batch: which members are in the kernel, and how many are not
+    /// done yet.
+    batch: Option<Box<BatchSlot>>,
 }
 
-fn user_data(index: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(index)
+struct BatchSlot {
+    in_kernel: Vec<bool>,
+    /// Members not done: in the kernel, or still waiting to go in.
+    remaining: usize,
 }
 
-fn split(user_data: u64) -> (usize, u32) {
-    ((user_data as u32) as usize, (user_data >> 32) as u32)
+/// Bits of `user_data` for the slot's index, and for a batch's member.
+const INDEX_BITS: u32 = 20;
+const MEMBER_BITS: u32 = 12;
+
+/// What a reaped `user_data` was.
+pub(super) enum Reaped {
+    /// An op, out of its slot, with the number of the enter that submitted
+    /// it.
+    Done(OpRef, u64),
+    /// A batch's last member: the batch, out of its slot.
+    BatchDone(OpRef, u64),
+    /// A batch's member, with more to come.
+    Member,
+    /// Nothing in flight (a bug, reported by the caller).
+    Unknown,
+}
+
+fn user_data(index: u32, member: u16, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | (u64::from(member) << INDEX_BITS) | u64::from(index)
+}
+
+/// The slot index, member and generation of `user_data`.
+fn split(user_data: u64) -> (usize, u16, u32) {
+    let low = user_data as u32;
+    let index = low & ((1 << INDEX_BITS) - 1);
+    (
+        (index as usize),
+        (low >> INDEX_BITS) as u16,
+        (user_data >> 32) as u32,
+    )
 }
 
 impl Slots {
     /// A table whose ops and cancels in flight together stay within `limit`,
     /// the CQ's size (see [the module docs](self#the-in-flight-limit)).
     pub(super) fn with_limit(limit: usize) -> Slots {
-        assert!(limit < u32::MAX as usize, "slot indexes fit in 32 bits");
+        assert!(
+            limit < 1 << INDEX_BITS,
+            "slot indexes fit in {INDEX_BITS} bits"
+        );
+        const _: () = assert!(crate::ops::batch::MAX_MEMBERS <= 1 << MEMBER_BITS);
         assert!(limit > 1, "room for an op and its cancel");
         Slots {
             entries: Vec::new(),
@@ -134,6 +177,32 @@ impl Slots {
     #[inline]
     pub(super) fn insert(&mut self, op: OpRef, submitted_by: u64) -> u64 {
         debug_assert!(!self.is_full(), "slot table over its limit");
+        let user_data = self.file(op, submitted_by, None);
+        self.len += 1;
+        self.check_limit();
+        user_data
+    }
+
+    /// Files a batch under one slot: `members` of its members to run, with
+    /// indexes below `span`, none of them in the kernel yet. Returns the
+    /// batch's `user_data` (its member 0's), also recorded in the op's cell.
+    /// Members go in with [`member_sent`](Slots::member_sent).
+    pub(super) fn insert_batch(
+        &mut self,
+        op: OpRef,
+        members: usize,
+        span: usize,
+        submitted_by: u64,
+    ) -> u64 {
+        let batch = BatchSlot {
+            in_kernel: vec![false; span],
+            remaining: members,
+        };
+        self.file(op, submitted_by, Some(Box::new(batch)))
+    }
+
+    #[inline]
+    fn file(&mut self, op: OpRef, submitted_by: u64, batch: Option<Box<BatchSlot>>) -> u64 {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -141,53 +210,202 @@ impl Slots {
                     generation: 0,
                     submitted_by: 0,
                     op: None,
+                    batch: None,
                 });
                 (self.entries.len() - 1) as u32
             }
         };
         let entry = &mut self.entries[index as usize];
         debug_assert!(entry.op.is_none(), "free list held an occupied slot");
-        let user_data = user_data(index, entry.generation);
+        let user_data = user_data(index, 0, entry.generation);
         debug_assert_ne!(user_data, IGNORED_USER_DATA);
         op.header().set_tag(user_data);
         entry.op = Some(op);
         entry.submitted_by = submitted_by;
-        self.len += 1;
-        self.check_limit();
+        entry.batch = batch;
         user_data
     }
 
-    /// Whether `user_data` names an op still in flight.
+    /// The `user_data` of member `member` of the batch filed under `batch`.
+    pub(super) fn member_user_data(batch: u64, member: u16) -> u64 {
+        batch | (u64::from(member) << INDEX_BITS)
+    }
+
+    /// Counts a batch's member as sent to the kernel. The caller checks
+    /// [`is_full`](Slots::is_full) first (debug-asserted here).
+    pub(super) fn member_sent(&mut self, member_user_data: u64) {
+        debug_assert!(!self.is_full(), "slot table over its limit");
+        let (index, member, _) = split(member_user_data);
+        if let Some(batch) = self.entries[index].batch.as_mut() {
+            batch.in_kernel[usize::from(member)] = true;
+        }
+        self.len += 1;
+        self.check_limit();
+    }
+
+    /// Whether `user_data` names an op, or a batch's member, still in the
+    /// kernel.
     pub(super) fn contains(&self, user_data: u64) -> bool {
-        let (index, generation) = split(user_data);
-        self.entries
-            .get(index)
-            .is_some_and(|entry| entry.generation == generation && entry.op.is_some())
+        let (index, member, generation) = split(user_data);
+        let Some(entry) = self.entries.get(index) else {
+            return false;
+        };
+        if entry.generation != generation || entry.op.is_none() {
+            return false;
+        }
+        match &entry.batch {
+            Some(batch) => batch
+                .in_kernel
+                .get(usize::from(member))
+                .copied()
+                .unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// What to cancel for the op filed under `user_data`: its own
+    /// `user_data`, or each of a batch's members in the kernel; nothing once
+    /// it is done.
+    pub(super) fn in_kernel(&self, user_data: u64) -> Vec<u64> {
+        let (index, _, generation) = split(user_data);
+        let Some(entry) = self.entries.get(index) else {
+            return Vec::new();
+        };
+        if entry.generation != generation || entry.op.is_none() {
+            return Vec::new();
+        }
+        match &entry.batch {
+            Some(batch) => batch
+                .in_kernel
+                .iter()
+                .enumerate()
+                .filter(|(_, in_kernel)| **in_kernel)
+                .map(|(member, _)| Slots::member_user_data(user_data, member as u16))
+                .collect(),
+            None => vec![user_data],
+        }
     }
 
     /// Frees the op's slot; returns it with the number of the enter that
     /// submitted it. `None` for a `user_data` that names no op in flight.
-    #[inline]
+    /// A batch's member is counted done by [`reaped`](Slots::reaped).
+    #[cfg(test)]
     pub(super) fn remove(&mut self, user_data: u64) -> Option<(OpRef, u64)> {
-        let (index, generation) = split(user_data);
+        match self.reaped(user_data, |_, _| {}) {
+            Reaped::Done(op, submitted_by) | Reaped::BatchDone(op, submitted_by) => {
+                Some((op, submitted_by))
+            }
+            Reaped::Member | Reaped::Unknown => None,
+        }
+    }
+
+    /// Counts the CQE of `user_data` reaped: an op's frees its slot; a
+    /// batch's member is handed to `member_done` with its index, and the
+    /// last one frees the batch's slot.
+    #[inline(always)]
+    pub(super) fn reaped(
+        &mut self,
+        user_data: u64,
+        member_done: impl FnOnce(&OpRef, u16),
+    ) -> Reaped {
+        let (index, member, generation) = split(user_data);
+        let Some(entry) = self.entries.get_mut(index) else {
+            return Reaped::Unknown;
+        };
+        if entry.generation != generation {
+            return Reaped::Unknown;
+        }
+        if entry.batch.is_some() {
+            return self.member_reaped(index, member, member_done);
+        }
+        let Some(op) = entry.op.take() else {
+            return Reaped::Unknown;
+        };
+        entry.generation = entry.generation.wrapping_add(1);
+        let submitted_by = entry.submitted_by;
+        self.free.push(index as u32);
+        self.len -= 1;
+        Reaped::Done(op, submitted_by)
+    }
+
+    /// [`reaped`](Slots::reaped) for a batch's member.
+    fn member_reaped(
+        &mut self,
+        index: usize,
+        member: u16,
+        member_done: impl FnOnce(&OpRef, u16),
+    ) -> Reaped {
+        let entry = &mut self.entries[index];
+        let (Some(batch), Some(op)) = (entry.batch.as_mut(), entry.op.as_ref()) else {
+            return Reaped::Unknown;
+        };
+        let Some(in_kernel) = batch.in_kernel.get_mut(usize::from(member)) else {
+            return Reaped::Unknown;
+        };
+        if !std::mem::replace(in_kernel, false) {
+            return Reaped::Unknown;
+        }
+        self.len -= 1;
+        batch.remaining -= 1;
+        member_done(op, member);
+        if batch.remaining > 0 {
+            return Reaped::Member;
+        }
+        self.free_slot(index)
+            .map_or(Reaped::Unknown, |(op, submitted_by)| {
+                Reaped::BatchDone(op, submitted_by)
+            })
+    }
+
+    /// Counts a batch's member that never went in (given up, or caught by
+    /// shutdown) done; returns the batch once its last member is done.
+    pub(super) fn member_given_up(&mut self, member_user_data: u64) -> Option<(OpRef, u64)> {
+        let (index, _, generation) = split(member_user_data);
         let entry = self.entries.get_mut(index)?;
         if entry.generation != generation {
             return None;
         }
+        let batch = entry.batch.as_mut()?;
+        batch.remaining -= 1;
+        if batch.remaining > 0 {
+            return None;
+        }
+        self.free_slot(index)
+    }
+
+    /// The op filed under `user_data` (a batch's), while it is.
+    pub(super) fn op(&self, user_data: u64) -> Option<&OpRef> {
+        let (index, _, generation) = split(user_data);
+        let entry = self.entries.get(index)?;
+        (entry.generation == generation)
+            .then_some(entry.op.as_ref())
+            .flatten()
+    }
+
+    #[inline]
+    fn free_slot(&mut self, index: usize) -> Option<(OpRef, u64)> {
+        let entry = &mut self.entries[index];
         let op = entry.op.take()?;
+        entry.batch = None;
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(index as u32);
-        self.len -= 1;
         Some((op, entry.submitted_by))
     }
 
-    /// The `user_data` of every op in flight.
+    /// The `user_data` of every op, and every batch's member, in the
+    /// kernel.
     pub(super) fn all_user_data(&self) -> Vec<u64> {
         self.entries
             .iter()
             .enumerate()
             .filter(|(_, entry)| entry.op.is_some())
-            .map(|(index, entry)| user_data(index as u32, entry.generation))
+            .flat_map(|(index, entry)| {
+                let base = user_data(index as u32, 0, entry.generation);
+                match &entry.batch {
+                    Some(_) => self.in_kernel(base),
+                    None => vec![base],
+                }
+            })
             .collect()
     }
 
@@ -198,6 +416,7 @@ impl Slots {
             if let Some(op) = entry.op.take() {
                 op.leak();
             }
+            entry.batch = None;
         }
         self.len = 0;
     }

@@ -2,6 +2,7 @@
 //! straight into the SQ, and the backlog for ops that cannot go in yet
 //! (invariant 6: nothing is dropped when the SQ is full).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::backend::common::{Common, Release};
@@ -12,11 +13,14 @@ use crate::ops::OpRef;
 use crate::ring::Sqe;
 
 use super::core::Core;
+use super::slots::Slots;
 
 /// A request to the driver, from any thread.
 pub(super) enum Request {
     /// Submit this op.
     Submit(Submission),
+    /// Submit this batch.
+    SubmitBatch(BatchSubmission),
     /// The op's future was dropped in flight: cancel it if it is in the kernel.
     Cancel(Canceller),
     /// Take registered resources out of their table, then drop what they
@@ -33,7 +37,116 @@ pub(super) struct Submission {
     pub(super) pushed_at: Option<Instant>,
 }
 
+/// A batch on its way to the SQ: its op, and each member's SQE with its
+/// index.
+pub(super) struct BatchSubmission {
+    pub(super) op: OpRef,
+    pub(super) sqes: Vec<(u16, Sqe)>,
+    pub(super) pushed_at: Option<Instant>,
+}
+
+/// What waits in the backlog, in order.
+pub(super) enum Waiting {
+    /// An op, not in a slot yet.
+    Op(Submission),
+    /// A batch's members that did not fit yet; the batch has its slot.
+    Members {
+        batch: u64,
+        sqes: VecDeque<(u16, Sqe)>,
+        pushed_at: Option<Instant>,
+    },
+}
+
 impl Core {
+    /// Files a batch in a slot and sends as many of its members as fit; the
+    /// rest wait in the backlog. From the home thread (`pushed_at` `None`)
+    /// or the inbox.
+    pub(super) fn submit_batch(&mut self, common: &Common, batch: BatchSubmission) {
+        let BatchSubmission {
+            op,
+            sqes,
+            pushed_at,
+        } = batch;
+        if self.closing {
+            op.complete(Cqe::not_run(shutdown_error()));
+            return;
+        }
+        if pushed_at.is_none() {
+            Counters::add_single_writer(&common.counters.ops_local, 1);
+        }
+        let span = sqes
+            .iter()
+            .map(|(member, _)| usize::from(*member) + 1)
+            .max()
+            .unwrap_or(0);
+        let batch = self
+            .slots
+            .insert_batch(op, sqes.len(), span, self.enters + 1);
+        let members = Waiting::Members {
+            batch,
+            sqes: sqes.into(),
+            pushed_at,
+        };
+        let waiting = match self.backlog.is_empty() {
+            true => self.push_members(members),
+            false => Some(members),
+        };
+        if let Some(waiting) = waiting {
+            Counters::add_single_writer(&common.counters.backlogged, 1);
+            self.backlog.push_back(waiting);
+        }
+        if pushed_at.is_none() {
+            self.after_local_push(common);
+        }
+    }
+
+    /// Sends a batch's waiting members while the in-flight limit and the SQ
+    /// allow; gives back those left. A batch whose future is gone gives its
+    /// waiting members up instead.
+    fn push_members(&mut self, members: Waiting) -> Option<Waiting> {
+        let Waiting::Members {
+            batch,
+            mut sqes,
+            pushed_at,
+        } = members
+        else {
+            unreachable!("push_members takes a batch's members")
+        };
+        let dropped = self
+            .slots
+            .op(batch)
+            .is_none_or(|op| op.header().is_dropped());
+        if dropped {
+            for (member, _) in sqes {
+                let user_data = Slots::member_user_data(batch, member);
+                if let Some((op, _)) = self.slots.member_given_up(user_data) {
+                    op.complete(Cqe::not_run(cancelled()));
+                }
+            }
+            return None;
+        }
+        while let Some((member, sqe)) = sqes.front() {
+            if self.slots.is_full() {
+                break;
+            }
+            let user_data = Slots::member_user_data(batch, *member);
+            // SAFETY: the member's SQE was built from resources inside the
+            // batch's cell, and the batch's slot holds the backend reference
+            // that keeps the cell alive until its last member's CQE.
+            if !unsafe { self.ring.push_with(|| sqe.clone().user_data(user_data)) } {
+                break;
+            }
+            self.slots.member_sent(user_data);
+            self.dwell.pushed(pushed_at);
+            sqes.pop_front();
+        }
+        (!sqes.is_empty()).then_some(Waiting::Members {
+            batch,
+            sqes,
+            pushed_at,
+        })
+    }
+
     /// Queues a home-thread op straight into the SQ (or backlog), entering at
     /// once under the eager policy.
     #[inline]
@@ -51,12 +164,19 @@ impl Core {
         };
         if let Err(op) = pushed {
             Counters::add_single_writer(&common.counters.backlogged, 1);
-            self.backlog.push_back(Submission {
+            self.backlog.push_back(Waiting::Op(Submission {
                 op,
                 sqe: sqe.clone(),
                 pushed_at: None,
-            });
+            }));
         }
+        self.after_local_push(common);
+    }
+
+    /// After a home-thread push: enter at once under the eager policy,
+    /// otherwise make sure a turn comes to submit it.
+    #[inline]
+    fn after_local_push(&mut self, common: &Common) {
         // `needs_enter`: on an SQPOLL ring its kernel thread takes the SQE
         // without an enter, unless it has gone to sleep.
         if self.policy.is_eager() && self.ring.queued() > 0 && self.ring.needs_enter() {
@@ -78,6 +198,7 @@ impl Core {
     pub(super) fn handle(&mut self, common: &Common, request: Request) {
         match request {
             Request::Submit(submission) => self.queue(common, submission),
+            Request::SubmitBatch(batch) => self.submit_batch(common, batch),
             Request::Cancel(canceller) => self.cancel(common, canceller),
             Request::Release(release) => self.release(release),
         }
@@ -94,7 +215,7 @@ impl Core {
             submission
         };
         Counters::add_single_writer(&common.counters.backlogged, 1);
-        self.backlog.push_back(submission);
+        self.backlog.push_back(Waiting::Op(submission));
     }
 
     /// Pushes into the SQ if there is room and the in-flight limit allows;
@@ -144,9 +265,13 @@ impl Core {
 
     /// Moves backlog entries into the SQ while they fit.
     pub(super) fn flush_backlog(&mut self) {
-        while let Some(submission) = self.backlog.pop_front() {
-            if let Err(submission) = self.try_push(submission) {
-                self.backlog.push_front(submission);
+        while let Some(waiting) = self.backlog.pop_front() {
+            let left = match waiting {
+                Waiting::Op(submission) => self.try_push(submission).err().map(Waiting::Op),
+                members @ Waiting::Members { .. } => self.push_members(members),
+            };
+            if let Some(left) = left {
+                self.backlog.push_front(left);
                 break;
             }
         }
