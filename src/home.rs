@@ -272,6 +272,48 @@ impl Builder {
         })
     }
 
+    /// A ring of the calling thread's own, on `runtime` (the thread's): the
+    /// context a [`WorkerRings`](crate::runtime::WorkerRings) makes for each
+    /// runtime thread. No thread is started: the calling thread is its home,
+    /// and its reaper runs as a task of `runtime`.
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Builder::build).
+    pub(crate) fn build_worker(&self, runtime: &tokio::runtime::Handle) -> io::Result<Arc<Owner>> {
+        let home = HomeThread::current();
+        let mut setup = self.setup(&self.backend, runtime, home);
+        setup.worker = true;
+        let backend = AnyBackend::new(setup)?;
+        let (finished_tx, finished_rx) = watch::channel(false);
+        let state = Arc::new(ContextState::new(
+            backend,
+            runtime.clone(),
+            home,
+            self.kick_foreign,
+            finished_rx,
+        ));
+        let driver = {
+            let _runtime = runtime.enter();
+            state.backend.spawn_driver()?
+        };
+        runtime.spawn(async move {
+            let _ended = driver.await;
+            let _receivers_gone = finished_tx.send(true);
+        });
+        tracing::debug!(
+            backend = state.backend.name(),
+            ring_flags = ?state.backend.ring_flags(),
+            "aioctx worker ring ready"
+        );
+        Ok(Owner::new(state))
+    }
+
+    /// The backend this builder asks for.
+    pub(crate) fn backend_choice(&self) -> &Backend {
+        &self.backend
+    }
+
     /// The home thread's name.
     pub(crate) fn name(&self) -> &str {
         &self.thread_name
@@ -291,10 +333,12 @@ impl Builder {
                 sqpoll_idle: self.sqpoll_idle,
                 buffer_slots: self.buffer_slots,
                 file_slots: self.file_slots,
+                shared: false,
             },
             kicks: self.kick_foreign,
             runtime,
             home,
+            worker: false,
         }
     }
 }

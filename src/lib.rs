@@ -227,6 +227,8 @@ pub mod ops;
 #[cfg(not(aioctx_loom))]
 mod pool;
 #[cfg(not(aioctx_loom))]
+pub mod runtime;
+#[cfg(not(aioctx_loom))]
 pub mod sim;
 
 #[cfg(not(aioctx_loom))]

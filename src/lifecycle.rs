@@ -384,11 +384,26 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
             return Ok(self.finish(seen));
         }
         // Not complete: a poll the completion did not cause (a `select!`, a
-        // task moved to another runtime). Claim the waker slot to check it.
-        // Acquire: as above, in case the op completes just now.
+        // task moved to another runtime). Make sure `waker` is the one woken.
+        if self.register(waker) {
+            // Acquire: as above; the op completed meanwhile.
+            let seen = state.load(Ordering::Acquire);
+            return Ok(self.finish(seen));
+        }
+        Err(self)
+    }
+
+    /// Makes `waker` the one woken at completion; returns `true` instead if
+    /// the op is complete already (then nothing is registered, and
+    /// [`poll`](FutureHalf::poll) collects it). For a backend that shared the
+    /// cell with a placeholder waker and ran the op on the spot: the task's
+    /// waker is cloned only if the op did not complete there.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        let state = &self.cell().header.state;
+        // Acquire: as in `poll`.
         let seen = state.fetch_and(!WAKER, Ordering::Acquire);
         if seen & COMPLETE != 0 {
-            return Ok(self.finish(seen));
+            return true;
         }
         // SAFETY: WAKER is clear and COMPLETE was not set before it, so the
         // backend will not touch the slot.
@@ -399,13 +414,8 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
             }
         });
         // Release: publishes the waker to `complete`'s Acquire fetch_or.
-        // Acquire: the outcome, if the op completed meanwhile (it then saw
-        // WAKER clear and woke nobody, so this poll must take it).
-        let seen = state.fetch_or(WAKER, Ordering::AcqRel);
-        if seen & COMPLETE != 0 {
-            return Ok(self.finish(seen));
-        }
-        Err(self)
+        // Acquire: the outcome, if the op completed meanwhile.
+        state.fetch_or(WAKER, Ordering::AcqRel) & COMPLETE != 0
     }
 
     /// Takes the op and outcome after COMPLETE (seen in `seen`), and drops

@@ -39,9 +39,46 @@ pub(crate) struct Ring {
     /// where the kernel refused the table).
     buffer_slots: u32,
     file_slots: u32,
-    home: ThreadId,
+    /// The one thread that may enter, or `None` for a shared ring (entered
+    /// by any thread under its owner's lock; see [`SharedRing`]).
+    home: Option<ThreadId>,
     /// Makes `Ring` `!Send` and `!Sync`: only the home thread may touch it.
     _home_only: PhantomData<*const ()>,
+}
+
+/// A ring set up with [`RingConfig::shared`], which any thread may enter:
+/// the one kind of [`Ring`] that may move between threads. Its owner keeps it
+/// under a lock, so one thread at a time pushes, enters and reaps.
+pub(crate) struct SharedRing(Ring);
+
+// SAFETY: a shared ring has no home thread (`Ring::home` is `None`), was set
+// up without the flags that tie it to one thread (SINGLE_ISSUER,
+// DEFER_TASKRUN, COOP_TASKRUN) and without a registered ring fd (a per-thread
+// registration), so the kernel accepts its enters from any thread; its owner
+// serialises every use behind a lock (`&mut` access only).
+unsafe impl Send for SharedRing {}
+
+impl SharedRing {
+    /// Sets up a shared ring.
+    pub(crate) fn new(mut config: RingConfig) -> io::Result<SharedRing> {
+        config.shared = true;
+        config.single_issuer = false;
+        config.sqpoll_idle = None;
+        Ring::new(config).map(SharedRing)
+    }
+}
+
+impl std::ops::Deref for SharedRing {
+    type Target = Ring;
+    fn deref(&self) -> &Ring {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SharedRing {
+    fn deref_mut(&mut self) -> &mut Ring {
+        &mut self.0
+    }
 }
 
 /// What [`Ring::new`] is asked for.
@@ -57,6 +94,11 @@ pub(crate) struct RingConfig {
     pub(crate) buffer_slots: u32,
     /// Slots of the sparse file table (for registered files).
     pub(crate) file_slots: u32,
+    /// A ring any thread enters, under its owner's lock (a runtime worker's
+    /// ring): no `SINGLE_ISSUER`, `DEFER_TASKRUN` or `COOP_TASKRUN` (each
+    /// would tie completions to one thread, which may be parked), no
+    /// registered ring fd (registered per thread).
+    pub(crate) shared: bool,
 }
 
 impl RingConfig {
@@ -69,6 +111,7 @@ impl RingConfig {
             sqpoll_idle: None,
             buffer_slots: 0,
             file_slots: 0,
+            shared: false,
         }
     }
 }
@@ -104,6 +147,7 @@ impl Ring {
             .iter()
             .filter(|f| config.sqpoll_idle.is_some() || !f.sqpoll)
             .filter(|f| config.single_issuer || !f.single_issuer)
+            .filter(|f| !config.shared || !(f.single_issuer || f.coop_taskrun || f.sqpoll))
         {
             let mut builder = IoUring::builder();
             if let Some(idle) = config.sqpoll_idle.filter(|_| flags.sqpoll) {
@@ -142,7 +186,10 @@ impl Ring {
         // SAFETY: `raw` is a fresh fd from eventfd(2) above, owned by nobody else.
         let eventfd = unsafe { OwnedFd::from_raw_fd(raw) };
         uring.submitter().register_eventfd(eventfd.as_raw_fd())?;
-        let ring_index = register_ring_fd(uring.as_raw_fd());
+        let ring_index = match config.shared {
+            true => None,
+            false => register_ring_fd(uring.as_raw_fd()),
+        };
         flags.registered_ring_fd = ring_index.is_some();
         let table = |what: &str, slots: u32, result: io::Result<()>| match result {
             Ok(()) => slots,
@@ -167,7 +214,7 @@ impl Ring {
             ring_index,
             buffer_slots,
             file_slots,
-            home: thread::current().id(),
+            home: (!config.shared).then(|| thread::current().id()),
             _home_only: PhantomData,
         })
     }
@@ -424,11 +471,13 @@ impl Ring {
     }
 
     fn assert_home(&self) {
-        assert_eq!(
-            thread::current().id(),
-            self.home,
-            "io_uring_enter called off the ring's home thread"
-        );
+        if let Some(home) = self.home {
+            assert_eq!(
+                thread::current().id(),
+                home,
+                "io_uring_enter called off the ring's home thread"
+            );
+        }
     }
 
     /// Calls `f(user_data, result, flags)` for every CQE ready now.

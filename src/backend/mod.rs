@@ -41,12 +41,14 @@ pub(crate) mod common;
 mod fallback;
 pub(crate) mod sim;
 mod uring;
+mod worker;
 
 use common::Common;
 pub(crate) use common::{Placement, Release};
 use fallback::Fallback;
 use sim::{Sim, SimConfig, SimHandle};
 use uring::Uring;
+use worker::Worker;
 
 /// Which machinery runs a context's ops; see [`Builder::backend`](crate::Builder::backend).
 #[derive(Debug, Clone, Default)]
@@ -164,6 +166,14 @@ pub(crate) trait Reactor {
     fn sim(&self) -> Option<SimHandle> {
         None
     }
+
+    /// Runs `then` once the backend has closed (a worker ring, whose
+    /// runtime thread or runtime went); `false` where backends do not close
+    /// on their own (`then` is dropped unrun).
+    fn on_close(&self, then: Box<dyn FnOnce() + Send>) -> bool {
+        drop(then);
+        false
+    }
 }
 
 /// The backend a context runs on: one variant per [`Reactor`].
@@ -171,6 +181,7 @@ pub(crate) enum AnyBackend {
     Uring(Uring),
     Fallback(Fallback),
     Sim(Sim),
+    Worker(Worker),
 }
 
 /// Runs `$body` with `$backend` bound to the backend `$any` holds: the one
@@ -181,6 +192,7 @@ macro_rules! dispatch {
             AnyBackend::Uring($backend) => $body,
             AnyBackend::Fallback($backend) => $body,
             AnyBackend::Sim($backend) => $body,
+            AnyBackend::Worker($backend) => $body,
         }
     };
 }
@@ -211,6 +223,9 @@ pub(crate) struct Setup<'a> {
     pub(crate) kicks: bool,
     pub(crate) runtime: &'a tokio::runtime::Handle,
     pub(crate) home: HomeThread,
+    /// A runtime thread's own ring, which any thread may drive under a
+    /// lock ([`WorkerRings`](crate::WorkerRings)), instead of a home ring.
+    pub(crate) worker: bool,
 }
 
 impl AnyBackend {
@@ -222,7 +237,10 @@ impl AnyBackend {
     /// The ring's setup error where the choice allows no fallback.
     pub(crate) fn new(setup: Setup<'_>) -> io::Result<AnyBackend> {
         let fallback = || AnyBackend::Fallback(Fallback::new(setup.runtime.clone(), setup.home));
-        let uring = || Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring);
+        let uring = || match setup.worker {
+            true => Worker::new(setup.ring, setup.home).map(AnyBackend::Worker),
+            false => Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring),
+        };
         match setup.choice {
             Backend::Fallback => Ok(fallback()),
             Backend::Sim(config) => Ok(AnyBackend::Sim(Sim::new(
@@ -335,5 +353,9 @@ impl AnyBackend {
 
     pub(crate) fn sim(&self) -> Option<SimHandle> {
         dispatch!(self, backend => backend.sim())
+    }
+
+    pub(crate) fn on_close(&self, then: Box<dyn FnOnce() + Send>) -> bool {
+        dispatch!(self, backend => backend.on_close(then))
     }
 }

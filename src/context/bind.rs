@@ -18,6 +18,16 @@ enum Binding {
     /// thread's own context, or a pool member the thread was given. Weak, so
     /// the binding does not keep the context alive.
     Weak(Weak<Owner>),
+    /// A context made for this thread on first use (a runtime thread's own
+    /// ring).
+    Lazy(Arc<dyn LazyContext>),
+}
+
+/// Makes a thread's context on first use.
+pub(crate) trait LazyContext: Send + Sync {
+    /// The calling thread's context, made now if it is not yet; `None` if
+    /// none can be.
+    fn context(&self) -> Option<Context>;
 }
 
 impl Binding {
@@ -25,6 +35,7 @@ impl Binding {
         match self {
             Binding::Handle(context) => Some(context.clone()),
             Binding::Weak(owner) => owner.upgrade().map(|owner| Context { owner }),
+            Binding::Lazy(lazy) => lazy.context(),
         }
     }
 }
@@ -98,6 +109,12 @@ pub(crate) fn bind_home(owner: &Arc<Owner>) -> HomeBinding {
 /// pool's choice for this thread. Lapses when the context is gone.
 pub(crate) fn bind_weakly(owner: &Arc<Owner>) {
     push_binding(Binding::Weak(Arc::downgrade(owner)));
+}
+
+/// Binds the calling thread, for good, to the context `lazy` makes for it on
+/// first use.
+pub(crate) fn bind_lazily(lazy: Arc<dyn LazyContext>) {
+    push_binding(Binding::Lazy(lazy));
 }
 
 /// Runs `f` on the caller's thread with `context` bound and its runtime

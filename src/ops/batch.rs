@@ -31,7 +31,8 @@ use crate::ring::Sqe;
 /// `user_data` with the slot and its generation).
 pub(crate) const MAX_MEMBERS: usize = 1 << 12;
 
-/// Reads and writes that run as one op; see [the module docs](self).
+/// Reads and writes that run as one op, built with [`fs::Batch`](crate::fs::Batch) or
+/// [`File::read_batch`](crate::fs::File::read_batch).
 ///
 /// Its output is each member's result with its buffer, in the order the
 /// members were added.

@@ -19,7 +19,11 @@ use crate::context::state::ContextState;
 #[derive(Debug)]
 pub(crate) struct Membership {
     id: u64,
+    /// A fixed set of members; empty for rings made per thread.
     members: Vec<Weak<ContextState>>,
+    /// Rings made per thread ([`WorkerRings`](crate::runtime::WorkerRings)):
+    /// the calling thread's own, made on first use.
+    threads: Option<Arc<dyn ThreadRings>>,
     /// Whether a file's ops may go to any member: fds mean the same on every
     /// member (not on the simulator, whose members each have their own
     /// files).
@@ -36,18 +40,39 @@ thread_local! {
     static STICKY: RefCell<Vec<(u64, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Rings made per thread, as a membership sees them.
+pub(crate) trait ThreadRings: Send + Sync + std::fmt::Debug {
+    /// The calling thread's own ring, made on first use; `None` on a thread
+    /// that has none (not one of the runtime's).
+    fn this_thread(&self) -> Option<Arc<ContextState>>;
+}
+
 impl Membership {
     pub(crate) fn new(members: &[Arc<ContextState>]) -> Membership {
         Membership {
             // Relaxed: ids only need to be distinct.
             id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
             members: members.iter().map(Arc::downgrade).collect(),
+            threads: None,
             files_follow_threads: members.iter().all(|m| m.backend.shares_fds()),
             next_thread: AtomicUsize::new(0),
         }
     }
 
-    /// The index of the calling thread's member.
+    /// The membership of rings made per thread: a file's op goes to the
+    /// ring of the thread that submits it.
+    pub(crate) fn per_thread(threads: Arc<dyn ThreadRings>) -> Membership {
+        Membership {
+            // Relaxed: as above.
+            id: NEXT_POOL.fetch_add(1, Ordering::Relaxed),
+            members: Vec::new(),
+            threads: Some(threads),
+            files_follow_threads: true,
+            next_thread: AtomicUsize::new(0),
+        }
+    }
+
+    /// The index of the calling thread's member (of a fixed set).
     pub(crate) fn pick(&self) -> usize {
         STICKY.with(|sticky| {
             if let Some(&(_, index)) = sticky.borrow().iter().find(|(id, _)| *id == self.id) {
@@ -71,7 +96,7 @@ impl Membership {
         self.files_follow_threads
     }
 
-    /// How many members.
+    /// How many members (of a fixed set; 0 for rings made per thread).
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
@@ -86,6 +111,11 @@ impl Membership {
     pub(crate) fn elsewhere(&self, state: &Arc<ContextState>) -> Option<Arc<ContextState>> {
         if !self.files_follow_threads {
             return None;
+        }
+        if let Some(threads) = &self.threads {
+            return threads
+                .this_thread()
+                .filter(|ring| !Arc::ptr_eq(ring, state));
         }
         let member = &self.members[self.pick()];
         if std::ptr::eq(member.as_ptr(), Arc::as_ptr(state)) {

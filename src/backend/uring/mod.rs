@@ -43,7 +43,7 @@ mod core;
 mod drain;
 mod dwell;
 mod policy;
-mod slots;
+pub(in crate::backend) mod slots;
 mod state;
 mod submit;
 mod tables;

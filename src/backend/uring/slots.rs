@@ -37,7 +37,7 @@
 use crate::ops::OpRef;
 use crate::ring::IGNORED_USER_DATA;
 
-pub(super) struct Slots {
+pub(in crate::backend) struct Slots {
     entries: Vec<SlotEntry>,
     free: Vec<u32>,
     /// SQEs in flight: ops, and batches' members.
@@ -73,7 +73,7 @@ const INDEX_BITS: u32 = 20;
 const MEMBER_BITS: u32 = 12;
 
 /// What a reaped `user_data` was.
-pub(super) enum Reaped {
+pub(in crate::backend) enum Reaped {
     /// An op, out of its slot, with the number of the enter that submitted
     /// it.
     Done(OpRef, u64),
@@ -103,7 +103,7 @@ fn split(user_data: u64) -> (usize, u16, u32) {
 impl Slots {
     /// A table whose ops and cancels in flight together stay within `limit`,
     /// the CQ's size (see [the module docs](self#the-in-flight-limit)).
-    pub(super) fn with_limit(limit: usize) -> Slots {
+    pub(in crate::backend) fn with_limit(limit: usize) -> Slots {
         assert!(
             limit < 1 << INDEX_BITS,
             "slot indexes fit in {INDEX_BITS} bits"
@@ -120,22 +120,22 @@ impl Slots {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(in crate::backend) fn len(&self) -> usize {
         self.len
     }
 
-    pub(super) fn is_empty(&self) -> bool {
+    pub(in crate::backend) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// No room for another op until a CQE is reaped.
     #[inline]
-    pub(super) fn is_full(&self) -> bool {
+    pub(in crate::backend) fn is_full(&self) -> bool {
         self.len + self.reserve >= self.limit || self.len + self.cancels >= self.limit
     }
 
     /// Room for another cancel.
-    pub(super) fn can_cancel(&self) -> bool {
+    pub(in crate::backend) fn can_cancel(&self) -> bool {
         self.len + self.cancels < self.limit
     }
 
@@ -156,14 +156,14 @@ impl Slots {
     ///
     /// Without room: the caller checks [`can_cancel`](Slots::can_cancel)
     /// first.
-    pub(super) fn cancel_sent(&mut self) {
+    pub(in crate::backend) fn cancel_sent(&mut self) {
         assert!(self.can_cancel(), "cancel sent over the in-flight limit");
         self.cancels += 1;
         self.check_limit();
     }
 
     /// Counts a cancel request's CQE reaped.
-    pub(super) fn cancel_reaped(&mut self) {
+    pub(in crate::backend) fn cancel_reaped(&mut self) {
         debug_assert!(
             self.cancels > 0,
             "a cancel's CQE without a cancel in flight"
@@ -175,7 +175,7 @@ impl Slots {
     /// op's cell (for a later cancel), and returns. The caller checks
     /// [`is_full`](Slots::is_full) first (debug-asserted here).
     #[inline]
-    pub(super) fn insert(&mut self, op: OpRef, submitted_by: u64) -> u64 {
+    pub(in crate::backend) fn insert(&mut self, op: OpRef, submitted_by: u64) -> u64 {
         debug_assert!(!self.is_full(), "slot table over its limit");
         let user_data = self.file(op, submitted_by, None);
         self.len += 1;
@@ -187,7 +187,7 @@ impl Slots {
     /// indexes below `span`, none of them in the kernel yet. Returns the
     /// batch's `user_data` (its member 0's), also recorded in the op's cell.
     /// Members go in with [`member_sent`](Slots::member_sent).
-    pub(super) fn insert_batch(
+    pub(in crate::backend) fn insert_batch(
         &mut self,
         op: OpRef,
         members: usize,
@@ -227,13 +227,13 @@ impl Slots {
     }
 
     /// The `user_data` of member `member` of the batch filed under `batch`.
-    pub(super) fn member_user_data(batch: u64, member: u16) -> u64 {
+    pub(in crate::backend) fn member_user_data(batch: u64, member: u16) -> u64 {
         batch | (u64::from(member) << INDEX_BITS)
     }
 
     /// Counts a batch's member as sent to the kernel. The caller checks
     /// [`is_full`](Slots::is_full) first (debug-asserted here).
-    pub(super) fn member_sent(&mut self, member_user_data: u64) {
+    pub(in crate::backend) fn member_sent(&mut self, member_user_data: u64) {
         debug_assert!(!self.is_full(), "slot table over its limit");
         let (index, member, _) = split(member_user_data);
         if let Some(batch) = self.entries[index].batch.as_mut() {
@@ -245,7 +245,7 @@ impl Slots {
 
     /// Whether `user_data` names an op, or a batch's member, still in the
     /// kernel.
-    pub(super) fn contains(&self, user_data: u64) -> bool {
+    pub(in crate::backend) fn contains(&self, user_data: u64) -> bool {
         let (index, member, generation) = split(user_data);
         let Some(entry) = self.entries.get(index) else {
             return false;
@@ -266,7 +266,7 @@ impl Slots {
     /// What to cancel for the op filed under `user_data`: its own
     /// `user_data`, or each of a batch's members in the kernel; nothing once
     /// it is done.
-    pub(super) fn in_kernel(&self, user_data: u64) -> Vec<u64> {
+    pub(in crate::backend) fn in_kernel(&self, user_data: u64) -> Vec<u64> {
         let (index, _, generation) = split(user_data);
         let Some(entry) = self.entries.get(index) else {
             return Vec::new();
@@ -290,7 +290,7 @@ impl Slots {
     /// submitted it. `None` for a `user_data` that names no op in flight.
     /// A batch's member is counted done by [`reaped`](Slots::reaped).
     #[cfg(test)]
-    pub(super) fn remove(&mut self, user_data: u64) -> Option<(OpRef, u64)> {
+    pub(in crate::backend) fn remove(&mut self, user_data: u64) -> Option<(OpRef, u64)> {
         match self.reaped(user_data, |_, _| {}) {
             Reaped::Done(op, submitted_by) | Reaped::BatchDone(op, submitted_by) => {
                 Some((op, submitted_by))
@@ -303,7 +303,7 @@ impl Slots {
     /// batch's member is handed to `member_done` with its index, and the
     /// last one frees the batch's slot.
     #[inline(always)]
-    pub(super) fn reaped(
+    pub(in crate::backend) fn reaped(
         &mut self,
         user_data: u64,
         member_done: impl FnOnce(&OpRef, u16),
@@ -359,7 +359,10 @@ impl Slots {
 
     /// Counts a batch's member that never went in (given up, or caught by
     /// shutdown) done; returns the batch once its last member is done.
-    pub(super) fn member_given_up(&mut self, member_user_data: u64) -> Option<(OpRef, u64)> {
+    pub(in crate::backend) fn member_given_up(
+        &mut self,
+        member_user_data: u64,
+    ) -> Option<(OpRef, u64)> {
         let (index, _, generation) = split(member_user_data);
         let entry = self.entries.get_mut(index)?;
         if entry.generation != generation {
@@ -374,7 +377,7 @@ impl Slots {
     }
 
     /// The op filed under `user_data` (a batch's), while it is.
-    pub(super) fn op(&self, user_data: u64) -> Option<&OpRef> {
+    pub(in crate::backend) fn op(&self, user_data: u64) -> Option<&OpRef> {
         let (index, _, generation) = split(user_data);
         let entry = self.entries.get(index)?;
         (entry.generation == generation)
@@ -394,7 +397,7 @@ impl Slots {
 
     /// The `user_data` of every op, and every batch's member, in the
     /// kernel.
-    pub(super) fn all_user_data(&self) -> Vec<u64> {
+    pub(in crate::backend) fn all_user_data(&self) -> Vec<u64> {
         self.entries
             .iter()
             .enumerate()
@@ -411,7 +414,7 @@ impl Slots {
 
     /// Gives up on the ops still in flight: their resources are never freed,
     /// because the kernel may still write to them.
-    pub(super) fn leak(&mut self) {
+    pub(in crate::backend) fn leak(&mut self) {
         for entry in &mut self.entries {
             if let Some(op) = entry.op.take() {
                 op.leak();

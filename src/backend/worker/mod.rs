@@ -1,0 +1,615 @@
+//! The worker-ring backend: a ring owned by a thread of a Tokio multi-thread
+//! runtime (a worker, usually), which any thread may drive under a lock. It
+//! serves [`WorkerRings`](crate::WorkerRings): each runtime thread submits
+//! into a ring of its own, so an op polled on a worker crosses no thread.
+//!
+//! ```text
+//!  op polled on its ring's thread ── lock ── push SQE ── io_uring_enter ── reap ── unlock
+//!                                        (a page-cache read completes inside the enter:
+//!                                         its first poll returns Ready, no wake, no turn)
+//!  completion that comes later ─► eventfd ─► reaper task, on any worker
+//!                                        ── lock ── reap ── unlock ── wake the op's task
+//! ```
+//!
+//! Why this shape (BENCHMARKS.md, "Worker rings"): a Tokio worker that never
+//! parks gives no point to flush a batch at, and a parked worker cannot be
+//! made to run a task of ours. So each submission enters at once (as fio
+//! does, and as the home ring's eager policy does for device reads), and a
+//! ring's completions may be reaped by whichever thread gets there first:
+//! its owner after its next enter, or the reaper task, woken by the ring's
+//! eventfd through Tokio's reactor on whichever worker runs it. That rules
+//! out `SINGLE_ISSUER`, `DEFER_TASKRUN` (completions only for the submitting
+//! thread, which may be parked) and `COOP_TASKRUN` (no interrupt to a parked
+//! submitter): the ring is a plain one ([`SharedRing`]). The lock is taken
+//! by one thread almost always, so it costs two uncontended atomic operations
+//! per submission.
+//!
+//! Completions are collected under the lock and completed after it is
+//! released: completing runs user code (a waker, a buffer's drop) that may
+//! submit again.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::backend::common::{Common, Placement};
+use crate::backend::uring::slots::{Reaped, Slots};
+use crate::backend::{Anchored, Reactor};
+use crate::error::{Cqe, cancelled, shutdown_error};
+use crate::home_thread::HomeThread;
+use crate::lifecycle::{Canceller, Fresh, FutureHalf};
+use crate::metrics::{Counters, RingFlags};
+use crate::ops::{OpRef, Operation, erase};
+use crate::ring::{IGNORED_USER_DATA, RingConfig, SharedRing, Sqe};
+
+/// How long closing waits for the kernel to finish cancelled ops before it
+/// leaks their resources rather than free memory still in use.
+const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// A worker ring: cheap to clone, shared by every thread.
+#[derive(Clone)]
+pub(crate) struct Worker {
+    state: Arc<WorkerState>,
+}
+
+struct WorkerState {
+    common: Common,
+    core: Mutex<WorkerCore>,
+    flags: RingFlags,
+    /// The ring's eventfd, until the reaper task takes it.
+    eventfd: Mutex<Option<OwnedFd>>,
+    /// What to run once closed.
+    on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// The ring and what is in it, behind the lock.
+struct WorkerCore {
+    /// `None` once closed: the ring (and its fd) goes at close, whoever
+    /// still holds the backend.
+    ring: Option<SharedRing>,
+    slots: Slots,
+    /// Ops, and batches' members, waiting for room in the SQ or under the
+    /// in-flight limit. FIFO.
+    backlog: VecDeque<Waiting>,
+    /// Cancels waiting for room.
+    pending_cancels: Vec<u64>,
+    /// Set once closed: every later op fails with the shutdown error.
+    closed: bool,
+}
+
+/// Completions reaped under the lock, to complete after it.
+type Done = Vec<(OpRef, Cqe)>;
+
+/// What waits in the backlog.
+enum Waiting {
+    Op(OpRef, Sqe),
+    /// A batch's members that did not fit yet; the batch has its slot.
+    Members {
+        batch: u64,
+        sqes: VecDeque<(u16, Sqe)>,
+    },
+}
+
+impl Worker {
+    /// Sets up a shared ring for the calling thread, its owner.
+    ///
+    /// # Errors
+    ///
+    /// The ring's setup error.
+    pub(crate) fn new(config: RingConfig, home: HomeThread) -> io::Result<Worker> {
+        let ring = SharedRing::new(config)?;
+        let flags = ring.flags();
+        let eventfd = ring.eventfd()?;
+        let limit = ring.cq_capacity();
+        Ok(Worker {
+            state: Arc::new(WorkerState {
+                common: Common::new(home),
+                core: Mutex::new(WorkerCore {
+                    ring: Some(ring),
+                    slots: Slots::with_limit(limit),
+                    backlog: VecDeque::new(),
+                    pending_cancels: Vec::new(),
+                    closed: false,
+                }),
+                flags,
+                eventfd: Mutex::new(Some(eventfd)),
+                on_close: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Submits `op` now (or into the backlog), enters, and reaps.
+    fn submit(&self, op: OpRef, sqe: Sqe) {
+        let state = &*self.state;
+        let mut done = Vec::new();
+        {
+            let mut core = state.lock();
+            if core.closed {
+                drop(core);
+                op.complete(Cqe::not_run(shutdown_error()));
+                return;
+            }
+            state.common.count_op();
+            let waiting = match core.backlog.is_empty() {
+                true => core.push(op, &sqe).err(),
+                false => Some(op),
+            };
+            if let Some(op) = waiting {
+                core.backlog.push_back(Waiting::Op(op, sqe));
+                Counters::add_shared(&state.common.counters.backlogged, 1);
+            }
+            core.turn(&state.common, &mut done);
+        }
+        complete_all(done);
+    }
+
+    /// Reaps what is ready (and sends what waited for room): the reaper
+    /// task's turn.
+    fn reap_now(&self) {
+        let mut done = Vec::new();
+        {
+            let mut core = self.state.lock();
+            if core.closed {
+                return;
+            }
+            core.turn(&self.state.common, &mut done);
+        }
+        complete_all(done);
+    }
+
+    /// Closes the ring: fails what never went in, cancels what is in the
+    /// kernel and waits for it, resolving every op. Idempotent; from any
+    /// thread.
+    pub(crate) fn close(&self) {
+        let state = &*self.state;
+        state.common.shutdown.raise();
+        let mut done = Vec::new();
+        {
+            let mut core = state.lock();
+            if !core.closed {
+                core.closed = true;
+                core.drain(&mut done);
+                // Closes the ring's fd; the tables and memory go with it.
+                core.ring = None;
+            }
+        }
+        complete_all(done);
+        let then = state
+            .on_close
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(then) = then {
+            then();
+        }
+    }
+}
+
+impl WorkerState {
+    fn lock(&self) -> MutexGuard<'_, WorkerCore> {
+        // Critical sections only touch the ring and its tables and complete
+        // no op (completions run after the lock): poisoning cannot leave
+        // them half-done.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Completes what a turn reaped, outside the lock.
+fn complete_all(done: Done) {
+    for (op, cqe) in done {
+        op.complete(cqe);
+    }
+}
+
+impl WorkerCore {
+    /// The ring, while open: every caller checks `closed` first.
+    fn ring(&mut self) -> &mut SharedRing {
+        self.ring
+            .as_mut()
+            .expect("a worker ring is used only while open")
+    }
+
+    /// Files the op in a slot and pushes its SQE, if there is room.
+    fn push(&mut self, op: OpRef, sqe: &Sqe) -> Result<(), OpRef> {
+        if self.slots.is_full() {
+            return Err(op);
+        }
+        let (ring, slots) = (self.ring.as_mut().expect("open"), &mut self.slots);
+        let mut op = Some(op);
+        // SAFETY: the SQE was built by its op from resources inside the op's
+        // cell, and the slot filed here holds the backend reference that
+        // keeps the cell alive until the CQE for its `user_data` is reaped.
+        let pushed = unsafe {
+            ring.push_with(|| {
+                let op = op.take().expect("filed once");
+                sqe.clone().user_data(slots.insert(op, 0))
+            })
+        };
+        match op {
+            None => {
+                debug_assert!(pushed);
+                Ok(())
+            }
+            Some(op) => Err(op),
+        }
+    }
+
+    /// Sends a batch's members while they fit; gives back those left. A
+    /// batch whose future is gone gives its waiting members up.
+    fn push_members(
+        &mut self,
+        batch: u64,
+        mut sqes: VecDeque<(u16, Sqe)>,
+        done: &mut Done,
+    ) -> Option<Waiting> {
+        if self
+            .slots
+            .op(batch)
+            .is_none_or(|op| op.header().is_dropped())
+        {
+            for (member, _) in sqes {
+                let user_data = Slots::member_user_data(batch, member);
+                if let Some((op, _)) = self.slots.member_given_up(user_data) {
+                    done.push((op, Cqe::not_run(cancelled())));
+                }
+            }
+            return None;
+        }
+        while let Some((member, sqe)) = sqes.front() {
+            let user_data = Slots::member_user_data(batch, *member);
+            if self.slots.is_full() {
+                break;
+            }
+            // SAFETY: the member's SQE was built from resources inside the
+            // batch's cell, and the batch's slot holds the backend reference
+            // that keeps the cell alive until its last member's CQE.
+            let pushed = unsafe { self.ring().push_with(|| sqe.clone().user_data(user_data)) };
+            if !pushed {
+                break;
+            }
+            self.slots.member_sent(user_data);
+            sqes.pop_front();
+        }
+        (!sqes.is_empty()).then_some(Waiting::Members { batch, sqes })
+    }
+
+    /// Sends what waited (cancels, the backlog) while it fits, enters if
+    /// anything is queued, and reaps into `done`; again while the backlog
+    /// waits and the reap made room (what completes inside its enter frees
+    /// room at once, and signals no eventfd that would bring a later turn).
+    fn turn(&mut self, common: &Common, done: &mut Done) {
+        loop {
+            for user_data in std::mem::take(&mut self.pending_cancels) {
+                if self.slots.contains(user_data) {
+                    self.push_cancel(common, user_data);
+                }
+            }
+            self.flush_backlog(done);
+            let queued = self.ring().queued();
+            if queued > 0 {
+                match self.ring().enter() {
+                    Ok(submitted) => {
+                        Counters::add_shared(&common.counters.submits, 1);
+                        Counters::add_shared(&common.counters.sqes_submitted, submitted as u64);
+                    }
+                    Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
+                }
+            }
+            self.reap(common, done);
+            if self.backlog.is_empty() || queued == 0 || self.slots.is_full() {
+                return;
+            }
+        }
+    }
+
+    /// Moves backlog entries into the SQ while they fit.
+    fn flush_backlog(&mut self, done: &mut Done) {
+        while let Some(waiting) = self.backlog.pop_front() {
+            let left = match waiting {
+                Waiting::Op(op, _) if op.header().is_dropped() => {
+                    done.push((op, Cqe::not_run(cancelled())));
+                    None
+                }
+                Waiting::Op(op, sqe) => self.push(op, &sqe).err().map(|op| Waiting::Op(op, sqe)),
+                Waiting::Members { batch, sqes } => self.push_members(batch, sqes, done),
+            };
+            if let Some(left) = left {
+                self.backlog.push_front(left);
+                break;
+            }
+        }
+    }
+
+    /// Collects every CQE ready now into `done`.
+    fn reap(&mut self, common: &Common, done: &mut Done) {
+        let (ring, slots) = (self.ring.as_mut().expect("open"), &mut self.slots);
+        let reaped = ring.reap(|user_data, res, flags| {
+            if user_data == IGNORED_USER_DATA {
+                slots.cancel_reaped();
+                return;
+            }
+            let reaped = slots.reaped(user_data, |batch, index| {
+                // SAFETY: the slot holds the batch's backend reference, and
+                // the batch is not complete while a member is in the kernel.
+                unsafe { batch.cell().member_done(index, Cqe::from_raw(res, flags)) };
+            });
+            match reaped {
+                Reaped::Done(op, _) => done.push((op, Cqe::from_raw(res, flags))),
+                Reaped::BatchDone(op, _) => done.push((op, Cqe::from_raw(0, 0))),
+                Reaped::Member => {}
+                Reaped::Unknown => tracing::error!(user_data, "CQE for an unknown slot"),
+            }
+        });
+        Counters::add_shared(&common.counters.cqes_reaped, reaped as u64);
+    }
+
+    /// Sends a cancel for `user_data`, or keeps it for the next turn.
+    fn push_cancel(&mut self, common: &Common, user_data: u64) {
+        if !self.slots.can_cancel() {
+            self.pending_cancels.push(user_data);
+            return;
+        }
+        let entry = crate::ring::Ring::cancel_entry(user_data);
+        // SAFETY: a cancel SQE points at no memory.
+        if unsafe { self.ring().push(&entry) } {
+            self.slots.cancel_sent();
+            Counters::add_shared(&common.counters.cancels_sent, 1);
+        } else {
+            self.pending_cancels.push(user_data);
+        }
+    }
+
+    /// Fails the backlog, cancels everything in the kernel and waits for it;
+    /// past [`CLOSE_DRAIN_LIMIT`] leaks what is left.
+    fn drain(&mut self, done: &mut Done) {
+        for waiting in std::mem::take(&mut self.backlog) {
+            match waiting {
+                Waiting::Op(op, _) => done.push((op, Cqe::not_run(shutdown_error()))),
+                Waiting::Members { batch, sqes } => {
+                    for (member, _) in sqes {
+                        let user_data = Slots::member_user_data(batch, member);
+                        if let Some((op, _)) = self.slots.member_given_up(user_data) {
+                            done.push((op, Cqe::not_run(shutdown_error())));
+                        }
+                    }
+                }
+            }
+        }
+        self.pending_cancels.clear();
+        for user_data in self.slots.all_user_data() {
+            let entry = crate::ring::Ring::cancel_entry(user_data);
+            // SAFETY: a cancel SQE points at no memory.
+            if !unsafe { self.ring().push(&entry) } {
+                if let Err(e) = self.ring().enter() {
+                    tracing::error!(error = %e, "io_uring_enter failed while closing a worker ring");
+                }
+                // SAFETY: as above.
+                if !unsafe { self.ring().push(&entry) } {
+                    tracing::error!(user_data, "no room for a cancel; its op runs to its end");
+                }
+            }
+        }
+        let deadline = Instant::now() + CLOSE_DRAIN_LIMIT;
+        while !self.slots.is_empty() {
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    leaked = self.slots.len(),
+                    "ops still in the kernel after a worker ring's drain limit; leaking their buffers"
+                );
+                self.slots.leak();
+                break;
+            }
+            if let Err(e) = self
+                .ring()
+                .enter_and_wait_timeout(1, Duration::from_millis(100))
+            {
+                tracing::error!(error = %e, "io_uring_enter failed while closing; leaking what is in flight");
+                self.slots.leak();
+                break;
+            }
+            let (ring, slots) = (self.ring.as_mut().expect("open"), &mut self.slots);
+            ring.reap(|user_data, res, flags| {
+                let reaped = slots.reaped(user_data, |batch, index| {
+                    // SAFETY: as in `reap`.
+                    unsafe { batch.cell().member_done(index, Cqe::from_raw(res, flags)) };
+                });
+                match reaped {
+                    Reaped::Done(op, _) => done.push((op, Cqe::from_raw(res, flags))),
+                    Reaped::BatchDone(op, _) => done.push((op, Cqe::from_raw(0, 0))),
+                    Reaped::Member | Reaped::Unknown => {}
+                }
+            });
+        }
+    }
+}
+
+impl Reactor for Worker {
+    const NAME: &'static str = "io_uring-worker";
+
+    fn common(&self) -> &Common {
+        &self.state.common
+    }
+
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        mut fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        if K::BATCH {
+            let sqes = fresh.with_kind(|kind| kind.batch_sqes());
+            let (half, op) = fresh.share(waker.clone());
+            self.submit_batch(erase(op), sqes);
+            return (half, Placement::Here);
+        }
+        let sqe = fresh.with_kind(|kind| kind.sqe());
+        // Shared with a placeholder: an op that completes inside its enter
+        // (a page-cache read) never clones or wakes its task's waker.
+        let (half, op) = fresh.share(Waker::noop().clone());
+        self.submit(erase(op), sqe);
+        half.register(waker);
+        (half, Placement::Here)
+    }
+
+    fn cancel(&self, canceller: Canceller) {
+        let state = &*self.state;
+        let Some(tag) = canceller.header().tag() else {
+            return;
+        };
+        let mut done = Vec::new();
+        {
+            let mut core = state.lock();
+            if core.closed {
+                return;
+            }
+            for user_data in core.slots.in_kernel(tag) {
+                core.push_cancel(&state.common, user_data);
+            }
+            core.turn(&state.common, &mut done);
+        }
+        complete_all(done);
+    }
+
+    /// Spawns the reaper task: it wakes on the ring's eventfd (completions
+    /// that came after their enter) and reaps, on whichever worker runs it,
+    /// until the ring closes.
+    fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+        let fd = self
+            .state
+            .eventfd
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+            .ok_or_else(|| io::Error::other("a worker ring's reaper is spawned once"))?;
+        // SAFETY: `EventFd` owns the fd, so it stays open and unchanged for
+        // the life of the registration.
+        let completions =
+            unsafe { AsyncFd::register_with_interest(EventFd(fd), tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        let worker = self.clone();
+        // However the task ends (the ring closed, or the runtime dropped
+        // under it), the ring is closed and every op in it resolved.
+        let closer = CloseOnDrop(self.clone());
+        Ok(tokio::spawn(async move {
+            let _closer = closer;
+            let shutdown = &worker.state.common.shutdown;
+            loop {
+                let fired = std::future::poll_fn(|cx| {
+                    // The park order of park.rs: register, then check.
+                    shutdown.register(cx.waker());
+                    if shutdown.is_raised() {
+                        return Poll::Ready(false);
+                    }
+                    match completions.poll_read_ready(cx) {
+                        Poll::Ready(Ok(mut guard)) => {
+                            guard.clear_ready();
+                            Poll::Ready(true)
+                        }
+                        Poll::Ready(Err(e)) => {
+                            tracing::error!(error = %e, "polling a worker ring's eventfd failed");
+                            Poll::Ready(false)
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                if !fired {
+                    break;
+                }
+                // Reset the eventfd's count; its next signal fires it anew.
+                let mut count = [0u8; 8];
+                // SAFETY: read(2) of 8 bytes into a local array, on our
+                // non-blocking fd; an error (nothing to read) is harmless.
+                let _read = unsafe {
+                    libc::read(
+                        completions.get_ref().as_raw_fd(),
+                        count.as_mut_ptr().cast(),
+                        8,
+                    )
+                };
+                worker.reap_now();
+            }
+        }))
+    }
+
+    fn shut_down(&self) {
+        self.close();
+    }
+
+    fn on_close(&self, then: Box<dyn FnOnce() + Send>) -> bool {
+        let state = &*self.state;
+        let closed = state.lock().closed;
+        if closed {
+            then();
+        } else {
+            *state
+                .on_close
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(then);
+        }
+        true
+    }
+
+    fn ring_flags(&self) -> RingFlags {
+        self.state.flags
+    }
+}
+
+impl Worker {
+    /// Submits a batch: one slot, as many members as fit now, the rest when
+    /// room frees.
+    fn submit_batch(&self, op: OpRef, sqes: Vec<(u16, Sqe)>) {
+        if sqes.is_empty() {
+            op.complete(Cqe::from_raw(0, 0));
+            return;
+        }
+        let state = &*self.state;
+        let mut done = Vec::new();
+        {
+            let mut core = state.lock();
+            if core.closed {
+                drop(core);
+                op.complete(Cqe::not_run(shutdown_error()));
+                return;
+            }
+            state.common.count_op();
+            let span = sqes
+                .iter()
+                .map(|(m, _)| usize::from(*m) + 1)
+                .max()
+                .unwrap_or(0);
+            let batch = core.slots.insert_batch(op, sqes.len(), span, 0);
+            let waiting = Waiting::Members {
+                batch,
+                sqes: sqes.into(),
+            };
+            core.backlog.push_back(waiting);
+            core.turn(&state.common, &mut done);
+        }
+        complete_all(done);
+    }
+}
+
+/// Closes a worker ring when dropped: the reaper task's guard.
+struct CloseOnDrop(Worker);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Our own fd for the ring's eventfd, registered with Tokio's reactor.
+struct EventFd(OwnedFd);
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}

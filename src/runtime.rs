@@ -1,0 +1,338 @@
+//! Rings driven by the threads of a Tokio multi-thread runtime:
+//! [`WorkerRings`]. Each thread of the runtime gets a ring of its own the
+//! first time it submits, and an op polled on that thread goes into it with
+//! no other thread involved (see the `worker` backend for how it submits
+//! and reaps). Imports the context, the builder and the pool's membership.
+//!
+//! ```text
+//!   worker thread 0 ── its ring 0        an op polled here goes into ring 0;
+//!   worker thread 1 ── its ring 1        a file's op goes into the ring of
+//!   blocking thread ── its ring 2        the thread that polls it
+//!   other thread   ── the file's ring (submitted under its lock)
+//! ```
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::backend::Backend;
+use crate::context::Context;
+use crate::context::bind::{LazyContext, bind_lazily};
+use crate::context::handle::Owner;
+use crate::context::state::ContextState;
+use crate::home::Builder;
+use crate::metrics::Metrics;
+use crate::pool::membership::{Membership, ThreadRings};
+
+/// Rings owned by the threads of a Tokio multi-thread runtime, for services
+/// on `#[tokio::main]`-style runtimes: an op polled on a runtime worker goes
+/// into that worker's own ring, so no op crosses threads on its way in, and
+/// one completed inside its submission (a page-cache read) resolves in the
+/// same poll, with no wake.
+///
+/// Install it on the runtime's builder with
+/// [`configure`](WorkerRings::configure) (or use
+/// [`runtime_builder`](WorkerRings::runtime_builder)); then
+/// [`current`](crate::current) on any of the runtime's threads returns that
+/// thread's ring, made on first use, and a [`File`](crate::fs::File) opened
+/// on it sends each op to the ring of the thread that polls the op.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let rings = aioctx::runtime::WorkerRings::new();
+/// let runtime = rings.runtime_builder().worker_threads(2).build()?;
+/// let read = runtime.block_on(runtime.spawn(async {
+///     let ctx = aioctx::current().expect("every runtime thread has a ring");
+///     let file = aioctx::fs::File::open(&ctx, "/proc/self/stat").await?;
+///     let (n, _) = file.read_at(Vec::with_capacity(64), 0).await;
+///     n
+/// }))??;
+/// assert!(read > 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # How ops get to the kernel, and back
+///
+/// Each submission enters its ring at once (as fio does), with the ring's
+/// lock held; the thread that submits reaps what is ready right after. A
+/// completion that comes later (a device read) signals the ring's eventfd,
+/// which wakes the ring's reaper task through Tokio's reactor on whichever
+/// worker runs it. A task stolen by another worker while its op is in
+/// flight is woken by that op's completion wherever it runs; a ring whose
+/// thread has exited (a blocking thread after its idle time, every thread at
+/// the runtime's shutdown) is closed first: what is in it is cancelled and
+/// drained, and every future resolves.
+///
+/// # Backends
+///
+/// With the builder's backend set to [`Backend::Fallback`] or
+/// [`Backend::Sim`], every thread uses one context instead (built from the
+/// same builder). On the simulator, completion order follows the seed for
+/// a given order of submissions; on a multi-thread runtime that order itself
+/// depends on which worker runs which task, so only a current-thread runtime
+/// replays a seed exactly.
+///
+/// Registered buffers and files are not used on worker rings (their tables
+/// are per ring, and a file's ops move between rings): files opened with
+/// [`OpenOptions::register`](crate::fs::OpenOptions::register) are used
+/// unregistered there.
+#[derive(Clone)]
+pub struct WorkerRings {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    template: Builder,
+    /// Every ring open: what keeps it alive (its thread holds it weakly).
+    /// A ring leaves when it closes.
+    rings: Mutex<Vec<Arc<Owner>>>,
+    /// The one context of a non-ring backend.
+    shared: OnceLock<io::Result<Context>>,
+    /// How files opened on these rings follow threads.
+    membership: OnceLock<Arc<Membership>>,
+}
+
+/// `WorkerRings` made so far, for their ids.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// This thread's own ring of each `WorkerRings` it has used: (id, owner).
+    static THREAD_RINGS: std::cell::RefCell<Vec<(u64, Weak<Owner>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Default for WorkerRings {
+    fn default() -> Self {
+        WorkerRings::new()
+    }
+}
+
+impl WorkerRings {
+    /// Worker rings configured as [`Builder::default`].
+    pub fn new() -> WorkerRings {
+        WorkerRings::with_builder(Builder::default())
+    }
+
+    /// Worker rings configured by `builder` (its ring entries and backend;
+    /// options that concern a home thread of its own, such as its name or
+    /// CPU, do not apply).
+    pub fn with_builder(builder: Builder) -> WorkerRings {
+        let rings = WorkerRings {
+            inner: Arc::new(Inner {
+                // Relaxed: ids only need to be distinct.
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                template: builder,
+                rings: Mutex::new(Vec::new()),
+                shared: OnceLock::new(),
+                membership: OnceLock::new(),
+            }),
+        };
+        let threads: Arc<dyn ThreadRings> = Arc::new(rings.clone().downgrade());
+        let _ = rings
+            .inner
+            .membership
+            .set(Arc::new(Membership::per_thread(threads)));
+        rings
+    }
+
+    /// A Tokio multi-thread runtime builder with IO and time enabled and
+    /// these rings installed ([`configure`](WorkerRings::configure)).
+    pub fn runtime_builder(&self) -> tokio::runtime::Builder {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        self.configure(&mut builder);
+        builder
+    }
+
+    /// Installs these rings on a runtime builder: its `on_thread_start`
+    /// binds each thread (so [`current`](crate::current) returns the
+    /// thread's ring, made on first use) and its `on_thread_stop` closes the
+    /// thread's ring. Those hooks replace any set before; a runtime that
+    /// needs hooks of its own calls [`bind_thread`](WorkerRings::bind_thread)
+    /// and [`close_thread`](WorkerRings::close_thread) from them instead.
+    /// The runtime needs IO enabled (`enable_io` or `enable_all`).
+    pub fn configure<'a>(
+        &self,
+        builder: &'a mut tokio::runtime::Builder,
+    ) -> &'a mut tokio::runtime::Builder {
+        let (start, stop) = (self.clone(), self.clone());
+        builder
+            .on_thread_start(move || start.bind_thread())
+            .on_thread_stop(move || stop.close_thread())
+    }
+
+    /// Binds the calling thread to its ring, for good: [`current`](crate::current)
+    /// returns it, made on first use. For a runtime thread's start hook.
+    pub fn bind_thread(&self) {
+        bind_lazily(Arc::new(self.downgrade()));
+    }
+
+    /// Closes the calling thread's ring, if it made one: cancels and drains
+    /// what is in it, resolving every op. For a runtime thread's stop hook.
+    pub fn close_thread(&self) {
+        let id = self.inner.id;
+        let owner = THREAD_RINGS.with(|rings| {
+            let mut rings = rings.borrow_mut();
+            let at = rings.iter().position(|(ring, _)| *ring == id)?;
+            rings.swap_remove(at).1.upgrade()
+        });
+        if let Some(owner) = owner {
+            // Closing takes it out of the rings, too.
+            owner.state.backend.shut_down();
+        }
+    }
+
+    /// The calling thread's context: its own ring, made now if it is not
+    /// yet (inside a Tokio runtime, whose handle the ring's reaper runs on),
+    /// or the one shared context of a non-ring backend.
+    ///
+    /// # Errors
+    ///
+    /// Outside any Tokio runtime (for a thread of its own ring); the ring's
+    /// setup error ([`Builder::build`]'s), where the builder's backend
+    /// allows no fallback.
+    pub fn thread_context(&self) -> io::Result<Context> {
+        if !matches!(
+            self.inner.template.backend_choice(),
+            Backend::Auto | Backend::Uring
+        ) {
+            return self.shared();
+        }
+        let id = self.inner.id;
+        let mine = THREAD_RINGS.with(|rings| {
+            let mut rings = rings.borrow_mut();
+            let at = rings.iter().position(|(ring, _)| *ring == id)?;
+            // A ring that closed (with its runtime) is replaced.
+            match rings[at].1.upgrade() {
+                Some(owner) if !owner.state.backend.is_shut_down() => Some(owner),
+                _ => {
+                    rings.swap_remove(at);
+                    None
+                }
+            }
+        });
+        if let Some(owner) = mine {
+            return Ok(Context { owner });
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            io::Error::other("a worker ring is made on a thread of a Tokio runtime")
+        })?;
+        let owner = self.inner.template.build_worker(&runtime)?;
+        if let Some(membership) = self.inner.membership.get() {
+            let _ = owner.pool.set(membership.clone());
+        }
+        self.inner
+            .rings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(owner.clone());
+        // When it closes (its thread stops, or its runtime goes), it leaves
+        // the rings, so nothing keeps its runtime's handle alive.
+        let (rings, closing) = (Arc::downgrade(&self.inner), Arc::downgrade(&owner));
+        let _closes_on_its_own = owner.state.backend.on_close(Box::new(move || {
+            if let Some(rings) = rings.upgrade() {
+                rings
+                    .rings
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .retain(|open| !std::ptr::eq(Arc::as_ptr(open), closing.as_ptr()));
+            }
+        }));
+        THREAD_RINGS.with(|rings| rings.borrow_mut().push((id, Arc::downgrade(&owner))));
+        Ok(Context { owner })
+    }
+
+    /// The one context of a non-ring backend, built on first use.
+    fn shared(&self) -> io::Result<Context> {
+        let shared = self.inner.shared.get_or_init(|| {
+            let context = self.inner.template.clone().build()?;
+            if let Some(membership) = self.inner.membership.get() {
+                let _ = context.owner.pool.set(membership.clone());
+            }
+            Ok(context)
+        });
+        match shared {
+            Ok(context) => Ok(context.clone()),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+
+    /// Each ring's counters (the rings alive now, in the order they were
+    /// made; the shared context's, for a non-ring backend).
+    pub fn metrics(&self) -> Vec<Metrics> {
+        if let Some(Ok(shared)) = self.inner.shared.get() {
+            return vec![shared.metrics()];
+        }
+        self.inner
+            .rings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|owner| owner.state.backend.metrics())
+            .collect()
+    }
+
+    /// The rings' counters summed (see [`Metrics::sum`]).
+    pub fn total_metrics(&self) -> Metrics {
+        Metrics::sum(&self.metrics())
+    }
+
+    fn downgrade(&self) -> ThreadRing {
+        ThreadRing(Arc::downgrade(&self.inner))
+    }
+}
+
+impl fmt::Debug for WorkerRings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRings")
+            .field("backend", self.inner.template.backend_choice())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A thread's way to its ring, held by its binding and by files'
+/// memberships: weak, so neither keeps the rings alive.
+#[derive(Debug, Clone)]
+struct ThreadRing(Weak<Inner>);
+
+impl ThreadRing {
+    fn rings(&self) -> Option<WorkerRings> {
+        self.0.upgrade().map(|inner| WorkerRings { inner })
+    }
+}
+
+impl LazyContext for ThreadRing {
+    fn context(&self) -> Option<Context> {
+        match self.rings()?.thread_context() {
+            Ok(context) => Some(context),
+            Err(e) => {
+                tracing::warn!(error = %e, "no aioctx ring for this thread");
+                None
+            }
+        }
+    }
+}
+
+impl ThreadRings for ThreadRing {
+    fn this_thread(&self) -> Option<Arc<ContextState>> {
+        let rings = self.rings()?;
+        // Only a thread the rings were installed on, or one that made its
+        // ring already, gets one; others submit to the file's own ring.
+        tokio::runtime::Handle::try_current().ok()?;
+        rings
+            .thread_context()
+            .ok()
+            .map(|context| context.state().clone())
+    }
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRings")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,215 @@
+//! Worker rings: each thread of a Tokio multi-thread runtime submits into a
+//! ring of its own. Ops from tasks that stay on their worker cross no
+//! thread; tasks stolen mid-flight, dropped mid-flight, or alive at the
+//! runtime's shutdown still resolve, with data right and every fd back.
+
+mod support;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aioctx::fs::File;
+use aioctx::runtime::WorkerRings;
+use aioctx::{Backend, Builder};
+
+fn rings() -> WorkerRings {
+    WorkerRings::with_builder(Builder::default().backend(support::backend()))
+}
+
+fn data_file(tag: &str) -> support::TempPath {
+    let path = support::TempPath::new(tag);
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path.0, data).unwrap();
+    path
+}
+
+fn pipe() -> (OwnedFd, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fresh fds.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are fresh and owned by these values alone.
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+#[test]
+fn tasks_read_through_their_workers_rings_without_crossing_threads() {
+    let rings = rings();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = data_file("worker-reads");
+    let p = path.0.clone();
+    let main = rings.clone();
+    runtime.block_on(async move {
+        // `block_on` runs here, on the test's thread: it asks for a ring of
+        // its own; spawned tasks run on the workers, which are bound.
+        let ctx = main.thread_context().unwrap();
+        let file = File::open(&ctx, &p).await.unwrap();
+        let tasks: Vec<_> = (0..64u64)
+            .map(|task| {
+                let file = file.clone();
+                tokio::spawn(async move {
+                    for i in 0..50u64 {
+                        let offset = ((task * 50 + i) * 512) % 60000;
+                        let (n, buf) = file.read_at(vec![0u8; 512], offset).await;
+                        assert_eq!(n.unwrap(), 512);
+                        let expect: Vec<u8> =
+                            (offset..offset + 512).map(|b| (b % 251) as u8).collect();
+                        assert_eq!(buf, expect);
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let total = rings.total_metrics();
+    if total.backend == "io_uring-worker" {
+        assert!(total.ops_local >= 64 * 50, "{total:?}");
+        assert_eq!(total.kicks_sent, 0, "no ring was kicked: {total:?}");
+    }
+}
+
+#[test]
+fn a_parked_worker_gets_its_completions() {
+    let rings = rings();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let (reader, mut writer) = pipe();
+    let main = rings.clone();
+    runtime.block_on(async move {
+        let ctx = main.thread_context().unwrap();
+        let pipe = File::from_fd(&ctx, reader);
+        let read = tokio::spawn(async move { pipe.read_at(vec![0u8; 16], 0).await });
+        // Every worker goes idle and parks; the read's completion must still
+        // reach its task, with no other traffic to carry it.
+        tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            std::io::Write::write_all(&mut writer, b"late").unwrap();
+        })
+        .await
+        .unwrap();
+        let (n, buf) = read.await.unwrap();
+        assert_eq!(n.unwrap(), 4);
+        assert_eq!(&buf[..4], b"late");
+    });
+}
+
+#[test]
+fn tasks_stolen_mid_flight_dropped_mid_flight_and_at_shutdown_all_resolve() {
+    let rings = rings();
+    // Tokio's process-wide signal pipe comes with the first runtime that
+    // enables signals: made before counting.
+    drop(rings.runtime_builder().build().unwrap());
+    let fds = support::open_fds();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = data_file("worker-stolen");
+    let p = path.0.clone();
+    let main = rings.clone();
+    let writers = runtime.block_on(async move {
+        let ctx = main.thread_context().unwrap();
+        let file = File::open(&ctx, &p).await.unwrap();
+        let busy = Arc::new(AtomicBool::new(true));
+        // A task that hogs its worker, so the others' tasks get stolen.
+        let hog = {
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                while busy.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut writers = Vec::new();
+        let mut readers = Vec::new();
+        for i in 0..16 {
+            let (reader, writer) = pipe();
+            writers.push(writer);
+            let pipe = File::from_fd(&ctx, reader);
+            let file = file.clone();
+            readers.push(tokio::spawn(async move {
+                let read = pipe.read_at(vec![0u8; 8], 0);
+                if i % 2 == 0 {
+                    // Dropped mid-flight after a first poll.
+                    let mut read = Box::pin(read);
+                    let _ = futures::poll!(read.as_mut());
+                    tokio::task::yield_now().await;
+                    drop(read);
+                    let (n, _) = file.read_at(vec![0u8; 64], 0).await;
+                    n.unwrap()
+                } else {
+                    let (n, _) = read.await;
+                    n.unwrap()
+                }
+            }));
+        }
+        for writer in writers.iter_mut().skip(1).step_by(2) {
+            std::io::Write::write_all(writer, b"12345678").unwrap();
+        }
+        for reader in readers {
+            let n = reader.await.unwrap();
+            assert!(n == 8 || n == 64);
+        }
+        busy.store(false, Ordering::Relaxed);
+        hog.await.unwrap();
+        // Reads left in flight at the runtime's shutdown.
+        for _ in 0..8 {
+            let (reader, writer) = pipe();
+            writers.push(writer);
+            let pipe = File::from_fd(&ctx, reader);
+            tokio::spawn(async move { pipe.read_at(vec![0u8; 8], 0).await });
+        }
+        tokio::task::yield_now().await;
+        writers
+    });
+    drop(runtime);
+    drop(writers);
+    support::eventually("every fd is closed", || support::open_fds() <= fds);
+}
+
+#[test]
+fn block_in_place_keeps_the_threads_ring_usable() {
+    let rings = rings();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = data_file("worker-block-in-place");
+    let p = path.0.clone();
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let ctx = aioctx::current().unwrap();
+            let file = File::open(&ctx, &p).await.unwrap();
+            let (n, _) = file.read_at(vec![0u8; 100], 0).await;
+            assert_eq!(n.unwrap(), 100);
+            tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(5)));
+            let (n, buf) = file.read_at(vec![0u8; 100], 100).await;
+            assert_eq!(n.unwrap(), 100);
+            assert_eq!(buf[0], 100, "byte 100 of the file");
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn fallback_and_sim_backends_share_one_context() {
+    for backend in [
+        Backend::Fallback,
+        Backend::Sim(aioctx::sim::SimConfig::new()),
+    ] {
+        let rings = WorkerRings::with_builder(Builder::default().backend(backend));
+        let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+        runtime.block_on(async {
+            let a = tokio::spawn(async { aioctx::current().unwrap().backend() })
+                .await
+                .unwrap();
+            let ctx = rings.thread_context().unwrap();
+            ctx.nop().await.unwrap();
+            assert_eq!(a, ctx.backend());
+        });
+        assert_eq!(rings.metrics().len(), 1, "one shared context");
+    }
+}
