@@ -209,6 +209,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) ring: RingConfig,
     /// Off only under the diagnostic switch that reproduces the missing wake.
     pub(crate) kicks: bool,
+    /// Foreign ops waiting longer than this for the kernel are warned about.
+    pub(crate) dwell_warning: Option<std::time::Duration>,
     pub(crate) runtime: &'a tokio::runtime::Handle,
     pub(crate) home: HomeThread,
 }
@@ -222,7 +224,10 @@ impl AnyBackend {
     /// The ring's setup error where the choice allows no fallback.
     pub(crate) fn new(setup: Setup<'_>) -> io::Result<AnyBackend> {
         let fallback = || AnyBackend::Fallback(Fallback::new(setup.runtime.clone(), setup.home));
-        let uring = || Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring);
+        let uring = || {
+            Uring::new(setup.ring, setup.home, setup.kicks, setup.dwell_warning)
+                .map(AnyBackend::Uring)
+        };
         match setup.choice {
             Backend::Fallback => Ok(fallback()),
             Backend::Sim(config) => Ok(AnyBackend::Sim(Sim::new(
