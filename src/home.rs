@@ -170,7 +170,8 @@ impl Builder {
     /// *dwell*, [`Metrics::dwell`](crate::Metrics::dwell)): the symptom of
     /// a home thread that was not woken, or was kept busy by its own tasks.
     /// One `warn` event per `io_uring_enter` that hands over such SQEs, with
-    /// how many and the longest dwell (see [Tracing](crate#tracing)). `None` or a zero duration turns it off. Default 10 ms.
+    /// how many and the longest dwell (see [Tracing](crate#tracing)). `None`
+    /// or a zero duration turns it off. Default 10 ms.
     ///
     /// io_uring only: the fallback's and the simulator's queues are timed in
     /// their metrics, not warned about. Costs nothing per op when no
@@ -501,12 +502,20 @@ impl Drop for LocalContext {
     }
 }
 
-/// Logs, at `info`, that a context is ready, with the io_uring setup flags
-/// its ring got (inside the context's span, which names its backend).
+/// Logs that a context is ready (inside its span, which names its backend):
+/// at `info`, with the setup flags its ring got on io_uring; at `debug` on
+/// the simulator, of which a seed exploration makes one per seed.
 fn announce(state: &ContextState, entries: u32) {
-    if state.backend.name() != "io_uring" {
-        tracing::info!("aioctx context ready");
-        return;
+    match state.backend.name() {
+        "io_uring" => {}
+        "sim" => {
+            tracing::debug!("aioctx context ready");
+            return;
+        }
+        _ => {
+            tracing::info!("aioctx context ready");
+            return;
+        }
     }
     let flags = state.backend.ring_flags();
     tracing::info!(

@@ -189,7 +189,7 @@
 //!
 //! | level | message starts with | fields | when |
 //! |---|---|---|---|
-//! | `info` | `aioctx context ready` | on io_uring: `entries`, and the setup flags the ring got ([`Context::ring_flags`]): `single_issuer`, `defer_taskrun`, `coop_taskrun`, `sqpoll`, `registered_ring_fd` | once per context, when it is set up |
+//! | `info` | `aioctx context ready` | on io_uring: `entries`, and the setup flags the ring got ([`Context::ring_flags`]): `single_issuer`, `defer_taskrun`, `coop_taskrun`, `sqpoll`, `registered_ring_fd` | once per context, when it is set up (at `debug` on the simulator, of which an exploration makes one per seed) |
 //! | `warn` | `io_uring unavailable; using the thread-pool fallback`, or `using the thread-pool fallback` | `error` | [`Backend::Auto`] fell back (setup refused, or an opcode missing) |
 //! | `warn` | `aioctx ops wait in the backlog` | `waiting` (ops in the backlog), `in_flight`, `cq_entries` (the in-flight limit), `cause` (`the submission queue is full`, or the in-flight limit) | io_uring: once per backlog overflow episode, at the first turn that leaves ops waiting after putting in all that fits |
 //! | `debug` | `aioctx backlog drained` | `waited` (ops that went through the backlog in the episode), `peak`, `turns` | the episode's end |

@@ -73,11 +73,23 @@ impl DwellClock {
         let taken = self.pushed - queued as u64;
         let newly = taken.saturating_sub(self.taken);
         self.taken = self.taken.max(taken);
-        // Asked once per look, and only with foreign pushes waiting.
-        let warn_after = match self.warn_after {
-            Some(threshold) if !self.waiting.is_empty() && warn_enabled() => Some(threshold),
-            _ => None,
-        };
+        // The common case (no foreign push taken) checks no more than the
+        // loop's first test did.
+        if self
+            .waiting
+            .front()
+            .is_some_and(|&(sqe, _)| sqe <= self.taken)
+        {
+            self.time_taken(now, histogram);
+        }
+        newly
+    }
+
+    /// Records the dwell of every waiting push whose SQE the kernel has
+    /// taken (at `now`, or now), and warns about those over the threshold.
+    /// Whether anyone listens at `warn` is asked once, not per op.
+    fn time_taken(&mut self, now: Option<Instant>, histogram: &Histogram) {
+        let warn_after = self.warn_after.filter(|_| warn_enabled());
         let mut late = Late::default();
         while let Some(&(sqe, pushed_at)) = self.waiting.front()
             && sqe <= self.taken
@@ -103,7 +115,6 @@ impl DwellClock {
                  the home thread was not woken, or was kept busy"
             );
         }
-        newly
     }
 
     /// Forgets the waiting pushes (shutdown times nothing).
