@@ -29,8 +29,18 @@ pub struct Cqe {
 impl Cqe {
     /// A completion posted by the kernel: `res` as the CQE carries it.
     pub(crate) fn from_raw(res: i32, flags: u32) -> Cqe {
+        Cqe::from_raw_or_else(res, flags, |_| {})
+    }
+
+    /// As [`from_raw`](Cqe::from_raw), handing the error to `on_error` first
+    /// when `res` is one: inside the sign test the CQE needs anyway, so a
+    /// success pays nothing for it.
+    #[inline]
+    pub(crate) fn from_raw_or_else(res: i32, flags: u32, on_error: impl FnOnce(&io::Error)) -> Cqe {
         let result = if res < 0 {
-            Err(io::Error::from_raw_os_error(-res))
+            let error = io::Error::from_raw_os_error(-res);
+            on_error(&error);
+            Err(error)
         } else {
             Ok(res as u32)
         };

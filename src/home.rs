@@ -10,6 +10,7 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tokio::sync::watch;
@@ -22,6 +23,7 @@ use crate::context::handle::{Context, Owner};
 use crate::context::state::ContextState;
 use crate::home_thread::{HomeOnly, HomeThread};
 use crate::ring::RingConfig;
+use crate::trace;
 
 /// Configures and starts a [`Context`].
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub struct Builder {
     sqpoll_idle: Option<std::time::Duration>,
     buffer_slots: u32,
     file_slots: u32,
+    dwell_warning: Option<Duration>,
+    /// The index of the pool member this builds, for its span.
+    member: Option<usize>,
     #[cfg(feature = "test-util")]
     start_paused: bool,
 }
@@ -53,6 +58,8 @@ impl Default for Builder {
             sqpoll_idle: None,
             buffer_slots: 1024,
             file_slots: 1024,
+            dwell_warning: Some(trace::DEFAULT_DWELL_WARNING),
+            member: None,
             #[cfg(feature = "test-util")]
             start_paused: false,
         }
@@ -158,6 +165,36 @@ impl Builder {
         self
     }
 
+    /// Logs a warning when an op pushed from another thread waited longer
+    /// than `threshold` between its push and the kernel taking its SQE (its
+    /// *dwell*, [`Metrics::dwell`](crate::Metrics::dwell)): the symptom of
+    /// a home thread that was not woken, or was kept busy by its own tasks.
+    /// One `warn` event per `io_uring_enter` that hands over such SQEs, with
+    /// how many and the longest dwell (see [Tracing](crate#tracing)). `None`
+    /// or a zero duration turns it off. Default 10 ms.
+    ///
+    /// io_uring only: the fallback's and the simulator's queues are timed in
+    /// their metrics, not warned about. Costs nothing per op when no
+    /// subscriber listens at `warn`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let quiet = aioctx::Context::builder().dwell_warning(None);
+    /// let strict = aioctx::Context::builder().dwell_warning(Duration::from_millis(1));
+    /// # let _ = (quiet, strict);
+    /// ```
+    pub fn dwell_warning(mut self, threshold: impl Into<Option<Duration>>) -> Self {
+        self.dwell_warning = threshold.into().filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Marks the context as member `index` of a pool, for its span.
+    pub(crate) fn member(mut self, index: usize) -> Self {
+        self.member = Some(index);
+        self
+    }
+
     /// Starts the home runtime with Tokio's clock paused, for tests on
     /// virtual time (see `tokio::time::pause`). Default `false`.
     ///
@@ -193,10 +230,16 @@ impl Builder {
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let config = self.clone();
+        let id = trace::next_context_id();
         let thread = thread::Builder::new()
             .name(self.thread_name.clone())
             .spawn(move || {
-                let started = Home::new(&config).and_then(|(home, owner)| {
+                // Entered for the thread's whole life: everything it logs
+                // (setup, the driver, the home runtime's tasks) carries the
+                // context's span.
+                let span = trace::context_span(id, config.member);
+                let _entered = span.enter();
+                let started = Home::new(&config, id, &span).and_then(|(home, owner)| {
                     let driver = home.start_driver()?;
                     Ok((home, owner, driver))
                 });
@@ -233,15 +276,23 @@ impl Builder {
         config: SimConfig,
     ) -> io::Result<Context> {
         let home = HomeThread::current();
+        let id = trace::next_context_id();
+        let span = trace::context_span(id, self.member);
+        // No home thread to enter it for good: entered for the setup, which
+        // hands it to the simulator's task and alarm (`Common::span`).
+        let _entered = span.enter();
         let backend = AnyBackend::new(self.setup(&Backend::Sim(config), &runtime, home))?;
+        span.record("backend", backend.name());
         let (finished_tx, finished_rx) = watch::channel(false);
         let state = Arc::new(ContextState::new(
+            id,
             backend,
             runtime.clone(),
             home,
             self.kick_foreign,
             finished_rx,
         ));
+        announce(&state, self.entries);
         let driver = state.backend.spawn_driver()?;
         runtime.spawn(async move {
             let _ = driver.await;
@@ -261,8 +312,10 @@ impl Builder {
     ///
     /// As [`build`](Builder::build).
     pub fn build_local(self) -> io::Result<LocalContext> {
-        let (home, owner) = Home::new(&self)?;
-        let driver = home.start_driver()?;
+        let id = trace::next_context_id();
+        let span = trace::context_span(id, self.member);
+        let (home, owner) = span.in_scope(|| Home::new(&self, id, &span))?;
+        let driver = span.in_scope(|| home.start_driver())?;
         let context = Context { owner };
         Ok(LocalContext {
             home: Some(home),
@@ -282,17 +335,24 @@ impl Builder {
     /// As [`build`](Builder::build).
     pub(crate) fn build_worker(&self, runtime: &tokio::runtime::Handle) -> io::Result<Arc<Owner>> {
         let home = HomeThread::current();
+        let id = trace::next_context_id();
+        let span = trace::context_span(id, self.member);
+        // No home thread to enter it for good: entered for the setup.
+        let _entered = span.enter();
         let mut setup = self.setup(&self.backend, runtime, home);
         setup.worker = true;
         let backend = AnyBackend::new(setup)?;
+        span.record("backend", backend.name());
         let (finished_tx, finished_rx) = watch::channel(false);
         let state = Arc::new(ContextState::new(
+            id,
             backend,
             runtime.clone(),
             home,
             self.kick_foreign,
             finished_rx,
         ));
+        announce(&state, self.entries);
         let driver = {
             let _runtime = runtime.enter();
             state.backend.spawn_driver()?
@@ -301,11 +361,6 @@ impl Builder {
             let _ended = driver.await;
             let _receivers_gone = finished_tx.send(true);
         });
-        tracing::debug!(
-            backend = state.backend.name(),
-            ring_flags = ?state.backend.ring_flags(),
-            "aioctx worker ring ready"
-        );
         Ok(Owner::new(state))
     }
 
@@ -336,6 +391,7 @@ impl Builder {
                 shared: false,
             },
             kicks: self.kick_foreign,
+            dwell_warning: self.dwell_warning,
             runtime,
             home,
             worker: false,
@@ -354,12 +410,15 @@ struct Home {
     finished: watch::Sender<bool>,
     /// This thread's binding to its context, for `current()`.
     binding: HomeBinding,
+    /// The context's span, entered wherever the home runs.
+    span: tracing::Span,
 }
 
 impl Home {
     /// Builds the home runtime and the backend on the calling thread; returns
     /// the home, and the owner for the context's handles.
-    fn new(config: &Builder) -> io::Result<(Home, Arc<Owner>)> {
+    /// `span` is the context's, entered by the caller.
+    fn new(config: &Builder, id: u64, span: &tracing::Span) -> io::Result<(Home, Arc<Owner>)> {
         if let Some(cpu) = config.cpu {
             pin_current_thread(cpu)?;
         }
@@ -375,9 +434,11 @@ impl Home {
             let _runtime = runtime.enter();
             AnyBackend::new(config.setup(&config.backend, runtime.handle(), home))?
         };
+        span.record("backend", backend.name());
         let (finished_tx, finished_rx) = watch::channel(false);
         let local = Rc::new(LocalSet::new());
         let mut state = ContextState::new(
+            id,
             backend,
             runtime.handle().clone(),
             home,
@@ -386,12 +447,7 @@ impl Home {
         );
         state.local = Some(HomeOnly::new(home, local.clone()));
         let owner = Owner::new(Arc::new(state));
-        tracing::debug!(
-            backend = owner.state.backend.name(),
-            ring_flags = ?owner.state.backend.ring_flags(),
-            entries = config.entries,
-            "aioctx context ready"
-        );
+        announce(&owner.state, config.entries);
         let binding = bind_home(&owner);
         let home = Home {
             state: owner.state.clone(),
@@ -399,6 +455,7 @@ impl Home {
             local,
             finished: finished_tx,
             binding,
+            span: span.clone(),
         };
         Ok((home, owner))
     }
@@ -421,6 +478,7 @@ impl Home {
             local,
             finished,
             binding,
+            span: _,
         } = self;
         // Local tasks go first, inside the runtime (their ops fail fast: the
         // backend is shut down).
@@ -467,6 +525,7 @@ impl LocalContext {
     /// `block_on` runs (between calls, foreign pushes wait in the inbox).
     pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         let home = self.home.as_ref().expect("home present until drop");
+        let _entered = home.span.enter();
         home.runtime.block_on(home.local.run_until(future))
     }
 }
@@ -483,9 +542,37 @@ impl Drop for LocalContext {
     fn drop(&mut self) {
         self.context.state().backend.shut_down();
         if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
-            home.run_until_shut_down(driver);
+            let span = home.span.clone();
+            span.in_scope(|| home.run_until_shut_down(driver));
         }
     }
+}
+
+/// Logs that a context is ready (inside its span, which names its backend):
+/// at `info`, with the setup flags its ring got on io_uring; at `debug` on
+/// the simulator, of which a seed exploration makes one per seed.
+fn announce(state: &ContextState, entries: u32) {
+    match state.backend.name() {
+        "io_uring" => {}
+        "sim" => {
+            tracing::debug!("aioctx context ready");
+            return;
+        }
+        _ => {
+            tracing::info!("aioctx context ready");
+            return;
+        }
+    }
+    let flags = state.backend.ring_flags();
+    tracing::info!(
+        entries,
+        single_issuer = flags.single_issuer,
+        defer_taskrun = flags.defer_taskrun,
+        coop_taskrun = flags.coop_taskrun,
+        sqpoll = flags.sqpoll,
+        registered_ring_fd = flags.registered_ring_fd,
+        "aioctx context ready"
+    );
 }
 
 /// Pins the calling thread to `cpu`.

@@ -128,7 +128,8 @@
 //!             inbox (queue, wake protocol, the kick) · lifecycle (op cell)
 //!             · ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
-//!             cell_cache (op cells' memory, per thread) · fault (test-only)
+//!             cell_cache (op cells' memory, per thread) · fault (test-only) ·
+//!             trace (the context span, which op errors are logged)
 //! ```
 //!
 //! # Backends
@@ -164,6 +165,57 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! # Tracing
+//!
+//! The crate logs through [`tracing`](https://docs.rs/tracing), on its slow
+//! paths only: an op that succeeds logs nothing and pays nothing for the
+//! events below, and the paths that may log (an op's error, a backlog, a
+//! late SQE) ask whether anyone listens before they do any work for it.
+//!
+//! Every context has a span named `aioctx.context`, so that a service with
+//! many rings can tell which one logged what. Its level is `ERROR`, the most
+//! severe, so that it is enabled whenever any of the crate's events is: a
+//! warning always says which ring it comes from.
+//!
+//! | span field | value |
+//! |---|---|
+//! | `id` | [`Context::id`]: a small integer, unique in the process, in order of creation |
+//! | `member` | the context's index in its [`Pool`] ([`Pool::members`]); absent otherwise |
+//! | `backend` | `"io_uring"`, `"fallback"` or `"sim"`, once chosen |
+//!
+//! A home thread the crate spawns enters the span for its whole life, so
+//! everything logged there (the driver's events, and those of tasks on the
+//! home runtime) carries it; a [`LocalContext`] enters it while its
+//! `block_on` runs, and while it shuts down; a simulator on the caller's
+//! runtime runs its task and its alarm in it; the fallback's pool threads
+//! enter it for their events.
+//!
+//! Events (target `aioctx::…`), all inside the span unless said otherwise:
+//!
+//! | level | message starts with | fields | when |
+//! |---|---|---|---|
+//! | `info` | `aioctx context ready` | on io_uring: `entries`, and the setup flags the ring got ([`Context::ring_flags`]): `single_issuer`, `defer_taskrun`, `coop_taskrun`, `sqpoll`, `registered_ring_fd` | once per context, when it is set up (at `debug` on the simulator, of which an exploration makes one per seed) |
+//! | `warn` | `io_uring unavailable; using the thread-pool fallback`, or `using the thread-pool fallback` | `error` | [`Backend::Auto`] fell back (setup refused, or an opcode missing) |
+//! | `warn` | `aioctx ops wait in the backlog` | `waiting` (ops in the backlog), `in_flight`, `cq_entries` (the in-flight limit), `cause` (`the submission queue is full`, or the in-flight limit) | io_uring: once per backlog overflow episode, at the first turn that leaves ops waiting after putting in all that fits |
+//! | `debug` | `aioctx backlog drained` | `waited` (ops that went through the backlog in the episode), `peak`, `turns` | the episode's end |
+//! | `warn` | `aioctx ops from other threads waited long for the kernel` | `late` (how many), `max_dwell`, `threshold` | io_uring: an `io_uring_enter` handed the kernel SQEs of foreign ops whose dwell exceeded [`Builder::dwell_warning`] (default 10 ms) |
+//! | `debug` | `aioctx op failed` | `op` (its type, `ReadAt`, ...), `errno`, `error` | an op failed with an error its caller does not expect (below) |
+//! | `debug` | `io_uring setup refused these flags`, `io_uring refused ...` | `flags`, `error` | ring setup: each refused attempt before the flags it got, a refused sparse table or ring-fd registration |
+//! | `debug` | `aioctx ring shutting down`, `fallback shutdown resolves pending ops` | `in_flight`, `pending` | shutdown begins with ops outstanding |
+//! | `debug` | `sim: injecting ...`, `sim: crash`, `sim: write torn by a crash` | the op, path, offsets | the simulator's faults and crashes |
+//! | `warn` | `the last aioctx::Context (Pool) was dropped inside a Tokio runtime` | | on the dropping thread, not in the span: the drop blocks a runtime thread until the drain ends |
+//! | `error` | `io_uring_enter failed`, `CQE for an unknown slot`, `... panicked ...; the panic was contained`, `... ended before shutdown`, `... leaking ...` | `error` | the driver's own failures; none is expected |
+//!
+//! Which op errors are expected, and so not logged: `ECANCELED` (the op was
+//! cancelled: its future dropped, the context shut down), `ETIME` (a
+//! timeout's normal end), `EAGAIN` (a non-blocking fd with nothing ready),
+//! and any error of an op whose future was dropped (nobody waits for it; a
+//! cancel may also end it with `EINTR`). Every other errno is logged (`EIO`,
+//! `ENOSPC`, `EBADF`, `ENOENT`, `EINVAL`, an `EINTR` of an op still awaited,
+//! ...). The crate's own errors (the context has shut down, input refused
+//! before any backend saw it) go to the caller only, and a read that returns
+//! 0 at end of file is a result, not an error.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(docsrs, doc(auto_cfg(hide(aioctx_loom))))]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -192,6 +244,8 @@ mod home_thread;
 #[cfg(not(aioctx_loom))]
 mod metrics;
 mod sync;
+#[cfg(not(aioctx_loom))]
+mod trace;
 
 // Protocols.
 #[cfg_attr(aioctx_loom, allow(dead_code))]

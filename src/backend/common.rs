@@ -1,7 +1,8 @@
 //! What every backend keeps, whatever it runs ops on: its counters, its
-//! shutdown signal (the park protocol's [`Signal`]), its home thread, where
-//! it left an op, and the registered resources it releases. Imports the
-//! leaves and the park protocol; each backend imports it.
+//! shutdown signal (the park protocol's [`Signal`]), its home thread, its
+//! context's tracing span, where it left an op, and the registered resources
+//! it releases. Imports the leaves and the park protocol; each backend
+//! imports it.
 
 use std::any::Any;
 use std::os::fd::OwnedFd;
@@ -16,14 +17,21 @@ pub(crate) struct Common {
     pub(crate) counters: Counters,
     pub(crate) shutdown: Signal,
     pub(crate) home: HomeThread,
+    /// The context's span, for work the backend does off the home thread's
+    /// own stack of spans (the fallback's pool threads, a simulator driven by
+    /// the caller's runtime). The span current when the backend is set up:
+    /// `home.rs` enters the context's span around the setup.
+    pub(crate) span: tracing::Span,
 }
 
 impl Common {
+    /// What a backend set up now on `home` keeps; see [`Common::span`].
     pub(crate) fn new(home: HomeThread) -> Common {
         Common {
             counters: Counters::default(),
             shutdown: Signal::default(),
             home,
+            span: tracing::Span::current(),
         }
     }
 

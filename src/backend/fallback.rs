@@ -44,6 +44,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::backend::common::{Common, Placement};
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, cancelled, shutdown_error};
@@ -52,6 +54,7 @@ use crate::lifecycle::{BackendRef, Canceller, Fresh, FutureHalf, OpCell};
 use crate::metrics::Counters;
 use crate::ops::blocking::BlockingCall;
 use crate::ops::{Fallback as Run, OpRef, Operation, erase};
+use crate::trace;
 
 /// A fallback backend: cheap to clone, shared by every thread.
 #[derive(Clone)]
@@ -185,15 +188,20 @@ impl Reactor for Fallback {
         entry.op.complete(Cqe::not_run(cancelled()));
     }
 
-    /// Spawns the task that waits for shutdown on the home runtime. However
-    /// the task ends (shutdown, or the runtime dropped under it), the pending
-    /// table is closed and every op in it resolved.
+    /// Spawns the task that waits for shutdown on the home runtime, in the
+    /// context's span. However the task ends (shutdown, or the runtime
+    /// dropped under it), the pending table is closed and every op in it
+    /// resolved.
     fn spawn_driver(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let guard = ShutDownOnDrop(self.shared.clone());
-        Ok(tokio::spawn(async move {
-            guard.0.common.shutdown.raised().await;
-            drop(guard);
-        }))
+        let span = self.shared.common.span.clone();
+        Ok(tokio::spawn(
+            async move {
+                guard.0.common.shutdown.raised().await;
+                drop(guard);
+            }
+            .instrument(span),
+        ))
     }
 }
 
@@ -270,6 +278,11 @@ impl FallbackState {
         // Not claimed: the future was resolved already; `call` drops here,
         // releasing what the syscall produced.
         let Some(op) = self.claim(id) else { return };
+        if let Err(error) = &cqe.result {
+            let _span = self.common.span.enter();
+            let dropped = op.header().is_dropped();
+            trace::op_failed(|| op.cell().kind_name(), error, dropped);
+        }
         // SAFETY: entry `id` was filed by `submit::<K, A>` with this very
         // op, whose cell is an `OpCell<K, A>`.
         let op = unsafe { op.assume_type::<OpCell<K, A>>() };

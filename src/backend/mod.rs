@@ -221,6 +221,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) ring: RingConfig,
     /// Off only under the diagnostic switch that reproduces the missing wake.
     pub(crate) kicks: bool,
+    /// Foreign ops waiting longer than this for the kernel are warned about.
+    pub(crate) dwell_warning: Option<std::time::Duration>,
     pub(crate) runtime: &'a tokio::runtime::Handle,
     pub(crate) home: HomeThread,
     /// A runtime thread's own ring, which any thread may drive under a
@@ -239,7 +241,8 @@ impl AnyBackend {
         let fallback = || AnyBackend::Fallback(Fallback::new(setup.runtime.clone(), setup.home));
         let uring = || match setup.worker {
             true => Worker::new(setup.ring, setup.home).map(AnyBackend::Worker),
-            false => Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring),
+            false => Uring::new(setup.ring, setup.home, setup.kicks, setup.dwell_warning)
+                .map(AnyBackend::Uring),
         };
         match setup.choice {
             Backend::Fallback => Ok(fallback()),

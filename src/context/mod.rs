@@ -53,6 +53,14 @@ impl Context {
         self.state().backend.metrics()
     }
 
+    /// The context's id: a small integer, unique in the process, given in
+    /// order of creation. Its tracing span carries it (see
+    /// [Tracing](crate#tracing)), so a log line can be matched to its
+    /// context.
+    pub fn id(&self) -> u64 {
+        self.state().id
+    }
+
     /// Which backend runs this context's ops: `"io_uring"`, `"fallback"` or
     /// `"sim"` (as [`Metrics::backend`]).
     pub fn backend(&self) -> &'static str {
@@ -332,6 +340,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
         f.debug_struct("Context")
+            .field("id", &state.id)
             .field("backend", &state.backend.name())
             .field("ring_flags", &state.backend.ring_flags())
             .field("home_thread", &state.home().id())

@@ -15,6 +15,8 @@ use crate::home_thread::{HomeOnly, HomeThread};
 
 /// What every thread shares of a context.
 pub(crate) struct ContextState {
+    /// The context's id, as its span carries it ([`Context::id`](crate::Context::id)).
+    pub(crate) id: u64,
     /// What runs this context's ops.
     pub(crate) backend: AnyBackend,
     runtime: tokio::runtime::Handle,
@@ -38,6 +40,7 @@ const _: () = {
 
 impl ContextState {
     pub(crate) fn new(
+        id: u64,
         backend: AnyBackend,
         runtime: tokio::runtime::Handle,
         home: HomeThread,
@@ -45,6 +48,7 @@ impl ContextState {
         finished: watch::Receiver<bool>,
     ) -> ContextState {
         ContextState {
+            id,
             backend,
             runtime,
             home,

@@ -272,7 +272,8 @@ impl PoolBuilder {
             let mut builder = self
                 .template
                 .clone()
-                .thread_name(format!("{}-{index}", self.template.name()));
+                .thread_name(format!("{}-{index}", self.template.name()))
+                .member(index);
             if !cpus.is_empty() {
                 builder = builder.pin_to_cpu(cpus[index % cpus.len()]);
             }

@@ -42,6 +42,7 @@ use std::time::Duration;
 use futures::task::AtomicWaker;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+use tracing::Instrument;
 
 use crate::backend::common::{Common, Placement};
 use crate::backend::{Anchored, Reactor};
@@ -50,6 +51,7 @@ use crate::home_thread::HomeThread;
 use crate::lifecycle::{Fresh, FutureHalf};
 use crate::metrics::Counters;
 use crate::ops::{OpRef, Operation, erase};
+use crate::trace;
 
 use super::config::{CrashModel, Latency, SimConfig};
 use super::crash::{self, Tear};
@@ -174,6 +176,9 @@ impl Wake for Alarm {
         let Some(shared) = self.0.upgrade() else {
             return;
         };
+        // Inside Tokio's time driver, which may run on the caller's thread:
+        // what the simulator logs here belongs to its context.
+        let _span = shared.common.span.enter();
         // This runs inside Tokio's time driver: a panic here (a bug in the
         // simulator) must not unwind through it. Contained, it shuts the
         // simulator down in order instead; every pending future resolves.
@@ -286,15 +291,20 @@ impl Reactor for Sim {
         (half, self.schedule_op(erase(op)))
     }
 
-    /// Spawns the simulator task on the current runtime. However the task
-    /// ends (shutdown, or the runtime dropped under it), every pending op is
-    /// resolved.
+    /// Spawns the simulator task on the current runtime, in the context's
+    /// span (a simulator on the caller's runtime has no home thread to enter
+    /// it). However the task ends (shutdown, or the runtime dropped under
+    /// it), every pending op is resolved.
     fn spawn_driver(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let guard = ShutDownOnDrop(self.shared.clone());
-        Ok(tokio::spawn(async move {
-            guard.0.drive().await;
-            drop(guard);
-        }))
+        let span = self.shared.common.span.clone();
+        Ok(tokio::spawn(
+            async move {
+                guard.0.drive().await;
+                drop(guard);
+            }
+            .instrument(span),
+        ))
     }
 
     /// The simulator's fds are keys into its own files.
@@ -431,6 +441,10 @@ impl SimState {
         }
         Counters::add_shared(&self.common.counters.cqes_reaped, done.len() as u64);
         for (op, cqe) in done {
+            if let Err(error) = &cqe.result {
+                let dropped = op.header().is_dropped();
+                trace::op_failed(|| op.cell().kind_name(), error, dropped);
+            }
             op.complete(cqe);
         }
         if crashed {

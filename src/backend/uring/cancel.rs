@@ -97,7 +97,7 @@ mod tests {
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };
         let cq = ring.cq_capacity();
-        let mut core = Core::new(ring);
+        let mut core = Core::new(ring, None);
         let common = Common::new(HomeThread::current());
         let inbox = Inbox::new(true);
         let mut fds = [0; 2];

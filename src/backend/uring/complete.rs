@@ -1,12 +1,15 @@
 //! The core's side of the kernel: the turn's `io_uring_enter`, with the dwell
-//! accounting it ends, and the reap that completes ops from their CQEs.
+//! accounting it ends, and the reap that completes ops from their CQEs (and
+//! reports their unexpected errors, `trace::op_failed`).
 
 use std::time::Instant;
 
 use crate::backend::common::Common;
 use crate::error::Cqe;
 use crate::metrics::Counters;
+use crate::ops::OpRef;
 use crate::ring::IGNORED_USER_DATA;
+use crate::trace;
 
 use super::core::Core;
 use super::slots::Reaped;
@@ -75,7 +78,8 @@ impl Core {
                     policy.record(submitted_by == enters);
                     #[cfg(feature = "fault-injection")]
                     let res = faults.apply(crate::ops::Inflight::kind_name(op.cell()), res);
-                    op.complete(Cqe::from_raw(res, flags));
+                    let cqe = Cqe::from_raw_or_else(res, flags, |error| report_failure(&op, error));
+                    op.complete(cqe);
                 }
                 Reaped::BatchDone(op, submitted_by) => {
                     policy.record(submitted_by == enters);
@@ -88,4 +92,11 @@ impl Core {
         });
         Counters::add_single_writer(&common.counters.cqes_reaped, reaped as u64);
     }
+}
+
+/// Reports an op's failure, off the reap's path (see `trace::op_failed`).
+#[cold]
+#[inline(never)]
+fn report_failure(op: &OpRef, error: &std::io::Error) {
+    trace::op_failed(|| op.cell().kind_name(), error, op.header().is_dropped());
 }

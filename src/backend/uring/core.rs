@@ -1,8 +1,9 @@
 //! The ring driver's state on the home thread, [`Core`], and its turn. Each
 //! job of the core has a file of its own, all `impl Core`: `submit.rs` (ops
 //! into the SQ or the backlog), `cancel.rs` (cancels for dropped ops),
-//! `complete.rs` (the enter and the reap), `drain.rs` (shutdown), with
-//! `tables.rs`, `dwell.rs`, `slots.rs` and `policy.rs` the records it keeps.
+//! `complete.rs` (the enter and the reap), `drain.rs` (shutdown),
+//! `overflow.rs` (the backlog's overflow episodes), with `tables.rs`,
+//! `dwell.rs`, `slots.rs` and `policy.rs` the records it keeps.
 //!
 //! ```text
 //!   1  begin_turn; drain the inbox        foreign ops, cancels, releases → SQ / backlog
@@ -22,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::task::Waker;
+use std::time::Duration;
 
 use crate::backend::common::{Common, Release};
 use crate::inbox::Inbox;
@@ -29,6 +31,7 @@ use crate::metrics::Counters;
 use crate::ring::Ring;
 
 use super::dwell::DwellClock;
+use super::overflow::Overflow;
 use super::policy::SubmitPolicy;
 use super::slots::Slots;
 use super::submit::{Request, Waiting};
@@ -52,6 +55,8 @@ pub(super) struct Core {
     /// Ops, and batches' members, waiting for room in the SQ or under the
     /// in-flight limit. FIFO.
     pub(super) backlog: VecDeque<Waiting>,
+    /// The backlog's overflow episode, for its warning.
+    pub(super) overflow: Overflow,
     /// `user_data` of dropped ops whose cancel waits for room in the SQ or
     /// under the in-flight limit.
     pub(super) pending_cancels: Vec<u64>,
@@ -77,15 +82,18 @@ pub(super) struct Core {
 }
 
 impl Core {
-    pub(super) fn new(ring: Ring) -> Core {
+    /// The core of `ring`; foreign ops whose SQE waits longer than
+    /// `dwell_warning` are warned about.
+    pub(super) fn new(ring: Ring, dwell_warning: Option<Duration>) -> Core {
         let limit = ring.cq_capacity();
         let tables = Tables::of(&ring);
         Core {
             ring,
             slots: Slots::with_limit(limit),
             backlog: VecDeque::new(),
+            overflow: Overflow::default(),
             pending_cancels: Vec::new(),
-            dwell: DwellClock::default(),
+            dwell: DwellClock::new(dwell_warning),
             drained: Vec::new(),
             waker: None,
             turn_scheduled: false,
@@ -169,6 +177,7 @@ impl Core {
 
         self.send_pending_cancels(common);
         self.flush_backlog();
+        self.watch_backlog(common);
         if self.ring.needs_enter() {
             self.enter(common);
         } else {

@@ -7,15 +7,21 @@
 //! an SQPOLL ring's kernel thread picked it up on its own. So the record
 //! stays bounded on both (a foreign push leaves an entry only until the
 //! kernel has its SQE), and the count of SQEs submitted adds up on both.
+//!
+//! Dwells over the context's threshold
+//! ([`Builder::dwell_warning`](crate::Builder::dwell_warning)) are reported
+//! with one `warn` event per look at the SQ that finds any, saying how many
+//! and the longest. Whether anyone listens at `warn` is asked once per look,
+//! not per op: with no subscriber, timing an op costs what it did before.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::metrics::Histogram;
 
 /// Foreign pushes whose SQE the kernel has not taken yet, and the SQ's
 /// progress.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct DwellClock {
     /// The number of each waiting foreign push's SQE, and when its op was
     /// pushed into the inbox. Home-thread ops are not timed and leave none.
@@ -24,9 +30,21 @@ pub(super) struct DwellClock {
     /// taken: an SQE numbered at most `taken` has left the SQ.
     pushed: u64,
     taken: u64,
+    /// Dwells longer than this are warned about; `None`: never.
+    warn_after: Option<Duration>,
 }
 
 impl DwellClock {
+    /// A clock that warns about dwells longer than `warn_after`.
+    pub(super) fn new(warn_after: Option<Duration>) -> DwellClock {
+        DwellClock {
+            waiting: VecDeque::new(),
+            pushed: 0,
+            taken: 0,
+            warn_after,
+        }
+    }
+
     /// Notes an SQE pushed into the SQ; `foreign` is when its op was pushed
     /// into the inbox, for a foreign op.
     #[inline]
@@ -57,14 +75,48 @@ impl DwellClock {
         let taken = self.pushed - queued as u64;
         let newly = taken.saturating_sub(self.taken);
         self.taken = self.taken.max(taken);
+        // The common case (no foreign push taken) checks no more than the
+        // loop's first test did.
+        if self
+            .waiting
+            .front()
+            .is_some_and(|&(sqe, _)| sqe <= self.taken)
+        {
+            self.time_taken(now, histogram);
+        }
+        newly
+    }
+
+    /// Records the dwell of every waiting push whose SQE the kernel has
+    /// taken (at `now`, or now), and warns about those over the threshold.
+    /// Whether anyone listens at `warn` is asked once, not per op.
+    fn time_taken(&mut self, now: Option<Instant>, histogram: &Histogram) {
+        let warn_after = self.warn_after.filter(|_| warn_enabled());
+        let mut late = Late::default();
         while let Some(&(sqe, pushed_at)) = self.waiting.front()
             && sqe <= self.taken
         {
             self.waiting.pop_front();
             let now = now.unwrap_or_else(Instant::now);
-            histogram.record(now.saturating_duration_since(pushed_at));
+            let dwell = now.saturating_duration_since(pushed_at);
+            histogram.record(dwell);
+            if let Some(threshold) = warn_after
+                && dwell > threshold
+            {
+                late.note(dwell);
+            }
         }
-        newly
+        if let Some(threshold) = warn_after
+            && late.count > 0
+        {
+            tracing::warn!(
+                late = late.count,
+                max_dwell = ?late.max,
+                threshold = ?threshold,
+                "aioctx ops from other threads waited long for the kernel; \
+                 the home thread was not woken, or was kept busy"
+            );
+        }
     }
 
     /// Forgets the waiting pushes (shutdown times nothing).
@@ -78,6 +130,25 @@ impl DwellClock {
     }
 }
 
+/// Whether a subscriber listens at `warn` here.
+fn warn_enabled() -> bool {
+    tracing::enabled!(tracing::Level::WARN)
+}
+
+/// The dwells over the threshold seen in one look.
+#[derive(Debug, Default)]
+struct Late {
+    count: u64,
+    max: Duration,
+}
+
+impl Late {
+    fn note(&mut self, dwell: Duration) {
+        self.count += 1;
+        self.max = self.max.max(dwell);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -88,7 +159,7 @@ mod tests {
     #[test]
     fn taken_sqes_leave_the_record_whoever_took_them() {
         let histogram = Histogram::default();
-        let mut clock = DwellClock::default();
+        let mut clock = DwellClock::new(None);
         let at = Instant::now();
         clock.pushed(Some(at));
         clock.pushed(None);

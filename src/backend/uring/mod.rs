@@ -19,13 +19,14 @@
 //! dropped ops; `complete.rs` the enter and the reap; `drain.rs` shutdown;
 //! `slots.rs` the ops in the kernel and the in-flight limit; `tables.rs`
 //! registered buffers and files; `dwell.rs` the SQEs' dwell time;
-//! `policy.rs` when local pushes enter.
+//! `overflow.rs` the backlog's overflow episodes; `policy.rs` when local
+//! pushes enter.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::Waker;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::common::{Common, Placement, Release};
 use crate::backend::{Anchored, Reactor};
@@ -42,6 +43,7 @@ mod complete;
 mod core;
 mod drain;
 mod dwell;
+mod overflow;
 mod policy;
 pub(in crate::backend) mod slots;
 mod state;
@@ -64,13 +66,19 @@ pub(crate) struct Uring {
 }
 
 impl Uring {
-    /// Sets up a ring on the calling thread, which becomes its home.
+    /// Sets up a ring on the calling thread, which becomes its home; foreign
+    /// ops whose SQE waits longer than `dwell_warning` are warned about.
     ///
     /// # Errors
     ///
     /// The ring's setup error, or `Unsupported` naming the opcodes the
     /// kernel lacks.
-    pub(crate) fn new(config: RingConfig, home: HomeThread, kicks: bool) -> io::Result<Uring> {
+    pub(crate) fn new(
+        config: RingConfig,
+        home: HomeThread,
+        kicks: bool,
+        dwell_warning: Option<Duration>,
+    ) -> io::Result<Uring> {
         let ring = Ring::new(config)?;
         let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
         // A kernel too old to probe is also too old for the ring's other
@@ -88,7 +96,7 @@ impl Uring {
         }
         let flags = ring.flags();
         let file_table = ring.file_slots() > 0;
-        let core = Core::new(ring);
+        let core = Core::new(ring, dwell_warning);
         #[cfg(feature = "fault-injection")]
         let faults = Arc::new(crate::fault::FaultQueue::default());
         #[cfg(feature = "fault-injection")]
