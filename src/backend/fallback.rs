@@ -63,6 +63,9 @@ struct Shared {
     /// run the waits.
     runtime: tokio::runtime::Handle,
     pending: Mutex<Pending>,
+    /// Test-only faults applied to the calls' results as they return.
+    #[cfg(feature = "fault-injection")]
+    faults: crate::fault::FaultQueue,
 }
 
 #[derive(Default)]
@@ -96,12 +99,20 @@ impl Fallback {
                 common: Common::new(home),
                 runtime,
                 pending: Mutex::new(Pending::default()),
+                #[cfg(feature = "fault-injection")]
+                faults: crate::fault::FaultQueue::default(),
             }),
         }
     }
 
     pub(crate) fn common(&self) -> &Common {
         &self.shared.common
+    }
+
+    /// The test-only faults applied to the calls' results.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn faults(&self) -> &crate::fault::FaultQueue {
+        &self.shared.faults
     }
 
     /// Starts `op` as the fallback runs it. `anchor` (the op's context or
@@ -259,6 +270,8 @@ impl Shared {
         // Not claimed: the future was resolved already; `call` drops here,
         // releasing what the syscall produced.
         let Some(op) = self.claim(id) else { return };
+        #[cfg(feature = "fault-injection")]
+        self.faults.apply_to_cqe(op.cell().kind_name(), &mut cqe);
         let cell = op
             .cell()
             .as_any()

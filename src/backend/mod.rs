@@ -122,10 +122,9 @@ impl AnyBackend {
                 setup.runtime.clone(),
                 setup.home,
             ))),
-            Backend::Uring => {
-                Uring::new(setup.ring, setup.home, setup.kicks).map(AnyBackend::Uring)
-            }
-            Backend::Auto => match Uring::new(setup.ring, setup.home, setup.kicks) {
+            Backend::Uring => Uring::new(setup.ring, setup.home, setup.kicks, setup.runtime)
+                .map(AnyBackend::Uring),
+            Backend::Auto => match Uring::new(setup.ring, setup.home, setup.kicks, setup.runtime) {
                 Ok(uring) => Ok(AnyBackend::Uring(uring)),
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     tracing::warn!(error = %e, "using the thread-pool fallback");
@@ -175,6 +174,12 @@ impl AnyBackend {
             return (half, Placement::Here);
         }
         match self {
+            // An op the ring has no SQE for (constant `false` for most).
+            AnyBackend::Uring(uring) if uring.runs_blocking(K::ON_RING) => {
+                let anchor = fresh.anchor().clone();
+                let (half, op) = fresh.share(waker.clone());
+                (half, uring.blocking_pool().start(op, &anchor))
+            }
             AnyBackend::Uring(uring) => {
                 // The hot path: the SQE is built from the op at its final
                 // address, before the cell is shared.
@@ -237,7 +242,11 @@ impl AnyBackend {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
-        self.common().metrics(self.name(), self.ring_flags())
+        let mut metrics = self.common().metrics(self.name(), self.ring_flags());
+        if let AnyBackend::Uring(uring) = self {
+            metrics.ops_blocking = uring.blocking_ops();
+        }
+        metrics
     }
 
     /// Registers buffers for fixed ops in the backend's table; returns the
@@ -296,12 +305,25 @@ impl AnyBackend {
         }
     }
 
-    /// The ring's fault queue (test-only), on io_uring.
+    /// The fault queue (test-only), on io_uring and the fallback.
     #[cfg(feature = "fault-injection")]
     pub(crate) fn faults(&self) -> Option<&crate::fault::FaultQueue> {
         match self {
             AnyBackend::Uring(uring) => Some(uring.faults()),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => None,
+            AnyBackend::Fallback(fallback) => Some(fallback.faults()),
+            AnyBackend::Sim(_) => None,
+        }
+    }
+
+    /// Test-only: on io_uring, runs the ops of the named namespace opcodes
+    /// as blocking calls, as on a kernel that lacks them.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        match self {
+            AnyBackend::Uring(uring) => uring.hide_opcodes(names),
+            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Err(crate::error::unsupported(
+                "hiding opcodes works on the io_uring backend only",
+            )),
         }
     }
 

@@ -8,6 +8,35 @@
 //! be freed while the kernel writes. See [the ops module](crate::ops#cancel-safety)
 //! for what dropping an op future mid-flight does.
 //!
+//! # Names and directories
+//!
+//! The namespace is I/O too: [`rename`] (and [`rename_with`] for
+//! `RENAME_NOREPLACE` and `RENAME_EXCHANGE`), [`remove_file`],
+//! [`remove_dir`], [`create_dir`], [`hard_link`], [`symlink`], [`metadata`]
+//! and [`symlink_metadata`] are ops like reads, in the shape of `std::fs`
+//! and `tokio::fs` with the context first, cancel safe, on every backend. On
+//! the ring they are `IORING_OP_RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`,
+//! `SYMLINKAT` and `STATX`; where the kernel lacks one (before 5.15) its op
+//! runs as a blocking call instead, never an error
+//! ([`RingFlags::namespace_blocking`](crate::RingFlags::namespace_blocking)).
+//! [`read_dir`] has no opcode: it is one blocking call on every backend. A
+//! [`Dir`] is an open directory: the same calls relative to it (the `*at`
+//! forms, and [`OpenOptions::open_at`]), and its [`sync_all`](Dir::sync_all).
+//!
+//! # Durability
+//!
+//! What survives a crash is what was fsynced, and a name is not its file's
+//! data. An fsync of a file ([`File::sync_all`], [`File::sync_data`]) makes
+//! its data durable, not its name: a created, renamed or removed name is
+//! durable once its directory has been fsynced ([`Dir::sync_all`],
+//! [`sync_dir`]). The safe way to replace a file is: write a new one,
+//! fsync it, [`rename`] it over the old name, fsync the directory. Skip the
+//! first fsync and a crash may leave the new name on an empty file; skip
+//! the last and the old name may come back. An fsync that fails (`EIO`)
+//! has dropped the data it could not write: retrying it reports success
+//! without bringing that data back. The simulator ([`sim`](crate::sim))
+//! models all of this, so tests find these bugs.
+//!
 //! # O_DIRECT
 //!
 //! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
@@ -21,20 +50,28 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
+mod dir;
+mod paths;
 mod stream;
 
+pub use dir::Dir;
+pub use paths::{
+    RenameMode, create_dir, create_dir_all, hard_link, metadata, read_dir, remove_dir, remove_file,
+    rename, rename_with, symlink, symlink_metadata, sync_dir,
+};
 pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::context::Context;
+use crate::context::{Context, Shared};
 use crate::fixed::FixedBuf;
 use crate::op::{Anchor, FileHandles, Op, OpenFile};
-pub use crate::ops::Metadata;
+use crate::ops::path::DirFd;
 use crate::ops::rw::Registration;
 use crate::ops::{
     Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx, WriteAt,
     WritevAt,
 };
+pub use crate::ops::{DirEntry, FileType, Metadata};
 
 /// An open file whose I/O runs on a context's ring.
 ///
@@ -200,7 +237,14 @@ impl File {
         self.op(WritevAt::new(self.fd(), bufs, offset))
     }
 
-    /// Flushes data and metadata to the device (`fsync`).
+    /// Flushes data and metadata to the device (`fsync`). Not the file's
+    /// name: see [durability](self#durability).
+    ///
+    /// # Errors
+    ///
+    /// `EIO` (or `ENOSPC`) for a writeback error: the data that could not
+    /// be written is gone from the page cache's dirty set, and a retried
+    /// fsync does not bring it back.
     pub fn sync_all(&self) -> Op<Fsync> {
         self.op(Fsync::new(self.fd(), false))
     }
@@ -459,18 +503,42 @@ impl OpenOptions {
     /// otherwise the kernel's `openat` error (`EINVAL` for `O_DIRECT` on a
     /// filesystem that does not support it).
     pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
+        let anchor = Anchor::Context(ctx.shared().clone());
+        self.open_from(ctx.shared(), anchor, DirFd::cwd(), path.as_ref())
+            .await
+    }
+
+    /// Opens `path` relative to the directory `dir` (`openat(2)`), through
+    /// the ring of `dir`'s context; an absolute `path` ignores `dir`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](OpenOptions::open).
+    pub async fn open_at(&self, dir: &Dir, path: impl AsRef<Path>) -> io::Result<File> {
+        let (anchor, shared) = dir.placement();
+        self.open_from(&shared, anchor, dir.fd_for(&shared), path.as_ref())
+            .await
+    }
+
+    async fn open_from(
+        &self,
+        shared: &Arc<Shared>,
+        anchor: Anchor,
+        dir: DirFd,
+        path: &Path,
+    ) -> io::Result<File> {
         let flags = self.flags()?;
-        let fd = Op::new(
-            Anchor::Context(ctx.shared().clone()),
-            OpenAt::new(path.as_ref(), flags, self.mode)?,
-        )
-        .await?;
+        let fd = Op::new(anchor, OpenAt::new(dir, path, flags, self.mode)?).await?;
+        let shared = shared.clone();
         if !self.register {
-            return Ok(File::from_fd(ctx, fd));
+            return Ok(File {
+                inner: Arc::new(FileHandles::new(OpenFile::new(fd, shared, None))),
+            });
         }
         // Registered on the home thread, into a file made there: if this
         // future is dropped meanwhile, that file's drop unregisters it.
-        let shared = ctx.shared().clone();
+        let home = shared.home();
+        let runtime = shared.runtime().clone();
         let register = move || {
             let slot = shared
                 .backend
@@ -483,10 +551,11 @@ impl OpenOptions {
                 });
             OpenFile::new(fd, shared, slot)
         };
-        let file = if ctx.is_home_thread() {
+        let file = if home.is_current() {
             register()
         } else {
-            ctx.spawn(async move { register() })
+            runtime
+                .spawn(async move { register() })
                 .await
                 .map_err(|_| crate::error::shutdown_error())?
         };

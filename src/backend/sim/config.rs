@@ -39,8 +39,20 @@ pub enum SimOp {
     Open,
     /// `close`.
     Close,
-    /// `metadata`.
+    /// `metadata`, by an open file or by a path.
     Statx,
+    /// `rename`, `rename_with`.
+    Rename,
+    /// `remove_file`, `remove_dir`.
+    Unlink,
+    /// `create_dir`.
+    Mkdir,
+    /// `hard_link`.
+    Link,
+    /// `symlink`.
+    Symlink,
+    /// `read_dir`.
+    ReadDir,
 }
 
 /// Which ops a [`Fault`] counts. Every field left `None` matches any op.
@@ -48,7 +60,10 @@ pub enum SimOp {
 pub struct OpFilter {
     /// The kind of op.
     pub op: Option<SimOp>,
-    /// The file's path, as it was opened.
+    /// The path: for an op on an open file, the one it was opened as; for a
+    /// path op, the one it names (the first, for a rename or a link). From
+    /// the root, as given: `/db/LOG`, or `/db` joined with `LOG` for an op
+    /// relative to the directory `/db`.
     pub path: Option<PathBuf>,
     /// Byte range the op must overlap (reads, writes, fallocate, ftruncate).
     pub offsets: Option<Range<u64>>,
@@ -63,7 +78,8 @@ impl OpFilter {
         }
     }
 
-    /// Narrows the filter to the file opened as `path`.
+    /// Narrows the filter to the file opened as `path`, or path ops naming
+    /// it.
     pub fn path(mut self, path: impl Into<PathBuf>) -> OpFilter {
         self.path = Some(path.into());
         self

@@ -11,7 +11,7 @@ use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
 
-use crate::ops::simulated::{Segment, SimFs};
+use crate::ops::simulated::{At, Segment, SimDirEntry, SimFs, SimStat, StatTarget};
 
 use super::config::CrashModel;
 use super::files::{Files, errno};
@@ -29,8 +29,9 @@ pub(super) fn lose_unsynced(files: &mut Files, model: &CrashModel, rng: &mut Rng
 
 /// The file system an op in flight at a crash runs against when writes
 /// tear: a write persists a prefix of whole sectors drawn by the seed and
-/// fails with `EIO`; every other call fails with `EIO` and changes nothing
-/// (a close still forgets its fd, which the op closes either way).
+/// fails with `EIO`; every other call (a rename, a mkdir...) fails with
+/// `EIO` and changes nothing (a close still forgets its fd, which the op
+/// closes either way).
 pub(super) struct Tear<'a> {
     files: &'a mut Files,
     rng: &'a mut Rng,
@@ -67,7 +68,7 @@ fn places(offset: u64, len: u64, sector: u64) -> u64 {
 }
 
 impl SimFs for Tear<'_> {
-    fn open(&mut self, _path: &Path, _flags: i32) -> io::Result<OwnedFd> {
+    fn open(&mut self, _at: At<'_>, _flags: i32, _mode: u32) -> io::Result<OwnedFd> {
         Err(errno(libc::EIO))
     }
 
@@ -108,7 +109,31 @@ impl SimFs for Tear<'_> {
         Err(errno(libc::EIO))
     }
 
-    fn size(&mut self, _fd: RawFd) -> io::Result<u64> {
+    fn stat(&mut self, _target: StatTarget<'_>) -> io::Result<SimStat> {
+        Err(errno(libc::EIO))
+    }
+
+    fn rename(&mut self, _from: At<'_>, _to: At<'_>, _flags: u32) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn unlink(&mut self, _at: At<'_>, _dir: bool) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn mkdir(&mut self, _at: At<'_>, _mode: u32) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn link(&mut self, _from: At<'_>, _to: At<'_>, _follow: bool) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn symlink(&mut self, _target: &Path, _at: At<'_>) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn read_dir(&mut self, _at: At<'_>) -> io::Result<Vec<SimDirEntry>> {
         Err(errno(libc::EIO))
     }
 }

@@ -1,7 +1,7 @@
-//! The simulator's in-memory file system: inodes by path, fds to inodes,
-//! each file's contents now and as of its last fsync, the journal of what
-//! changed since (when the crash model keeps some of it), the mechanics of a
-//! crash, and the fault injector every call passes through.
+//! The simulator's file system as the ops see it: the [`SimFs`] calls, the
+//! fd table, and the fault injector every call passes through. The tree of
+//! names is `namespace`'s, a file's bytes `data`'s; the path calls (rename,
+//! unlink, mkdir, link, symlink, listing) are in `paths`.
 //!
 //! Fds are real (each is a `/dev/null` descriptor the op's future owns, so
 //! closing and dropping behave as on the ring), but the simulator only uses
@@ -20,11 +20,15 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use crate::ops::simulated::{Segment, SimFs};
+use crate::ops::simulated::{At, Segment, SimDirEntry, SimFs, SimStat, StatTarget};
 
 use super::config::{Fault, FaultAction, RandomFault, SimOp};
 use super::contents::{Change, Contents, PAGE};
+use super::data::FileData;
+use super::namespace::{Edit, Ino, Namespace, Node, ROOT};
 use super::rng::Rng;
+
+pub(super) use super::namespace::errno;
 
 /// The largest file, like a filesystem's `s_maxbytes`.
 const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -32,25 +36,15 @@ const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// multiples of.
 const DIRECT_ALIGN: u64 = 512;
 
-/// One in-memory file.
-#[derive(Debug, Default)]
-struct Inode {
-    path: PathBuf,
-    /// What reads see now.
-    data: Contents,
-    /// What survives a crash for sure: `data` as of the last fsync.
-    durable: Contents,
-    /// The changes from `durable` to `data`, in order, when journaling.
-    unsynced: Vec<Change>,
-}
-
 /// An open file description.
-#[derive(Debug, Clone, Copy)]
-struct Open {
-    inode: usize,
+#[derive(Debug, Clone)]
+pub(super) struct Open {
+    pub(super) inode: Ino,
     readable: bool,
     writable: bool,
     direct: bool,
+    /// The path it was opened as, from the root, for fault filters.
+    path: PathBuf,
 }
 
 /// Which faults a simulator injects, and the generator behind the random
@@ -66,26 +60,21 @@ pub(super) struct Injector {
 /// The simulator's files.
 #[derive(Debug)]
 pub(super) struct Files {
-    inodes: Vec<Inode>,
-    by_path: HashMap<PathBuf, usize>,
+    pub(super) ns: Namespace,
     fds: HashMap<RawFd, Open>,
     faults: Injector,
     /// Whether each file journals its unsynced changes.
     journal: bool,
     /// Pages the files' current contents hold, and the most they may.
-    pages_used: u64,
+    pub(super) pages_used: u64,
     pages_budget: u64,
 }
 
 /// What the fault injector decided for one call.
-enum Verdict {
+pub(super) enum Verdict {
     Run,
     Fail(io::Error),
     Short(usize),
-}
-
-pub(super) fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
 }
 
 /// The end of `offset..offset + len`, as the kernel checks a read or write
@@ -98,12 +87,11 @@ fn rw_end(offset: u64, len: u64) -> io::Result<u64> {
 }
 
 impl Files {
-    /// Empty files; with `journal`, each file keeps its unsynced changes for
-    /// [`crash`](Files::crash) to choose from.
+    /// An empty root directory; with `journal`, each file keeps its unsynced
+    /// changes for [`crash`](Files::crash) to choose from.
     pub(super) fn new(faults: Injector, memory_budget: u64, journal: bool) -> Files {
         Files {
-            inodes: Vec::new(),
-            by_path: HashMap::new(),
+            ns: Namespace::new(),
             fds: HashMap::new(),
             faults,
             journal,
@@ -115,8 +103,13 @@ impl Files {
     /// Counts a call against every planned fault's filter (the fault whose
     /// count reaches its `nth` fires) and draws for every random fault whose
     /// filter matches. The first fault that fires decides.
-    fn check(&mut self, op: SimOp, inode: Option<usize>, offset: u64, len: u64) -> Verdict {
-        let path = inode.map(|i| self.inodes[i].path.as_path());
+    pub(super) fn check(
+        &mut self,
+        op: SimOp,
+        path: Option<&Path>,
+        offset: u64,
+        len: u64,
+    ) -> Verdict {
         let faults = &mut self.faults;
         let mut hit = None;
         for (fault, seen) in &mut faults.planned {
@@ -146,20 +139,60 @@ impl Files {
         }
     }
 
-    fn open_of(&self, fd: RawFd) -> io::Result<Open> {
-        self.fds.get(&fd).copied().ok_or_else(|| errno(libc::EBADF))
+    /// Fails the call if a fault hits it (a short count means nothing to a
+    /// call that moves no bytes).
+    pub(super) fn check_call(&mut self, op: SimOp, path: &Path) -> io::Result<()> {
+        match self.check(op, Some(path), 0, 0) {
+            Verdict::Fail(e) => Err(e),
+            Verdict::Run | Verdict::Short(_) => Ok(()),
+        }
     }
 
-    fn inode_at(&mut self, path: &Path) -> usize {
-        if let Some(&inode) = self.by_path.get(path) {
-            return inode;
+    /// Checks a call on the open file `open` against the faults.
+    fn check_open(&mut self, op: SimOp, open: &Open, offset: u64, len: u64) -> Verdict {
+        let path = open.path.clone();
+        self.check(op, Some(&path), offset, len)
+    }
+
+    pub(super) fn open_of(&self, fd: RawFd) -> io::Result<&Open> {
+        self.fds.get(&fd).ok_or_else(|| errno(libc::EBADF))
+    }
+
+    /// The data of the regular file `open` is open on; `what` for anything
+    /// else (a directory).
+    fn data_of(&mut self, open: &Open, what: i32) -> io::Result<&mut FileData> {
+        self.ns.file_mut(open.inode).ok_or_else(|| errno(what))
+    }
+
+    /// The directory a path call starts from: the root for `AT_FDCWD`, else
+    /// the directory `dir` is open on.
+    pub(super) fn start(&self, dir: RawFd) -> io::Result<Ino> {
+        if dir == libc::AT_FDCWD {
+            return Ok(ROOT);
         }
-        self.inodes.push(Inode {
-            path: path.to_owned(),
-            ..Inode::default()
-        });
-        self.by_path.insert(path.to_owned(), self.inodes.len() - 1);
-        self.inodes.len() - 1
+        let open = self.open_of(dir)?;
+        if !self.ns.is_dir(open.inode) {
+            return Err(errno(libc::ENOTDIR));
+        }
+        Ok(open.inode)
+    }
+
+    /// The path `at` names, from the root, as fault filters and reports see
+    /// it.
+    pub(super) fn full_path(&self, at: At<'_>) -> PathBuf {
+        if at.path.is_absolute() || at.dir == libc::AT_FDCWD {
+            return Path::new("/").join(at.path);
+        }
+        let base = self
+            .fds
+            .get(&at.dir)
+            .map(|open| {
+                self.ns
+                    .dir_path(open.inode)
+                    .unwrap_or_else(|| open.path.clone())
+            })
+            .unwrap_or_default();
+        base.join(at.path)
     }
 
     /// Takes `pages` from the budget, or refuses with `ENOSPC`.
@@ -170,10 +203,10 @@ impl Files {
         Ok(())
     }
 
-    /// Journals a change to `inode` made since its last fsync.
-    fn record(&mut self, inode: usize, change: impl FnOnce() -> Change) {
-        if self.journal {
-            self.inodes[inode].unsynced.push(change());
+    /// Journals a change to a file made since its last fsync.
+    fn record(journal: bool, data: &mut FileData, change: impl FnOnce() -> Change) {
+        if journal {
+            data.unsynced.push(change());
         }
     }
 
@@ -181,15 +214,20 @@ impl Files {
     /// first `keep(n)` of its `n` journaled changes (none without a journal),
     /// and that is durable from now on. Files are visited in creation order.
     pub(super) fn crash(&mut self, mut keep: impl FnMut(usize) -> usize) {
-        for inode in &mut self.inodes {
-            let unsynced = std::mem::take(&mut inode.unsynced);
-            let kept = keep(unsynced.len()).min(unsynced.len());
-            for change in &unsynced[..kept] {
-                inode.durable.apply(change);
+        for inode in &mut self.ns.inodes {
+            if let Node::File(data) = &mut inode.node {
+                data.crash(&mut keep);
             }
-            inode.data.clone_from(&inode.durable);
         }
-        self.pages_used = self.inodes.iter().map(|i| i.data.pages()).sum();
+        self.pages_used = self
+            .ns
+            .inodes
+            .iter()
+            .filter_map(|inode| match &inode.node {
+                Node::File(data) => Some(data.data.pages()),
+                _ => None,
+            })
+            .sum();
     }
 
     /// Writes the first `keep` bytes of `from` at `offset` of the file
@@ -203,7 +241,7 @@ impl Files {
         from: &[&[u8]],
         keep: usize,
     ) -> io::Result<()> {
-        let open = self.open_of(fd)?;
+        let open = self.open_of(fd)?.clone();
         if !open.writable {
             return Err(errno(libc::EBADF));
         }
@@ -214,31 +252,72 @@ impl Files {
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;
-        let mut data = from.concat();
-        data.truncate(keep);
-        let inode = &mut self.inodes[open.inode];
-        self.pages_used += inode.data.write(offset, &data);
-        inode.durable.write(offset, &data);
+        let mut bytes = from.concat();
+        bytes.truncate(keep);
+        let data = self.data_of(&open, libc::EBADF)?;
+        let allocated = data.data.write(offset, &bytes);
+        data.durable.write(offset, &bytes);
+        self.pages_used += allocated;
         Ok(())
     }
 
     /// The current contents of the file at `path`.
     pub(super) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        self.by_path
-            .get(path)
-            .map(|&inode| self.inodes[inode].data.to_vec())
+        let found = self.ns.lookup(ROOT, path, true).ok()?;
+        Some(self.ns.file(found.ino?)?.data.to_vec())
     }
 
-    /// Creates or replaces the file at `path`, durably, with `data`.
+    /// Creates or replaces the file at `path`, durably, with `data`,
+    /// creating the directories above it.
+    ///
+    /// # Panics
+    ///
+    /// If `path` leads through a file or names a directory.
     pub(super) fn insert(&mut self, path: &Path, data: &[u8]) {
-        let inode = self.inode_at(path);
         let contents = Contents::from_bytes(data);
-        let inode = &mut self.inodes[inode];
-        self.pages_used -= inode.data.pages();
+        let mut dir = ROOT;
+        let names: Vec<_> = path.iter().filter(|c| *c != "/").collect();
+        let Some((file, above)) = names.split_last() else {
+            panic!("sim: cannot insert a file at {path:?}");
+        };
+        for name in above {
+            let found = self.ns.lookup(dir, Path::new(name), true);
+            dir = match found.as_ref().ok().and_then(|f| f.ino) {
+                Some(ino) if self.ns.is_dir(ino) => ino,
+                Some(_) => panic!("sim: {path:?} leads through a file"),
+                None => {
+                    let new = self.ns.add(Node::Dir(Default::default()), 0o755);
+                    self.ns.change(&[Edit {
+                        dir,
+                        name: name.into(),
+                        to: Some(new),
+                    }]);
+                    new
+                }
+            };
+        }
+        let existing = self
+            .ns
+            .lookup(dir, Path::new(file), true)
+            .ok()
+            .and_then(|f| f.ino);
+        let ino = match existing {
+            Some(ino) if self.ns.file(ino).is_some() => ino,
+            Some(_) => panic!("sim: {path:?} is not a file"),
+            None => {
+                let new = self.ns.add(Node::File(FileData::default()), 0o644);
+                self.ns.change(&[Edit {
+                    dir,
+                    name: (*file).into(),
+                    to: Some(new),
+                }]);
+                new
+            }
+        };
+        let data = self.ns.file_mut(ino).expect("a file");
+        self.pages_used -= data.data.pages();
         self.pages_used += contents.pages();
-        inode.durable = contents.clone();
-        inode.data = contents;
-        inode.unsynced.clear();
+        *data = FileData::durable(contents);
     }
 }
 
@@ -264,30 +343,57 @@ fn check_direct(
 }
 
 impl SimFs for Files {
-    fn open(&mut self, path: &Path, flags: i32) -> io::Result<OwnedFd> {
-        let existing = self.by_path.get(path).copied();
-        if let Verdict::Fail(e) = self.check(SimOp::Open, existing, 0, 0) {
-            return Err(e);
-        }
-        let inode = match existing {
-            Some(_) if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 => {
-                return Err(errno(libc::EEXIST));
+    fn open(&mut self, at: At<'_>, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+        let path = self.full_path(at);
+        self.check_call(SimOp::Open, &path)?;
+        let start = self.start(at.dir)?;
+        let create = flags & libc::O_CREAT != 0;
+        let exclusive = create && flags & libc::O_EXCL != 0;
+        let follow = flags & libc::O_NOFOLLOW == 0 && !exclusive;
+        let found = self.ns.lookup(start, at.path, follow)?;
+        let access = flags & libc::O_ACCMODE;
+        let writable = access == libc::O_WRONLY || access == libc::O_RDWR;
+        let inode = match found.ino {
+            Some(_) if exclusive => return Err(errno(libc::EEXIST)),
+            Some(ino) if matches!(self.ns.inodes[ino].node, Node::Symlink(_)) => {
+                return Err(errno(libc::ELOOP));
             }
-            Some(inode) => inode,
-            None if flags & libc::O_CREAT != 0 => self.inode_at(path),
+            Some(ino) => ino,
+            None if create => {
+                if found.trailing_slash {
+                    return Err(errno(libc::EISDIR));
+                }
+                let name = found.name(libc::EISDIR)?.to_owned();
+                let new = self.ns.add(Node::File(FileData::default()), mode & 0o7777);
+                self.ns.change(&[Edit {
+                    dir: found.parent,
+                    name,
+                    to: Some(new),
+                }]);
+                new
+            }
             None => return Err(errno(libc::ENOENT)),
         };
-        let access = flags & libc::O_ACCMODE;
+        if self.ns.is_dir(inode) {
+            if writable || create || flags & libc::O_TRUNC != 0 {
+                return Err(errno(libc::EISDIR));
+            }
+        } else if flags & libc::O_DIRECTORY != 0 || found.trailing_slash {
+            return Err(errno(libc::ENOTDIR));
+        }
         let open = Open {
             inode,
             readable: access == libc::O_RDONLY || access == libc::O_RDWR,
-            writable: access == libc::O_WRONLY || access == libc::O_RDWR,
+            writable,
             direct: flags & libc::O_DIRECT != 0,
+            path,
         };
-        if flags & libc::O_TRUNC != 0 && open.writable {
-            let freed = self.inodes[inode].data.truncate(0);
+        if flags & libc::O_TRUNC != 0 && writable {
+            let journal = self.journal;
+            let data = self.data_of(&open, libc::EISDIR)?;
+            let freed = data.data.truncate(0);
+            Files::record(journal, data, || Change::SetLen(0));
             self.pages_used -= freed;
-            self.record(inode, || Change::SetLen(0));
         }
         // SAFETY: open(2) of a constant path with valid flags.
         let raw = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
@@ -300,8 +406,8 @@ impl SimFs for Files {
     }
 
     fn close(&mut self, fd: RawFd) -> io::Result<()> {
-        let open = self.open_of(fd)?;
-        if let Verdict::Fail(e) = self.check(SimOp::Close, Some(open.inode), 0, 0) {
+        let open = self.open_of(fd)?.clone();
+        if let Verdict::Fail(e) = self.check_open(SimOp::Close, &open, 0, 0) {
             return Err(e);
         }
         self.fds.remove(&fd);
@@ -309,23 +415,26 @@ impl SimFs for Files {
     }
 
     fn read(&mut self, fd: RawFd, offset: u64, into: &[Segment]) -> io::Result<Vec<u8>> {
-        let open = self.open_of(fd)?;
+        let open = self.open_of(fd)?.clone();
         if !open.readable {
             return Err(errno(libc::EBADF));
+        }
+        if self.ns.is_dir(open.inode) {
+            return Err(errno(libc::EISDIR));
         }
         let len: u64 = into.iter().map(|s| s.len as u64).sum();
         rw_end(offset, len)?;
         check_direct(&open, offset, into.iter().map(|s| (s.addr, s.len)))?;
-        let len = match self.check(SimOp::Read, Some(open.inode), offset, len) {
+        let len = match self.check_open(SimOp::Read, &open, offset, len) {
             Verdict::Fail(e) => return Err(e),
             Verdict::Short(n) => len.min(n as u64),
             Verdict::Run => len,
         };
-        Ok(self.inodes[open.inode].data.read(offset, len))
+        Ok(self.data_of(&open, libc::EISDIR)?.data.read(offset, len))
     }
 
     fn write(&mut self, fd: RawFd, offset: u64, from: &[&[u8]]) -> io::Result<usize> {
-        let open = self.open_of(fd)?;
+        let open = self.open_of(fd)?.clone();
         if !open.writable {
             return Err(errno(libc::EBADF));
         }
@@ -336,46 +445,50 @@ impl SimFs for Files {
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;
-        let len = match self.check(SimOp::Write, Some(open.inode), offset, total) {
+        let len = match self.check_open(SimOp::Write, &open, offset, total) {
             Verdict::Fail(e) => return Err(e),
             Verdict::Short(n) => total.min(n as u64),
             Verdict::Run => total,
         };
         let end = offset + len;
-        let data = &mut self.inodes[open.inode].data;
-        let needed = data.holes_in(offset, end);
-        if self.pages_used.saturating_add(needed) > self.pages_budget {
+        let (journal, used, budget) = (self.journal, self.pages_used, self.pages_budget);
+        let data = self.data_of(&open, libc::EBADF)?;
+        let needed = data.data.holes_in(offset, end);
+        if used.saturating_add(needed) > budget {
             return Err(errno(libc::ENOSPC));
         }
         let mut at = offset;
         let mut allocated = 0;
         for piece in from {
             let n = (piece.len() as u64).min(end - at) as usize;
-            allocated += data.write(at, &piece[..n]);
+            allocated += data.data.write(at, &piece[..n]);
             at += n as u64;
         }
-        self.pages_used += allocated;
-        self.record(open.inode, || {
-            let mut data = from.concat();
-            data.truncate(len as usize);
-            Change::Write { offset, data }
+        Files::record(journal, data, || {
+            let mut bytes = from.concat();
+            bytes.truncate(len as usize);
+            Change::Write {
+                offset,
+                data: bytes,
+            }
         });
+        self.pages_used += allocated;
         Ok(len as usize)
     }
 
     fn fsync(&mut self, fd: RawFd, _data_only: bool) -> io::Result<()> {
-        let open = self.open_of(fd)?;
-        if let Verdict::Fail(e) = self.check(SimOp::Fsync, Some(open.inode), 0, 0) {
+        let open = self.open_of(fd)?.clone();
+        if let Verdict::Fail(e) = self.check_open(SimOp::Fsync, &open, 0, 0) {
             return Err(e);
         }
-        let inode = &mut self.inodes[open.inode];
-        inode.durable.clone_from(&inode.data);
-        inode.unsynced.clear();
+        if let Some(data) = self.ns.file_mut(open.inode) {
+            data.sync();
+        }
         Ok(())
     }
 
     fn fallocate(&mut self, fd: RawFd, offset: u64, len: u64, mode: i32) -> io::Result<()> {
-        let open = self.open_of(fd)?;
+        let open = self.open_of(fd)?.clone();
         if !open.writable {
             return Err(errno(libc::EBADF));
         }
@@ -386,15 +499,16 @@ impl SimFs for Files {
             .checked_add(len)
             .filter(|&end| end <= MAX_FILE_SIZE)
             .ok_or_else(|| errno(libc::EFBIG))?;
-        if let Verdict::Fail(e) = self.check(SimOp::Fallocate, Some(open.inode), offset, len) {
+        if let Verdict::Fail(e) = self.check_open(SimOp::Fallocate, &open, offset, len) {
             return Err(e);
         }
         const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
-        let holes = self.inodes[open.inode].data.holes_in(offset, end);
+        let holes = self.data_of(&open, libc::EBADF)?.data.holes_in(offset, end);
         let budget = self.reserve(holes);
-        let data = &mut self.inodes[open.inode].data;
+        let journal = self.journal;
+        let data = self.data_of(&open, libc::EBADF)?;
         let (zeroes, extends) = match mode {
             // Allocation: the range's holes count against the budget (they
             // stay holes in memory: reading them gives zeros either way).
@@ -406,40 +520,92 @@ impl SimFs for Files {
             _ if mode == ZERO || mode == ZERO | KEEP_SIZE => (true, mode & KEEP_SIZE == 0),
             _ => return Err(errno(libc::EOPNOTSUPP)),
         };
+        let mut freed = 0;
         if zeroes {
-            self.pages_used -= data.zero(offset, end.min(data.len));
-            self.record(open.inode, || Change::Zero { offset, end });
+            freed = data.data.zero(offset, end.min(data.data.len));
+            Files::record(journal, data, || Change::Zero { offset, end });
         }
-        let data = &mut self.inodes[open.inode].data;
-        if extends && end > data.len {
-            data.len = end;
-            self.record(open.inode, || Change::SetLen(end));
+        if extends && end > data.data.len {
+            data.data.len = end;
+            Files::record(journal, data, || Change::SetLen(end));
         }
+        self.pages_used -= freed;
         Ok(())
     }
 
     fn ftruncate(&mut self, fd: RawFd, len: u64) -> io::Result<()> {
-        let open = self.open_of(fd)?;
+        let open = self.open_of(fd)?.clone();
         if !open.writable {
             return Err(errno(libc::EINVAL));
         }
         if len > MAX_FILE_SIZE {
             return Err(errno(libc::EFBIG));
         }
-        if let Verdict::Fail(e) = self.check(SimOp::Ftruncate, Some(open.inode), 0, len) {
+        if let Verdict::Fail(e) = self.check_open(SimOp::Ftruncate, &open, 0, len) {
             return Err(e);
         }
-        let freed = self.inodes[open.inode].data.truncate(len);
+        let journal = self.journal;
+        let data = self.data_of(&open, libc::EINVAL)?;
+        let freed = data.data.truncate(len);
+        Files::record(journal, data, || Change::SetLen(len));
         self.pages_used -= freed;
-        self.record(open.inode, || Change::SetLen(len));
         Ok(())
     }
 
-    fn size(&mut self, fd: RawFd) -> io::Result<u64> {
-        let open = self.open_of(fd)?;
-        if let Verdict::Fail(e) = self.check(SimOp::Statx, Some(open.inode), 0, 0) {
-            return Err(e);
-        }
-        Ok(self.inodes[open.inode].data.len)
+    fn stat(&mut self, target: StatTarget<'_>) -> io::Result<SimStat> {
+        let ino = match target {
+            StatTarget::Fd(fd) => {
+                let open = self.open_of(fd)?.clone();
+                if let Verdict::Fail(e) = self.check_open(SimOp::Statx, &open, 0, 0) {
+                    return Err(e);
+                }
+                open.inode
+            }
+            StatTarget::Path { at, follow } => {
+                let path = self.full_path(at);
+                self.check_call(SimOp::Statx, &path)?;
+                let found = self.ns.lookup(self.start(at.dir)?, at.path, follow)?;
+                let ino = found.ino.ok_or_else(|| errno(libc::ENOENT))?;
+                if found.trailing_slash && !self.ns.is_dir(ino) {
+                    return Err(errno(libc::ENOTDIR));
+                }
+                ino
+            }
+        };
+        let len = match &self.ns.inodes[ino].node {
+            Node::File(data) => data.data.len,
+            Node::Dir(_) => PAGE,
+            Node::Symlink(target) => target.as_os_str().len() as u64,
+        };
+        Ok(SimStat {
+            mode: self.ns.mode(ino),
+            len,
+            nlink: self.ns.nlink(ino),
+            ino: ino as u64 + 1,
+        })
+    }
+
+    fn rename(&mut self, from: At<'_>, to: At<'_>, flags: u32) -> io::Result<()> {
+        self.rename_at(from, to, flags)
+    }
+
+    fn unlink(&mut self, at: At<'_>, dir: bool) -> io::Result<()> {
+        self.unlink_at(at, dir)
+    }
+
+    fn mkdir(&mut self, at: At<'_>, mode: u32) -> io::Result<()> {
+        self.mkdir_at(at, mode)
+    }
+
+    fn link(&mut self, from: At<'_>, to: At<'_>, follow: bool) -> io::Result<()> {
+        self.link_at(from, to, follow)
+    }
+
+    fn symlink(&mut self, target: &Path, at: At<'_>) -> io::Result<()> {
+        self.symlink_at(target, at)
+    }
+
+    fn read_dir(&mut self, at: At<'_>) -> io::Result<Vec<SimDirEntry>> {
+        self.read_dir_at(at)
     }
 }

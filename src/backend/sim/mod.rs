@@ -8,7 +8,10 @@
 //!  config     SimConfig and what it is made of (plain data)
 //!  rng        the seed, split into independent streams
 //!  contents   a file's sparse pages; a journaled change
-//!  files      the file system the ops run against, and the fault injector
+//!  data       a file's bytes now and on disk
+//!  namespace  the directory tree: inodes, names, path lookup
+//!  files      the file system the ops run against, fds, the fault injector
+//!  paths      the path calls: rename, unlink, mkdir, link, symlink, listing
 //!  crash      what a crash keeps: the crash model's decisions
 //!  schedule   the timeline, the alarm, the simulator task, SimHandle
 //! ```
@@ -19,7 +22,10 @@
 mod config;
 mod contents;
 mod crash;
+mod data;
 mod files;
+mod namespace;
+mod paths;
 mod rng;
 mod schedule;
 

@@ -214,7 +214,7 @@ mod tests {
             buffer_slots: 0,
             file_slots: 0,
         };
-        let uring = match Uring::new(config, HomeThread::current(), true) {
+        let uring = match Uring::new(config, HomeThread::current(), true, runtime.handle()) {
             Ok(uring) => uring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };
