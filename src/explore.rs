@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::backend::sim::{Completion, SimConfig, SimHandle};
+use crate::backend::sim::{Completion, CrashReport, SimConfig, SimHandle};
 use crate::context::Context;
 
 /// The environment variable that narrows every exploration to one seed:
@@ -70,12 +70,13 @@ impl fmt::Debug for Explore {
 /// let explored = sim::explore(0..100).config(config).run(|ctx| async move {
 ///     let sim = ctx.sim().unwrap();
 ///     let file = OpenOptions::new().write(true).create(true).open(&ctx, "/f").await?;
+///     aioctx::fs::sync_dir(&ctx, "/").await?; // the file's name survives a crash
 ///     file.write_at(b"saved".to_vec(), 0).await.0?;
 ///     file.sync_data().await?;
 ///     // Synced before the crash (which the seed places): it must survive.
 ///     let synced_first = sim.crashes().is_empty();
 ///     sim.crashed().await;
-///     let data = sim.contents("/f").unwrap();
+///     let data = sim.contents("/f").unwrap_or_default();
 ///     if synced_first && data != b"saved" {
 ///         return Err(format!("a synced write was lost: {data:?}").into());
 ///     }
@@ -121,6 +122,9 @@ impl Explore {
     ///
     /// Called inside a Tokio runtime (from `#[tokio::test]` rather than
     /// `#[test]`): each run needs a runtime of its own.
+    // A `Failure` is a report, made once per exploration: its size costs
+    // nothing that boxing it would save.
+    #[allow(clippy::result_large_err)]
     pub fn run<S, F, E>(self, mut scenario: S) -> Result<Explored, Failure>
     where
         S: FnMut(Context) -> F,
@@ -187,10 +191,14 @@ pub struct Run {
     pub completions: Vec<Completion>,
     /// When each crash happened.
     pub crashes: Vec<Duration>,
+    /// What each crash kept and lost of what was not durable.
+    pub crash_states: Vec<CrashReport>,
 }
 
 /// The first failing run of an exploration: its seed, what failed, what the
-/// simulator did up to the failure, and how to replay it.
+/// simulator did up to the failure (the crash state it drew: which changes
+/// of names and which unsynced data survived, per directory and per file),
+/// and how to replay it.
 ///
 /// `Debug` prints the same report as `Display`, so `explore(..).run(..)
 /// .unwrap()` shows the seed and the replay line.
@@ -208,6 +216,9 @@ pub struct Failure {
     pub completions: Vec<Completion>,
     /// When each crash happened.
     pub crashes: Vec<Duration>,
+    /// What each crash kept and lost of what was not durable: the crash
+    /// state the seed drew.
+    pub crash_states: Vec<CrashReport>,
     replay: Box<Replay>,
 }
 
@@ -223,6 +234,9 @@ impl Failure {
     /// # Errors
     ///
     /// The run's failure (for a deterministic scenario, the same one).
+    // A `Failure` is a report, made once per exploration: its size costs
+    // nothing that boxing it would save.
+    #[allow(clippy::result_large_err)]
     pub fn replay<S, F, E>(&self, mut scenario: S) -> Result<Run, Failure>
     where
         S: FnMut(Context) -> F,
@@ -247,6 +261,11 @@ impl fmt::Display for Failure {
             self.completions.len(),
             self.crashes
         )?;
+        for state in &self.crash_states {
+            for line in state.to_string().lines() {
+                writeln!(f, "  {line}")?;
+            }
+        }
         write!(
             f,
             "  replay exactly this run: {SEED_VAR}={} cargo test <this test>, \
@@ -276,23 +295,27 @@ struct Replay {
 struct Ended {
     error: Option<String>,
     completions: Vec<Completion>,
-    crashes: Vec<Duration>,
+    crash_states: Vec<CrashReport>,
 }
 
 impl Replay {
+    // A `Failure` is a report, made once per exploration: its size costs
+    // nothing that boxing it would save.
+    #[allow(clippy::result_large_err)]
     fn run<S, F, E>(&self, scenario: &mut S, passed: u64) -> Result<Run, Failure>
     where
         S: FnMut(Context) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        let fail = |error: String, panicked, completions, crashes| Failure {
+        let fail = |error: String, panicked, completions, crash_states: Vec<CrashReport>| Failure {
             seed: self.seed,
             passed,
             error,
             panicked,
             completions,
-            crashes,
+            crashes: crash_states.iter().map(|state| state.at).collect(),
+            crash_states,
             replay: Box::new(self.clone()),
         };
         // Outside the unwind, so a panicking run still shows its log.
@@ -303,17 +326,18 @@ impl Replay {
             Ok(Ok(Ended {
                 error: None,
                 completions,
-                crashes,
+                crash_states,
             })) => Ok(Run {
                 seed: self.seed,
                 completions,
-                crashes,
+                crashes: crash_states.iter().map(|state| state.at).collect(),
+                crash_states,
             }),
             Ok(Ok(Ended {
                 error: Some(error),
                 completions,
-                crashes,
-            })) => Err(fail(error, false, completions, crashes)),
+                crash_states,
+            })) => Err(fail(error, false, completions, crash_states)),
             Ok(Err(setup)) => Err(fail(
                 format!("the run could not start: {setup}"),
                 false,
@@ -321,14 +345,18 @@ impl Replay {
                 Vec::new(),
             )),
             Err(panic) => {
-                let (completions, crashes) = sim
-                    .map(|sim| (sim.completions(), sim.crashes()))
+                let (completions, crash_states) = sim
+                    .map(|sim| (sim.completions(), sim.crash_reports()))
                     .unwrap_or_default();
-                Err(fail(panic_message(&*panic), true, completions, crashes))
+                Err(fail(
+                    panic_message(&*panic),
+                    true,
+                    completions,
+                    crash_states,
+                ))
             }
         }
     }
-
     fn run_on_fresh_runtime<S, F, E>(
         &self,
         scenario: &mut S,
@@ -360,7 +388,7 @@ impl Replay {
             let ended = Ended {
                 error,
                 completions: sim.completions(),
-                crashes: sim.crashes(),
+                crash_states: sim.crash_reports(),
             };
             ctx.shutdown().await;
             Ok(ended)

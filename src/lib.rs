@@ -153,6 +153,7 @@
 //!         .create(true)
 //!         .open(&ctx, "/log")
 //!         .await?;
+//!     aioctx::fs::sync_dir(&ctx, "/").await?; // the name "/log" is durable
 //!     log.write_at(b"acked".to_vec(), 0).await.0?;
 //!     log.sync_data().await?; // durable from here on
 //!     log.write_at(b"+lost".to_vec(), 5).await.0?;

@@ -136,6 +136,8 @@ async fn write_then_fsync_step_by_step_and_a_crash_before_the_fsync() {
     let ctx = sim(fixed(LATENCY));
     let sim = ctx.sim().unwrap();
     let file = support::open_rw(&ctx, "/rec").await;
+    // The name is durable; the data only once saved.
+    aioctx::fs::sync_dir(&ctx, "/").await.unwrap();
     let mut saving = task::spawn(save(&file, b"v1"));
     assert_pending!(saving.poll());
     advance(LATENCY).await;
@@ -192,6 +194,7 @@ async fn crash_between_two_polls_tears_the_write_in_flight() {
     let ctx = sim(fixed(LATENCY).torn_writes(512).seed(3));
     let sim = ctx.sim().unwrap();
     let file = support::open_rw(&ctx, "/big").await;
+    aioctx::fs::sync_dir(&ctx, "/").await.unwrap();
     let mut write = task::spawn(file.write_at(vec![0xAB; 16 * 1024], 0));
     assert_pending!(write.poll());
     advance(LATENCY / 2).await;

@@ -130,16 +130,49 @@ pub(super) struct RandomFault {
     pub(super) action: FaultAction,
 }
 
+/// Which file system's persistence the simulator follows: what survives a
+/// crash of what was not fsynced, and what an fsync makes durable. See the
+/// `sim` module's section on crashes for the whole table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FsModel {
+    /// The weakest file system POSIX and Linux allow: a name created,
+    /// renamed or removed is durable only once its directory is fsynced (an
+    /// fsync of the file does not do it), and at a crash each change of
+    /// names not yet durable survives or not as the seed decides, in any
+    /// combination (a rename is atomic: the old name or the new, never
+    /// neither). A file's data is durable only once the file is fsynced.
+    #[default]
+    Weakest,
+    /// ext4 with `data=ordered` (its default): names are journaled in the
+    /// order they changed, so any fsync (of a file or a directory) makes
+    /// every change of names before it durable, and a crash keeps a prefix
+    /// of the changes not yet durable; a rename that replaces a file writes
+    /// the renamed file's data back first (`auto_da_alloc`), so the new name
+    /// never comes back empty; a length that survives covers the appended
+    /// data that reached the disk.
+    Ext4Ordered,
+}
+
 /// What a crash does beyond dropping unsynced data: see the `sim` module's
 /// section on crashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct CrashModel {
     /// Writes in flight at a crash persist a whole-sector prefix.
     pub(super) torn_sector: Option<u64>,
-    /// Each file keeps a prefix of its unsynced changes.
+    /// Each file keeps a seed-drawn subset of its unsynced sectors.
     pub(super) reorder_unsynced: bool,
     /// One crash at an instant drawn from this window.
     pub(super) random_crash: Option<Range<Duration>>,
+    pub(super) fs: FsModel,
+}
+
+impl CrashModel {
+    /// The unit of unsynced data a crash keeps or loses: the torn-write
+    /// sector, or 512 bytes.
+    pub(super) fn sector(&self) -> u64 {
+        self.torn_sector.unwrap_or(512)
+    }
 }
 
 /// The simulator's configuration, for [`Backend::Sim`](crate::Backend::Sim).
@@ -233,14 +266,23 @@ impl SimConfig {
         self
     }
 
-    /// With `true`, unsynced changes to different files reach the disk in
-    /// no particular order: at a crash each file keeps a prefix, drawn by
-    /// the seed, of the changes made to it since its last fsync (in the
-    /// order they were made), instead of losing them all. Each file then
-    /// keeps a copy of what it was written since its last fsync. Default
-    /// `false`.
+    /// With `true`, unsynced data reaches the disk in no particular order,
+    /// within a file and across files: at a crash each sector written since
+    /// its file's last fsync (of 512 bytes, or the
+    /// [torn-write](SimConfig::torn_writes) sector size) survives or not as
+    /// the seed decides, and the file comes back with one of the lengths it
+    /// had since (reading zeros where its data did not make it), instead of
+    /// losing all of it. Default `false`: a crash drops every unsynced byte
+    /// and size change, the outcome that breaks most code on every seed.
     pub fn reorder_unsynced_writes(mut self, reorder: bool) -> SimConfig {
         self.crash.reorder_unsynced = reorder;
+        self
+    }
+
+    /// Which file system's persistence to follow: [`FsModel::Weakest`] (the
+    /// default) or [`FsModel::Ext4Ordered`].
+    pub fn fs_model(mut self, model: FsModel) -> SimConfig {
+        self.crash.fs = model;
         self
     }
 

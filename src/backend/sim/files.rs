@@ -1,7 +1,8 @@
 //! The simulator's file system as the ops see it: the [`SimFs`] calls, the
-//! fd table, and the fault injector every call passes through. The tree of
-//! names is `namespace`'s, a file's bytes `data`'s; the path calls (rename,
-//! unlink, mkdir, link, symlink, listing) are in `paths`.
+//! fd table, the fault injector every call passes through, and what an
+//! fsync makes durable. The tree of names is `namespace`'s, a file's bytes
+//! `data`'s; the path calls (rename, unlink, mkdir, link, symlink, statx by
+//! path, listing) are in `paths`.
 //!
 //! Fds are real (each is a `/dev/null` descriptor the op's future owns, so
 //! closing and dropping behave as on the ring), but the simulator only uses
@@ -11,9 +12,17 @@
 //! are checked before any arithmetic (`EINVAL` for a range past `i64::MAX`,
 //! `EFBIG` for one past the largest file), memory grows with the bytes
 //! written, never with an offset, and a write past the memory budget fails
-//! with `ENOSPC`. Pages are shared between a file's contents and its
-//! last-fsync snapshot until one of them is written (copy on write), so an
-//! fsync costs a copy of the page table, not of the data.
+//! with `ENOSPC`. Pages are shared between a file's contents and its disk
+//! until one of them is written (copy on write), so an fsync costs a copy
+//! of the page table, not of the data.
+//!
+//! An fsync of a file writes its data back (`data`); one that fails (an
+//! injected fault) drops the data instead, and the error is reported once
+//! to each fd that was open on the file when it happened, as Linux's
+//! `errseq` does: by the fsync that failed, and by the next fsync through
+//! each other such fd. An fsync of a directory makes the changes of its
+//! names durable (`namespace`); on the ext4 model any fsync commits every
+//! change of names made before it.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use crate::ops::simulated::{At, Segment, SimDirEntry, SimFs, SimStat, StatTarget};
 
-use super::config::{Fault, FaultAction, RandomFault, SimOp};
-use super::contents::{Change, Contents, PAGE};
+use super::config::{CrashModel, Fault, FaultAction, FsModel, RandomFault, SimOp};
+use super::contents::PAGE;
 use super::data::FileData;
 use super::namespace::{Edit, Ino, Namespace, Node, ROOT};
 use super::rng::Rng;
@@ -45,6 +54,9 @@ pub(super) struct Open {
     direct: bool,
     /// The path it was opened as, from the root, for fault filters.
     path: PathBuf,
+    /// How many of the file's writeback errors this fd has reported (or
+    /// were there when it was opened): the kernel's `errseq` cursor.
+    seen: u64,
 }
 
 /// Which faults a simulator injects, and the generator behind the random
@@ -63,8 +75,8 @@ pub(super) struct Files {
     pub(super) ns: Namespace,
     fds: HashMap<RawFd, Open>,
     faults: Injector,
-    /// Whether each file journals its unsynced changes.
-    journal: bool,
+    /// What a crash keeps, and what an fsync makes durable.
+    pub(super) model: CrashModel,
     /// Pages the files' current contents hold, and the most they may.
     pub(super) pages_used: u64,
     pages_budget: u64,
@@ -87,14 +99,13 @@ fn rw_end(offset: u64, len: u64) -> io::Result<u64> {
 }
 
 impl Files {
-    /// An empty root directory; with `journal`, each file keeps its unsynced
-    /// changes for [`crash`](Files::crash) to choose from.
-    pub(super) fn new(faults: Injector, memory_budget: u64, journal: bool) -> Files {
+    /// An empty root directory, persisting as `model` says.
+    pub(super) fn new(faults: Injector, memory_budget: u64, model: CrashModel) -> Files {
         Files {
             ns: Namespace::new(),
             fds: HashMap::new(),
             faults,
-            journal,
+            model,
             pages_used: 0,
             pages_budget: memory_budget / PAGE,
         }
@@ -149,7 +160,7 @@ impl Files {
     }
 
     /// Checks a call on the open file `open` against the faults.
-    fn check_open(&mut self, op: SimOp, open: &Open, offset: u64, len: u64) -> Verdict {
+    pub(super) fn check_open(&mut self, op: SimOp, open: &Open, offset: u64, len: u64) -> Verdict {
         let path = open.path.clone();
         self.check(op, Some(&path), offset, len)
     }
@@ -203,44 +214,36 @@ impl Files {
         Ok(())
     }
 
-    /// Journals a change to a file made since its last fsync.
-    fn record(journal: bool, data: &mut FileData, change: impl FnOnce() -> Change) {
-        if journal {
-            data.unsynced.push(change());
-        }
-    }
-
-    /// A crash: each file's contents become its last-fsync snapshot plus the
-    /// first `keep(n)` of its `n` journaled changes (none without a journal),
-    /// and that is durable from now on. Files are visited in creation order.
-    pub(super) fn crash(&mut self, mut keep: impl FnMut(usize) -> usize) {
-        for inode in &mut self.ns.inodes {
-            if let Node::File(data) = &mut inode.node {
-                data.crash(&mut keep);
-            }
-        }
+    /// Counts the pages the files' current contents hold (after a crash).
+    pub(super) fn recount_pages(&mut self) {
         self.pages_used = self
             .ns
             .inodes
             .iter()
             .filter_map(|inode| match &inode.node {
-                Node::File(data) => Some(data.data.pages()),
+                Node::File(data) => Some(data.now.pages()),
                 _ => None,
             })
             .sum();
     }
 
+    /// The sector size unsynced data is tracked in.
+    pub(super) fn sector(&self) -> u64 {
+        self.model.sector()
+    }
+
     /// Writes the first `keep` bytes of `from` at `offset` of the file
-    /// behind `fd` straight to disk: into its contents and its durable
-    /// snapshot alike (the part of a torn write that reached the platter
-    /// before a crash). Refuses what [`write`](SimFs::write) would refuse.
+    /// behind `fd` straight to disk: into what reads see and the disk alike
+    /// (the part of a torn write that reached the platter before a crash).
+    /// Refuses what [`write`](SimFs::write) would refuse. Returns the file's
+    /// inode.
     pub(super) fn persist(
         &mut self,
         fd: RawFd,
         offset: u64,
         from: &[&[u8]],
         keep: usize,
-    ) -> io::Result<()> {
+    ) -> io::Result<Ino> {
         let open = self.open_of(fd)?.clone();
         if !open.writable {
             return Err(errno(libc::EBADF));
@@ -255,69 +258,19 @@ impl Files {
         let mut bytes = from.concat();
         bytes.truncate(keep);
         let data = self.data_of(&open, libc::EBADF)?;
-        let allocated = data.data.write(offset, &bytes);
-        data.durable.write(offset, &bytes);
+        let allocated = data.persist(offset, &bytes);
         self.pages_used += allocated;
-        Ok(())
+        Ok(open.inode)
     }
 
-    /// The current contents of the file at `path`.
-    pub(super) fn contents(&self, path: &Path) -> Option<Vec<u8>> {
-        let found = self.ns.lookup(ROOT, path, true).ok()?;
-        Some(self.ns.file(found.ino?)?.data.to_vec())
-    }
-
-    /// Creates or replaces the file at `path`, durably, with `data`,
-    /// creating the directories above it.
-    ///
-    /// # Panics
-    ///
-    /// If `path` leads through a file or names a directory.
-    pub(super) fn insert(&mut self, path: &Path, data: &[u8]) {
-        let contents = Contents::from_bytes(data);
-        let mut dir = ROOT;
-        let names: Vec<_> = path.iter().filter(|c| *c != "/").collect();
-        let Some((file, above)) = names.split_last() else {
-            panic!("sim: cannot insert a file at {path:?}");
-        };
-        for name in above {
-            let found = self.ns.lookup(dir, Path::new(name), true);
-            dir = match found.as_ref().ok().and_then(|f| f.ino) {
-                Some(ino) if self.ns.is_dir(ino) => ino,
-                Some(_) => panic!("sim: {path:?} leads through a file"),
-                None => {
-                    let new = self.ns.add(Node::Dir(Default::default()), 0o755);
-                    self.ns.change(&[Edit {
-                        dir,
-                        name: name.into(),
-                        to: Some(new),
-                    }]);
-                    new
-                }
-            };
+    /// An fsync of the directory `dir`: its changes of names, or on a model
+    /// that journals names in order every change, are durable from now on.
+    fn sync_names(&mut self, dir: Option<Ino>) {
+        match (self.model.fs, dir) {
+            (FsModel::Ext4Ordered, _) => self.ns.sync_all(),
+            (FsModel::Weakest, Some(dir)) => self.ns.sync_dir(dir),
+            (FsModel::Weakest, None) => {}
         }
-        let existing = self
-            .ns
-            .lookup(dir, Path::new(file), true)
-            .ok()
-            .and_then(|f| f.ino);
-        let ino = match existing {
-            Some(ino) if self.ns.file(ino).is_some() => ino,
-            Some(_) => panic!("sim: {path:?} is not a file"),
-            None => {
-                let new = self.ns.add(Node::File(FileData::default()), 0o644);
-                self.ns.change(&[Edit {
-                    dir,
-                    name: (*file).into(),
-                    to: Some(new),
-                }]);
-                new
-            }
-        };
-        let data = self.ns.file_mut(ino).expect("a file");
-        self.pages_used -= data.data.pages();
-        self.pages_used += contents.pages();
-        *data = FileData::durable(contents);
     }
 }
 
@@ -365,11 +318,13 @@ impl SimFs for Files {
                 }
                 let name = found.name(libc::EISDIR)?.to_owned();
                 let new = self.ns.add(Node::File(FileData::default()), mode & 0o7777);
-                self.ns.change(&[Edit {
+                let edit = Edit {
                     dir: found.parent,
                     name,
                     to: Some(new),
-                }]);
+                };
+                self.ns
+                    .change(vec![edit], format!("create {}", path.display()));
                 new
             }
             None => return Err(errno(libc::ENOENT)),
@@ -387,12 +342,14 @@ impl SimFs for Files {
             writable,
             direct: flags & libc::O_DIRECT != 0,
             path,
+            seen: self.ns.file(inode).map_or(0, |data| data.errors),
         };
         if flags & libc::O_TRUNC != 0 && writable {
-            let journal = self.journal;
+            let sector = self.sector();
             let data = self.data_of(&open, libc::EISDIR)?;
-            let freed = data.data.truncate(0);
-            Files::record(journal, data, || Change::SetLen(0));
+            let old = data.now.len;
+            let freed = data.now.truncate(0);
+            data.touched(0, old, sector);
             self.pages_used -= freed;
         }
         // SAFETY: open(2) of a constant path with valid flags.
@@ -430,7 +387,7 @@ impl SimFs for Files {
             Verdict::Short(n) => len.min(n as u64),
             Verdict::Run => len,
         };
-        Ok(self.data_of(&open, libc::EISDIR)?.data.read(offset, len))
+        Ok(self.data_of(&open, libc::EISDIR)?.now.read(offset, len))
     }
 
     fn write(&mut self, fd: RawFd, offset: u64, from: &[&[u8]]) -> io::Result<usize> {
@@ -451,9 +408,9 @@ impl SimFs for Files {
             Verdict::Run => total,
         };
         let end = offset + len;
-        let (journal, used, budget) = (self.journal, self.pages_used, self.pages_budget);
+        let (sector, used, budget) = (self.sector(), self.pages_used, self.pages_budget);
         let data = self.data_of(&open, libc::EBADF)?;
-        let needed = data.data.holes_in(offset, end);
+        let needed = data.now.holes_in(offset, end);
         if used.saturating_add(needed) > budget {
             return Err(errno(libc::ENOSPC));
         }
@@ -461,28 +418,47 @@ impl SimFs for Files {
         let mut allocated = 0;
         for piece in from {
             let n = (piece.len() as u64).min(end - at) as usize;
-            allocated += data.data.write(at, &piece[..n]);
+            allocated += data.now.write(at, &piece[..n]);
             at += n as u64;
         }
-        Files::record(journal, data, || {
-            let mut bytes = from.concat();
-            bytes.truncate(len as usize);
-            Change::Write {
-                offset,
-                data: bytes,
-            }
-        });
+        data.touched(offset, end, sector);
         self.pages_used += allocated;
         Ok(len as usize)
     }
 
     fn fsync(&mut self, fd: RawFd, _data_only: bool) -> io::Result<()> {
         let open = self.open_of(fd)?.clone();
-        if let Verdict::Fail(e) = self.check_open(SimOp::Fsync, &open, 0, 0) {
-            return Err(e);
-        }
-        if let Some(data) = self.ns.file_mut(open.inode) {
-            data.sync();
+        let verdict = self.check_open(SimOp::Fsync, &open, 0, 0);
+        let Some(data) = self.ns.file_mut(open.inode) else {
+            // A directory: its names are durable, unless the fsync failed.
+            if let Verdict::Fail(e) = verdict {
+                return Err(e);
+            }
+            self.sync_names(Some(open.inode));
+            return Ok(());
+        };
+        let result = match verdict {
+            Verdict::Fail(e) => {
+                data.fail_write_back(e.raw_os_error().unwrap_or(libc::EIO));
+                Err(e)
+            }
+            Verdict::Run | Verdict::Short(_) => {
+                data.write_back();
+                Ok(())
+            }
+        };
+        // The kernel's errseq: a writeback error this fd has not reported
+        // yet is reported now, once, whichever fd's writeback hit it.
+        let (errors, last_error) = (data.errors, data.last_error);
+        let unseen = self.fds.get_mut(&fd).is_some_and(|open| {
+            let unseen = open.seen < errors;
+            open.seen = errors;
+            unseen
+        });
+        result?;
+        self.sync_names(None);
+        if unseen {
+            return Err(errno(last_error));
         }
         Ok(())
     }
@@ -505,9 +481,9 @@ impl SimFs for Files {
         const KEEP_SIZE: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
-        let holes = self.data_of(&open, libc::EBADF)?.data.holes_in(offset, end);
+        let holes = self.data_of(&open, libc::EBADF)?.now.holes_in(offset, end);
         let budget = self.reserve(holes);
-        let journal = self.journal;
+        let sector = self.sector();
         let data = self.data_of(&open, libc::EBADF)?;
         let (zeroes, extends) = match mode {
             // Allocation: the range's holes count against the budget (they
@@ -522,12 +498,14 @@ impl SimFs for Files {
         };
         let mut freed = 0;
         if zeroes {
-            freed = data.data.zero(offset, end.min(data.data.len));
-            Files::record(journal, data, || Change::Zero { offset, end });
+            let zeroed = end.min(data.now.len);
+            freed = data.now.zero(offset, zeroed);
+            data.touched(offset, zeroed, sector);
         }
-        if extends && end > data.data.len {
-            data.data.len = end;
-            Files::record(journal, data, || Change::SetLen(end));
+        if extends && end > data.now.len {
+            let old = data.now.len;
+            data.now.len = end;
+            data.touched(old, end, sector);
         }
         self.pages_used -= freed;
         Ok(())
@@ -544,45 +522,17 @@ impl SimFs for Files {
         if let Verdict::Fail(e) = self.check_open(SimOp::Ftruncate, &open, 0, len) {
             return Err(e);
         }
-        let journal = self.journal;
+        let sector = self.sector();
         let data = self.data_of(&open, libc::EINVAL)?;
-        let freed = data.data.truncate(len);
-        Files::record(journal, data, || Change::SetLen(len));
+        let old = data.now.len;
+        let freed = data.now.truncate(len);
+        data.touched(old.min(len), old.max(len), sector);
         self.pages_used -= freed;
         Ok(())
     }
 
     fn stat(&mut self, target: StatTarget<'_>) -> io::Result<SimStat> {
-        let ino = match target {
-            StatTarget::Fd(fd) => {
-                let open = self.open_of(fd)?.clone();
-                if let Verdict::Fail(e) = self.check_open(SimOp::Statx, &open, 0, 0) {
-                    return Err(e);
-                }
-                open.inode
-            }
-            StatTarget::Path { at, follow } => {
-                let path = self.full_path(at);
-                self.check_call(SimOp::Statx, &path)?;
-                let found = self.ns.lookup(self.start(at.dir)?, at.path, follow)?;
-                let ino = found.ino.ok_or_else(|| errno(libc::ENOENT))?;
-                if found.trailing_slash && !self.ns.is_dir(ino) {
-                    return Err(errno(libc::ENOTDIR));
-                }
-                ino
-            }
-        };
-        let len = match &self.ns.inodes[ino].node {
-            Node::File(data) => data.data.len,
-            Node::Dir(_) => PAGE,
-            Node::Symlink(target) => target.as_os_str().len() as u64,
-        };
-        Ok(SimStat {
-            mode: self.ns.mode(ino),
-            len,
-            nlink: self.ns.nlink(ino),
-            ino: ino as u64 + 1,
-        })
+        self.stat_at(target)
     }
 
     fn rename(&mut self, from: At<'_>, to: At<'_>, flags: u32) -> io::Result<()> {

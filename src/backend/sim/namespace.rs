@@ -1,8 +1,24 @@
 //! The simulator's directory tree: inodes (files, directories, symlinks),
-//! the names directories hold, and path lookup as the kernel does it (`.`,
-//! `..`, symlinks followed up to 40 deep, `NAME_MAX` and `PATH_MAX`). Every
-//! change of a name goes through [`Namespace::change`]. Imports `data` (a
-//! file's bytes) and nothing else of the crate.
+//! the names directories hold now and on disk, path lookup as the kernel
+//! does it (`.`, `..`, symlinks followed up to 40 deep, `NAME_MAX` and
+//! `PATH_MAX`), and the persistence of names. Imports `data` (a file's
+//! bytes) and `report`.
+//!
+//! # How names persist
+//!
+//! Every change of names goes through [`Namespace::change`]: it takes
+//! effect for lookups at once and joins the list of *pending* changes, one
+//! entry per call (a rename is one change of two names, kept or lost as
+//! one). A change becomes durable when a directory it touches is fsynced
+//! ([`Namespace::sync_dir`]), or, on a file system that journals names in
+//! order, at any fsync ([`Namespace::sync_all`]). At a crash each pending
+//! change survives or not as the caller draws (any subset, or a prefix for
+//! the ordered model), and each directory's names become its names on disk.
+//!
+//! Each name on disk remembers the number of the change that set it, so a
+//! change applied late (a pending one kept by a crash) never undoes a later
+//! one that became durable first: names follow the order the changes were
+//! made in, whichever order they reached the disk in.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -11,6 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::data::FileData;
+use super::report::{DirectoryCrash, NameChange};
 
 /// An inode's number: its index in the inode table.
 pub(super) type Ino = usize;
@@ -47,11 +64,25 @@ pub(super) struct Inode {
     pub(super) links: u32,
 }
 
-/// A directory: its names now, and its parent (for `..`).
+/// A directory: its names now and on disk, and its parent (for `..`).
 #[derive(Debug, Default)]
 pub(super) struct Directory {
     pub(super) entries: BTreeMap<OsString, Ino>,
     pub(super) parent: Ino,
+    /// Its names on disk, each with the number of the change that last set
+    /// it; a removal made durable stays (as `None`) while older changes to
+    /// the name are pending.
+    disk: BTreeMap<OsString, (Option<Ino>, u64)>,
+}
+
+impl Directory {
+    /// An empty directory under `parent`.
+    pub(super) fn under(parent: Ino) -> Directory {
+        Directory {
+            parent,
+            ..Directory::default()
+        }
+    }
 }
 
 /// What the last component of a path is.
@@ -95,10 +126,29 @@ pub(super) struct Edit {
     pub(super) to: Option<Ino>,
 }
 
+/// One call's change of names, not yet durable.
+#[derive(Debug, Clone)]
+pub(super) struct Change {
+    seq: u64,
+    edits: Vec<Edit>,
+    /// What it was, for the crash report.
+    what: String,
+}
+
+impl Change {
+    fn touches(&self, dir: Ino) -> bool {
+        self.edits.iter().any(|edit| edit.dir == dir)
+    }
+}
+
 /// The directory tree.
 #[derive(Debug)]
 pub(super) struct Namespace {
     pub(super) inodes: Vec<Inode>,
+    /// Changes not yet durable, in the order they were made.
+    pending: Vec<Change>,
+    /// The number the next change gets; 0 means "on disk from the start".
+    next_seq: u64,
 }
 
 impl Default for Namespace {
@@ -115,7 +165,11 @@ impl Namespace {
             perm: 0o755,
             links: 1,
         };
-        Namespace { inodes: vec![root] }
+        Namespace {
+            inodes: vec![root],
+            pending: Vec::new(),
+            next_seq: 1,
+        }
     }
 
     /// Adds an inode no name leads to yet.
@@ -321,12 +375,138 @@ impl Namespace {
         Some(path)
     }
 
-    /// Applies `edits`, in order, to the names as lookups see them: the
-    /// one way names change.
-    pub(super) fn change(&mut self, edits: &[Edit]) {
-        for edit in edits {
+    /// Applies `edits`, in order, to the names as lookups see them, as one
+    /// change, pending until made durable: the one way names change. `what`
+    /// describes it for a crash report.
+    pub(super) fn change(&mut self, edits: Vec<Edit>, what: String) {
+        for edit in &edits {
             self.set(edit.dir, &edit.name, edit.to);
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.push(Change { seq, edits, what });
+    }
+
+    /// [`change`](Namespace::change), durable at once (files the test put
+    /// in place before the run).
+    pub(super) fn change_durably(&mut self, edits: Vec<Edit>) {
+        self.change(edits, String::new());
+        let change = self.pending.pop().expect("just pushed");
+        self.persist(&change);
+    }
+
+    /// An fsync of directory `dir`: every pending change that touches it is
+    /// durable from now on (all of a rename, whichever side `dir` is).
+    pub(super) fn sync_dir(&mut self, dir: Ino) {
+        let (durable, pending): (Vec<Change>, Vec<Change>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|c| c.touches(dir));
+        self.pending = pending;
+        for change in &durable {
+            self.persist(change);
+        }
+    }
+
+    /// A journal commit: every pending change is durable from now on.
+    pub(super) fn sync_all(&mut self) {
+        for change in std::mem::take(&mut self.pending) {
+            self.persist(&change);
+        }
+    }
+
+    /// Writes a change's names to disk, unless a later change set them.
+    fn persist(&mut self, change: &Change) {
+        for edit in &change.edits {
+            let Node::Dir(dir) = &mut self.inodes[edit.dir].node else {
+                continue;
+            };
+            let slot = dir.disk.entry(edit.name.clone()).or_insert((None, 0));
+            if slot.1 <= change.seq {
+                *slot = (edit.to, change.seq);
+            }
+        }
+    }
+
+    /// A crash: each pending change survives if `survives` says so (asked in
+    /// the order they were made), and every directory's names become its
+    /// names on disk. Returns what happened, per directory.
+    pub(super) fn crash(
+        &mut self,
+        mut survives: impl FnMut(usize, usize) -> bool,
+    ) -> Vec<DirectoryCrash> {
+        let pending = std::mem::take(&mut self.pending);
+        let mut report: BTreeMap<Ino, Vec<NameChange>> = BTreeMap::new();
+        let count = pending.len();
+        for (i, change) in pending.iter().enumerate() {
+            let kept = survives(i, count);
+            if kept {
+                self.persist(change);
+            }
+            let mut dirs: Vec<Ino> = change.edits.iter().map(|edit| edit.dir).collect();
+            dirs.dedup();
+            for dir in dirs {
+                report.entry(dir).or_default().push(NameChange {
+                    seq: change.seq,
+                    what: change.what.clone(),
+                    kept,
+                });
+            }
+        }
+        let report = report
+            .into_iter()
+            .map(|(dir, changes)| DirectoryCrash {
+                path: self
+                    .dir_path(dir)
+                    .unwrap_or_else(|| format!("(directory {dir}, no name left)").into()),
+                changes,
+            })
+            .collect();
+        self.reload();
+        report
+    }
+
+    /// Names as lookups see them become the names on disk, with the links
+    /// and parents they imply.
+    fn reload(&mut self) {
+        for inode in &mut self.inodes {
+            inode.links = 0;
+        }
+        for ino in 0..self.inodes.len() {
+            let Node::Dir(dir) = &mut self.inodes[ino].node else {
+                continue;
+            };
+            dir.disk.retain(|_, (to, _)| to.is_some());
+            dir.entries = dir
+                .disk
+                .iter()
+                .map(|(name, (to, _))| (name.clone(), to.expect("kept")))
+                .collect();
+            let children: Vec<Ino> = dir.entries.values().copied().collect();
+            for child in children {
+                self.inodes[child].links += 1;
+                if let Node::Dir(moved) = &mut self.inodes[child].node {
+                    moved.parent = ino;
+                }
+            }
+        }
+        self.inodes[ROOT].links += 1;
+    }
+
+    /// Where each inode has a name now: one path per inode that has one.
+    pub(super) fn paths(&self) -> BTreeMap<Ino, PathBuf> {
+        let mut paths = BTreeMap::new();
+        let mut stack = vec![(ROOT, PathBuf::from("/"))];
+        while let Some((ino, path)) = stack.pop() {
+            if let Some(dir) = self.dir(ino) {
+                for (name, &child) in &dir.entries {
+                    if !paths.contains_key(&child) && child != ROOT {
+                        stack.push((child, path.join(name)));
+                    }
+                }
+            }
+            paths.entry(ino).or_insert(path);
+        }
+        paths
     }
 
     /// Sets one name, counting links and moving a directory's parent.
