@@ -122,9 +122,6 @@ impl Explore {
     ///
     /// Called inside a Tokio runtime (from `#[tokio::test]` rather than
     /// `#[test]`): each run needs a runtime of its own.
-    // A `Failure` is a report, made once per exploration: its size costs
-    // nothing that boxing it would save.
-    #[allow(clippy::result_large_err)]
     pub fn run<S, F, E>(self, mut scenario: S) -> Result<Explored, Failure>
     where
         S: FnMut(Context) -> F,
@@ -189,10 +186,9 @@ pub struct Run {
     pub seed: u64,
     /// Every op completed, in order.
     pub completions: Vec<Completion>,
-    /// When each crash happened.
-    pub crashes: Vec<Duration>,
-    /// What each crash kept and lost of what was not durable.
-    pub crash_states: Vec<CrashReport>,
+    /// Each crash: when it happened, and the crash state it drew (what it
+    /// kept and lost of what was not durable).
+    pub crashes: Vec<CrashReport>,
 }
 
 /// The first failing run of an exploration: its seed, what failed, what the
@@ -214,11 +210,10 @@ pub struct Failure {
     pub panicked: bool,
     /// Every op completed up to the failure, in order.
     pub completions: Vec<Completion>,
-    /// When each crash happened.
-    pub crashes: Vec<Duration>,
-    /// What each crash kept and lost of what was not durable: the crash
-    /// state the seed drew.
-    pub crash_states: Vec<CrashReport>,
+    /// Each crash: when it happened (`at`), and the crash state the seed
+    /// drew (which changes of names and which unsynced data survived, per
+    /// directory and per file).
+    pub crashes: Vec<CrashReport>,
     replay: Box<Replay>,
 }
 
@@ -234,9 +229,6 @@ impl Failure {
     /// # Errors
     ///
     /// The run's failure (for a deterministic scenario, the same one).
-    // A `Failure` is a report, made once per exploration: its size costs
-    // nothing that boxing it would save.
-    #[allow(clippy::result_large_err)]
     pub fn replay<S, F, E>(&self, mut scenario: S) -> Result<Run, Failure>
     where
         S: FnMut(Context) -> F,
@@ -255,13 +247,13 @@ impl fmt::Display for Failure {
             "seed {} {how} ({} seed(s) passed before it): {}",
             self.seed, self.passed, self.error
         )?;
+        let at: Vec<Duration> = self.crashes.iter().map(|crash| crash.at).collect();
         writeln!(
             f,
-            "  {} op(s) completed, crashes at {:?}",
+            "  {} op(s) completed, crashes at {at:?}",
             self.completions.len(),
-            self.crashes
         )?;
-        for state in &self.crash_states {
+        for state in &self.crashes {
             for line in state.to_string().lines() {
                 writeln!(f, "  {line}")?;
             }
@@ -299,9 +291,6 @@ struct Ended {
 }
 
 impl Replay {
-    // A `Failure` is a report, made once per exploration: its size costs
-    // nothing that boxing it would save.
-    #[allow(clippy::result_large_err)]
     fn run<S, F, E>(&self, scenario: &mut S, passed: u64) -> Result<Run, Failure>
     where
         S: FnMut(Context) -> F,
@@ -314,8 +303,7 @@ impl Replay {
             error,
             panicked,
             completions,
-            crashes: crash_states.iter().map(|state| state.at).collect(),
-            crash_states,
+            crashes: crash_states,
             replay: Box::new(self.clone()),
         };
         // Outside the unwind, so a panicking run still shows its log.
@@ -330,8 +318,7 @@ impl Replay {
             })) => Ok(Run {
                 seed: self.seed,
                 completions,
-                crashes: crash_states.iter().map(|state| state.at).collect(),
-                crash_states,
+                crashes: crash_states,
             }),
             Ok(Ok(Ended {
                 error: Some(error),
