@@ -24,6 +24,10 @@
 //!   tables: [`Context::register_buffers`] for buffers the kernel does not pin
 //!   per op, [`fs::OpenOptions::register`] for files it does not look up per
 //!   op; [`Builder::sqpoll`] for a kernel thread that polls the ring.
+//! - The namespace is I/O too: [`fs::rename`], [`fs::remove_file`],
+//!   [`fs::create_dir`], [`fs::hard_link`], [`fs::symlink`] and the directory
+//!   fsync that makes them durable ([`fs::Dir::sync_all`]) are ops on every
+//!   backend; the simulator models what survives a crash of them.
 //! - A [`Pool`] runs several contexts for services on many cores (below).
 //!
 //! ```text
@@ -120,8 +124,8 @@
 //!             (the simulator's public face) · inject (test-only fault injection)
 //! backends    backend/mod.rs: the contract, the public choice, the only match
 //!             over backends · backend/uring/{shared, turn, task, slots, policy}
-//!             · backend/fallback · backend/sim/{config, rng, contents, files,
-//!             crash, schedule} · backend/common
+//!             · backend/fallback · backend/sim/{config, rng, report, contents,
+//!             data, namespace, files, paths, crash, schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·

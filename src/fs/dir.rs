@@ -9,11 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::context::{Context, Shared};
-use crate::op::{Anchor, Op};
+use crate::op::{Anchor, FileHandles, Op, OpenFile};
 use crate::ops::path::DirFd;
-use crate::ops::{Fsync, LinkAt, MkdirAt, OpKind, ReadDir, RenameAt, Statx, SymlinkAt, UnlinkAt};
+use crate::ops::{
+    Fsync, LinkAt, MkdirAt, OpKind, OpenAt, ReadDir, RenameAt, RenameMode, Statx, SymlinkAt,
+    UnlinkAt,
+};
 
-use super::{File, OpenOptions, RenameMode};
+use super::File;
 
 /// An open directory.
 ///
@@ -57,8 +60,8 @@ impl Dir {
     /// `ENOENT`, `ENOTDIR` if it is not a directory, `EACCES`;
     /// `InvalidInput` for a path with a NUL byte.
     pub async fn open(ctx: &Context, path: impl AsRef<Path>) -> io::Result<Dir> {
-        let file = Dir::options().open(ctx, path).await?;
-        Ok(Dir { file })
+        let anchor = Anchor::Context(ctx.shared().clone());
+        Dir::open_from(ctx.shared(), anchor, DirFd::cwd(), path.as_ref()).await
     }
 
     /// Opens the directory `path`, relative to this one.
@@ -67,14 +70,22 @@ impl Dir {
     ///
     /// As [`open`](Dir::open).
     pub async fn open_dir(&self, path: impl AsRef<Path>) -> io::Result<Dir> {
-        let file = Dir::options().open_at(self, path).await?;
-        Ok(Dir { file })
+        let (anchor, shared) = self.placement();
+        Dir::open_from(&shared, anchor, self.fd_for(&shared), path.as_ref()).await
     }
 
-    fn options() -> OpenOptions {
-        let mut options = OpenOptions::new();
-        options.read(true).custom_flags(libc::O_DIRECTORY);
-        options
+    async fn open_from(
+        shared: &Arc<Shared>,
+        anchor: Anchor,
+        at: DirFd,
+        path: &Path,
+    ) -> io::Result<Dir> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        let fd = Op::new(anchor, OpenAt::new(at, path, flags, 0)?).await?;
+        let file = File {
+            inner: Arc::new(FileHandles::new(OpenFile::new(fd, shared.clone(), None))),
+        };
+        Ok(Dir { file })
     }
 
     /// Flushes the directory to the device (`fsync` of the directory): the

@@ -51,27 +51,27 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod dir;
+mod options;
 mod paths;
 mod stream;
 
 pub use dir::Dir;
+pub use options::OpenOptions;
 pub use paths::{
-    RenameMode, create_dir, create_dir_all, hard_link, metadata, read_dir, remove_dir, remove_file,
-    rename, rename_with, symlink, symlink_metadata, sync_dir,
+    create_dir, create_dir_all, hard_link, metadata, read_dir, remove_dir, remove_file, rename,
+    rename_with, symlink, symlink_metadata, sync_dir,
 };
 pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
-use crate::context::{Context, Shared};
+use crate::context::Context;
 use crate::fixed::FixedBuf;
 use crate::op::{Anchor, FileHandles, Op, OpenFile};
-use crate::ops::path::DirFd;
 use crate::ops::rw::Registration;
 use crate::ops::{
-    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx, WriteAt,
-    WritevAt,
+    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, ReadAt, ReadvAt, Statx, WriteAt, WritevAt,
 };
-pub use crate::ops::{DirEntry, FileType, Metadata};
+pub use crate::ops::{DirEntry, FileType, Metadata, RenameMode};
 
 /// An open file whose I/O runs on a context's ring.
 ///
@@ -386,218 +386,5 @@ impl fmt::Debug for File {
             .field("fd", &self.inner.file().raw())
             .field("registered", &self.inner.file().is_registered())
             .finish()
-    }
-}
-
-/// Options for opening a [`File`], as `std::fs::OpenOptions`, plus `direct`.
-#[derive(Debug, Clone)]
-pub struct OpenOptions {
-    read: bool,
-    write: bool,
-    append: bool,
-    truncate: bool,
-    create: bool,
-    create_new: bool,
-    direct: bool,
-    register: bool,
-    custom_flags: i32,
-    mode: u32,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions::new()
-    }
-}
-
-impl OpenOptions {
-    /// All options off; mode `0o666` (before the umask).
-    pub fn new() -> Self {
-        OpenOptions {
-            read: false,
-            write: false,
-            append: false,
-            truncate: false,
-            create: false,
-            create_new: false,
-            direct: false,
-            register: false,
-            custom_flags: 0,
-            mode: 0o666,
-        }
-    }
-
-    /// Open for reading.
-    pub fn read(&mut self, read: bool) -> &mut Self {
-        self.read = read;
-        self
-    }
-
-    /// Open for writing.
-    pub fn write(&mut self, write: bool) -> &mut Self {
-        self.write = write;
-        self
-    }
-
-    /// Open in append mode (positional writes still take their offset on
-    /// Linux only when not appending).
-    pub fn append(&mut self, append: bool) -> &mut Self {
-        self.append = append;
-        self
-    }
-
-    /// Truncate to zero length on open.
-    pub fn truncate(&mut self, truncate: bool) -> &mut Self {
-        self.truncate = truncate;
-        self
-    }
-
-    /// Create the file if it does not exist.
-    pub fn create(&mut self, create: bool) -> &mut Self {
-        self.create = create;
-        self
-    }
-
-    /// Create the file, failing if it exists.
-    pub fn create_new(&mut self, create_new: bool) -> &mut Self {
-        self.create_new = create_new;
-        self
-    }
-
-    /// Bypass the page cache (`O_DIRECT`); see [the module docs](self#o_direct).
-    pub fn direct(&mut self, direct: bool) -> &mut Self {
-        self.direct = direct;
-        self
-    }
-
-    /// Registers the file with the ring (its file table), so each op skips
-    /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
-    /// the context that opened it, even in a pool (the slot is that ring's).
-    /// Closing or dropping the file takes it out of the table before its fd
-    /// is closed. Where the backend has no file table (the fallback, the
-    /// simulator) or the table is full, the file is used unregistered; the
-    /// reason is logged once, and [`File::is_registered`] tells. Default
-    /// `false`.
-    pub fn register(&mut self, register: bool) -> &mut Self {
-        self.register = register;
-        self
-    }
-
-    /// Extra `open(2)` flags, or-ed in.
-    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
-        self.custom_flags = flags;
-        self
-    }
-
-    /// Permission bits for a created file.
-    pub fn mode(&mut self, mode: u32) -> &mut Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Opens `path` through `ctx`'s ring.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for contradictory options or a path with a NUL byte;
-    /// otherwise the kernel's `openat` error (`EINVAL` for `O_DIRECT` on a
-    /// filesystem that does not support it).
-    pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
-        let anchor = Anchor::Context(ctx.shared().clone());
-        self.open_from(ctx.shared(), anchor, DirFd::cwd(), path.as_ref())
-            .await
-    }
-
-    /// Opens `path` relative to the directory `dir` (`openat(2)`), through
-    /// the ring of `dir`'s context; an absolute `path` ignores `dir`.
-    ///
-    /// # Errors
-    ///
-    /// As [`open`](OpenOptions::open).
-    pub async fn open_at(&self, dir: &Dir, path: impl AsRef<Path>) -> io::Result<File> {
-        let (anchor, shared) = dir.placement();
-        self.open_from(&shared, anchor, dir.fd_for(&shared), path.as_ref())
-            .await
-    }
-
-    async fn open_from(
-        &self,
-        shared: &Arc<Shared>,
-        anchor: Anchor,
-        dir: DirFd,
-        path: &Path,
-    ) -> io::Result<File> {
-        let flags = self.flags()?;
-        let fd = Op::new(anchor, OpenAt::new(dir, path, flags, self.mode)?).await?;
-        let shared = shared.clone();
-        if !self.register {
-            return Ok(File {
-                inner: Arc::new(FileHandles::new(OpenFile::new(fd, shared, None))),
-            });
-        }
-        // Registered on the home thread, into a file made there: if this
-        // future is dropped meanwhile, that file's drop unregisters it.
-        let home = shared.home();
-        let runtime = shared.runtime().clone();
-        let register = move || {
-            let slot = shared
-                .backend
-                .register_file(fd.as_raw_fd())
-                .unwrap_or_else(|e| {
-                    shared.warn_once(&format!(
-                        "registering a file failed ({e}); it is used unregistered"
-                    ));
-                    None
-                });
-            OpenFile::new(fd, shared, slot)
-        };
-        let file = if home.is_current() {
-            register()
-        } else {
-            runtime
-                .spawn(async move { register() })
-                .await
-                .map_err(|_| crate::error::shutdown_error())?
-        };
-        Ok(File {
-            inner: Arc::new(FileHandles::new(file)),
-        })
-    }
-
-    fn flags(&self) -> io::Result<i32> {
-        let access = match (self.read, self.write || self.append) {
-            (true, false) => libc::O_RDONLY,
-            (false, true) => libc::O_WRONLY,
-            (true, true) => libc::O_RDWR,
-            (false, false) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "open needs read, write or append",
-                ));
-            }
-        };
-        let writable = self.write || self.append;
-        if !writable && (self.truncate || self.create || self.create_new) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "create and truncate need write access",
-            ));
-        }
-        let mut flags = access | self.custom_flags;
-        if self.append {
-            flags |= libc::O_APPEND;
-        }
-        if self.truncate {
-            flags |= libc::O_TRUNC;
-        }
-        if self.create_new {
-            flags |= libc::O_CREAT | libc::O_EXCL;
-        } else if self.create {
-            flags |= libc::O_CREAT;
-        }
-        if self.direct {
-            flags |= libc::O_DIRECT;
-        }
-        Ok(flags)
     }
 }

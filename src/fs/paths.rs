@@ -16,33 +16,9 @@ use std::path::Path;
 use crate::context::Context;
 use crate::op::{Anchor, Op};
 use crate::ops::path::DirFd;
-use crate::ops::{LinkAt, MkdirAt, ReadDir, RenameAt, Statx, SymlinkAt, UnlinkAt};
+use crate::ops::{LinkAt, MkdirAt, ReadDir, RenameAt, RenameMode, Statx, SymlinkAt, UnlinkAt};
 
 use super::Dir;
-
-/// How [`rename_with`] treats a name that already exists at the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum RenameMode {
-    /// Replace it, atomically (`rename(2)`): what [`rename`] does.
-    #[default]
-    Replace,
-    /// Fail with `EEXIST` instead (`RENAME_NOREPLACE`).
-    NoReplace,
-    /// Swap the two names, atomically; both must exist (`RENAME_EXCHANGE`).
-    Exchange,
-}
-
-impl RenameMode {
-    /// `renameat2`'s flags.
-    pub(crate) fn flags(self) -> u32 {
-        match self {
-            RenameMode::Replace => 0,
-            RenameMode::NoReplace => libc::RENAME_NOREPLACE,
-            RenameMode::Exchange => libc::RENAME_EXCHANGE,
-        }
-    }
-}
 
 fn op<K: crate::ops::OpKind>(ctx: &Context, kind: K) -> Op<K> {
     Op::new(Anchor::Context(ctx.shared().clone()), kind)

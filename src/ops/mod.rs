@@ -90,7 +90,7 @@ pub use nop::Nop;
 pub use open::{Close, OpenAt};
 pub use raw::{RawCompletion, RawOp};
 pub use read_dir::{DirEntry, FileType, ReadDir};
-pub use rename::RenameAt;
+pub use rename::{RenameAt, RenameMode};
 pub use rw::{ReadAt, WriteAt};
 pub use statx::{Metadata, Statx};
 pub use symlink::SymlinkAt;

@@ -14,6 +14,30 @@ use crate::ring::{Sqe, op, ty};
 
 pub(crate) const OPCODE: Opcode = (op::RenameAt::CODE, "RENAMEAT");
 
+/// How [`fs::rename_with`](crate::fs::rename_with) treats a name that already exists at the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RenameMode {
+    /// Replace it, atomically (`rename(2)`): what [`fs::rename`](crate::fs::rename) does.
+    #[default]
+    Replace,
+    /// Fail with `EEXIST` instead (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swap the two names, atomically; both must exist (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
+impl RenameMode {
+    /// `renameat2`'s flags.
+    pub(crate) fn flags(self) -> u32 {
+        match self {
+            RenameMode::Replace => 0,
+            RenameMode::NoReplace => libc::RENAME_NOREPLACE,
+            RenameMode::Exchange => libc::RENAME_EXCHANGE,
+        }
+    }
+}
+
 /// `renameat2(2)`: gives a file or directory a new name, atomically.
 #[derive(Debug, Clone)]
 pub struct RenameAt {

@@ -214,17 +214,36 @@ impl Files {
         Ok(())
     }
 
-    /// Counts the pages the files' current contents hold (after a crash).
+    /// Counts the pages the files' current contents hold (after a crash):
+    /// those of files with a name or an open fd.
     pub(super) fn recount_pages(&mut self) {
+        let open: std::collections::HashSet<Ino> = self.fds.values().map(|o| o.inode).collect();
         self.pages_used = self
             .ns
             .inodes
             .iter()
-            .filter_map(|inode| match &inode.node {
-                Node::File(data) => Some(data.now.pages()),
+            .enumerate()
+            .filter_map(|(ino, inode)| match &inode.node {
+                Node::File(data) if inode.links > 0 || open.contains(&ino) => {
+                    Some(data.now.pages())
+                }
                 _ => None,
             })
             .sum();
+    }
+
+    /// Gives a file's pages back to the budget once nothing leads to it: no
+    /// name and no open fd, as a file system frees an unlinked file's space
+    /// at its last close. (Its data stays, out of the budget: a crash may
+    /// bring its name back, if the removal was not yet durable.)
+    pub(super) fn release_if_orphan(&mut self, ino: Ino) {
+        let inode = &self.ns.inodes[ino];
+        if inode.links > 0 || self.fds.values().any(|open| open.inode == ino) {
+            return;
+        }
+        if let Node::File(data) = &inode.node {
+            self.pages_used -= data.now.pages();
+        }
     }
 
     /// The sector size unsynced data is tracked in.
@@ -368,6 +387,7 @@ impl SimFs for Files {
             return Err(e);
         }
         self.fds.remove(&fd);
+        self.release_if_orphan(open.inode);
         Ok(())
     }
 

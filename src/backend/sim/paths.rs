@@ -101,6 +101,9 @@ impl Files {
             data.write_back();
         }
         self.ns.change(edits, what);
+        if let Some(replaced) = replaced.filter(|_| !exchange) {
+            self.release_if_orphan(replaced);
+        }
         Ok(())
     }
 
@@ -141,6 +144,7 @@ impl Files {
         let what = if remove_dir { "rmdir" } else { "unlink" };
         let what = format!("{what} {}", self.full_path(at).display());
         self.ns.change(vec![edit(found.parent, &name, None)], what);
+        self.release_if_orphan(ino);
         Ok(())
     }
 
