@@ -20,18 +20,23 @@ use super::measure::{Measurement, process_cpu_time};
 use super::report::{RatioOf, Row};
 use super::testfile::cache_dir;
 
+/// The parameter of the `namespace` rows (the same in full and quick runs, so that
+/// `benches/targets.json` names them both).
+pub const PARAMETER: &str = "create+rename+unlink";
+
 /// Runs the `namespace` rows.
 pub fn run(config: &Config) -> Vec<Row> {
     let files = if config.quick { 500 } else { 10_000 };
     let group = Group {
         benchmark: "namespace",
-        parameter: format!("files={files}"),
+        parameter: PARAMETER.to_owned(),
         ratio_of: RatioOf::OpsPerSec,
         baselines: &["std::fs"],
     };
     let candidates = vec![
-        Candidate::new("std::fs", move || timed(files, "std", std_fs))
-            .note("one loop on a plain thread: File::create, rename, remove_file"),
+        Candidate::new("std::fs", move || timed(files, "std", std_fs)).note(format!(
+            "{files} files; one loop on a plain thread: File::create, rename, remove_file"
+        )),
         Candidate::new("tokio::fs", move || timed(files, "tokio", tokio_fs))
             .note("one task; each op a spawn_blocking"),
         Candidate::new("aioctx", move || {
