@@ -199,7 +199,9 @@ fn main() -> io::Result<()> {
         .build()?;
     runtime.block_on(async {
         let ctx = Context::builder()
-            .backend(Backend::Sim(SimConfig::new().seed(7)))
+            .backend(Backend::Sim(
+                SimConfig::new().seed(7).reorder_unsynced_writes(false),
+            ))
             .build()?;
         let records = crash_after_two_writes(&ctx).await?;
         for record in &records {

@@ -163,8 +163,8 @@
 //!     log.write_at(b"+lost".to_vec(), 5).await.0?;
 //!
 //!     let sim = ctx.sim().expect("a sim context");
-//!     sim.crash(); // power loss: what was not fsynced is gone
-//!     assert_eq!(sim.contents("/log").unwrap(), b"acked");
+//!     sim.crash(); // power loss: what was not fsynced may be gone
+//!     assert!(sim.contents("/log").unwrap().starts_with(b"acked"));
 //!     Ok(())
 //! }
 //! ```

@@ -154,9 +154,9 @@ pub enum FsModel {
     Ext4Ordered,
 }
 
-/// What a crash does beyond dropping unsynced data: see the `sim` module's
+/// What a crash keeps of what was not durable: see the `sim` module's
 /// section on crashes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CrashModel {
     /// Writes in flight at a crash persist a whole-sector prefix.
     pub(super) torn_sector: Option<u64>,
@@ -165,6 +165,17 @@ pub(super) struct CrashModel {
     /// One crash at an instant drawn from this window.
     pub(super) random_crash: Option<Range<Duration>>,
     pub(super) fs: FsModel,
+}
+
+impl Default for CrashModel {
+    fn default() -> Self {
+        CrashModel {
+            torn_sector: None,
+            reorder_unsynced: true,
+            random_crash: None,
+            fs: FsModel::Weakest,
+        }
+    }
 }
 
 impl CrashModel {
@@ -201,7 +212,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Seed 0, a fixed latency of 100 µs, no faults, a 1 GiB memory budget,
-    /// and crashes that drop exactly what was not fsynced.
+    /// and crashes on the weakest file system: of what was not fsynced, each
+    /// unsynced sector and each change of names survives or not as the seed
+    /// draws.
     pub fn new() -> SimConfig {
         SimConfig::default()
     }
@@ -266,14 +279,16 @@ impl SimConfig {
         self
     }
 
-    /// With `true`, unsynced data reaches the disk in no particular order,
-    /// within a file and across files: at a crash each sector written since
-    /// its file's last fsync (of 512 bytes, or the
+    /// With `true` (the default), unsynced data reaches the disk in no
+    /// particular order, within a file and across files, as the page cache
+    /// and the disk's cache allow: at a crash each sector written since its
+    /// file's last fsync (of 512 bytes, or the
     /// [torn-write](SimConfig::torn_writes) sector size) survives or not as
     /// the seed decides, and the file comes back with one of the lengths it
-    /// had since (reading zeros where its data did not make it), instead of
-    /// losing all of it. Default `false`: a crash drops every unsynced byte
-    /// and size change, the outcome that breaks most code on every seed.
+    /// had since (reading zeros where its data did not make it). With
+    /// `false`, a crash drops every unsynced byte and length change, the
+    /// same on every seed: the pessimistic outcome, for a test that wants
+    /// one answer (names still survive as the seed draws).
     pub fn reorder_unsynced_writes(mut self, reorder: bool) -> SimConfig {
         self.crash.reorder_unsynced = reorder;
         self
