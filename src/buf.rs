@@ -79,33 +79,44 @@ pub unsafe trait IoBufMut: IoBuf {
     unsafe fn set_init(&mut self, pos: usize);
 }
 
-// SAFETY: a Vec's heap block does not move when the Vec does; len bytes are
-// initialised, capacity bytes are allocated.
-unsafe impl IoBuf for Vec<u8> {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
+/// `IoBuf` and `IoBufMut` for buffers that keep an initialised prefix
+/// (`len`) inside an allocated `capacity`, in a heap block that does not move
+/// when the handle does: `Vec<u8>` and `BytesMut`.
+macro_rules! prefix_initialised_buf {
+    ($($ty:ty),*) => {$(
+        // SAFETY: the heap block does not move when the handle does; `len`
+        // bytes are initialised, `capacity` bytes are allocated.
+        unsafe impl IoBuf for $ty {
+            fn stable_ptr(&self) -> *const u8 {
+                self.as_ptr()
+            }
+            fn bytes_init(&self) -> usize {
+                self.len()
+            }
+            fn bytes_total(&self) -> usize {
+                self.capacity()
+            }
+        }
+
+        // SAFETY: as for `IoBuf`; `set_len` covers only bytes the kernel
+        // wrote.
+        unsafe impl IoBufMut for $ty {
+            fn stable_mut_ptr(&mut self) -> *mut u8 {
+                self.as_mut_ptr()
+            }
+            unsafe fn set_init(&mut self, pos: usize) {
+                if pos > self.len() {
+                    // SAFETY: the caller guarantees the first `pos` bytes are
+                    // written, and `pos <= capacity` because reads are
+                    // bounded by `bytes_total`.
+                    unsafe { self.set_len(pos) };
+                }
+            }
+        }
+    )*};
 }
 
-// SAFETY: as for IoBuf; set_len is called only for bytes the kernel wrote.
-unsafe impl IoBufMut for Vec<u8> {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if pos > self.len() {
-            // SAFETY: the caller guarantees the first `pos` bytes are written,
-            // and `pos <= capacity` because reads are bounded by bytes_total.
-            unsafe { self.set_len(pos) };
-        }
-    }
-}
+prefix_initialised_buf!(Vec<u8>, bytes::BytesMut);
 
 // SAFETY: a boxed slice's heap block does not move; all of it is initialised.
 unsafe impl IoBuf for Box<[u8]> {
@@ -126,33 +137,6 @@ unsafe impl IoBufMut for Box<[u8]> {
         self.as_mut_ptr()
     }
     unsafe fn set_init(&mut self, _pos: usize) {}
-}
-
-// SAFETY: BytesMut owns a heap block that does not move with the handle;
-// len bytes are initialised, capacity bytes allocated.
-unsafe impl IoBuf for bytes::BytesMut {
-    fn stable_ptr(&self) -> *const u8 {
-        self.as_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.len()
-    }
-    fn bytes_total(&self) -> usize {
-        self.capacity()
-    }
-}
-
-// SAFETY: as for IoBuf; set_len only covers bytes the kernel wrote.
-unsafe impl IoBufMut for bytes::BytesMut {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.as_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        if pos > self.len() {
-            // SAFETY: the caller guarantees the first `pos` bytes are written.
-            unsafe { self.set_len(pos) };
-        }
-    }
 }
 
 /// A zero-copy view of part of a buffer, from [`IoBuf::slice`].

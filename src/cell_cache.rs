@@ -7,12 +7,13 @@
 //! size) overflows, and each op pays its slow paths (about 125 instructions
 //! per NOP, measured with callgrind). Blocks are grouped in size classes of
 //! 64 bytes up to 512; larger or more aligned cells go to the allocator
-//! directly. Each class keeps at most [`CACHED`] blocks per thread; the rest
-//! are freed, and a thread's blocks are freed when it exits.
+//! directly. Each class keeps at most [`CACHED`] blocks per thread, in a
+//! list threaded through the free blocks; the rest are freed, and a thread's
+//! blocks are freed when it exits.
 
 use std::alloc::{self, Layout};
-use std::cell::RefCell;
-use std::ptr::NonNull;
+use std::cell::Cell;
+use std::ptr::{self, NonNull};
 
 /// Bytes per size class.
 const CLASS: usize = 64;
@@ -23,32 +24,44 @@ const ALIGN: usize = 16;
 /// Most blocks one class keeps per thread.
 const CACHED: usize = 256;
 
+/// One free list per class, threaded through the free blocks themselves: a
+/// cached block's first word points at the next (every block is at least
+/// [`CLASS`] bytes, so the word fits).
 struct Cache {
-    classes: [Vec<NonNull<u8>>; CLASSES],
+    heads: [Cell<*mut u8>; CLASSES],
+    lens: [Cell<usize>; CLASSES],
 }
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        for (class, blocks) in self.classes.iter_mut().enumerate() {
-            let layout = class_layout(class);
-            for block in blocks.drain(..) {
-                // SAFETY: every cached block was allocated with its class's
+        for class in 0..CLASSES {
+            let mut block = self.heads[class].replace(ptr::null_mut());
+            while !block.is_null() {
+                // SAFETY: a cached block starts with the next block's address
+                // (written by `release`), was allocated with its class's
                 // layout, and is owned by the cache alone.
-                unsafe { alloc::dealloc(block.as_ptr(), layout) };
+                unsafe {
+                    let next = block.cast::<*mut u8>().read();
+                    alloc::dealloc(block, class_layout(class));
+                    block = next;
+                }
             }
         }
     }
 }
 
 thread_local! {
-    static CACHE: RefCell<Cache> = const {
-        RefCell::new(Cache {
-            classes: [const { Vec::new() }; CLASSES],
-        })
+    static CACHE: Cache = const {
+        Cache {
+            heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
+            lens: [const { Cell::new(0) }; CLASSES],
+        }
     };
 }
 
-/// The class a layout belongs to, if it is cached.
+/// The class a layout belongs to, if it is cached. Layouts of cells are
+/// constants, so with inlining this folds away.
+#[inline(always)]
 fn class_of(layout: Layout) -> Option<usize> {
     if layout.align() > ALIGN || layout.size() == 0 || layout.size() > CLASS * CLASSES {
         return None;
@@ -62,19 +75,30 @@ fn class_layout(class: usize) -> Layout {
 
 /// A block for a value of `layout`: from this thread's cache, else the
 /// allocator.
+#[inline]
 pub(crate) fn allocate(layout: Layout) -> NonNull<u8> {
-    let (layout, class) = match class_of(layout) {
-        Some(class) => (class_layout(class), Some(class)),
-        None => (layout, None),
+    let Some(class) = class_of(layout) else {
+        return allocate_uncached(layout);
     };
-    if let Some(class) = class
-        && let Some(block) = CACHE
-            .try_with(|cache| cache.try_borrow_mut().ok()?.classes[class].pop())
-            .ok()
-            .flatten()
-    {
-        return block;
+    let cached = CACHE
+        .try_with(|cache| {
+            let block = cache.heads[class].get();
+            if !block.is_null() {
+                // SAFETY: a cached block starts with the next one's address.
+                cache.heads[class].set(unsafe { block.cast::<*mut u8>().read() });
+                cache.lens[class].set(cache.lens[class].get() - 1);
+            }
+            block
+        })
+        .unwrap_or(ptr::null_mut());
+    match NonNull::new(cached) {
+        Some(block) => block,
+        None => allocate_uncached(class_layout(class)),
     }
+}
+
+#[cold]
+fn allocate_uncached(layout: Layout) -> NonNull<u8> {
     // SAFETY: cell layouts have a non-zero size (they hold a state word).
     let raw = unsafe { alloc::alloc(layout) };
     NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout))
@@ -86,31 +110,35 @@ pub(crate) fn allocate(layout: Layout) -> NonNull<u8> {
 ///
 /// `block` came from `allocate(layout)`, its value has been dropped, and
 /// nothing uses it any more.
+#[inline]
 pub(crate) unsafe fn release(block: NonNull<u8>, layout: Layout) {
-    let (layout, class) = match class_of(layout) {
-        Some(class) => (class_layout(class), Some(class)),
-        None => (layout, None),
+    let Some(class) = class_of(layout) else {
+        // SAFETY: allocated with its own layout, uncached.
+        return unsafe { alloc::dealloc(block.as_ptr(), layout) };
     };
-    if let Some(class) = class {
-        let kept = CACHE
-            .try_with(|cache| {
-                let Ok(mut cache) = cache.try_borrow_mut() else {
-                    return false;
-                };
-                let blocks = &mut cache.classes[class];
-                if blocks.len() == CACHED {
-                    return false;
-                }
-                blocks.push(block);
-                true
-            })
-            .unwrap_or(false);
-        if kept {
-            return;
-        }
+    let kept = CACHE
+        .try_with(|cache| {
+            let len = cache.lens[class].get();
+            if len == CACHED {
+                return false;
+            }
+            // SAFETY: the block is ours and at least a word long: its first
+            // word now links it into the list.
+            unsafe {
+                block
+                    .as_ptr()
+                    .cast::<*mut u8>()
+                    .write(cache.heads[class].get())
+            };
+            cache.heads[class].set(block.as_ptr());
+            cache.lens[class].set(len + 1);
+            true
+        })
+        .unwrap_or(false);
+    if !kept {
+        // SAFETY: allocated with its class's layout.
+        unsafe { alloc::dealloc(block.as_ptr(), class_layout(class)) };
     }
-    // SAFETY: allocated with this layout (its class's, or its own).
-    unsafe { alloc::dealloc(block.as_ptr(), layout) };
 }
 
 #[cfg(test)]

@@ -24,113 +24,53 @@ use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use crate::context::{Context, with_context};
+use crate::context::bind::with_context;
+use crate::context::handle::Context;
 use crate::home_thread::HomeThread;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl Context {
-    /// Runs `future` inline on the calling thread until it first returns
-    /// `Pending`; every later poll runs on the home thread.
-    ///
-    /// The context is bound ([`current`](crate::current) returns it) and its
-    /// runtime entered during the inline poll. A future that completes without
-    /// ever returning `Pending` never touches the home thread. The caller gets
-    /// a [`JoinHandle`] and goes back to its own work; it can await the handle
-    /// or [`join`](JoinHandle::join) it.
-    ///
-    /// # Panics
-    ///
-    /// A panic in the inline poll propagates to the caller. A panic in a later
-    /// poll is caught on the home thread and surfaces through the handle.
-    pub fn enter<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let finished = Arc::new(AtomicBool::new(false));
-        let mut future: BoxFuture<F::Output> = Box::pin(future);
-        let entered = Arc::new(Entered {
-            runtime: self.runtime().clone(),
-            state: Mutex::new(EnteredState::Polling { woken: false }),
-        });
-        let waker = Waker::from(entered.clone());
-        let first = with_context(self, || {
-            future.as_mut().poll(&mut TaskContext::from_waker(&waker))
-        });
-        match first {
-            Poll::Ready(output) => self.handle(Inner::Ready(Some(output))),
-            Poll::Pending => {
-                let output = Output {
-                    tx: Some(tx),
-                    finished: finished.clone(),
-                };
-                entered.park(future, output);
-                self.handle(Inner::Entered { rx, finished })
-            }
+/// Runs `future` inline on the calling thread until it first returns
+/// `Pending`, then on `ctx`'s home thread; see [`Context::enter`].
+pub(crate) fn enter<F>(ctx: &Context, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut future: BoxFuture<F::Output> = Box::pin(future);
+    let entered = Arc::new(Entered {
+        runtime: ctx.state().runtime().clone(),
+        state: Mutex::new(EnteredState::Polling { woken: false }),
+    });
+    let waker = Waker::from(entered.clone());
+    let first = with_context(ctx, || {
+        future.as_mut().poll(&mut TaskContext::from_waker(&waker))
+    });
+    match first {
+        Poll::Ready(output) => handle(ctx, Inner::Ready(Some(output))),
+        Poll::Pending => {
+            let output = Output {
+                tx: Some(tx),
+                finished: finished.clone(),
+            };
+            entered.park(future, output);
+            handle(ctx, Inner::Entered { rx, finished })
         }
     }
+}
 
-    fn handle<T>(&self, inner: Inner<T>) -> JoinHandle<T> {
-        JoinHandle {
-            inner,
-            runtime: self.runtime().clone(),
-            home: self.shared().home(),
-        }
-    }
+/// The handle of a task spawned onto `ctx`'s home runtime.
+pub(crate) fn task_handle<T>(ctx: &Context, task: tokio::task::JoinHandle<T>) -> JoinHandle<T> {
+    handle(ctx, Inner::Task(task))
+}
 
-    /// Spawns `future` onto the home thread's runtime.
-    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.handle(Inner::Task(self.runtime().spawn(future)))
-    }
-
-    /// Spawns a `!Send` future onto the home thread's local task set. Call it
-    /// on the home thread (from a task spawned there, for one).
-    ///
-    /// # Panics
-    ///
-    /// Off the home thread. On a simulator running on the caller's runtime
-    /// (no home thread of its own), it uses `tokio::task::spawn_local`, which
-    /// panics outside a `LocalSet`.
-    pub fn spawn_local<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let task = match &self.shared().local {
-            Some(local) => local
-                .try_with(future, |set, future| set.spawn_local(future))
-                .unwrap_or_else(|_| {
-                    panic!("Context::spawn_local called off the context's home thread")
-                }),
-            None => tokio::task::spawn_local(future),
-        };
-        self.handle(Inner::Task(task))
-    }
-
-    /// Runs `future` to completion on the calling thread, blocking it, with
-    /// the context bound and its runtime entered. For blocking callers
-    /// outside any async runtime: a vCPU thread, a worker pool, `main`, a
-    /// thread of a runtime's blocking pool (`spawn_blocking`).
-    ///
-    /// # Panics
-    ///
-    /// On the context's home thread, where blocking would stop the driver the
-    /// future waits for; and on a thread that drives a Tokio runtime (a
-    /// worker, or inside a `block_on`), where blocking would stall that
-    /// runtime (Tokio's own check and message).
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        assert!(
-            !self.is_home_thread(),
-            "Context::block_on called on the context's own home thread: it would deadlock"
-        );
-        let _bound = self.bind();
-        self.runtime().block_on(future)
+fn handle<T>(ctx: &Context, inner: Inner<T>) -> JoinHandle<T> {
+    JoinHandle {
+        inner,
+        runtime: ctx.state().runtime().clone(),
+        home: ctx.state().home(),
     }
 }
 

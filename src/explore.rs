@@ -15,9 +15,56 @@ use crate::backend::Backend;
 use crate::backend::sim::{Completion, CrashReport, SimConfig, SimHandle};
 use crate::context::Context;
 
-/// The environment variable that narrows every exploration to one seed:
-/// `AIOCTX_SIM_SEED=417 cargo test wal` replays seed 417 of the tests it runs.
+/// The environment variable that narrows explorations to one seed, for
+/// replaying a failure.
+///
+/// Its value is a comma-separated list of entries:
+///
+/// - `NAME=SEED` narrows only the exploration named `NAME` (see
+///   [`Explore::name`]; by default the name of the thread that runs it,
+///   which under `cargo test` is the test's path, such as
+///   `wal::acked_records_survive`). This is the form a [`Failure`]'s replay
+///   line prints: `AIOCTX_SIM_SEED='wal::acked_records_survive=417' cargo
+///   test -- --exact wal::acked_records_survive`.
+/// - `SEED` alone narrows every exploration in the process that no
+///   `NAME=SEED` entry names.
+///
+/// **The trap of the bare form**: it narrows *every* exploration the test
+/// binary runs, so a test that expects exploration to find a bug (such as
+/// `examples/sim_wal.rs`'s planted one) fails when the one seed it is given
+/// happens not to show the bug. Use the bare form only together with a
+/// filter that runs the one test, or prefer `NAME=SEED`.
 pub const SEED_VAR: &str = "AIOCTX_SIM_SEED";
+
+/// The seed [`SEED_VAR`] gives the exploration called `name`, if any: an
+/// entry naming it, else a bare seed.
+///
+/// # Panics
+///
+/// If the variable is set but malformed: a typo must not silently run
+/// every seed.
+fn seed_from_env(name: Option<&str>) -> Option<u64> {
+    let value = std::env::var(SEED_VAR).ok()?;
+    let parse = |seed: &str| -> u64 {
+        seed.trim().parse().unwrap_or_else(|_| {
+            panic!("{SEED_VAR}={value:?}: {seed:?} is not a u64 (expected SEED or NAME=SEED, comma-separated)")
+        })
+    };
+    let mut named = None;
+    let mut bare = None;
+    for entry in value.split(',').filter(|entry| !entry.trim().is_empty()) {
+        match entry.rsplit_once('=') {
+            Some((entry_name, seed)) => {
+                let seed = parse(seed);
+                if Some(entry_name.trim()) == name {
+                    named = Some(seed);
+                }
+            }
+            None => bare = Some(parse(entry)),
+        }
+    }
+    named.or(bare)
+}
 
 /// How long, in virtual time, a run may take by default before it counts as
 /// hung.
@@ -29,6 +76,7 @@ pub struct Explore {
     seeds: Box<dyn Iterator<Item = u64>>,
     config: SimConfig,
     time_limit: Duration,
+    name: Option<String>,
 }
 
 impl fmt::Debug for Explore {
@@ -36,6 +84,7 @@ impl fmt::Debug for Explore {
         f.debug_struct("Explore")
             .field("config", &self.config)
             .field("time_limit", &self.time_limit)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -52,8 +101,10 @@ impl fmt::Debug for Explore {
 /// faults](SimConfig::random_fault) land, when a [random
 /// crash](SimConfig::crash_at_random) happens, and what a crash keeps.
 ///
-/// With the environment variable `AIOCTX_SIM_SEED` set, only that seed runs:
-/// the replay a [`Failure`] suggests.
+/// With the environment variable [`AIOCTX_SIM_SEED`](SEED_VAR) naming this
+/// exploration (`NAME=SEED`), or set to a bare seed, only that seed runs: the
+/// replay a [`Failure`] suggests. A bare seed narrows every exploration in
+/// the process; see [`SEED_VAR`] for the trap that sets.
 ///
 /// ```
 /// use std::time::Duration;
@@ -89,6 +140,7 @@ pub fn explore(seeds: impl IntoIterator<Item = u64, IntoIter: 'static>) -> Explo
         seeds: Box::new(seeds.into_iter()),
         config: SimConfig::new(),
         time_limit: DEFAULT_TIME_LIMIT,
+        name: None,
     }
 }
 
@@ -104,6 +156,17 @@ impl Explore {
     /// (waiting for something that never comes, say) fails. Default one hour.
     pub fn time_limit(mut self, limit: Duration) -> Explore {
         self.time_limit = limit;
+        self
+    }
+
+    /// The name a `NAME=SEED` entry of [`SEED_VAR`] must give to narrow
+    /// this exploration, and that a [`Failure`]'s replay line prints. Default:
+    /// the name of the thread that calls [`run`](Explore::run), which under
+    /// `cargo test` is the test's path (`module::test_name`); an exploration
+    /// on an unnamed thread has no name and is narrowed only by a bare seed.
+    /// Set one when a test runs several explorations.
+    pub fn name(mut self, name: impl Into<String>) -> Explore {
+        self.name = Some(name.into());
         self
     }
 
@@ -137,17 +200,16 @@ impl Explore {
             seeds,
             config,
             time_limit,
+            name,
         } = self;
-        let seeds: Box<dyn Iterator<Item = u64>> = match std::env::var(SEED_VAR) {
-            Ok(seed) => {
-                let seed = seed
-                    .trim()
-                    .parse()
-                    .unwrap_or_else(|_| panic!("{SEED_VAR}={seed:?} is not a u64"));
-                eprintln!("{SEED_VAR}={seed}: running only seed {seed}");
+        let name = name.or_else(|| std::thread::current().name().map(str::to_owned));
+        let seeds: Box<dyn Iterator<Item = u64>> = match seed_from_env(name.as_deref()) {
+            Some(seed) => {
+                let which = name.as_deref().unwrap_or("an unnamed exploration");
+                eprintln!("{SEED_VAR}: running only seed {seed} of {which}");
                 Box::new(std::iter::once(seed))
             }
-            Err(_) => seeds,
+            None => seeds,
         };
         let mut explored = Explored { seeds: 0, ops: 0 };
         for seed in seeds {
@@ -155,6 +217,7 @@ impl Explore {
                 config: config.clone().seed(seed),
                 seed,
                 time_limit,
+                name: name.clone(),
             };
             match run.run(&mut scenario, explored.seeds) {
                 Ok(run) => {
@@ -258,12 +321,20 @@ impl fmt::Display for Failure {
                 writeln!(f, "  {line}")?;
             }
         }
-        write!(
-            f,
-            "  replay exactly this run: {SEED_VAR}={} cargo test <this test>, \
-             or `failure.replay(scenario)` in code",
-            self.seed
-        )
+        match &self.replay.name {
+            Some(name) => write!(
+                f,
+                "  replay exactly this run: {SEED_VAR}='{name}={seed}' cargo test -- --exact {name}, \
+                 or `failure.replay(scenario)` in code",
+                seed = self.seed
+            ),
+            None => write!(
+                f,
+                "  replay exactly this run: {SEED_VAR}={} cargo test <this test>, \
+                 or `failure.replay(scenario)` in code",
+                self.seed
+            ),
+        }
     }
 }
 
@@ -281,6 +352,8 @@ struct Replay {
     config: SimConfig,
     seed: u64,
     time_limit: Duration,
+    /// The exploration's name, for the replay line.
+    name: Option<String>,
 }
 
 /// How one run ended, short of a panic.

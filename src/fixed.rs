@@ -22,14 +22,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::backend::Release;
 use crate::buf::{IoBuf, IoBufMut};
-use crate::context::{Context, Shared};
+use crate::context::state::ContextState;
 
 /// The alignment of every registered buffer: enough for `O_DIRECT`.
 const ALIGN: usize = 4096;
 
 /// A set of `count` buffers of `size` bytes, registered with a context's
-/// ring. From [`Context::register_buffers`]. Cheap to clone.
+/// ring. From [`Context::register_buffers`](crate::Context::register_buffers). Cheap to clone.
 ///
 /// # Errors and fallbacks
 ///
@@ -55,7 +56,7 @@ struct PoolInner {
     /// `first + i`. `None` when unregistered.
     first: Option<u16>,
     /// The context whose ring the buffers are registered with.
-    context: Arc<Shared>,
+    context: Arc<ContextState>,
     free: Mutex<Vec<u16>>,
     /// One permit per free buffer.
     available: Arc<Semaphore>,
@@ -98,73 +99,86 @@ unsafe impl Send for PoolInner {}
 // SAFETY: as above; shared access only computes addresses.
 unsafe impl Sync for PoolInner {}
 
-impl Context {
-    /// Allocates `count` buffers of `size` bytes (4096-aligned, zeroed) and
-    /// registers them with this context's ring, for
-    /// [`File::read_fixed_at`](crate::fs::File::read_fixed_at) and
-    /// [`File::write_fixed_at`](crate::fs::File::write_fixed_at). Call it
-    /// from any thread; the registration runs on the home thread.
+impl FixedBufPool {
+    /// Allocates `count` buffers of `size` bytes and registers them with
+    /// `state`'s ring; see [`Context::register_buffers`](crate::Context::register_buffers).
     ///
-    /// # Errors
+    /// # Cancel safety
     ///
-    /// `EINVAL` for a `count` above 65536 or of 0, or a size of 0; an
-    /// allocation failure. A registration the ring refuses is not an error:
-    /// see [`FixedBufPool`].
-    pub async fn register_buffers(&self, count: usize, size: usize) -> io::Result<FixedBufPool> {
+    /// Cancel safe: the pool is made whole on the home thread, so a dropped
+    /// call drops a complete pool there, whose drop clears its slots and then
+    /// frees its memory.
+    pub(crate) async fn register(
+        state: &Arc<ContextState>,
+        count: usize,
+        size: usize,
+    ) -> io::Result<FixedBufPool> {
         if count == 0 || count > 1 << 16 || size == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let stride = size.next_multiple_of(ALIGN);
-        let bytes = stride
+        let bytes = size
+            .next_multiple_of(ALIGN)
             .checked_mul(count)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         let memory = Region::new(bytes)?;
+        if state.home().is_current() {
+            return Ok(FixedBufPool::made_on_home(
+                state.clone(),
+                memory,
+                count,
+                size,
+            ));
+        }
+        let state = state.clone();
+        state
+            .runtime()
+            .clone()
+            .spawn(async move { FixedBufPool::made_on_home(state, memory, count, size) })
+            .await
+            .map_err(|_| crate::error::shutdown_error())
+    }
+
+    /// The pool over `memory`, registered if the ring takes it; on the home
+    /// thread.
+    fn made_on_home(
+        state: Arc<ContextState>,
+        memory: Region,
+        count: usize,
+        size: usize,
+    ) -> FixedBufPool {
+        let stride = size.next_multiple_of(ALIGN);
         let base = memory.ptr;
-        let base_addr = base.as_ptr() as usize;
-        let iovecs: Vec<(usize, usize)> =
-            (0..count).map(|i| (base_addr + i * stride, size)).collect();
-        let shared = self.shared().clone();
-        let register = move || {
-            let iovecs: Vec<libc::iovec> = iovecs
-                .iter()
-                .map(|&(addr, len)| libc::iovec {
-                    iov_base: addr as *mut libc::c_void,
-                    iov_len: len,
-                })
-                .collect();
-            // SAFETY: the memory lives in the pool, which unregisters these
-            // slots (on the home thread) before it frees it.
-            unsafe { shared.backend.register_buffers(&iovecs) }
-        };
-        let registered = if self.is_home_thread() {
-            register()
-        } else {
-            self.spawn(async move { register() })
-                .await
-                .map_err(|_| crate::error::shutdown_error())?
-        };
-        let first = match registered {
+        let iovecs: Vec<libc::iovec> = (0..count)
+            .map(|i| libc::iovec {
+                // SAFETY: `i * stride` is inside the region of `count * stride` bytes.
+                iov_base: unsafe { base.as_ptr().add(i * stride) }.cast(),
+                iov_len: size,
+            })
+            .collect();
+        // SAFETY: the memory goes into the pool below, whose drop has the
+        // backend clear these slots before it frees the memory.
+        let first = match unsafe { state.backend.register_buffers(&iovecs) } {
             Ok(first) => first,
             Err(e) => {
-                self.shared().warn_once(&format!(
+                state.warn_once(&format!(
                     "registering {count} buffers of {size} bytes failed ({e}); \
                      the pool's buffers are used unregistered"
                 ));
                 None
             }
         };
-        Ok(FixedBufPool {
+        FixedBufPool {
             inner: Arc::new(PoolInner {
                 memory: Some(memory),
                 base,
                 size,
                 count,
                 first,
-                context: self.shared().clone(),
+                context: state,
                 free: Mutex::new((0..count as u32).rev().map(|i| i as u16).collect()),
                 available: Arc::new(Semaphore::new(count)),
             }),
-        })
+        }
     }
 }
 
@@ -245,23 +259,14 @@ impl fmt::Debug for FixedBufPool {
 impl Drop for PoolInner {
     fn drop(&mut self) {
         // Every buffer is back (each holds the pool), so no op uses a slot:
-        // clear them, on the home thread, then free the memory.
+        // the backend clears them, then frees the memory.
         let Some(first) = self.first else { return };
-        let count = self.count;
-        let context = self.context.clone();
-        if context.home().is_current() {
-            context.backend.unregister_buffers(first, count);
-            return;
-        }
-        // The memory must outlive the registration: it goes with the task.
-        let memory = self.memory.take();
-        let runtime = context.runtime().clone();
-        // If the runtime is gone, so is the ring and its table; the task is
-        // dropped unrun and frees the memory.
-        drop(runtime.spawn(async move {
-            context.backend.unregister_buffers(first, count);
-            drop(memory);
-        }));
+        let memory = self.memory.take().expect("the pool's memory until dropped");
+        self.context.backend.release(Release::Buffers {
+            first,
+            count: self.count,
+            _memory: Box::new(memory),
+        });
     }
 }
 
@@ -332,7 +337,7 @@ impl FixedBuf {
     }
 
     /// The context the buffer is registered with.
-    pub(crate) fn context(&self) -> &Arc<Shared> {
+    pub(crate) fn context(&self) -> &Arc<ContextState> {
         &self.pool.context
     }
 }

@@ -17,7 +17,9 @@ use tokio::task::LocalSet;
 
 use crate::backend::sim::SimConfig;
 use crate::backend::{AnyBackend, Backend, Setup};
-use crate::context::{Context, HomeBinding, Shared, bind_home};
+use crate::context::bind::{HomeBinding, bind_home};
+use crate::context::handle::{Context, Owner};
+use crate::context::state::ContextState;
 use crate::home_thread::{HomeOnly, HomeThread};
 use crate::ring::RingConfig;
 
@@ -158,6 +160,11 @@ impl Builder {
 
     /// Starts the home runtime with Tokio's clock paused, for tests on
     /// virtual time (see `tokio::time::pause`). Default `false`.
+    ///
+    /// Only with the crate's `test-util` feature (which turns on Tokio's):
+    /// without it this method does not exist ("no method named
+    /// `start_paused`"). Add `aioctx = { version = "…", features =
+    /// ["test-util"] }` to `[dev-dependencies]`.
     #[cfg(feature = "test-util")]
     pub fn start_paused(mut self, paused: bool) -> Self {
         self.start_paused = paused;
@@ -189,13 +196,13 @@ impl Builder {
         let thread = thread::Builder::new()
             .name(self.thread_name.clone())
             .spawn(move || {
-                let started = Home::new(&config).and_then(|home| {
+                let started = Home::new(&config).and_then(|(home, owner)| {
                     let driver = home.start_driver()?;
-                    Ok((home, driver))
+                    Ok((home, owner, driver))
                 });
                 match started {
-                    Ok((home, driver)) => {
-                        let _ = ready_tx.send(Ok(home.shared.clone()));
+                    Ok((home, owner, driver)) => {
+                        let _ = ready_tx.send(Ok(owner));
                         home.run_until_shut_down(driver);
                     }
                     Err(e) => {
@@ -203,8 +210,8 @@ impl Builder {
                     }
                 }
             })?;
-        let shared = match ready_rx.recv() {
-            Ok(Ok(shared)) => shared,
+        let owner = match ready_rx.recv() {
+            Ok(Ok(owner)) => owner,
             Ok(Err(e)) => {
                 let _ = thread.join();
                 return Err(e);
@@ -214,7 +221,8 @@ impl Builder {
                 return Err(io::Error::other("aioctx home thread died during setup"));
             }
         };
-        Ok(Context::own(shared, Some(thread)))
+        owner.set_home_thread(thread);
+        Ok(Context { owner })
     }
 
     /// A sim context driven by a task on `runtime`, the caller's: the
@@ -227,21 +235,22 @@ impl Builder {
         let home = HomeThread::current();
         let backend = AnyBackend::new(self.setup(&Backend::Sim(config), &runtime, home))?;
         let (finished_tx, finished_rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(
+        let state = Arc::new(ContextState::new(
             backend,
             runtime.clone(),
             home,
             self.kick_foreign,
             finished_rx,
         ));
-        let driver = shared.backend.spawn_driver()?;
+        let driver = state.backend.spawn_driver()?;
         runtime.spawn(async move {
             let _ = driver.await;
             let _ = finished_tx.send(true);
         });
+        let owner = Owner::new(state);
         // Weak, and never removed: it lapses when the context is gone.
-        std::mem::forget(bind_home(&shared));
-        Ok(Context::own(shared, None))
+        std::mem::forget(bind_home(&owner));
+        Ok(Context { owner })
     }
 
     /// Makes the calling thread the home thread: sets up the ring and a
@@ -252,9 +261,9 @@ impl Builder {
     ///
     /// As [`build`](Builder::build).
     pub fn build_local(self) -> io::Result<LocalContext> {
-        let home = Home::new(&self)?;
+        let (home, owner) = Home::new(&self)?;
         let driver = home.start_driver()?;
-        let context = Context::own(home.shared.clone(), None);
+        let context = Context { owner };
         Ok(LocalContext {
             home: Some(home),
             driver: Some(driver),
@@ -292,7 +301,8 @@ impl Builder {
 
 /// The home thread's side: runtime and backend. Lives on the home thread.
 struct Home {
-    shared: Arc<Shared>,
+    /// Not the [`Owner`]: the home must not keep its own context alive.
+    state: Arc<ContextState>,
     runtime: Runtime,
     /// Runs `!Send` tasks ([`Context::spawn_local`]); driven whenever the
     /// home runtime is.
@@ -303,8 +313,9 @@ struct Home {
 }
 
 impl Home {
-    /// Builds the home runtime and the backend on the calling thread.
-    fn new(config: &Builder) -> io::Result<Home> {
+    /// Builds the home runtime and the backend on the calling thread; returns
+    /// the home, and the owner for the context's handles.
+    fn new(config: &Builder) -> io::Result<(Home, Arc<Owner>)> {
         if let Some(cpu) = config.cpu {
             pin_current_thread(cpu)?;
         }
@@ -322,35 +333,36 @@ impl Home {
         };
         let (finished_tx, finished_rx) = watch::channel(false);
         let local = Rc::new(LocalSet::new());
-        let mut shared = Shared::new(
+        let mut state = ContextState::new(
             backend,
             runtime.handle().clone(),
             home,
             config.kick_foreign,
             finished_rx,
         );
-        shared.local = Some(HomeOnly::new(home, local.clone()));
-        let shared = Arc::new(shared);
+        state.local = Some(HomeOnly::new(home, local.clone()));
+        let owner = Owner::new(Arc::new(state));
         tracing::debug!(
-            backend = shared.backend.name(),
-            ring_flags = ?shared.backend.ring_flags(),
+            backend = owner.state.backend.name(),
+            ring_flags = ?owner.state.backend.ring_flags(),
             entries = config.entries,
             "aioctx context ready"
         );
-        let binding = bind_home(&shared);
-        Ok(Home {
-            shared,
+        let binding = bind_home(&owner);
+        let home = Home {
+            state: owner.state.clone(),
             runtime,
             local,
             finished: finished_tx,
             binding,
-        })
+        };
+        Ok((home, owner))
     }
 
     /// Spawns the backend's driver task on the home runtime.
     fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let _runtime = self.runtime.enter();
-        self.shared.backend.spawn_driver()
+        self.state.backend.spawn_driver()
     }
 
     /// Runs the driver until it has shut the backend down, then tears the
@@ -360,7 +372,7 @@ impl Home {
             tracing::error!(error = %e, "aioctx driver failed");
         }
         let Home {
-            shared,
+            state,
             runtime,
             local,
             finished,
@@ -368,7 +380,7 @@ impl Home {
         } = self;
         // Local tasks go first, inside the runtime (their ops fail fast: the
         // backend is shut down).
-        if let Some(cell) = &shared.local {
+        if let Some(cell) = &state.local {
             drop(cell.take());
         }
         {
@@ -383,7 +395,7 @@ impl Home {
         runtime.shutdown_background();
         drop(binding);
         let _ = finished.send(true);
-        drop(shared);
+        drop(state);
     }
 }
 
@@ -425,7 +437,7 @@ impl fmt::Debug for LocalContext {
 
 impl Drop for LocalContext {
     fn drop(&mut self) {
-        self.context.shared().backend.shut_down();
+        self.context.state().backend.shut_down();
         if let (Some(home), Some(driver)) = (self.home.take(), self.driver.take()) {
             home.run_until_shut_down(driver);
         }

@@ -70,46 +70,41 @@
 //!
 //! # Pools, for services on many cores
 //!
-//! A [`Pool`] runs several contexts, one home thread and ring each. Tasks
-//! spawned onto it run on a member's home thread and submit straight into
-//! its ring; the workers of a multi-thread runtime each get a member of
-//! their own, so they spread over the rings instead of queuing at one inbox;
-//! a [`File`](fs::File) opened on a member is usable from any of them.
+//! A [`Pool`] runs several contexts, one home thread and ring each. A
+//! [`File`](fs::File) opened on a member is usable from every thread, and
+//! each op goes to the ring of the thread that submits it: the workers of a
+//! multi-thread runtime, `#[tokio::main]`'s included, each take a sticky
+//! member the first time they submit, so they spread over the rings instead
+//! of queuing at one inbox.
 //!
 //! ```
-//! # fn main() -> std::io::Result<()> {
-//! let pool = aioctx::Pool::builder().contexts(2).build()?;
-//! let runtime = tokio::runtime::Builder::new_multi_thread()
-//!     .worker_threads(2)
-//!     .on_thread_start(pool.thread_binder())
-//!     .build()?;
-//! let path = std::env::temp_dir().join(format!("aioctx-doc-{}", std::process::id()));
-//! std::fs::write(&path, b"hello, pool")?;
-//! let pool_for_task = pool.clone();
-//! let read = runtime.block_on(runtime.spawn(async move {
-//!     // Every worker has a member; ops from this task go to its ring.
-//!     let ctx = aioctx::current().expect("bound by thread_binder");
-//!     let file = aioctx::fs::File::open(&ctx, &path).await?;
-//!     // On the pool, each op goes to the ring of the thread that submits it.
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let path = std::env::temp_dir().join(format!("aioctx-doc-{}", std::process::id()));
+//!     std::fs::write(&path, b"hello, pool")?;
+//!     let pool = aioctx::Pool::builder().contexts(2).build()?;
+//!     let file = aioctx::fs::File::open(pool.thread_member(), &path).await?;
 //!     let tasks: Vec<_> = (0..4)
 //!         .map(|_| {
 //!             let file = file.clone();
-//!             pool_for_task.spawn(async move { file.read_at(Vec::with_capacity(16), 0).await })
+//!             tokio::spawn(async move { file.read_at(Vec::with_capacity(16), 0).await.0 })
 //!         })
 //!         .collect();
 //!     let mut total = 0;
 //!     for task in tasks {
-//!         let (n, _) = task.await.expect("not cancelled");
-//!         total += n?;
+//!         total += task.await.expect("the task ran")?;
 //!     }
-//!     std::fs::remove_file(&path)?;
-//!     std::io::Result::Ok(total)
-//! }))
-//! .expect("the task finished")?;
-//! assert_eq!(read, 4 * 11);
-//! # Ok(())
-//! # }
+//!     assert_eq!(total, 4 * 11);
+//!     pool.shutdown().await; // drained: dropping the pool will not block
+//!     std::fs::remove_file(&path)
+//! }
 //! ```
+//!
+//! Then, to tune: [`Pool::spawn`] runs a task on a member's home thread,
+//! where its ops go straight into the ring with no inbox hop;
+//! [`Pool::thread_binder`] binds a hand-built runtime's workers so that
+//! [`current`] finds their member; [`PoolBuilder::pin_to_cpus`] pins the
+//! home threads.
 //!
 //! # How the crate is laid out
 //!
@@ -117,19 +112,26 @@
 //! and no two files import each other.
 //!
 //! ```text
-//! surface     pool (several contexts) · context (handles, bind/current, pool
-//!             membership) · home (builder, home thread, LocalContext) · op
-//!             (the future, its anchor, the open file) · enter · fixed
-//!             (registered buffers) · fs · explore (seed exploration) · sim
-//!             (the simulator's public face) · inject (test-only fault injection)
-//! backends    backend/mod.rs: the contract, the public choice, the only match
-//!             over backends · backend/uring/{shared, turn, task, slots, policy}
-//!             · backend/fallback · backend/sim/{config, rng, report, contents,
-//!             data, namespace, files, paths, crash, schedule} · backend/common
+//! surface     pool/mod.rs (Pool) · fs · explore (seed exploration) · sim
+//!             (the simulator's public face) · context/mod.rs (every method
+//!             of Context) · home (Builder, the home thread, LocalContext)
+//!             · enter (entry, spawning, JoinHandle) · fixed (registered
+//!             buffers) · op (the future) · pool/placement (an op's anchor,
+//!             where it goes) · file (a file's fd, slot and per-member views)
+//!             · context/bind (current) · context/handle (Context, Owner)
+//!             · pool/membership (which member a thread uses)
+//!             · context/state (what ops and files hold)
+//! backends    backend/mod.rs: the Reactor trait, the public choice, the
+//!             only match over backends · backend/uring/{state, task, core,
+//!             submit, cancel, complete, drain, slots, tables, dwell,
+//!             policy} · backend/fallback · backend/sim/{config, rng,
+//!             report, contents, data, namespace, files, paths, crash,
+//!             schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
-//! protocols   inbox (queue, wake protocol, the kick) · lifecycle (op cell) ·
-//!             ring (the only file that talks to io_uring)
+//! protocols   park (the driver's wake sources and the shutdown signal) ·
+//!             inbox (queue, wake protocol, the kick) · lifecycle (op cell)
+//!             · ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
 //!             cell_cache (op cells' memory, per thread) · fault (test-only)
 //! ```
@@ -168,6 +170,8 @@
 //!     Ok(())
 //! }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(docsrs, doc(auto_cfg(hide(aioctx_loom))))]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(
     missing_docs,
@@ -200,6 +204,8 @@ mod sync;
 mod inbox;
 #[cfg_attr(aioctx_loom, allow(dead_code))]
 mod lifecycle;
+#[cfg_attr(aioctx_loom, allow(dead_code))]
+mod park;
 #[cfg(not(aioctx_loom))]
 mod ring;
 
@@ -213,13 +219,13 @@ mod enter;
 #[cfg(all(not(aioctx_loom), feature = "test-util"))]
 mod explore;
 #[cfg(not(aioctx_loom))]
+mod file;
+#[cfg(not(aioctx_loom))]
 mod fixed;
 #[cfg(not(aioctx_loom))]
 pub mod fs;
 #[cfg(not(aioctx_loom))]
 mod home;
-#[cfg(all(not(aioctx_loom), feature = "fault-injection"))]
-mod inject;
 #[cfg(not(aioctx_loom))]
 mod op;
 #[cfg(not(aioctx_loom))]
@@ -241,3 +247,8 @@ pub use crate::{
     op::Op,
     pool::{Pool, PoolBuilder},
 };
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,7 +1,8 @@
 //! The memory one op shares between its future and its backend, and the
 //! lock-free protocol that decides who may touch which part of it, and who
-//! frees it. A protocol module: it imports `sync` and `error` only, and is
-//! generic over what the op anchors (its context, its file).
+//! frees it. A protocol module: it imports `sync`, `error` and `cell_cache`
+//! (where cells' memory comes from) only, and is generic over what the op
+//! anchors (its context, its file).
 //!
 //! An [`OpCell`] is one heap allocation holding an atomic state word, the
 //! future's waker, the outcome, the op itself (its arguments and the buffers
@@ -122,6 +123,10 @@ impl Header {
 /// `A` is what the op holds on to for as long as the cell exists (its
 /// context, and for a file's op the file whose fd the op names). It is set
 /// when the cell is made and never changed, so every handle may read it.
+///
+/// `repr(C)` with the header first: a handle of any op type reaches the
+/// header at the cell's address, without a call through the vtable.
+#[repr(C)]
 pub(crate) struct OpCell<K, A> {
     header: Header,
     waker: UnsafeCell<Option<Waker>>,
@@ -140,9 +145,12 @@ unsafe impl<K: Send, A: Send + Sync + 'static> Sync for OpCell<K, A> {}
 unsafe impl<K: Send, A: Send + Sync + 'static> Send for OpCell<K, A> {}
 
 /// What a backend reference can do to a cell of any op type.
-pub(crate) trait Cell: Send + Sync {
-    fn header(&self) -> &Header;
-
+///
+/// # Safety
+///
+/// Implemented only by [`OpCell`], whose header is at its address (see
+/// [`header_of`]).
+pub(crate) unsafe trait Cell: Send + Sync {
     /// Records the outcome and wakes the future (or, if the future is gone,
     /// gives the op up), then drops the backend's reference. Returns whether
     /// that was the last reference.
@@ -153,11 +161,8 @@ pub(crate) trait Cell: Send + Sync {
     unsafe fn complete(&self, outcome: Outcome) -> bool;
 }
 
-impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
-    fn header(&self) -> &Header {
-        &self.header
-    }
-
+// SAFETY: `OpCell` is `repr(C)` with its header first.
+unsafe impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
     unsafe fn complete(&self, outcome: Outcome) -> bool {
         // SAFETY: the outcome slot is the backend's until COMPLETE.
         self.outcome
@@ -197,6 +202,17 @@ impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
         }
         last
     }
+}
+
+/// The header of the cell at `cell`, whatever its op type.
+///
+/// # Safety
+///
+/// `cell` points at a live cell, which every `Cell` is: an `OpCell`, whose
+/// header is its first field (`repr(C)`).
+unsafe fn header_of<'a, T: ?Sized + Cell>(cell: NonNull<T>) -> &'a Header {
+    // SAFETY: by the caller's contract, the header is at the cell's address.
+    unsafe { cell.cast::<Header>().as_ref() }
 }
 
 /// Runs user code on a backend's thread (a waker, the drop of a user's
@@ -490,7 +506,8 @@ impl<T: ?Sized + Cell> BackendRef<T> {
     }
 
     pub(crate) fn header(&self) -> &Header {
-        self.cell().header()
+        // SAFETY: this handle's reference keeps the cell alive.
+        unsafe { header_of(self.ptr) }
     }
 
     /// Completes the op with `outcome`: wakes its future, or gives the op up
@@ -501,6 +518,18 @@ impl<T: ?Sized + Cell> BackendRef<T> {
         if unsafe { this.cell().complete(outcome) } {
             // SAFETY: the last reference, just dropped.
             unsafe { free(this.ptr) };
+        }
+    }
+
+    /// The same reference, as a reference to a cell of type `U`.
+    ///
+    /// # Safety
+    ///
+    /// The cell is a `U`: the caller erased it from one.
+    pub(crate) unsafe fn assume_type<U: Cell>(self) -> BackendRef<U> {
+        let this = ManuallyDrop::new(self);
+        BackendRef {
+            ptr: this.ptr.cast::<U>(),
         }
     }
 
@@ -545,7 +574,7 @@ unsafe impl Sync for Canceller {}
 impl Canceller {
     pub(crate) fn header(&self) -> &Header {
         // SAFETY: this handle's reference keeps the cell alive.
-        unsafe { self.ptr.as_ref() }.header()
+        unsafe { header_of(self.ptr) }
     }
 }
 

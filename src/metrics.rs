@@ -49,15 +49,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Adds to a counter that several threads write.
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    /// Adds to a counter that several threads write: one `fetch_add`.
+    pub(crate) fn add_shared(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// Adds to a counter that only the home thread writes: a plain load and
-    /// store, no read-modify-write (readers may see either value, as with
-    /// any `Relaxed` counter).
-    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    /// Adds to a counter that only one thread ever writes (the home thread,
+    /// for the driver's counters): a plain load and store, no
+    /// read-modify-write (readers may see either value, as with any
+    /// `Relaxed` counter). A second writer would lose counts.
+    pub(crate) fn add_single_writer(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed) + n, Relaxed);
     }
 

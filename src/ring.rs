@@ -59,6 +59,20 @@ pub(crate) struct RingConfig {
     pub(crate) file_slots: u32,
 }
 
+impl RingConfig {
+    /// A ring of `entries` with `SINGLE_ISSUER` and no tables, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(entries: u32) -> RingConfig {
+        RingConfig {
+            entries,
+            single_issuer: true,
+            sqpoll_idle: None,
+            buffer_slots: 0,
+            file_slots: 0,
+        }
+    }
+}
+
 impl Ring {
     /// Sets up a ring on the calling thread, which becomes its home thread.
     ///
@@ -254,7 +268,24 @@ impl Ring {
         unsafe { self.uring.submission().push(entry).is_ok() }
     }
 
-    /// SQEs queued and not yet submitted.
+    /// Queues the SQE `entry` builds, if the SQ has room: `entry` runs only
+    /// then. Returns whether it was queued.
+    ///
+    /// # Safety
+    ///
+    /// As [`push`](Ring::push), for the entry `entry` returns.
+    #[inline]
+    pub(crate) unsafe fn push_with(&mut self, entry: impl FnOnce() -> squeue::Entry) -> bool {
+        let mut sq = self.uring.submission();
+        if sq.is_full() {
+            return false;
+        }
+        // SAFETY: the caller guarantees the entry's pointers outlive its CQE;
+        // the queue has room, so the push cannot fail.
+        unsafe { sq.push(&entry()).is_ok() }
+    }
+
+    /// SQEs queued and not yet taken by the kernel.
     pub(crate) fn queued(&mut self) -> usize {
         self.uring.submission().len()
     }
@@ -312,6 +343,33 @@ impl Ring {
                 Err(e) => return Err(e),
                 Ok(_) if self.flags.sqpoll => return Ok(to_submit as usize),
                 Ok(submitted) => return Ok(submitted),
+            }
+        }
+    }
+
+    /// Makes room in a full SQ: an enter submits what is queued; on an SQPOLL
+    /// ring, whose kernel thread takes SQEs on its own, waits
+    /// (`IORING_ENTER_SQ_WAIT`, waking the thread if it sleeps) until it has
+    /// taken at least one. Returns how many SQEs left the queue.
+    ///
+    /// # Panics
+    ///
+    /// Off the home thread, as [`enter`](Ring::enter).
+    pub(crate) fn make_room(&mut self) -> io::Result<usize> {
+        if !self.flags.sqpoll {
+            return self.enter();
+        }
+        self.assert_home();
+        let before = self.queued();
+        let mut flags = IORING_ENTER_SQ_WAIT;
+        if self.uring.submission().need_wakeup() {
+            flags |= IORING_ENTER_SQ_WAKEUP;
+        }
+        loop {
+            match self.enter_raw(0, flags) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+                Ok(_) => return Ok(before.saturating_sub(self.queued())),
             }
         }
     }
@@ -417,6 +475,8 @@ pub(crate) use io_uring::types as ty;
 const IORING_ENTER_GETEVENTS: u32 = 1;
 /// `IORING_ENTER_SQ_WAKEUP`: wake an idle SQPOLL thread.
 const IORING_ENTER_SQ_WAKEUP: u32 = 2;
+/// `IORING_ENTER_SQ_WAIT`: wait until the SQ has room (SQPOLL rings).
+const IORING_ENTER_SQ_WAIT: u32 = 4;
 /// `IORING_ENTER_REGISTERED_RING`: the fd argument is a registered index.
 const IORING_ENTER_REGISTERED_RING: u32 = 16;
 /// `IORING_REGISTER_RING_FDS`.
@@ -470,13 +530,7 @@ mod tests {
 
     #[test]
     fn enter_off_the_home_thread_panics() {
-        let ring = match Ring::new(RingConfig {
-            entries: 8,
-            single_issuer: true,
-            sqpoll_idle: None,
-            buffer_slots: 0,
-            file_slots: 0,
-        }) {
+        let ring = match Ring::new(RingConfig::for_test(8)) {
             Ok(ring) => ring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };

@@ -165,17 +165,20 @@
 //! panics. The `Failure` says which seed, what failed, the completion log
 //! up to there, the crash state it drew (which changes of names and which
 //! unsynced sectors survived, per directory and per file: why recovery
-//! broke), and how to replay exactly that run: `AIOCTX_SIM_SEED=<seed>`
-//! narrows every exploration in a test run to that seed, and
-//! `Failure::replay` runs it again in one call, drawing the same crash
-//! state. This is FoundationDB-style simulation testing for Tokio storage
-//! code: `examples/sim_wal.rs` plants a log that acknowledges records
-//! before their fsync completes, which most runs do not notice, and
-//! exploration finds a seed where a crash loses an acknowledged record
-//! within the first few seeds; `examples/kv_store` is a small LevelDB-shaped
-//! store (log, table, manifest switched by a rename) with four crash bugs
-//! planted the way real storage code has them, each found within a few
-//! hundred seeds, while the correct store passes 10,000.
+//! broke), and how to replay exactly that run:
+//! `AIOCTX_SIM_SEED='<test>=<seed>'` narrows that test's exploration to the
+//! seed (a bare `AIOCTX_SIM_SEED=<seed>` narrows every exploration in the
+//! process, which fails a test that expects a bug to be found under a seed
+//! that does not show it: see `SEED_VAR`), and `Failure::replay` runs it
+//! again in one call, drawing the same crash state. This is
+//! FoundationDB-style simulation testing for Tokio storage code:
+//! `examples/sim_wal.rs` plants a log that acknowledges records before
+//! their fsync completes, which most runs do not notice, and exploration
+//! finds a seed where a crash loses an acknowledged record within the first
+//! few seeds; `examples/kv_store` is a small LevelDB-shaped store (log,
+//! table, manifest switched by a rename) with four crash bugs planted the
+//! way real storage code has them, each found within ten seeds, while the
+//! correct store passes 10,000.
 #![cfg_attr(
     feature = "test-util",
     doc = "\nThe API: [`explore`], [`Explore`], [`Failure`], [`Run`], [`SEED_VAR`]."

@@ -86,7 +86,7 @@ fn read_survives_panicking_waker(ctx: Context) {
     });
     complete_op_with_panicking_waker(&ctx);
     assert!(!read.is_finished(), "the read must still be in flight");
-    assert!(!ctx.is_shut_down(), "a user's panic shut the context down");
+    assert!(!ctx.is_shutdown(), "a user's panic shut the context down");
 
     writer.write_all(b"still here").unwrap();
     let (result, buf) = read.join().unwrap();
@@ -137,7 +137,7 @@ fn sim_driver_survives_panicking_waker() {
         }
     });
     complete_op_with_panicking_waker(&ctx);
-    assert!(!ctx.is_shut_down(), "a user's panic shut the context down");
+    assert!(!ctx.is_shutdown(), "a user's panic shut the context down");
     let data = read.join().unwrap().expect("the read completes");
     assert_eq!(data, b"durable bytes");
     ctx.block_on(ctx.nop()).expect("the context keeps working");

@@ -31,7 +31,7 @@ fn a_file_dropped_with_ops_in_flight_on_every_member_closes_after_them() {
     let path = support::TempPath::new("pool-file-dropped");
     std::fs::write(&path.0, contents()).unwrap();
     let fds_before = support::open_fds();
-    let opener = pool.contexts()[0].clone();
+    let opener = pool.members()[0].clone();
     let file = opener.block_on(File::open(&opener, &path.0)).unwrap();
     // Every task has submitted its reads and dropped its handle; then the
     // last handle goes while both home threads are held, so no read has
@@ -39,7 +39,7 @@ fn a_file_dropped_with_ops_in_flight_on_every_member_closes_after_them() {
     let submitted = Arc::new(Barrier::new(3));
     let dropped = Arc::new(Barrier::new(3));
     let tasks: Vec<_> = pool
-        .contexts()
+        .members()
         .iter()
         .map(|member| {
             let (file, submitted, dropped) = (file.clone(), submitted.clone(), dropped.clone());
@@ -92,7 +92,7 @@ fn close_releases_the_flock_of_a_file_every_member_used() {
     let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file-flock");
     std::fs::write(&path.0, contents()).unwrap();
-    let opener = pool.contexts()[0].clone();
+    let opener = pool.members()[0].clone();
     for close in [true, false] {
         let file = opener
             .block_on(
@@ -104,7 +104,7 @@ fn close_releases_the_flock_of_a_file_every_member_used() {
             .unwrap();
         // SAFETY: flock(2) on the file's own fd.
         assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
-        for member in pool.contexts() {
+        for member in pool.members() {
             let file = file.clone();
             member
                 .spawn(async move {
@@ -133,7 +133,7 @@ fn an_op_made_on_one_member_goes_where_it_is_first_polled() {
     let path = support::TempPath::new("pool-file-moved-op");
     std::fs::write(&path.0, contents()).unwrap();
     let fds_before = support::open_fds();
-    let [first, second] = pool.contexts() else {
+    let [first, second] = pool.members() else {
         unreachable!("a pool of 2")
     };
     let file = first.block_on(File::open(first, &path.0)).unwrap();

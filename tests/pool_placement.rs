@@ -19,9 +19,9 @@ fn threads_spread_evenly_over_the_members() {
         .map(|_| {
             let pool = pool.clone();
             std::thread::spawn(move || {
-                let first = pool.context().home_thread();
+                let first = pool.thread_member().home_thread();
                 // Sticky: the same member every time.
-                assert_eq!(pool.context().home_thread(), first);
+                assert_eq!(pool.thread_member().home_thread(), first);
                 first
             })
         })
@@ -56,7 +56,7 @@ fn pool_tasks_submit_locally_and_see_their_member() {
         .collect();
     let homes: Vec<_> = tasks.into_iter().map(|t| t.join().unwrap()).collect();
     // Round-robin: both members ran tasks.
-    for member in pool.contexts() {
+    for member in pool.members() {
         assert_eq!(
             homes.iter().filter(|&&h| h == member.home_thread()).count(),
             4
@@ -91,7 +91,7 @@ fn thread_binder_gives_every_runtime_worker_a_member() {
         }
         found
     });
-    let members: Vec<_> = pool.contexts().iter().map(Context::home_thread).collect();
+    let members: Vec<_> = pool.members().iter().map(Context::home_thread).collect();
     assert!(found.iter().all(|home| members.contains(home)));
 }
 
@@ -100,11 +100,11 @@ fn a_files_ops_go_to_the_submitting_threads_member() {
     let Some(pool) = support::pool(2) else { return };
     let path = support::TempPath::new("pool-file");
     std::fs::write(&path.0, vec![5u8; 4096]).unwrap();
-    let opener = pool.contexts()[0].clone();
+    let opener = pool.members()[0].clone();
     let file = Arc::new(opener.block_on(File::open(&opener, &path.0)).unwrap());
     let before = pool.metrics();
     // A task on each member reads through the same file.
-    for member in pool.contexts() {
+    for member in pool.members() {
         let file = file.clone();
         member
             .spawn(async move {
@@ -129,7 +129,7 @@ fn a_files_ops_go_to_the_submitting_threads_member() {
         );
     }
     // A plain thread's reads go to its sticky member, through the inbox.
-    let sticky = pool.context().clone();
+    let sticky = pool.thread_member().clone();
     let foreign_before = sticky.metrics().ops_foreign;
     let (n, _) = sticky.block_on(file.read_at(Vec::with_capacity(512), 0));
     assert_eq!(n.unwrap(), 512);

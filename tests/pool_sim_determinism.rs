@@ -27,7 +27,7 @@ fn run(seed: u64) -> Vec<Vec<Completion>> {
             .unwrap();
         let tasks: Vec<_> = (0..9u64)
             .map(|t| {
-                let ctx = pool.contexts()[(t % 3) as usize].clone();
+                let ctx = pool.members()[(t % 3) as usize].clone();
                 tokio::spawn(async move {
                     let file = OpenOptions::new()
                         .read(true)
@@ -47,7 +47,7 @@ fn run(seed: u64) -> Vec<Vec<Completion>> {
         for task in tasks {
             task.await.unwrap();
         }
-        pool.contexts()
+        pool.members()
             .iter()
             .map(|ctx| ctx.sim().unwrap().completions())
             .collect()

@@ -62,6 +62,11 @@ fn shutdown_resolves_every_pending_op_and_leaks_nothing() {
         // After shutdown, new ops fail at once with a clear error.
         let err = ctx.block_on(ctx.nop()).unwrap_err();
         assert!(aioctx::is_shutdown(&err));
+        // Of kind `Other`, as Tokio's runtime-shutdown error: never
+        // `BrokenPipe`, which a service mixing sockets and disk would read as
+        // a peer hanging up.
+        assert_eq!(err.kind(), std::io::ErrorKind::Other, "{err}");
+        assert!(ctx.is_shutdown());
         drop(pipes);
     }
     // On the fallback, pool threads blocked in those reads hold their fds

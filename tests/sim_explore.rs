@@ -54,8 +54,10 @@ fn exploration_stops_at_the_first_failing_seed_and_replays_it_exactly() {
     assert!(failure.error.contains("landed last"), "{failure}");
     assert_eq!(failure.config(), &config().seed(failure.seed));
     let report = failure.to_string();
+    // The replay line names this test, so the variable narrows only it.
+    let test = "exploration_stops_at_the_first_failing_seed_and_replays_it_exactly";
     assert!(
-        report.contains(&format!("AIOCTX_SIM_SEED={}", failure.seed)),
+        report.contains(&format!("AIOCTX_SIM_SEED='{test}={}'", failure.seed)),
         "{report}"
     );
     // open, two writes, a read.

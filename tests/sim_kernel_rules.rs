@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use aioctx::buf::{AlignedBuf, IoBuf};
-use aioctx::fs::{File, OpenOptions};
+use aioctx::fs::{File, Misaligned, OpenOptions};
 use aioctx::sim::{Latency, SimConfig};
 use aioctx::{Backend, Context};
 
@@ -22,6 +22,17 @@ fn sim() -> Context {
 
 fn errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> Option<i32> {
     result.unwrap_err().raw_os_error()
+}
+
+/// The errno of a refused `O_DIRECT` op: kept in its `Misaligned` payload,
+/// which names the part (`tests/errors_direct_misaligned.rs` checks which).
+fn direct_errno<T: std::fmt::Debug>(result: std::io::Result<T>) -> Option<i32> {
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput, "{error}");
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Misaligned>())
+        .map(Misaligned::raw_os_error)
 }
 
 fn aligned(len: usize, byte: u8) -> AlignedBuf {
@@ -45,26 +56,32 @@ async fn misaligned_direct_io_is_einval_on_the_sim() {
         .unwrap();
     // Misaligned offset, length, buffer address: reads.
     assert_eq!(
-        errno(file.read_at(AlignedBuf::with_capacity(4096), 3).await.0),
+        direct_errno(file.read_at(AlignedBuf::with_capacity(4096), 3).await.0),
         Some(libc::EINVAL)
     );
     assert_eq!(
-        errno(file.read_at(AlignedBuf::with_capacity(100), 0).await.0),
+        direct_errno(file.read_at(AlignedBuf::with_capacity(100), 0).await.0),
         Some(libc::EINVAL)
     );
     let one_in = AlignedBuf::with_capacity(8192).slice(1..4097);
-    assert_eq!(errno(file.read_at(one_in, 0).await.0), Some(libc::EINVAL));
+    assert_eq!(
+        direct_errno(file.read_at(one_in, 0).await.0),
+        Some(libc::EINVAL)
+    );
     // And writes, which leave the file alone.
     assert_eq!(
-        errno(file.write_at(aligned(4096, 1), 100).await.0),
+        direct_errno(file.write_at(aligned(4096, 1), 100).await.0),
         Some(libc::EINVAL)
     );
     assert_eq!(
-        errno(file.write_at(aligned(1000, 1), 0).await.0),
+        direct_errno(file.write_at(aligned(1000, 1), 0).await.0),
         Some(libc::EINVAL)
     );
     let one_in = aligned(8192, 1).slice(1..4097);
-    assert_eq!(errno(file.write_at(one_in, 0).await.0), Some(libc::EINVAL));
+    assert_eq!(
+        direct_errno(file.write_at(one_in, 0).await.0),
+        Some(libc::EINVAL)
+    );
     assert_eq!(
         ctx.sim().unwrap().contents("/disk").unwrap(),
         vec![7u8; 16 * 4096]

@@ -40,7 +40,7 @@ fn pending_sim_ops_resolve_when_the_callers_runtime_is_dropped() {
         Poll::Ready(Err(e)) => assert!(aioctx::is_shutdown(&e), "{e}"),
         other => panic!("a pending sim op did not resolve: {other:?}"),
     }
-    assert!(ctx.is_shut_down());
+    assert!(ctx.is_shutdown());
     // Later ops fail fast too.
     let mut later = pin!(ctx.nop());
     assert!(matches!(

@@ -565,7 +565,7 @@ pub fn mt_random_reads(
         Placement::PoolFromRuntime { members, workers } => {
             let pool = pool(members)?;
             // Opened through member 0 from this thread, which takes no member of its own.
-            let opened = open(&pool.contexts()[0], file, mode)?;
+            let opened = open(&pool.members()[0], file, mode)?;
             let runtime = multi_thread(workers, Some(&pool))?;
             let tasks: Vec<_> = readers(&opened)
                 .into_iter()
@@ -577,7 +577,7 @@ pub fn mt_random_reads(
         }
         Placement::PoolSpawned { members } => {
             let pool = pool(members)?;
-            let opened = open(&pool.contexts()[0], file, mode)?;
+            let opened = open(&pool.members()[0], file, mode)?;
             let tasks: Vec<_> = readers(&opened)
                 .into_iter()
                 .map(|r| pool.spawn(r))

@@ -94,8 +94,8 @@ fn run(options: &Options) -> Result<(), String> {
         .map_err(|e| format!("cannot start the accept loop's runtime: {e}"))?;
     let outcome = runtime.block_on(async {
         let setup = options.setup();
-        let mut members = Vec::with_capacity(pool.contexts().len());
-        for (index, context) in pool.contexts().iter().enumerate() {
+        let mut members = Vec::with_capacity(pool.members().len());
+        for (index, context) in pool.members().iter().enumerate() {
             members.push(Arc::new(
                 Member::start(index, context, &export, setup).await?,
             ));
@@ -110,7 +110,7 @@ fn run(options: &Options) -> Result<(), String> {
             mode = if options.direct { "O_DIRECT" } else { "page cache" },
             read_only = options.read_only,
             contexts = members.len(),
-            backend = pool.contexts()[0].backend(),
+            backend = pool.members()[0].backend(),
             registered_buffers = members.iter().all(|m| m.buffers.as_ref().is_some_and(|b| b.is_registered())),
             registered_files = members.iter().all(|m| m.disk.is_registered()),
             "serving on nbd://{local}"

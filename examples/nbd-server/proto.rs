@@ -198,6 +198,13 @@ pub fn error_value(error: &io::Error) -> u32 {
         Some(libc::EOPNOTSUPP) => ENOTSUP,
         Some(libc::ESHUTDOWN) => ESHUTDOWN,
         _ if aioctx::is_shutdown(error) => ESHUTDOWN,
+        // A misaligned O_DIRECT op: the kernel's EINVAL, with the part named.
+        _ if error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<aioctx::fs::Misaligned>()) =>
+        {
+            EINVAL
+        }
         _ => EIO,
     }
 }

@@ -1,14 +1,14 @@
 //! What every backend keeps, whatever it runs ops on: its counters, its
-//! shutdown signal, its home thread, and the rule that contains user code.
-//! Imports the leaves only; each backend imports it.
+//! shutdown signal (the park protocol's [`Signal`]), its home thread, where
+//! it left an op, and the registered resources it releases. Imports the
+//! leaves and the park protocol; each backend imports it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Waker;
-
-use futures::task::AtomicWaker;
+use std::any::Any;
+use std::os::fd::OwnedFd;
 
 use crate::home_thread::HomeThread;
 use crate::metrics::{Counters, Metrics, RingFlags};
+pub(crate) use crate::park::Signal;
 
 /// The part of a backend's state every backend has.
 #[derive(Debug)]
@@ -30,59 +30,14 @@ impl Common {
     /// Counts an op as submitted from the home thread or from another.
     pub(crate) fn count_op(&self) {
         if self.home.is_current() {
-            Counters::add(&self.counters.ops_local, 1);
+            Counters::add_shared(&self.counters.ops_local, 1);
         } else {
-            Counters::add(&self.counters.ops_foreign, 1);
+            Counters::add_shared(&self.counters.ops_foreign, 1);
         }
     }
 
     pub(crate) fn metrics(&self, backend: &'static str, ring_flags: RingFlags) -> Metrics {
         self.counters.snapshot(backend, ring_flags)
-    }
-}
-
-/// A one-way flag that wakes the task waiting for it: how a backend's driver
-/// learns that its context is shutting down. Separate from the inbox, so a
-/// shutdown is never mistaken for (or counted as) a kick.
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    raised: AtomicBool,
-    waiter: AtomicWaker,
-}
-
-impl Signal {
-    /// Raises the flag and wakes the waiter; later calls do nothing.
-    pub(crate) fn raise(&self) {
-        // Release: pairs with the Acquire in `is_raised`, so a driver that
-        // sees the flag sees everything done before the shutdown request.
-        if !self.raised.swap(true, Ordering::AcqRel) {
-            self.waiter.wake();
-        }
-    }
-
-    pub(crate) fn is_raised(&self) -> bool {
-        // Acquire: pairs with the Release in `raise`.
-        self.raised.load(Ordering::Acquire)
-    }
-
-    /// Registers the task to wake at `raise`. The caller checks
-    /// [`is_raised`](Signal::is_raised) after this, so a raise between the
-    /// caller's last check and this registration is not missed.
-    pub(crate) fn register(&self, waker: &Waker) {
-        self.waiter.register(waker);
-    }
-
-    /// Resolves once the flag is raised.
-    pub(crate) async fn raised(&self) {
-        std::future::poll_fn(|cx| {
-            self.register(cx.waker());
-            if self.is_raised() {
-                std::task::Poll::Ready(())
-            } else {
-                std::task::Poll::Pending
-            }
-        })
-        .await
     }
 }
 
@@ -94,4 +49,40 @@ pub(crate) enum Placement {
     Here,
     /// Queued for another thread, which will wake the op's future.
     Queued,
+}
+
+/// Registered resources to take out of a backend's table, and what they kept
+/// alive, dropped once they are out (see [`Reactor::release`](super::Reactor::release)).
+pub(crate) enum Release {
+    /// A registered file: its slot, then its fd, closed once the slot is
+    /// free (`None` when the caller closes it itself after `done`).
+    File {
+        slot: u32,
+        _fd: Option<OwnedFd>,
+        /// Told, by being dropped after the fd, once the slot is free.
+        _done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    /// A registered buffer pool: its run of slots, then its memory, freed
+    /// once the slots are clear.
+    Buffers {
+        first: u16,
+        count: usize,
+        _memory: Box<dyn Any + Send>,
+    },
+}
+
+impl std::fmt::Debug for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Release::File { slot, .. } => f
+                .debug_struct("File")
+                .field("slot", slot)
+                .finish_non_exhaustive(),
+            Release::Buffers { first, count, .. } => f
+                .debug_struct("Buffers")
+                .field("first", first)
+                .field("count", count)
+                .finish_non_exhaustive(),
+        }
+    }
 }

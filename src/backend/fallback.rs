@@ -41,12 +41,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::backend::common::{Common, Placement};
+use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, cancelled, shutdown_error};
 use crate::home_thread::HomeThread;
-use crate::lifecycle::{BackendRef, Canceller, OpCell};
+use crate::lifecycle::{BackendRef, Canceller, Fresh, FutureHalf, OpCell};
 use crate::metrics::Counters;
 use crate::ops::blocking::BlockingCall;
 use crate::ops::{Fallback as Run, OpRef, Operation, erase};
@@ -54,10 +56,10 @@ use crate::ops::{Fallback as Run, OpRef, Operation, erase};
 /// A fallback backend: cheap to clone, shared by every thread.
 #[derive(Clone)]
 pub(crate) struct Fallback {
-    shared: Arc<Shared>,
+    shared: Arc<FallbackState>,
 }
 
-struct Shared {
+struct FallbackState {
     common: Common,
     /// The home runtime, whose blocking pool runs the calls and whose timers
     /// run the waits.
@@ -95,7 +97,7 @@ enum Stage {
 impl Fallback {
     pub(crate) fn new(runtime: tokio::runtime::Handle, home: HomeThread) -> Fallback {
         Fallback {
-            shared: Arc::new(Shared {
+            shared: Arc::new(FallbackState {
                 common: Common::new(home),
                 runtime,
                 pending: Mutex::new(Pending::default()),
@@ -105,20 +107,10 @@ impl Fallback {
         }
     }
 
-    pub(crate) fn common(&self) -> &Common {
-        &self.shared.common
-    }
-
-    /// The test-only faults applied to the calls' results.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn faults(&self) -> &crate::fault::FaultQueue {
-        &self.shared.faults
-    }
-
     /// Starts `op` as the fallback runs it. `anchor` (the op's context or
     /// file) goes with a blocking call, keeping its fd open until the
     /// syscall returns, whoever resolves the future.
-    pub(crate) fn start<K, A>(&self, op: BackendRef<OpCell<K, A>>, anchor: &A) -> Placement
+    fn submit<K, A>(&self, op: BackendRef<OpCell<K, A>>, anchor: &A) -> Placement
     where
         K: Operation,
         A: Clone + Send + Sync + 'static,
@@ -139,7 +131,7 @@ impl Fallback {
                 let Some(id) = self.shared.register(erase(op)) else {
                     return Placement::Here;
                 };
-                Counters::add(&self.shared.common.counters.sqes_submitted, 1);
+                Counters::add_shared(&self.shared.common.counters.sqes_submitted, 1);
                 let shared = self.shared.clone();
                 let anchor = anchor.clone();
                 let started = Instant::now();
@@ -154,11 +146,34 @@ impl Fallback {
             }
         }
     }
+}
+
+impl Reactor for Fallback {
+    const NAME: &'static str = "fallback";
+
+    fn common(&self) -> &Common {
+        &self.shared.common
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        Some(&self.shared.faults)
+    }
+
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        let anchor = fresh.anchor().clone();
+        let (half, op) = fresh.share(waker.clone());
+        (half, self.submit(op, &anchor))
+    }
 
     /// Cancels a dropped op: a call not yet run is skipped, a timer
     /// aborted, a syscall in progress left to finish on its own (its op keeps
     /// its resources until then, as on the ring).
-    pub(crate) fn cancel(&self, canceller: Canceller) {
+    fn cancel(&self, canceller: Canceller) {
         let Some(id) = canceller.header().tag() else {
             return;
         };
@@ -176,28 +191,23 @@ impl Fallback {
         if let Stage::Timer(timer) = entry.stage {
             timer.abort();
         }
-        Counters::add(&self.shared.common.counters.cancels_sent, 1);
+        Counters::add_shared(&self.shared.common.counters.cancels_sent, 1);
         entry.op.complete(Cqe::not_run(cancelled()));
     }
 
     /// Spawns the task that waits for shutdown on the home runtime. However
     /// the task ends (shutdown, or the runtime dropped under it), the pending
     /// table is closed and every op in it resolved.
-    pub(crate) fn spawn_driver(&self) -> tokio::task::JoinHandle<()> {
+    fn spawn_driver(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let guard = ShutDownOnDrop(self.shared.clone());
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             guard.0.common.shutdown.raised().await;
             drop(guard);
-        })
-    }
-
-    /// Asks the driver task to shut the backend down.
-    pub(crate) fn shut_down(&self) {
-        self.shared.common.shutdown.raise();
+        }))
     }
 }
 
-impl Shared {
+impl FallbackState {
     fn lock(&self) -> MutexGuard<'_, Pending> {
         // Nothing panics while holding this lock; ignore poisoning.
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
@@ -266,19 +276,17 @@ impl Shared {
         // can no longer take the call back.
         counters.dwell.record(started.elapsed());
         let mut cqe = call.run();
-        Counters::add(&counters.cqes_reaped, 1);
+        Counters::add_shared(&counters.cqes_reaped, 1);
         // Not claimed: the future was resolved already; `call` drops here,
         // releasing what the syscall produced.
         let Some(op) = self.claim(id) else { return };
         #[cfg(feature = "fault-injection")]
         self.faults.apply_to_cqe(op.cell().kind_name(), &mut cqe);
-        let cell = op
-            .cell()
-            .as_any()
-            .downcast_ref::<OpCell<K, A>>()
-            .expect("a fallback op's cell has the op's type");
+        // SAFETY: entry `id` was filed by `submit::<K, A>` with this very
+        // op, whose cell is an `OpCell<K, A>`.
+        let op = unsafe { op.assume_type::<OpCell<K, A>>() };
         // SAFETY: `op` is the backend reference, not yet completed.
-        unsafe { cell.with_kind(|kind| kind.land(call, &mut cqe)) };
+        unsafe { op.cell().with_kind(|kind| kind.land(call, &mut cqe)) };
         op.complete(cqe);
     }
 
@@ -308,7 +316,7 @@ impl Shared {
 }
 
 /// Shuts the backend down when the driver task ends, however it ends.
-struct ShutDownOnDrop(Arc<Shared>);
+struct ShutDownOnDrop(Arc<FallbackState>);
 
 impl Drop for ShutDownOnDrop {
     fn drop(&mut self) {

@@ -18,19 +18,23 @@
 //!
 //! # Layout
 //!
-//! This file is the only one that matches over the backends; `uring/`,
-//! `fallback.rs` and `sim/` each hold one backend and never import the
-//! surface (`context`, `home`, `fs`); `common.rs` is what they share. Adding
-//! a backend is one file (or folder) and one variant of [`AnyBackend`].
+//! The contract is written once, as the [`Reactor`] trait, with defaults for
+//! what only the ring has; [`AnyBackend`] holds one backend and dispatches to
+//! it through the crate's only `match` over backends ([`dispatch!`]).
+//! `uring/`, `fallback.rs` and `sim/` each implement the trait and never
+//! import the surface (`context`, `home`, `fs`); `common.rs` is what they
+//! share. Adding a backend is one file (or folder), its `Reactor`
+//! implementation, and one variant of [`AnyBackend`].
 
 use std::io;
+use std::os::fd::RawFd;
 use std::task::Waker;
 
 use crate::error::Cqe;
 use crate::home_thread::HomeThread;
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Metrics, RingFlags};
-use crate::ops::{Operation, erase};
+use crate::ops::Operation;
 use crate::ring::RingConfig;
 
 pub(crate) mod common;
@@ -39,7 +43,7 @@ pub(crate) mod sim;
 mod uring;
 
 use common::Common;
-pub(crate) use common::Placement;
+pub(crate) use common::{Placement, Release};
 use fallback::Fallback;
 use sim::{Sim, SimConfig, SimHandle};
 use uring::Uring;
@@ -71,6 +75,131 @@ pub(crate) trait Anchored: Clone + Send + Sync + 'static {
     fn backend(&self) -> &AnyBackend;
 }
 
+/// The contract every backend meets, written once; see [the module
+/// docs](self). Ring-only capabilities have defaults that say "none here".
+///
+/// Not object-safe (`start` is generic, so each backend keeps its typed
+/// start): [`AnyBackend`] dispatches to the implementations through one
+/// `match`, in [`dispatch!`].
+pub(crate) trait Reactor {
+    /// The name [`Metrics::backend`] reports.
+    const NAME: &'static str;
+
+    /// The counters, shutdown signal and home thread.
+    fn common(&self) -> &Common;
+
+    /// Starts a fresh op whose input is valid: shares its cell with the
+    /// backend. Returns the future's half and where the op went.
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement);
+
+    /// Takes a dropped op's reference, and cancels the op where it can;
+    /// dropping the reference is all there is to do otherwise.
+    fn cancel(&self, canceller: Canceller) {
+        drop(canceller);
+    }
+
+    /// Spawns the backend's driver task on the current runtime (the home
+    /// runtime, entered on the home thread). However the task ends, the
+    /// backend shuts down in order.
+    fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>>;
+
+    /// Asks the driver to shut down: the driver resolves every pending op.
+    fn shut_down(&self) {
+        self.common().shutdown.raise();
+    }
+
+    /// The setup flags of the ring (all `false` off io_uring).
+    fn ring_flags(&self) -> RingFlags {
+        RingFlags::default()
+    }
+
+    /// Registers buffers for fixed ops in the backend's table; returns the
+    /// first slot, or `None` where the backend has no table (the buffers
+    /// are then used as they are). On the home thread only.
+    ///
+    /// # Safety
+    ///
+    /// Each iovec's memory must stay valid until the slots are unregistered
+    /// or the backend is gone.
+    unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
+        let _ = iovecs;
+        Ok(None)
+    }
+
+    /// Takes registered resources out of the backend's table, then drops
+    /// what they kept alive (an fd, a buffer pool's memory). From any thread,
+    /// at any moment (an op's completion inside the driver's turn may drop
+    /// the last handle of a registered file): never refused. Done at once
+    /// where it can be, otherwise by the driver's next turn; once the backend
+    /// has shut down, the table goes with the ring.
+    fn release(&self, release: Release) {
+        drop(release);
+    }
+
+    /// Registers `fd` in the backend's file table; returns its slot, or
+    /// `None` where the backend has none. On the home thread only.
+    fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
+        let _ = fd;
+        Ok(None)
+    }
+
+    /// Whether an fd means the same here as on any other context of this
+    /// backend: true for real fds; false on the simulator, whose fds are keys
+    /// into its own in-memory files.
+    fn shares_fds(&self) -> bool {
+        true
+    }
+
+    /// Ops the ring ran as blocking calls ([`Metrics::ops_blocking`]).
+    fn ops_blocking(&self) -> u64 {
+        0
+    }
+
+    /// The fault queue (test-only), on io_uring and the fallback.
+    #[cfg(feature = "fault-injection")]
+    fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        None
+    }
+
+    /// Test-only: on io_uring, runs the ops of the named namespace opcodes
+    /// as blocking calls, as on a kernel that lacks them.
+    #[cfg(feature = "fault-injection")]
+    fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        let _ = names;
+        Err(crate::error::unsupported(
+            "hiding opcodes works on the io_uring backend only",
+        ))
+    }
+
+    /// The simulator's controls, on the sim backend.
+    fn sim(&self) -> Option<SimHandle> {
+        None
+    }
+}
+
+/// The backend a context runs on: one variant per [`Reactor`].
+pub(crate) enum AnyBackend {
+    Uring(Uring),
+    Fallback(Fallback),
+    Sim(Sim),
+}
+
+/// Runs `$body` with `$backend` bound to the backend `$any` holds: the one
+/// `match` over the backends.
+macro_rules! dispatch {
+    ($any:expr, $backend:ident => $body:expr) => {
+        match $any {
+            AnyBackend::Uring($backend) => $body,
+            AnyBackend::Fallback($backend) => $body,
+            AnyBackend::Sim($backend) => $body,
+        }
+    };
+}
+
 /// Starts an op: moves it into its cell and hands it to the backend its
 /// anchor leads to. Returns the future's half and where the op went.
 pub(crate) fn start<K: Operation, A: Anchored>(
@@ -86,13 +215,6 @@ pub(crate) fn start<K: Operation, A: Anchored>(
     // until it returns. (A reference tied to `fresh` would forbid moving it
     // into the call, though the cell does not move.)
     unsafe { &*backend }.start_fresh(fresh, waker)
-}
-
-/// The backend a context runs on.
-pub(crate) enum AnyBackend {
-    Uring(Uring),
-    Fallback(Fallback),
-    Sim(Sim),
 }
 
 /// What a backend is set up with, on the home thread inside the home runtime.
@@ -115,6 +237,9 @@ impl AnyBackend {
     /// The ring's setup error where the choice allows no fallback.
     pub(crate) fn new(setup: Setup<'_>) -> io::Result<AnyBackend> {
         let fallback = || AnyBackend::Fallback(Fallback::new(setup.runtime.clone(), setup.home));
+        let uring = || {
+            Uring::new(setup.ring, setup.home, setup.kicks, setup.runtime).map(AnyBackend::Uring)
+        };
         match setup.choice {
             Backend::Fallback => Ok(fallback()),
             Backend::Sim(config) => Ok(AnyBackend::Sim(Sim::new(
@@ -122,10 +247,9 @@ impl AnyBackend {
                 setup.runtime.clone(),
                 setup.home,
             ))),
-            Backend::Uring => Uring::new(setup.ring, setup.home, setup.kicks, setup.runtime)
-                .map(AnyBackend::Uring),
-            Backend::Auto => match Uring::new(setup.ring, setup.home, setup.kicks, setup.runtime) {
-                Ok(uring) => Ok(AnyBackend::Uring(uring)),
+            Backend::Uring => uring(),
+            Backend::Auto => match uring() {
+                Ok(uring) => Ok(uring),
                 Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                     tracing::warn!(error = %e, "using the thread-pool fallback");
                     Ok(fallback())
@@ -141,19 +265,14 @@ impl AnyBackend {
 
     /// The name [`Metrics::backend`] reports.
     pub(crate) fn name(&self) -> &'static str {
-        match self {
-            AnyBackend::Uring(_) => "io_uring",
-            AnyBackend::Fallback(_) => "fallback",
-            AnyBackend::Sim(_) => "sim",
+        fn name_of<R: Reactor>(_: &R) -> &'static str {
+            R::NAME
         }
+        dispatch!(self, backend => name_of(backend))
     }
 
     fn common(&self) -> &Common {
-        match self {
-            AnyBackend::Uring(uring) => uring.common(),
-            AnyBackend::Fallback(fallback) => fallback.common(),
-            AnyBackend::Sim(sim) => sim.common(),
-        }
+        dispatch!(self, backend => backend.common())
     }
 
     /// Shares a fresh op with the backend, which starts it: returns the
@@ -173,59 +292,19 @@ impl AnyBackend {
             op.complete(Cqe::not_run(invalid));
             return (half, Placement::Here);
         }
-        match self {
-            // An op the ring has no SQE for (constant `false` for most).
-            AnyBackend::Uring(uring) if uring.runs_blocking(K::ON_RING) => {
-                let anchor = fresh.anchor().clone();
-                let (half, op) = fresh.share(waker.clone());
-                (half, uring.blocking_pool().start(op, &anchor))
-            }
-            AnyBackend::Uring(uring) => {
-                // The hot path: the SQE is built from the op at its final
-                // address, before the cell is shared.
-                let sqe = fresh.with_kind(|kind| kind.sqe());
-                let (half, op) = fresh.share(waker.clone());
-                (half, uring.start(erase(op), sqe))
-            }
-            AnyBackend::Fallback(fallback) => {
-                let anchor = fresh.anchor().clone();
-                let (half, op) = fresh.share(waker.clone());
-                (half, fallback.start(op, &anchor))
-            }
-            AnyBackend::Sim(sim) => {
-                let (half, op) = fresh.share(waker.clone());
-                (half, sim.start(erase(op)))
-            }
-        }
+        dispatch!(self, backend => backend.start(fresh, waker))
     }
 
-    /// Hands a dropped op's reference to the backend, which cancels the op
-    /// where it can; dropping the reference is all there is to do otherwise.
     pub(crate) fn cancel(&self, canceller: Canceller) {
-        match self {
-            AnyBackend::Uring(uring) => uring.cancel(canceller),
-            AnyBackend::Fallback(fallback) => fallback.cancel(canceller),
-            AnyBackend::Sim(_) => drop(canceller),
-        }
+        dispatch!(self, backend => backend.cancel(canceller))
     }
 
-    /// Spawns the backend's driver task on the current runtime (the home
-    /// runtime, entered on the home thread).
     pub(crate) fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
-        match self {
-            AnyBackend::Uring(uring) => uring.spawn_driver(),
-            AnyBackend::Fallback(fallback) => Ok(fallback.spawn_driver()),
-            AnyBackend::Sim(sim) => Ok(sim.spawn_driver()),
-        }
+        dispatch!(self, backend => backend.spawn_driver())
     }
 
-    /// Asks the driver to shut down: the driver resolves every pending op.
     pub(crate) fn shut_down(&self) {
-        match self {
-            AnyBackend::Uring(uring) => uring.shut_down(),
-            AnyBackend::Fallback(fallback) => fallback.shut_down(),
-            AnyBackend::Sim(sim) => sim.shut_down(),
-        }
+        dispatch!(self, backend => backend.shut_down())
     }
 
     /// Whether shutdown has been requested, or the driver has ended.
@@ -233,105 +312,52 @@ impl AnyBackend {
         self.common().shutdown.is_raised()
     }
 
-    /// The setup flags of the ring (all `false` off io_uring).
     pub(crate) fn ring_flags(&self) -> RingFlags {
-        match self {
-            AnyBackend::Uring(uring) => uring.flags(),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => RingFlags::default(),
-        }
+        dispatch!(self, backend => backend.ring_flags())
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
         let mut metrics = self.common().metrics(self.name(), self.ring_flags());
-        if let AnyBackend::Uring(uring) = self {
-            metrics.ops_blocking = uring.blocking_ops();
-        }
+        metrics.ops_blocking = dispatch!(self, backend => backend.ops_blocking());
         metrics
     }
 
-    /// Registers buffers for fixed ops in the backend's table; returns the
-    /// first slot, or `None` where the backend has no table (the fallback and
-    /// the simulator use the buffers as they are). On the home thread only.
+    /// See [`Reactor::register_buffers`].
     ///
     /// # Safety
     ///
-    /// Each iovec's memory must stay valid until the slots are unregistered
-    /// or the backend is gone.
+    /// As [`Reactor::register_buffers`].
     pub(crate) unsafe fn register_buffers(
         &self,
         iovecs: &[libc::iovec],
     ) -> io::Result<Option<u16>> {
-        match self {
-            // SAFETY: the caller's contract.
-            AnyBackend::Uring(uring) => unsafe { uring.register_buffers(iovecs) }.map(Some),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Ok(None),
-        }
+        // SAFETY: the caller's contract.
+        dispatch!(self, backend => unsafe { backend.register_buffers(iovecs) })
     }
 
-    /// Unregisters buffers registered by [`register_buffers`](Self::register_buffers).
-    /// On the home thread only; returns whether it ran.
-    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
-        match self {
-            AnyBackend::Uring(uring) => uring.unregister_buffers(first, count),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => true,
-        }
+    pub(crate) fn release(&self, release: Release) {
+        dispatch!(self, backend => backend.release(release))
     }
 
-    /// Registers `fd` in the backend's file table; returns its slot, or
-    /// `None` where the backend has none. On the home thread only.
-    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<Option<u32>> {
-        match self {
-            AnyBackend::Uring(uring) if uring.has_file_table() => uring.register_file(fd).map(Some),
-            AnyBackend::Uring(_) | AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Ok(None),
-        }
+    pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
+        dispatch!(self, backend => backend.register_file(fd))
     }
 
-    /// Takes a registered file out of the table. On the home thread only;
-    /// returns whether it ran.
-    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
-        match self {
-            AnyBackend::Uring(uring) => uring.unregister_file(slot),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => true,
-        }
-    }
-
-    /// Whether an fd means the same here as on any other context of this
-    /// backend: true for real fds; false on the simulator, whose fds are keys
-    /// into its own in-memory files.
     pub(crate) fn shares_fds(&self) -> bool {
-        match self {
-            AnyBackend::Uring(_) | AnyBackend::Fallback(_) => true,
-            AnyBackend::Sim(_) => false,
-        }
+        dispatch!(self, backend => backend.shares_fds())
     }
 
-    /// The fault queue (test-only), on io_uring and the fallback.
     #[cfg(feature = "fault-injection")]
     pub(crate) fn faults(&self) -> Option<&crate::fault::FaultQueue> {
-        match self {
-            AnyBackend::Uring(uring) => Some(uring.faults()),
-            AnyBackend::Fallback(fallback) => Some(fallback.faults()),
-            AnyBackend::Sim(_) => None,
-        }
+        dispatch!(self, backend => backend.faults())
     }
 
-    /// Test-only: on io_uring, runs the ops of the named namespace opcodes
-    /// as blocking calls, as on a kernel that lacks them.
     #[cfg(feature = "fault-injection")]
     pub(crate) fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
-        match self {
-            AnyBackend::Uring(uring) => uring.hide_opcodes(names),
-            AnyBackend::Fallback(_) | AnyBackend::Sim(_) => Err(crate::error::unsupported(
-                "hiding opcodes works on the io_uring backend only",
-            )),
-        }
+        dispatch!(self, backend => backend.hide_opcodes(names))
     }
 
-    /// The simulator's controls, on the sim backend.
     pub(crate) fn sim(&self) -> Option<SimHandle> {
-        match self {
-            AnyBackend::Sim(sim) => Some(sim.handle()),
-            AnyBackend::Uring(_) | AnyBackend::Fallback(_) => None,
-        }
+        dispatch!(self, backend => backend.sim())
     }
 }

@@ -8,13 +8,17 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::context::{Context, Shared};
-use crate::op::{Anchor, FileHandles, Op, OpenFile};
+use crate::context::Context;
+use crate::context::state::ContextState;
+use crate::file::{FileHandles, OpenFile};
+use crate::op::Op;
 use crate::ops::path::DirFd;
 use crate::ops::{
     Fsync, LinkAt, MkdirAt, OpKind, OpenAt, ReadDir, RenameAt, RenameMode, Statx, SymlinkAt,
     UnlinkAt,
 };
+use crate::pool::membership::Membership;
+use crate::pool::placement::Anchor;
 
 use super::File;
 
@@ -60,8 +64,9 @@ impl Dir {
     /// `ENOENT`, `ENOTDIR` if it is not a directory, `EACCES`;
     /// `InvalidInput` for a path with a NUL byte.
     pub async fn open(ctx: &Context, path: impl AsRef<Path>) -> io::Result<Dir> {
-        let anchor = Anchor::Context(ctx.shared().clone());
-        Dir::open_from(ctx.shared(), anchor, DirFd::cwd(), path.as_ref()).await
+        let anchor = Anchor::Context(ctx.state().clone());
+        let pool = ctx.membership().cloned();
+        Dir::open_from(ctx.state(), pool, anchor, DirFd::cwd(), path.as_ref()).await
     }
 
     /// Opens the directory `path`, relative to this one.
@@ -70,20 +75,22 @@ impl Dir {
     ///
     /// As [`open`](Dir::open).
     pub async fn open_dir(&self, path: impl AsRef<Path>) -> io::Result<Dir> {
-        let (anchor, shared) = self.placement();
-        Dir::open_from(&shared, anchor, self.fd_for(&shared), path.as_ref()).await
+        let (anchor, state, pool) = self.placement();
+        Dir::open_from(&state, pool, anchor, self.fd_for(&state), path.as_ref()).await
     }
 
     async fn open_from(
-        shared: &Arc<Shared>,
+        state: &Arc<ContextState>,
+        pool: Option<Arc<Membership>>,
         anchor: Anchor,
         at: DirFd,
         path: &Path,
     ) -> io::Result<Dir> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY;
         let fd = Op::new(anchor, OpenAt::new(at, path, flags, 0)?).await?;
+        let open = OpenFile::new(fd, state.clone(), pool, None);
         let file = File {
-            inner: Arc::new(FileHandles::new(OpenFile::new(fd, shared.clone(), None))),
+            inner: Arc::new(FileHandles::new(open)),
         };
         Ok(Dir { file })
     }
@@ -195,7 +202,7 @@ impl Dir {
         to: impl AsRef<Path>,
         mode: RenameMode,
     ) -> Op<RenameAt> {
-        let to_fd = to_dir.fd_for(self.shared());
+        let to_fd = to_dir.fd_for(self.state());
         self.op(RenameAt::new(
             self.own_fd(),
             from.as_ref(),
@@ -218,7 +225,7 @@ impl Dir {
         link_dir: &Dir,
         link: impl AsRef<Path>,
     ) -> Op<LinkAt> {
-        let link_fd = link_dir.fd_for(self.shared());
+        let link_fd = link_dir.fd_for(self.state());
         self.op(LinkAt::new(
             self.own_fd(),
             original.as_ref(),
@@ -271,8 +278,8 @@ impl Dir {
         self.file.close().await
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        &self.file.inner.file().shared
+    fn state(&self) -> &Arc<ContextState> {
+        &self.file.inner.file().state
     }
 
     /// This directory as the op's own directory: the op's anchor keeps its
@@ -284,8 +291,8 @@ impl Dir {
 
     /// This directory as a second directory of an op that runs on `on`: its
     /// fd, held open by the op, where it means the same there.
-    pub(super) fn fd_for(&self, on: &Arc<Shared>) -> DirFd {
-        let own = self.shared();
+    pub(super) fn fd_for(&self, on: &Arc<ContextState>) -> DirFd {
+        let own = self.state();
         if Arc::ptr_eq(own, on) || (own.backend.shares_fds() && on.backend.shares_fds()) {
             self.own_fd()
         } else {
@@ -294,9 +301,14 @@ impl Dir {
     }
 
     /// Where an op relative to this directory goes: its anchor, and the
-    /// context the directory was opened on.
-    pub(super) fn placement(&self) -> (Anchor, Arc<Shared>) {
-        (self.file.inner.anchor(), self.shared().clone())
+    /// context the directory was opened on, and that context's pool.
+    pub(super) fn placement(&self) -> (Anchor, Arc<ContextState>, Option<Arc<Membership>>) {
+        let file = self.file.inner.file();
+        (
+            Anchor::for_file(&self.file.inner),
+            file.state.clone(),
+            file.pool.clone(),
+        )
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {

@@ -41,8 +41,15 @@
 //!
 //! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
 //! requires the buffer address, the length and the offset to be multiples of
-//! the device's logical block size (use [`AlignedBuf`](crate::buf::AlignedBuf));
-//! otherwise ops fail with `EINVAL`, and the context stays usable.
+//! the file's direct-I/O alignment, usually the device's logical block size
+//! (use [`AlignedBuf`](crate::buf::AlignedBuf), 4096-aligned). A read or
+//! write that breaks the rule fails with an error of kind `InvalidInput`
+//! whose message says which of the three is misaligned and to what, for
+//! example "O_DIRECT read refused (EINVAL): the offset 3 is not a multiple of
+//! 512, the file's direct-I/O alignment (statx)"; its payload is a
+//! [`Misaligned`], which keeps the errno (the `io::Error` itself has no
+//! `raw_os_error()`: it holds a payload or an errno, not both). The context
+//! and the file stay usable. This holds on every backend.
 
 use std::fmt;
 use std::io;
@@ -65,13 +72,16 @@ pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
 use crate::context::Context;
+pub use crate::error::{Misaligned, MisalignedPart};
+use crate::file::{FileHandles, OpenFile};
 use crate::fixed::FixedBuf;
-use crate::op::{Anchor, FileHandles, Op, OpenFile};
+use crate::op::Op;
 use crate::ops::rw::Registration;
 use crate::ops::{
     Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, ReadAt, ReadvAt, Statx, WriteAt, WritevAt,
 };
 pub use crate::ops::{DirEntry, FileType, Metadata, RenameMode};
+use crate::pool::placement::Anchor;
 
 /// An open file whose I/O runs on a context's ring.
 ///
@@ -118,7 +128,8 @@ impl File {
         File {
             inner: Arc::new(FileHandles::new(OpenFile::new(
                 fd,
-                ctx.shared().clone(),
+                ctx.state().clone(),
+                ctx.membership().cloned(),
                 None,
             ))),
         }
@@ -288,7 +299,7 @@ impl File {
         };
         file.unregister().await;
         let fd = file.take_fd();
-        Op::new(Anchor::Context(file.shared.clone()), Close::new(fd)).await
+        Op::new(Anchor::Context(file.state.clone()), Close::new(fd)).await
     }
 
     /// Whether the file is registered with its ring (see
@@ -333,13 +344,13 @@ impl File {
     fn fixed_placement(&self, buf: &FixedBuf) -> (Anchor, FileFd, Registration) {
         let file = self.inner.file();
         let on = buf.context().clone();
-        let own = Arc::ptr_eq(&on, &file.shared);
+        let own = Arc::ptr_eq(&on, &file.state);
         let fd = if own {
             file.fd()
         } else {
             FileFd::new(file.raw())
         };
-        let fds_agree = own || (on.backend.shares_fds() && file.shared.backend.shares_fds());
+        let fds_agree = own || (on.backend.shares_fds() && file.state.backend.shares_fds());
         let registration = if !fds_agree {
             Registration::Mismatched
         } else {
@@ -370,7 +381,7 @@ impl File {
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
-        Op::new(self.inner.anchor(), kind)
+        Op::new(Anchor::for_file(&self.inner), kind)
     }
 }
 

@@ -7,10 +7,14 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::context::{Context, Shared};
-use crate::op::{Anchor, FileHandles, Op, OpenFile};
+use crate::context::Context;
+use crate::context::state::ContextState;
+use crate::file::{FileHandles, OpenFile};
+use crate::op::Op;
 use crate::ops::OpenAt;
 use crate::ops::path::DirFd;
+use crate::pool::membership::Membership;
+use crate::pool::placement::Anchor;
 
 use super::{Dir, File};
 
@@ -99,10 +103,15 @@ impl OpenOptions {
     /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
     /// the context that opened it, even in a pool (the slot is that ring's).
     /// Closing or dropping the file takes it out of the table before its fd
-    /// is closed. Where the backend has no file table (the fallback, the
-    /// simulator) or the table is full, the file is used unregistered; the
-    /// reason is logged once, and [`File::is_registered`] tells. Default
-    /// `false`.
+    /// is closed. Where registration is impossible the file is used
+    /// unregistered, and [`File::is_registered`] tells: silently where the
+    /// context has no file table (the fallback and the simulator, which
+    /// have none, and a ring built with
+    /// [`Builder::registered_file_slots(0)`](crate::Builder::registered_file_slots)
+    /// or whose kernel refused the table at setup, logged then at `debug`);
+    /// with a `warn` event where the table is full or the kernel refuses
+    /// the file (once per context: the first failure to register a file or
+    /// buffers is logged, not every one). Default `false`.
     pub fn register(&mut self, register: bool) -> &mut Self {
         self.register = register;
         self
@@ -128,8 +137,9 @@ impl OpenOptions {
     /// otherwise the kernel's `openat` error (`EINVAL` for `O_DIRECT` on a
     /// filesystem that does not support it).
     pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
-        let anchor = Anchor::Context(ctx.shared().clone());
-        self.open_from(ctx.shared(), anchor, DirFd::cwd(), path.as_ref())
+        let anchor = Anchor::Context(ctx.state().clone());
+        let pool = ctx.membership().cloned();
+        self.open_from(ctx.state(), pool, anchor, DirFd::cwd(), path.as_ref())
             .await
     }
 
@@ -140,41 +150,42 @@ impl OpenOptions {
     ///
     /// As [`open`](OpenOptions::open).
     pub async fn open_at(&self, dir: &Dir, path: impl AsRef<Path>) -> io::Result<File> {
-        let (anchor, shared) = dir.placement();
-        self.open_from(&shared, anchor, dir.fd_for(&shared), path.as_ref())
+        let (anchor, state, pool) = dir.placement();
+        self.open_from(&state, pool, anchor, dir.fd_for(&state), path.as_ref())
             .await
     }
 
     async fn open_from(
         &self,
-        shared: &Arc<Shared>,
+        state: &Arc<ContextState>,
+        pool: Option<Arc<Membership>>,
         anchor: Anchor,
         dir: DirFd,
         path: &Path,
     ) -> io::Result<File> {
         let flags = self.flags()?;
         let fd = Op::new(anchor, OpenAt::new(dir, path, flags, self.mode)?).await?;
-        let shared = shared.clone();
+        let state = state.clone();
         if !self.register {
             return Ok(File {
-                inner: Arc::new(FileHandles::new(OpenFile::new(fd, shared, None))),
+                inner: Arc::new(FileHandles::new(OpenFile::new(fd, state, pool, None))),
             });
         }
         // Registered on the home thread, into a file made there: if this
         // future is dropped meanwhile, that file's drop unregisters it.
-        let home = shared.home();
-        let runtime = shared.runtime().clone();
+        let home = state.home();
+        let runtime = state.runtime().clone();
         let register = move || {
-            let slot = shared
+            let slot = state
                 .backend
                 .register_file(fd.as_raw_fd())
                 .unwrap_or_else(|e| {
-                    shared.warn_once(&format!(
+                    state.warn_once(&format!(
                         "registering a file failed ({e}); it is used unregistered"
                     ));
                     None
                 });
-            OpenFile::new(fd, shared, slot)
+            OpenFile::new(fd, state, pool, slot)
         };
         let file = if home.is_current() {
             register()

@@ -14,14 +14,15 @@ use std::io;
 use std::path::Path;
 
 use crate::context::Context;
-use crate::op::{Anchor, Op};
+use crate::op::Op;
 use crate::ops::path::DirFd;
 use crate::ops::{LinkAt, MkdirAt, ReadDir, RenameAt, RenameMode, Statx, SymlinkAt, UnlinkAt};
+use crate::pool::placement::Anchor;
 
 use super::Dir;
 
 fn op<K: crate::ops::OpKind>(ctx: &Context, kind: K) -> Op<K> {
-    Op::new(Anchor::Context(ctx.shared().clone()), kind)
+    Op::new(Anchor::Context(ctx.state().clone()), kind)
 }
 
 /// Renames `from` to `to`, replacing `to` if it exists, atomically: the

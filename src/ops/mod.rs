@@ -38,7 +38,6 @@
 //! effect: a dropped write may have written, and a dropped open's fd is closed
 //! when it arrives.
 
-use std::any::Any;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
@@ -67,6 +66,7 @@ macro_rules! on_file {
 
 pub(crate) mod blocking;
 mod contract;
+mod direct;
 pub(crate) mod link;
 pub(crate) mod mkdir;
 pub(crate) mod nop;
@@ -180,9 +180,6 @@ pub(crate) trait Inflight: Cell {
 
     /// The op's type, for the simulator's completion log.
     fn kind_name(&self) -> &'static str;
-
-    /// The concrete cell, for the fallback's typed landing.
-    fn as_any(&self) -> &dyn Any;
 }
 
 impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
@@ -200,10 +197,6 @@ impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
         let name = std::any::type_name::<K>();
         let base = name.split('<').next().unwrap_or(name);
         base.rsplit("::").next().unwrap_or(base)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
     }
 }
 

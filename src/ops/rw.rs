@@ -9,6 +9,7 @@ use crate::ops::blocking::{Bounce, Positional};
 use crate::ops::simulated::{Segment, SimFs, cqe_of};
 use crate::ops::{
     BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+    direct,
 };
 use crate::ring::{Sqe, op};
 
@@ -100,7 +101,11 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
     }
 
     fn complete(mut self, cqe: Cqe) -> Self::Resolved {
-        let result = cqe.result.map(|n| {
+        let (ptr, len) = self.target();
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "read", self.offset, || {
+            vec![(ptr as usize, len)]
+        });
+        let result = result.map(|n| {
             // SAFETY: the kernel wrote `n` bytes at `start`; bytes before
             // `start` were initialised by the caller's earlier reads.
             unsafe { self.buf.set_init(self.start + n as usize) };
@@ -113,18 +118,14 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
 impl<B: IoBufMut> UringOp for ReadAt<B> {
     fn sqe(&mut self) -> Sqe {
         let (ptr, len) = self.target();
-        let len = len.min(u32::MAX as usize) as u32;
-        let (fd, offset) = (self.fd, self.offset);
-        match self.registration {
-            Registration::Slot(index) => {
-                on_file!(fd, target => op::ReadFixed::new(target, ptr, len, index)
-                .offset(offset)
-                .build())
-            }
-            Registration::None | Registration::Mismatched => {
-                on_file!(fd, target => op::Read::new(target, ptr, len).offset(offset).build())
-            }
-        }
+        transfer_sqe(
+            Direction::Read,
+            self.fd,
+            self.registration,
+            ptr,
+            len,
+            self.offset,
+        )
     }
 }
 
@@ -221,25 +222,27 @@ impl<B: IoBuf> Operation for WriteAt<B> {
     }
 
     fn complete(self, cqe: Cqe) -> Self::Resolved {
-        (cqe.result.map(|n| n as usize), self.buf)
+        let data = self.data();
+        let (ptr, len) = (data.as_ptr() as usize, data.len());
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "write", self.offset, || {
+            vec![(ptr, len)]
+        });
+        (result.map(|n| n as usize), self.buf)
     }
 }
 
 impl<B: IoBuf> UringOp for WriteAt<B> {
     fn sqe(&mut self) -> Sqe {
         let data = self.data();
-        let (ptr, len) = (data.as_ptr(), data.len().min(u32::MAX as usize) as u32);
-        let (fd, offset) = (self.fd, self.offset);
-        match self.registration {
-            Registration::Slot(index) => {
-                on_file!(fd, target => op::WriteFixed::new(target, ptr, len, index)
-                .offset(offset)
-                .build())
-            }
-            Registration::None | Registration::Mismatched => {
-                on_file!(fd, target => op::Write::new(target, ptr, len).offset(offset).build())
-            }
-        }
+        let (ptr, len) = (data.as_ptr().cast_mut(), data.len());
+        transfer_sqe(
+            Direction::Write,
+            self.fd,
+            self.registration,
+            ptr,
+            len,
+            self.offset,
+        )
     }
 }
 
@@ -263,5 +266,36 @@ impl<B: IoBuf> SimulatedOp for WriteAt<B> {
     fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
         let fd = self.fd.as_raw_fd();
         cqe_of(fs.write(fd, self.offset, &[self.data()]))
+    }
+}
+
+/// Which way a transfer goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// The SQE of a read into, or a write from, `len` bytes at `ptr`, on `fd`
+/// at `offset`: through the registered buffer `registration` names, if any
+/// (the kernel reads from `ptr` for a write; it never writes there).
+fn transfer_sqe(
+    direction: Direction,
+    fd: FileFd,
+    registration: Registration,
+    ptr: *mut u8,
+    len: usize,
+    offset: u64,
+) -> Sqe {
+    let len = len.min(u32::MAX as usize) as u32;
+    match (direction, registration) {
+        (Direction::Read, Registration::Slot(index)) => on_file!(fd, target =>
+            op::ReadFixed::new(target, ptr, len, index).offset(offset).build()),
+        (Direction::Write, Registration::Slot(index)) => on_file!(fd, target =>
+            op::WriteFixed::new(target, ptr, len, index).offset(offset).build()),
+        (Direction::Read, Registration::None | Registration::Mismatched) => on_file!(fd, target =>
+            op::Read::new(target, ptr, len).offset(offset).build()),
+        (Direction::Write, Registration::None | Registration::Mismatched) => on_file!(fd, target =>
+            op::Write::new(target, ptr, len).offset(offset).build()),
     }
 }

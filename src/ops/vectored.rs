@@ -9,6 +9,7 @@ use crate::ops::blocking::{Bounce, Positional};
 use crate::ops::simulated::{Segment, SimFs, cqe_of};
 use crate::ops::{
     BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+    direct,
 };
 use crate::ring::{Sqe, op};
 
@@ -63,7 +64,13 @@ impl<B: IoBufMut> Operation for ReadvAt<B> {
     }
 
     fn complete(mut self, cqe: Cqe) -> Self::Resolved {
-        let result = cqe.result.map(|n| {
+        let bufs = &self.bufs;
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "read", self.offset, || {
+            bufs.iter()
+                .map(|b| (b.stable_ptr() as usize, b.bytes_total()))
+                .collect()
+        });
+        let result = result.map(|n| {
             let mut left = n as usize;
             for buf in &mut self.bufs {
                 let filled = left.min(buf.bytes_total());
@@ -186,7 +193,12 @@ impl<B: IoBuf> Operation for WritevAt<B> {
     }
 
     fn complete(self, cqe: Cqe) -> Self::Resolved {
-        (cqe.result.map(|n| n as usize), self.bufs)
+        let result = direct::explain(cqe, self.fd.as_raw_fd(), "write", self.offset, || {
+            self.data()
+                .map(|data| (data.as_ptr() as usize, data.len()))
+                .collect()
+        });
+        (result.map(|n| n as usize), self.bufs)
     }
 }
 

@@ -29,6 +29,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use crate::error::DirectAlignment;
 use crate::ops::simulated::{At, Segment, SimDirEntry, SimFs, SimStat, StatTarget};
 
 use super::config::{CrashModel, Fault, FaultAction, FsModel, RandomFault, SimOp};
@@ -271,6 +272,7 @@ impl Files {
         rw_end(offset, total)?;
         check_direct(
             &open,
+            "write",
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;
@@ -294,24 +296,25 @@ impl Files {
 }
 
 /// `O_DIRECT`'s rule: offset, every buffer's address and length aligned.
+/// A refusal names the misaligned part, as the ring's does.
 fn check_direct(
     open: &Open,
+    op: &'static str,
     offset: u64,
     pieces: impl Iterator<Item = (usize, usize)>,
 ) -> io::Result<()> {
     if !open.direct {
         return Ok(());
     }
-    let misaligned = |n: u64| n % DIRECT_ALIGN != 0;
-    if misaligned(offset) {
-        return Err(errno(libc::EINVAL));
+    let alignment = DirectAlignment {
+        memory: DIRECT_ALIGN,
+        offset: DIRECT_ALIGN,
+        basis: "the simulator's logical block size",
+    };
+    match alignment.check(op, offset, &pieces.collect::<Vec<_>>()) {
+        Some(misaligned) => Err(misaligned),
+        None => Ok(()),
     }
-    for (addr, len) in pieces {
-        if misaligned(addr as u64) || misaligned(len as u64) {
-            return Err(errno(libc::EINVAL));
-        }
-    }
-    Ok(())
 }
 
 impl SimFs for Files {
@@ -401,7 +404,7 @@ impl SimFs for Files {
         }
         let len: u64 = into.iter().map(|s| s.len as u64).sum();
         rw_end(offset, len)?;
-        check_direct(&open, offset, into.iter().map(|s| (s.addr, s.len)))?;
+        check_direct(&open, "read", offset, into.iter().map(|s| (s.addr, s.len)))?;
         let len = match self.check_open(SimOp::Read, &open, offset, len) {
             Verdict::Fail(e) => return Err(e),
             Verdict::Short(n) => len.min(n as u64),
@@ -419,6 +422,7 @@ impl SimFs for Files {
         rw_end(offset, total)?;
         check_direct(
             &open,
+            "write",
             offset,
             from.iter().map(|p| (p.as_ptr() as usize, p.len())),
         )?;

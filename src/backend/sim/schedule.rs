@@ -44,10 +44,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::common::{Common, Placement};
+use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::HomeThread;
+use crate::lifecycle::{Fresh, FutureHalf};
 use crate::metrics::Counters;
-use crate::ops::OpRef;
+use crate::ops::{OpRef, Operation, erase};
 
 use super::config::{CrashModel, Latency, SimConfig};
 use super::crash::{self, Tear};
@@ -69,10 +71,10 @@ pub struct Completion {
 /// A simulated backend: cheap to clone, shared by every thread.
 #[derive(Clone)]
 pub(crate) struct Sim {
-    shared: Arc<Shared>,
+    shared: Arc<SimState>,
 }
 
-struct Shared {
+struct SimState {
     common: Common,
     /// The runtime whose clock the simulator keeps.
     runtime: tokio::runtime::Handle,
@@ -81,9 +83,9 @@ struct Shared {
     /// The simulator task's waker: a submission asks it to set the alarm.
     task: AtomicWaker,
     /// The timer at the earliest event; `None` until first needed. Held
-    /// only by [`Shared::settle`].
+    /// only by [`SimState::settle`].
     alarm: Mutex<Option<Pin<Box<Sleep>>>>,
-    /// The waker the alarm is polled with: runs [`Shared::settle`].
+    /// The waker the alarm is polled with: runs [`SimState::settle`].
     alarm_waker: Waker,
     /// Asks whoever holds `alarm` for one more round of settling.
     settle_again: AtomicBool,
@@ -166,7 +168,7 @@ impl State {
 }
 
 /// The alarm's waker: settles the simulator from inside Tokio's time driver.
-struct Alarm(Weak<Shared>);
+struct Alarm(Weak<SimState>);
 
 impl Wake for Alarm {
     fn wake(self: Arc<Self>) {
@@ -224,7 +226,7 @@ impl Sim {
             log: Vec::new(),
             crashes: Vec::new(),
         };
-        let shared = Arc::new_cyclic(|weak| Shared {
+        let shared = Arc::new_cyclic(|weak| SimState {
             common: Common::new(home),
             runtime,
             seed,
@@ -238,13 +240,9 @@ impl Sim {
         Sim { shared }
     }
 
-    pub(crate) fn common(&self) -> &Common {
-        &self.shared.common
-    }
-
     /// Schedules an op at its submission instant plus its latency; once the
     /// context has shut down, completes it with the shutdown error instead.
-    pub(crate) fn start(&self, op: OpRef) -> Placement {
+    fn schedule_op(&self, op: OpRef) -> Placement {
         let shared = &*self.shared;
         {
             let mut state = shared.lock();
@@ -270,31 +268,48 @@ impl Sim {
         shared.task.wake();
         Placement::Queued
     }
+}
+
+impl Reactor for Sim {
+    const NAME: &'static str = "sim";
+
+    fn common(&self) -> &Common {
+        &self.shared.common
+    }
+
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        let (half, op) = fresh.share(waker.clone());
+        (half, self.schedule_op(erase(op)))
+    }
 
     /// Spawns the simulator task on the current runtime. However the task
     /// ends (shutdown, or the runtime dropped under it), every pending op is
     /// resolved.
-    pub(crate) fn spawn_driver(&self) -> tokio::task::JoinHandle<()> {
+    fn spawn_driver(&self) -> std::io::Result<tokio::task::JoinHandle<()>> {
         let guard = ShutDownOnDrop(self.shared.clone());
-        tokio::spawn(async move {
+        Ok(tokio::spawn(async move {
             guard.0.drive().await;
             drop(guard);
-        })
+        }))
     }
 
-    /// Asks the simulator task to shut down.
-    pub(crate) fn shut_down(&self) {
-        self.shared.common.shutdown.raise();
+    /// The simulator's fds are keys into its own files.
+    fn shares_fds(&self) -> bool {
+        false
     }
 
-    pub(crate) fn handle(&self) -> SimHandle {
-        SimHandle {
+    fn sim(&self) -> Option<SimHandle> {
+        Some(SimHandle {
             shared: self.shared.clone(),
-        }
+        })
     }
 }
 
-impl Shared {
+impl SimState {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Ops run under this lock only through `simulate`, which should not
         // panic on any input; if it does (a simulator bug), the alarm or the
@@ -334,7 +349,7 @@ impl Shared {
                 Err(TryLockError::WouldBlock) => return,
             };
             while self.settle_again.swap(false, Ordering::SeqCst) {
-                Counters::add(&self.common.counters.turns, 1);
+                Counters::add_shared(&self.common.counters.turns, 1);
                 self.settle_locked(&mut alarm);
             }
             drop(alarm);
@@ -414,7 +429,7 @@ impl Shared {
                 }
             }
         }
-        Counters::add(&self.common.counters.cqes_reaped, done.len() as u64);
+        Counters::add_shared(&self.common.counters.cqes_reaped, done.len() as u64);
         for (op, cqe) in done {
             op.complete(cqe);
         }
@@ -460,7 +475,7 @@ impl Shared {
 }
 
 /// Shuts the simulator down when its task ends, however it ends.
-struct ShutDownOnDrop(Arc<Shared>);
+struct ShutDownOnDrop(Arc<SimState>);
 
 impl Drop for ShutDownOnDrop {
     fn drop(&mut self) {
@@ -471,7 +486,7 @@ impl Drop for ShutDownOnDrop {
 /// The controls of a simulated context, from [`Context::sim`](crate::Context::sim).
 #[derive(Clone)]
 pub struct SimHandle {
-    shared: Arc<Shared>,
+    shared: Arc<SimState>,
 }
 
 impl fmt::Debug for SimHandle {

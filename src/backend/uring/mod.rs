@@ -3,17 +3,22 @@
 //! ```text
 //!  any thread                                   home thread
 //!  ──────────                                   ───────────
-//!  start ──push──► inbox ──kick (if parked)───► DriverTask (task.rs)
-//!                                                 └─ Core::turn (turn.rs)
-//!  start on the home thread ──straight to SQ──►      drain → SQ → enter → reap
+//!  submit ──push──► inbox ──kick (if parked)──► DriverTask (task.rs)
+//!                                                 └─ Core::turn (core.rs)
+//!  submit on the home thread ──straight to SQ─►      drain → SQ → enter → reap
 //! ```
 //!
 //! Only the home thread ever reaches the [`Core`] (and so the ring): ops
 //! created there go straight into the submission queue through a
 //! [`HomeOnly`] cell; ops from any other thread go through the inbox, whose
-//! push wakes the driver if it sleeps (see `inbox.rs`). Files: `shared.rs`
-//! what every thread shares, `turn.rs` the driver's state and turn,
-//! `task.rs` the Tokio task that turns it, `slots.rs` the ops in the kernel,
+//! push wakes the driver if it sleeps (see `inbox.rs` and `park.rs`).
+//!
+//! Files, one job each: `state.rs` what every thread shares; `task.rs` the
+//! Tokio task that turns the core and parks; `core.rs` the core and its turn;
+//! `submit.rs` ops into the SQ or the backlog; `cancel.rs` cancels of
+//! dropped ops; `complete.rs` the enter and the reap; `drain.rs` shutdown;
+//! `slots.rs` the ops in the kernel and the in-flight limit; `tables.rs`
+//! registered buffers and files; `dwell.rs` the SQEs' dwell time;
 //! `policy.rs` when local pushes enter.
 //!
 //! Ops the ring has no SQE for run as blocking calls on the home runtime's
@@ -27,28 +32,36 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::Waker;
 use std::time::Instant;
 
-use crate::backend::common::{Common, Placement};
+use crate::backend::common::{Common, Placement, Release};
 use crate::backend::fallback::Fallback;
+use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::{HomeOnly, HomeThread};
-use crate::inbox::{Inbox, Kick};
-use crate::lifecycle::Canceller;
+use crate::inbox::{Closed, Inbox, Kick};
+use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
-use crate::ops::{OPCODES, OPTIONAL_OPCODES, OnRing, OpRef, Opcode};
+use crate::ops::{OPCODES, OPTIONAL_OPCODES, OnRing, OpRef, Opcode, Operation, erase};
 use crate::ring::{Ring, RingConfig, Sqe, op};
 
+mod cancel;
+mod complete;
+mod core;
+mod drain;
+mod dwell;
 mod policy;
-mod registry;
-mod shared;
 mod slots;
+mod state;
+mod submit;
+mod tables;
 mod task;
-mod turn;
 
-use shared::Shared;
+use self::core::Core;
+use state::UringState;
+use submit::{Request, Submission};
 use task::DriverTask;
-use turn::{Core, Request, Submission};
 
 /// The driver's own opcode: cancels for dropped ops.
 const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
@@ -56,7 +69,7 @@ const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
 /// A ring backend: cheap to clone, shared by every thread.
 #[derive(Clone)]
 pub(crate) struct Uring {
-    shared: Arc<Shared>,
+    shared: Arc<UringState>,
     blocking: Arc<Blocking>,
 }
 
@@ -76,6 +89,15 @@ fn names_of(lacking: u64) -> Vec<&'static str> {
         .filter(|(code, _)| lacking & 1 << code != 0)
         .map(|(_, name)| *name)
         .collect()
+}
+
+/// Shuts the blocking pool down when the ring's driver task ends.
+struct ShutDownOnDrop(Arc<Blocking>);
+
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        self.0.pool.shut_down();
+    }
 }
 
 impl Uring {
@@ -130,7 +152,7 @@ impl Uring {
         #[cfg(feature = "fault-injection")]
         let core = core.with_faults(faults.clone());
         Ok(Uring {
-            shared: Arc::new(Shared {
+            shared: Arc::new(UringState {
                 common: Common::new(home),
                 inbox: Inbox::new(kicks),
                 core: HomeOnly::new(home, core),
@@ -146,22 +168,11 @@ impl Uring {
         })
     }
 
-    pub(crate) fn common(&self) -> &Common {
-        &self.shared.common
-    }
-
-    pub(crate) fn flags(&self) -> RingFlags {
-        RingFlags {
-            namespace_blocking: self.blocking.lacking.load(Relaxed) != 0,
-            ..self.shared.flags
-        }
-    }
-
     /// Whether an op the ring runs `on_ring` runs as a blocking call here:
     /// it has no opcode, or the kernel lacks its opcode. For the ops every
     /// ring has ([`OnRing::Sqe`]), a constant `false`.
     #[inline]
-    pub(crate) fn runs_blocking(&self, on_ring: OnRing) -> bool {
+    fn runs_blocking(&self, on_ring: OnRing) -> bool {
         match on_ring {
             OnRing::Sqe => false,
             OnRing::Blocking => true,
@@ -171,69 +182,34 @@ impl Uring {
         }
     }
 
-    /// The pool that runs the ops [`runs_blocking`](Uring::runs_blocking)
-    /// picks.
-    pub(crate) fn blocking_pool(&self) -> &Fallback {
-        &self.blocking.pool
-    }
-
-    /// Ops run as blocking calls so far.
-    pub(crate) fn blocking_ops(&self) -> u64 {
-        let counters = &self.blocking.pool.common().counters;
-        counters.ops_local.load(Relaxed) + counters.ops_foreign.load(Relaxed)
-    }
-
-    /// Test-only: runs the ops of the namespace opcodes named in `names` as
-    /// blocking calls from now on, as on a kernel that lacks them.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
-        let mut bits = 0;
-        for name in names {
-            let Some((code, _)) = OPTIONAL_OPCODES.iter().find(|(_, known)| known == name) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{name} is not a namespace opcode the ring may lack"),
-                ));
-            };
-            bits |= 1 << code;
-        }
-        self.blocking.lacking.fetch_or(bits, Relaxed);
-        Ok(())
-    }
-
-    /// The test-only faults the driver applies to completions.
-    #[cfg(feature = "fault-injection")]
-    pub(crate) fn faults(&self) -> &crate::fault::FaultQueue {
-        &self.shared.faults
-    }
-
     /// Hands an op to the driver: straight into the SQ on the home thread,
     /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
     /// the driver cannot take (shut down) is completed with the error.
-    pub(crate) fn start(&self, op: OpRef, sqe: Sqe) -> Placement {
+    #[inline]
+    pub(crate) fn submit(&self, op: OpRef, sqe: &Sqe) -> Placement {
         let shared = &*self.shared;
+        let op = match shared
+            .core
+            .try_with(op, |core, op| core.submit_local(&shared.common, op, sqe))
+        {
+            Ok(()) => return Placement::Here,
+            Err(op) => op,
+        };
         let submission = Submission {
             op,
-            sqe,
-            pushed_at: None,
+            sqe: sqe.clone(),
+            pushed_at: Some(Instant::now()),
         };
-        let mut submission = match shared.core.try_with(submission, |core, submission| {
-            core.submit_local(&shared.common, submission)
-        }) {
-            Ok(()) => return Placement::Here,
-            Err(submission) => submission,
-        };
-        submission.pushed_at = Some(Instant::now());
         let counters = &shared.common.counters;
         match shared.inbox.push(Request::Submit(submission)) {
             Ok(kick) => {
-                Counters::add(&counters.ops_foreign, 1);
+                Counters::add_shared(&counters.ops_foreign, 1);
                 let counter = match kick {
                     Kick::Sent => &counters.kicks_sent,
                     Kick::Coalesced => &counters.kicks_coalesced,
                     Kick::Suppressed => &counters.kicks_suppressed,
                 };
-                Counters::add(counter, 1);
+                Counters::add_shared(counter, 1);
                 Placement::Queued
             }
             Err(closed) => {
@@ -244,10 +220,34 @@ impl Uring {
             }
         }
     }
+}
+
+impl Reactor for Uring {
+    const NAME: &'static str = "io_uring";
+
+    fn common(&self) -> &Common {
+        &self.shared.common
+    }
+
+    fn start<K: Operation, A: Anchored>(
+        &self,
+        mut fresh: Fresh<K, A>,
+        waker: &Waker,
+    ) -> (FutureHalf<K, A>, Placement) {
+        // An op the ring has no SQE for (a constant `false` for most).
+        if self.runs_blocking(K::ON_RING) {
+            return self.blocking.pool.start(fresh, waker);
+        }
+        // The hot path: the SQE is built from the op at its final address,
+        // before the cell is shared.
+        let sqe = fresh.with_kind(|kind| kind.sqe());
+        let (half, op) = fresh.share(waker.clone());
+        (half, self.submit(erase(op), &sqe))
+    }
 
     /// Passes a dropped op's reference to the driver, which cancels the op if
     /// it is in the kernel.
-    pub(crate) fn cancel(&self, canceller: Canceller) {
+    fn cancel(&self, canceller: Canceller) {
         let shared = &*self.shared;
         if let Err(canceller) = shared.core.try_with(canceller, |core, canceller| {
             core.cancel(&shared.common, canceller)
@@ -260,9 +260,9 @@ impl Uring {
     /// Spawns the driver task, and the blocking pool's. Must run on the home
     /// thread, inside the home runtime. However the ring's driver ends, the
     /// blocking pool shuts down with it.
-    pub(crate) fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
+    fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let driver = DriverTask::new(self.shared.clone())?;
-        drop(self.blocking.pool.spawn_driver());
+        drop(self.blocking.pool.spawn_driver()?);
         let blocking = ShutDownOnDrop(self.blocking.clone());
         Ok(tokio::spawn(tokio::task::coop::unconstrained(async move {
             let _blocking = blocking;
@@ -270,65 +270,92 @@ impl Uring {
         })))
     }
 
+    /// Asks the driver to shut the ring down, and the blocking pool.
+    fn shut_down(&self) {
+        self.shared.common.shutdown.raise();
+        self.blocking.pool.shut_down();
+    }
+
     /// Registers `iovecs` in the ring's buffer table; returns the first slot.
     /// On the home thread only.
     ///
     /// # Safety
     ///
-    /// As [`Core::register_buffers`].
-    pub(crate) unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<u16> {
+    /// As [`Tables::register_buffers`](tables::Tables::register_buffers).
+    unsafe fn register_buffers(&self, iovecs: &[libc::iovec]) -> io::Result<Option<u16>> {
         self.shared
             .core
             // SAFETY: the caller's contract.
-            .with(|core| unsafe { core.register_buffers(iovecs) })
+            .with(|core| unsafe { core.tables.register_buffers(&mut core.ring, iovecs) })
             .unwrap_or_else(|| Err(off_home("registering buffers")))
-    }
-
-    /// Clears and frees buffer slots. On the home thread only; returns
-    /// whether it ran.
-    pub(crate) fn unregister_buffers(&self, first: u16, count: usize) -> bool {
-        self.shared
-            .core
-            .with(|core| core.unregister_buffers(first, count))
-            .is_some()
+            .map(Some)
     }
 
     /// Registers `fd` in the ring's file table; returns its slot. On the home
     /// thread only.
-    pub(crate) fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<u32> {
+    fn register_file(&self, fd: std::os::fd::RawFd) -> io::Result<Option<u32>> {
+        if !self.shared.file_table {
+            return Ok(None);
+        }
         self.shared
             .core
-            .with(|core| core.register_file(fd))
+            .with(|core| core.tables.register_file(&mut core.ring, fd))
             .unwrap_or_else(|| Err(off_home("registering a file")))
+            .map(Some)
     }
 
-    /// Takes a file out of the ring's file table. On the home thread only;
-    /// returns whether it ran.
-    pub(crate) fn unregister_file(&self, slot: u32) -> bool {
-        self.shared
+    fn release(&self, release: Release) {
+        let shared = &*self.shared;
+        let release = match shared
             .core
-            .with(|core| core.unregister_file(slot))
-            .is_some()
+            .try_with(release, |core, release| core.release(release))
+        {
+            Ok(()) => return,
+            // Off the home thread, or inside the driver's turn (an op's
+            // completion dropped the last handle): the next turn does it.
+            Err(release) => release,
+        };
+        if let Err(Closed(Request::Release(release))) = shared.inbox.push(Request::Release(release))
+        {
+            // Shut down: the driver closes the ring, and its tables with it.
+            tracing::debug!(?release, "released after shutdown, with the ring");
+        }
     }
 
-    /// Whether the ring has a table for registered files.
-    pub(crate) fn has_file_table(&self) -> bool {
-        self.shared.file_table
+    fn ring_flags(&self) -> RingFlags {
+        RingFlags {
+            namespace_blocking: self.blocking.lacking.load(Relaxed) != 0,
+            ..self.shared.flags
+        }
     }
 
-    /// Asks the driver to shut the ring down, and the blocking pool.
-    pub(crate) fn shut_down(&self) {
-        self.shared.common.shutdown.raise();
-        self.blocking.pool.shut_down();
+    /// Ops run as blocking calls so far.
+    fn ops_blocking(&self) -> u64 {
+        let counters = &self.blocking.pool.common().counters;
+        counters.ops_local.load(Relaxed) + counters.ops_foreign.load(Relaxed)
     }
-}
 
-/// Shuts the blocking pool down when the ring's driver task ends.
-struct ShutDownOnDrop(Arc<Blocking>);
+    #[cfg(feature = "fault-injection")]
+    fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        Some(&self.shared.faults)
+    }
 
-impl Drop for ShutDownOnDrop {
-    fn drop(&mut self) {
-        self.0.pool.shut_down();
+    /// Test-only: runs the ops of the namespace opcodes named in `names` as
+    /// blocking calls from now on, as on a kernel that lacks them.
+    #[cfg(feature = "fault-injection")]
+    fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        let mut bits = 0;
+        for name in names {
+            let Some((code, _)) = OPTIONAL_OPCODES.iter().find(|(_, known)| known == name) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name} is not a namespace opcode the ring may lack"),
+                ));
+            };
+            bits |= 1 << code;
+        }
+        self.blocking.lacking.fetch_or(bits, Relaxed);
+        Ok(())
     }
 }
 

@@ -86,6 +86,7 @@ impl Slots {
     }
 
     /// No room for another op until a CQE is reaped.
+    #[inline]
     pub(super) fn is_full(&self) -> bool {
         self.len + self.reserve >= self.limit || self.len + self.cancels >= self.limit
     }
@@ -128,13 +129,11 @@ impl Slots {
     }
 
     /// Files `op` under a fresh `user_data`, which it also records in the
-    /// op's cell (for a later cancel), and returns.
-    ///
-    /// # Panics
-    ///
-    /// When full: the caller checks [`is_full`](Slots::is_full) first.
+    /// op's cell (for a later cancel), and returns. The caller checks
+    /// [`is_full`](Slots::is_full) first (debug-asserted here).
+    #[inline]
     pub(super) fn insert(&mut self, op: OpRef, submitted_by: u64) -> u64 {
-        assert!(!self.is_full(), "slot table over its limit");
+        debug_assert!(!self.is_full(), "slot table over its limit");
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -168,6 +167,7 @@ impl Slots {
 
     /// Frees the op's slot; returns it with the number of the enter that
     /// submitted it. `None` for a `user_data` that names no op in flight.
+    #[inline]
     pub(super) fn remove(&mut self, user_data: u64) -> Option<(OpRef, u64)> {
         let (index, generation) = split(user_data);
         let entry = self.entries.get_mut(index)?;

@@ -19,13 +19,15 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
-use super::shared::Shared;
-use super::turn::TurnOutcome;
+use crate::park::{Park, Readiness, park};
+
+use super::core::TurnOutcome;
+use super::state::UringState;
 
 /// Turns per poll before the driver yields to other tasks.
 const TURNS_PER_POLL: usize = 8;
@@ -35,13 +37,36 @@ const TURNS_PER_POLL: usize = 8;
 const SQPOLL_CQ_POLL: Duration = Duration::from_micros(50);
 
 pub(super) struct DriverTask {
-    shared: Arc<Shared>,
+    shared: Arc<UringState>,
     completions: AsyncFd<EventFd>,
     /// Set when the task has shut the ring down and dropped its core.
     finished: bool,
     /// On an SQPOLL ring: since when the driver has polled the CQ without
     /// seeing a completion.
     polling_since: Option<Instant>,
+}
+
+/// The ring's eventfd as a wake source of the park protocol.
+struct CompletionSignal<'a>(&'a AsyncFd<EventFd>);
+
+impl Readiness for CompletionSignal<'_> {
+    /// Clears the eventfd's readiness if it fired. Called *before* reaping,
+    /// so a completion posted after this point sets readiness anew and is
+    /// never lost; when it returns `false` the task's waker is registered
+    /// with the reactor.
+    fn take(&mut self, waker: &Waker) -> bool {
+        match self.0.poll_read_ready(&mut TaskContext::from_waker(waker)) {
+            Poll::Ready(Ok(mut guard)) => {
+                guard.clear_ready();
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                tracing::error!(error = %e, "polling the ring's eventfd failed");
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
 }
 
 /// Our own fd for the ring's eventfd, registered with Tokio's reactor.
@@ -55,7 +80,7 @@ impl AsRawFd for EventFd {
 
 impl DriverTask {
     /// Must run on the home thread, inside the home runtime.
-    pub(super) fn new(shared: Arc<Shared>) -> io::Result<DriverTask> {
+    pub(super) fn new(shared: Arc<UringState>) -> io::Result<DriverTask> {
         let fd = shared
             .core
             .with(|core| core.ring().eventfd())
@@ -73,25 +98,6 @@ impl DriverTask {
         })
     }
 
-    /// Clears the eventfd's readiness if it fired. Returns whether it had.
-    ///
-    /// Called *before* reaping, so a completion posted after this point sets
-    /// readiness anew and is never lost; when it returns `Pending` the task's
-    /// waker is registered with the reactor.
-    fn take_completion_signal(&self, cx: &mut TaskContext<'_>) -> bool {
-        match self.completions.poll_read_ready(cx) {
-            Poll::Ready(Ok(mut guard)) => {
-                guard.clear_ready();
-                true
-            }
-            Poll::Ready(Err(e)) => {
-                tracing::error!(error = %e, "polling the ring's eventfd failed");
-                true
-            }
-            Poll::Pending => false,
-        }
-    }
-
     /// Ends the driver: the ring is closed with its core.
     fn finish(&mut self) {
         self.finished = true;
@@ -105,7 +111,7 @@ impl DriverTask {
 /// That thread's completions reach the CQ without a syscall of ours, so
 /// sleeping on the eventfd between them costs a wake per few ops where
 /// polling costs none.
-fn polls_cq(shared: &Shared, polling_since: &mut Option<Instant>, reaped: bool) -> bool {
+fn polls_cq(shared: &UringState, polling_since: &mut Option<Instant>, reaped: bool) -> bool {
     let awaiting = shared.core.with(|core| core.awaits_sqpoll_completions());
     if awaiting != Some(true) {
         *polling_since = None;
@@ -126,7 +132,7 @@ impl Future for DriverTask {
         let this = self.get_mut();
         let shared = &*this.shared;
         for _ in 0..TURNS_PER_POLL {
-            this.take_completion_signal(cx);
+            CompletionSignal(&this.completions).take(cx.waker());
             let reaped_before = shared.common.counters.cqes_reaped.load(Relaxed);
             let outcome = shared.core.with(|core| {
                 core.set_waker(cx.waker());
@@ -150,17 +156,18 @@ impl Future for DriverTask {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            // Park: register for shutdown, then for kicks (the inbox stores
-            // the waker before it announces the park), then check the
-            // eventfd once more.
-            shared.common.shutdown.register(cx.waker());
-            if shared.common.shutdown.is_raised() || !shared.inbox.park(cx.waker()) {
-                continue;
+            // Park: register with every wake source, in the protocol's
+            // order (park.rs), turning again if any has something.
+            let mut completions = CompletionSignal(&this.completions);
+            let parked = park(
+                cx.waker(),
+                &shared.common.shutdown,
+                Some(&shared.inbox),
+                Some(&mut completions),
+            );
+            if parked == Park::Sleep {
+                return Poll::Pending;
             }
-            if this.take_completion_signal(cx) {
-                continue;
-            }
-            return Poll::Pending;
         }
         // Busy: let the tasks this driver woke run, then come back.
         cx.waker().wake_by_ref();
@@ -189,6 +196,7 @@ mod tests {
     use std::task::Waker;
     use std::time::Duration;
 
+    use crate::backend::Reactor;
     use crate::backend::common::Placement;
     use crate::backend::uring::Uring;
     use crate::home_thread::HomeThread;
@@ -207,13 +215,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let config = RingConfig {
-            entries: 8,
-            single_issuer: true,
-            sqpoll_idle: None,
-            buffer_slots: 0,
-            file_slots: 0,
-        };
+        let config = RingConfig::for_test(8);
         let uring = match Uring::new(config, HomeThread::current(), true, runtime.handle()) {
             Ok(uring) => uring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
@@ -241,7 +243,7 @@ mod tests {
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());
-        assert_eq!(uring.start(erase(op), sqe), Placement::Here);
+        assert_eq!(uring.submit(erase(op), &sqe), Placement::Here);
         // Let the driver submit the read; it stays in the kernel.
         runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
         let submitted = &uring.common().counters.sqes_submitted;

@@ -1,7 +1,8 @@
 //! [`Pool`]: several contexts, one home thread and ring each (QEMU's
-//! iothreads), for services on many cores. Where each thread and task
-//! submits is decided in `context.rs` ([`Membership`]); this file builds,
-//! hands out and shuts down the members.
+//! iothreads), for services on many cores. The pool's room: this file builds,
+//! hands out and shuts down the members; `membership.rs` decides which member
+//! each thread submits to, and `placement.rs` where each op goes (a pool
+//! file's op follows the thread that submits it).
 //!
 //! ```text
 //!   Pool ── member 0: home thread 0 · ring 0      tasks spawned onto the pool
@@ -16,10 +17,16 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::context::{Context, Membership, bind_weakly};
+use crate::context::Context;
+use crate::context::bind::bind_weakly;
 use crate::enter::JoinHandle;
 use crate::home::Builder;
 use crate::metrics::Metrics;
+
+pub(crate) mod membership;
+pub(crate) mod placement;
+
+use membership::Membership;
 
 /// A pool of contexts, each with its own home thread and ring.
 ///
@@ -33,10 +40,11 @@ use crate::metrics::Metrics;
 ///   task runs on its member's home thread, so its ops go straight into that
 ///   member's ring, and [`current`](crate::current) inside it returns its
 ///   member.
-/// - Any other thread has a sticky member of its own ([`context`](Pool::context)):
+/// - Any other thread has a sticky member of its own ([`thread_member`](Pool::thread_member)):
 ///   a member's home thread has its own; every other thread gets one
 ///   round-robin the first time it asks, so the workers of a multi-thread
-///   runtime spread over the rings (no member gets more than
+///   runtime (`#[tokio::main]`'s too: binding them is not needed for this)
+///   spread over the rings (no member gets more than
 ///   `ceil(threads / members)` of them) instead of queuing at one inbox.
 ///   [`bind_thread`](Pool::bind_thread) (or, for every thread of a Tokio
 ///   runtime, [`thread_binder`](Pool::thread_binder) in its builder's
@@ -51,7 +59,8 @@ use crate::metrics::Metrics;
 /// # Shutdown
 ///
 /// [`shutdown`](Pool::shutdown) shuts every member down at once and waits
-/// for all of them; dropping the last handle does the same, blocking.
+/// for all of them; dropping the last handle does the same, blocking (inside
+/// a Tokio runtime, before `shutdown().await`, it logs a warning saying so).
 #[derive(Clone)]
 pub struct Pool {
     inner: Arc<Inner>,
@@ -92,14 +101,26 @@ impl Pool {
     }
 
     /// The members, in order.
-    pub fn contexts(&self) -> &[Context] {
+    pub fn members(&self) -> &[Context] {
         &self.inner.members
     }
 
     /// The calling thread's member: its own on a member's home thread,
     /// otherwise a sticky choice made the first time this thread asks.
-    pub fn context(&self) -> &Context {
+    pub fn thread_member(&self) -> &Context {
         &self.inner.members[self.inner.membership.pick()]
+    }
+
+    /// The members, in order.
+    #[deprecated(note = "renamed `Pool::members`: one letter from `Pool::context` was too close")]
+    pub fn contexts(&self) -> &[Context] {
+        self.members()
+    }
+
+    /// The calling thread's member.
+    #[deprecated(note = "renamed `Pool::thread_member`: the calling thread's sticky member")]
+    pub fn context(&self) -> &Context {
+        self.thread_member()
     }
 
     /// Spawns `future` onto a member's home thread, round-robin.
@@ -117,7 +138,7 @@ impl Pool {
     /// lapses when the pool is gone), so [`current`](crate::current) returns
     /// that member on this thread.
     pub fn bind_thread(&self) {
-        bind_weakly(self.context().shared());
+        bind_weakly(&self.thread_member().owner);
     }
 
     /// A function that binds the thread it runs on, for
@@ -154,6 +175,15 @@ impl Pool {
     }
 
     /// Shuts every member down at once and waits until all have drained.
+    ///
+    /// Called from a task running on one of the pool's members (one from
+    /// [`spawn`](Pool::spawn), say), it shuts that member down too, and the
+    /// member's runtime drops its tasks: the calling task is cancelled,
+    /// usually before this returns, so the code after the `.await` may never
+    /// run and the task's [`JoinHandle`] reports it cancelled. To act after
+    /// the drain, await this from outside the pool (a task of another
+    /// runtime, `main`), as [`Context::shutdown`] called on its own home
+    /// thread only requests the shutdown.
     pub async fn shutdown(&self) {
         futures::future::join_all(self.inner.members.iter().map(Context::shutdown)).await;
     }
@@ -170,10 +200,31 @@ impl fmt::Debug for Pool {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Ask all first, so the members drain together; each handle's drop
-        // then joins its home thread.
+        // Ask all first, so the members drain together; then join the home
+        // threads of the members whose last handle this is, with one warning
+        // for the pool (a member someone still holds is joined by the drop
+        // of its own last handle).
+        let drained: Vec<bool> = self
+            .members
+            .iter()
+            .map(|m| m.state().has_drained())
+            .collect();
         for member in &self.members {
-            member.shared().backend.shut_down();
+            member.state().backend.shut_down();
+        }
+        let mut warned = false;
+        for (member, drained) in self.members.iter().zip(drained) {
+            if Arc::strong_count(&member.owner) == 1 {
+                member.owner.join_home_thread(drained, || {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(
+                            "the last aioctx::Pool was dropped inside a Tokio runtime before it \
+                             had shut down: the drop blocks this thread until every member has \
+                             drained; `pool.shutdown().await` first avoids that"
+                        );
+                    }
+                });
+            }
         }
     }
 }
@@ -227,9 +278,10 @@ impl PoolBuilder {
             }
             members.push(builder.build()?);
         }
-        let membership = Arc::new(Membership::new(&members));
+        let states: Vec<_> = members.iter().map(|m| m.state().clone()).collect();
+        let membership = Arc::new(Membership::new(&states));
         for member in &members {
-            let _ = member.shared().pool.set(membership.clone());
+            let _ = member.owner.pool.set(membership.clone());
         }
         Ok(Pool {
             inner: Arc::new(Inner {

@@ -8,9 +8,10 @@ use crate::home_thread::HomeOnly;
 use crate::inbox::Inbox;
 use crate::metrics::RingFlags;
 
-use super::turn::{Core, Request};
+use super::core::Core;
+use super::submit::Request;
 
-pub(super) struct Shared {
+pub(super) struct UringState {
     pub(super) common: Common,
     pub(super) inbox: Inbox<Request>,
     pub(super) core: HomeOnly<Core>,

@@ -1,0 +1,162 @@
+//! Where an op goes, and what it holds on to meanwhile: the op's [`Anchor`].
+//! The pool's upper half: a file on a pool context sends each op to the ring
+//! of the thread that submits it. Imports the file's ownership (`file.rs`),
+//! the pool's membership and the backends' contract.
+
+use std::sync::Arc;
+
+use crate::backend::{Anchored, AnyBackend};
+use crate::context::state::ContextState;
+use crate::file::{FileHandles, MemberFile, OpenFile};
+
+/// What an op holds on to: its context, and for a file's op the file (whose
+/// fd must stay open until the kernel is done with the op).
+///
+/// One reference per op, kept in the op's cell until the cell is freed: the
+/// op's future reaches its context through it, and the op's SQE names the fd
+/// it keeps open.
+#[derive(Clone)]
+pub(crate) enum Anchor {
+    Context(Arc<ContextState>),
+    /// A file's op on the file's own context.
+    File(Arc<OpenFile>),
+    /// A file's op on another context: the calling thread's member of the
+    /// file's pool, or the ring a registered buffer belongs to. The file is
+    /// held only to keep its fd open.
+    FileOn {
+        _file: Arc<OpenFile>,
+        on: Arc<ContextState>,
+    },
+    /// A pool file's op on the member whose thread made it, through that
+    /// member's view of the file: the op counts a reference on the view,
+    /// which only that member's ops touch.
+    Member(Arc<MemberFile>),
+}
+
+impl Anchor {
+    /// The anchor of a file's op made on the calling thread: its member's
+    /// view of a pool file, otherwise the file.
+    #[inline]
+    pub(crate) fn for_file(handles: &FileHandles) -> Anchor {
+        if handles.has_views() {
+            let file = handles.file();
+            let view = file
+                .pool
+                .as_ref()
+                .and_then(|pool| handles.view(pool.pick()));
+            if let Some(view) = view {
+                return Anchor::Member(view.clone());
+            }
+        }
+        Anchor::File(handles.file().clone())
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ContextState> {
+        match self {
+            Anchor::Context(state) | Anchor::FileOn { on: state, .. } => state,
+            Anchor::File(file) => &file.state,
+            Anchor::Member(view) => &view.on,
+        }
+    }
+
+    /// Where the op goes, decided on the thread that submits it: a file on a
+    /// pool context goes to the calling thread's member of the pool (its own
+    /// ring on a member's home thread), everything else where it was made.
+    #[inline(always)]
+    pub(crate) fn place(self) -> Anchor {
+        match &self {
+            // A file on no pool, or registered (its slot is its own ring's):
+            // where it was made.
+            Anchor::File(file) if file.pool.is_none() || file.is_registered() => self,
+            Anchor::File(_) | Anchor::Member(_) => self.place_file(),
+            Anchor::Context(_) | Anchor::FileOn { .. } => self,
+        }
+    }
+
+    /// [`place`](Anchor::place) for a file's op.
+    fn place_file(self) -> Anchor {
+        let file = match self {
+            Anchor::File(file) => file,
+            Anchor::Member(view) => {
+                // Made on this thread's member: the common case. On a
+                // member's home thread one token compare tells; elsewhere,
+                // the thread's sticky member.
+                if view.on.home().is_current()
+                    || view.file.pool.as_ref().map(|pool| pool.pick()) == Some(view.index)
+                {
+                    return Anchor::Member(view);
+                }
+                // First polled on another thread than it was made on (rare):
+                // placed as a file's op, holding the open file itself.
+                view.file.clone()
+            }
+            _ => return self,
+        };
+        // A registered file's ops name its slot in its own ring's table.
+        let elsewhere = match file.is_registered() {
+            true => None,
+            false => file
+                .pool
+                .as_ref()
+                .and_then(|pool| pool.elsewhere(&file.state)),
+        };
+        // The file's reference moves into the new anchor: one count taken
+        // per op, not two.
+        match elsewhere {
+            Some(on) => Anchor::FileOn { _file: file, on },
+            None => Anchor::File(file),
+        }
+    }
+}
+
+impl Anchored for Anchor {
+    fn backend(&self) -> &AnyBackend {
+        &self.state().backend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::Anchor;
+    use crate::Pool;
+    use crate::fs::File;
+
+    /// The point of the views: an op made and placed on a member's thread
+    /// anchors that member's view, and leaves the shared open file's count
+    /// alone.
+    #[test]
+    fn a_pool_files_op_on_a_member_anchors_its_view_not_the_shared_file() {
+        let pool = Pool::builder().contexts(2).build().expect("a pool");
+        let opener = &pool.members()[0];
+        let file = opener
+            .block_on(File::open(opener, "/dev/zero"))
+            .expect("/dev/zero opens");
+        for (index, ctx) in pool.members().iter().enumerate() {
+            let file = file.clone();
+            let (on_this_member, before, after) = ctx
+                .spawn(async move {
+                    let handles = file.handles();
+                    // The first use makes the view, which holds the file.
+                    drop(Anchor::for_file(handles));
+                    let before = Arc::strong_count(handles.file());
+                    let placed = Anchor::for_file(handles).place();
+                    let on_this_member =
+                        matches!(&placed, Anchor::Member(view) if view.on.home().is_current());
+                    let after = Arc::strong_count(handles.file());
+                    (on_this_member, before, after)
+                })
+                .join()
+                .expect("the task ran");
+            assert!(
+                on_this_member,
+                "member {index}'s op did not anchor its view"
+            );
+            assert_eq!(
+                before, after,
+                "member {index}'s op counted on the shared file"
+            );
+        }
+    }
+}
