@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use crate::backend::Backend;
-use crate::backend::sim::{Completion, SimConfig, SimHandle};
+use crate::backend::sim::{Completion, CrashReport, SimConfig, SimHandle};
 use crate::context::Context;
 
 /// The environment variable that narrows explorations to one seed, for
@@ -121,12 +121,13 @@ impl fmt::Debug for Explore {
 /// let explored = sim::explore(0..100).config(config).run(|ctx| async move {
 ///     let sim = ctx.sim().unwrap();
 ///     let file = OpenOptions::new().write(true).create(true).open(&ctx, "/f").await?;
+///     aioctx::fs::sync_dir(&ctx, "/").await?; // the file's name survives a crash
 ///     file.write_at(b"saved".to_vec(), 0).await.0?;
 ///     file.sync_data().await?;
 ///     // Synced before the crash (which the seed places): it must survive.
 ///     let synced_first = sim.crashes().is_empty();
 ///     sim.crashed().await;
-///     let data = sim.contents("/f").unwrap();
+///     let data = sim.contents("/f").unwrap_or_default();
 ///     if synced_first && data != b"saved" {
 ///         return Err(format!("a synced write was lost: {data:?}").into());
 ///     }
@@ -248,12 +249,15 @@ pub struct Run {
     pub seed: u64,
     /// Every op completed, in order.
     pub completions: Vec<Completion>,
-    /// When each crash happened.
-    pub crashes: Vec<Duration>,
+    /// Each crash: when it happened, and the crash state it drew (what it
+    /// kept and lost of what was not durable).
+    pub crashes: Vec<CrashReport>,
 }
 
 /// The first failing run of an exploration: its seed, what failed, what the
-/// simulator did up to the failure, and how to replay it.
+/// simulator did up to the failure (the crash state it drew: which changes
+/// of names and which unsynced data survived, per directory and per file),
+/// and how to replay it.
 ///
 /// `Debug` prints the same report as `Display`, so `explore(..).run(..)
 /// .unwrap()` shows the seed and the replay line.
@@ -269,8 +273,10 @@ pub struct Failure {
     pub panicked: bool,
     /// Every op completed up to the failure, in order.
     pub completions: Vec<Completion>,
-    /// When each crash happened.
-    pub crashes: Vec<Duration>,
+    /// Each crash: when it happened (`at`), and the crash state the seed
+    /// drew (which changes of names and which unsynced data survived, per
+    /// directory and per file).
+    pub crashes: Vec<CrashReport>,
     replay: Box<Replay>,
 }
 
@@ -304,12 +310,17 @@ impl fmt::Display for Failure {
             "seed {} {how} ({} seed(s) passed before it): {}",
             self.seed, self.passed, self.error
         )?;
+        let at: Vec<Duration> = self.crashes.iter().map(|crash| crash.at).collect();
         writeln!(
             f,
-            "  {} op(s) completed, crashes at {:?}",
+            "  {} op(s) completed, crashes at {at:?}",
             self.completions.len(),
-            self.crashes
         )?;
+        for state in &self.crashes {
+            for line in state.to_string().lines() {
+                writeln!(f, "  {line}")?;
+            }
+        }
         match &self.replay.name {
             Some(name) => write!(
                 f,
@@ -349,7 +360,7 @@ struct Replay {
 struct Ended {
     error: Option<String>,
     completions: Vec<Completion>,
-    crashes: Vec<Duration>,
+    crash_states: Vec<CrashReport>,
 }
 
 impl Replay {
@@ -359,13 +370,13 @@ impl Replay {
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        let fail = |error: String, panicked, completions, crashes| Failure {
+        let fail = |error: String, panicked, completions, crash_states: Vec<CrashReport>| Failure {
             seed: self.seed,
             passed,
             error,
             panicked,
             completions,
-            crashes,
+            crashes: crash_states,
             replay: Box::new(self.clone()),
         };
         // Outside the unwind, so a panicking run still shows its log.
@@ -376,17 +387,17 @@ impl Replay {
             Ok(Ok(Ended {
                 error: None,
                 completions,
-                crashes,
+                crash_states,
             })) => Ok(Run {
                 seed: self.seed,
                 completions,
-                crashes,
+                crashes: crash_states,
             }),
             Ok(Ok(Ended {
                 error: Some(error),
                 completions,
-                crashes,
-            })) => Err(fail(error, false, completions, crashes)),
+                crash_states,
+            })) => Err(fail(error, false, completions, crash_states)),
             Ok(Err(setup)) => Err(fail(
                 format!("the run could not start: {setup}"),
                 false,
@@ -394,14 +405,18 @@ impl Replay {
                 Vec::new(),
             )),
             Err(panic) => {
-                let (completions, crashes) = sim
-                    .map(|sim| (sim.completions(), sim.crashes()))
+                let (completions, crash_states) = sim
+                    .map(|sim| (sim.completions(), sim.crash_reports()))
                     .unwrap_or_default();
-                Err(fail(panic_message(&*panic), true, completions, crashes))
+                Err(fail(
+                    panic_message(&*panic),
+                    true,
+                    completions,
+                    crash_states,
+                ))
             }
         }
     }
-
     fn run_on_fresh_runtime<S, F, E>(
         &self,
         scenario: &mut S,
@@ -433,7 +448,7 @@ impl Replay {
             let ended = Ended {
                 error,
                 completions: sim.completions(),
-                crashes: sim.crashes(),
+                crash_states: sim.crash_reports(),
             };
             ctx.shutdown().await;
             Ok(ended)

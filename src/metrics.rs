@@ -23,6 +23,7 @@
 //! | `backlogged` | ops that waited for SQ room | — | — |
 //! | `cancels_sent` | `ASYNC_CANCEL` SQEs | queued calls and timers cancelled | — |
 //! | `dwell` | foreign push → `io_uring_enter` | start → pool thread picks the call up | — |
+//! | `ops_blocking` | ops run as blocking calls (no opcode, or the kernel lacks it) | — | — |
 //!
 //! A dash stays zero: the sim, for one, never sends a kick, so it reports none.
 
@@ -78,6 +79,7 @@ impl Counters {
             backlogged: get(&self.backlogged),
             cancels_sent: get(&self.cancels_sent),
             dwell: self.dwell.summary(),
+            ops_blocking: 0,
         }
     }
 }
@@ -97,6 +99,12 @@ pub struct RingFlags {
     /// The ring's own fd is registered (`IORING_REGISTER_RING_FDS`): each
     /// `io_uring_enter` skips the fd lookup.
     pub registered_ring_fd: bool,
+    /// The kernel lacks one or more of the namespace ops' opcodes
+    /// (`RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`, `SYMLINKAT`: kernels
+    /// before 5.15): those ops run as blocking calls on the home runtime's
+    /// blocking pool instead, counted in [`Metrics::ops_blocking`]; the
+    /// opcodes are named in the context's log (at `info`).
+    pub namespace_blocking: bool,
 }
 
 /// A point-in-time copy of a context's counters, from [`Context::metrics`].
@@ -138,6 +146,11 @@ pub struct Metrics {
     /// `io_uring_enter` that submitted it. (Home-thread ops go straight into
     /// the SQ of the running loop and are not timed, to keep their path lean.)
     pub dwell: Dwell,
+    /// Ops the ring ran as blocking calls on the home runtime's blocking
+    /// pool, not counted in `ops_local` and `ops_foreign`: directory listings
+    /// (io_uring has no opcode for them) and namespace ops whose opcode the
+    /// kernel lacks ([`RingFlags::namespace_blocking`]). Zero off io_uring.
+    pub ops_blocking: u64,
 }
 
 impl Metrics {
@@ -166,6 +179,7 @@ impl Metrics {
             total.kicks_suppressed += m.kicks_suppressed;
             total.backlogged += m.backlogged;
             total.cancels_sent += m.cancels_sent;
+            total.ops_blocking += m.ops_blocking;
             total.dwell.count += m.dwell.count;
             total.dwell.p50 = total.dwell.p50.max(m.dwell.p50);
             total.dwell.p99 = total.dwell.p99.max(m.dwell.p99);

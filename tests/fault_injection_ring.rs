@@ -15,16 +15,14 @@ use aioctx::Context;
 use aioctx::fault::Fault;
 use aioctx::fs::{File, OpenOptions};
 
-/// A ring context, or `None` (printing why) where the suite runs on another
-/// backend or io_uring is missing: only the ring has completions to fault.
+/// A context on the suite's backend whose completions take faults (the
+/// ring, or the fallback where `AIOCTX_BACKEND=fallback` forces it), or
+/// `None` (printing why) where it cannot be built or takes none.
 fn ring() -> Option<Context> {
     let ctx = support::context()?;
     if let Err(e) = ctx.inject_faults([]) {
         assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
-        eprintln!(
-            "skipping: fault injection needs the ring, context runs on {}",
-            ctx.backend()
-        );
+        eprintln!("skipping: no fault injection on {}", ctx.backend());
         return None;
     }
     Some(ctx)
@@ -296,12 +294,22 @@ fn the_context_stays_usable_and_other_ops_are_never_faulted() {
 }
 
 #[test]
-fn off_the_ring_injection_is_unsupported() {
-    let ctx = Context::builder()
+fn injection_works_on_the_fallback_and_not_on_the_sim() {
+    let fallback = Context::builder()
         .backend(aioctx::Backend::Fallback)
         .build()
         .unwrap();
-    let e = ctx.inject_faults([Fault::Errno(libc::EIO)]).unwrap_err();
+    fallback.inject_faults([Fault::Errno(libc::EIO)]).unwrap();
+    assert_eq!(fallback.pending_faults(), 1);
+    let sim = Context::builder()
+        .backend(aioctx::Backend::Sim(aioctx::sim::SimConfig::new()))
+        .build()
+        .unwrap();
+    let e = sim.inject_faults([Fault::Errno(libc::EIO)]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-    assert_eq!(ctx.pending_faults(), 0);
+    let e = sim
+        .inject_sync_faults([Fault::Errno(libc::EIO)])
+        .unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+    assert_eq!(sim.pending_faults(), 0);
 }

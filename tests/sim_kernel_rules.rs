@@ -1,7 +1,8 @@
 //! The simulator answers as the kernel would where a test on the sim must
 //! catch what the ring would refuse: misaligned `O_DIRECT` I/O fails with
-//! `EINVAL`, and `fallocate` runs the modes the ring supports and refuses
-//! the rest with `EOPNOTSUPP`.
+//! `EINVAL`, `fallocate` runs the modes the ring supports and refuses the
+//! rest with `EOPNOTSUPP`, and a removed file's space comes back at its
+//! last close, not before.
 
 use std::time::Duration;
 
@@ -157,4 +158,34 @@ async fn fallocate_modes_as_the_kernel_runs_them() {
         b"abcdefgh",
         "refused modes change nothing"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_files_space_comes_back_at_its_last_close() {
+    let ctx = Context::builder()
+        .backend(Backend::Sim(SimConfig::new().memory_budget(64 * 1024)))
+        .build()
+        .unwrap();
+    let create = |path: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .open(&ctx, path)
+                .await
+                .unwrap();
+            let (written, _) = file.write_all_at(vec![1u8; 48 * 1024], 0).await;
+            (file, written)
+        }
+    };
+    let (first, written) = create("/first").await;
+    written.unwrap();
+    aioctx::fs::remove_file(&ctx, "/first").await.unwrap();
+    // Still open: its space is still taken.
+    let (second, written) = create("/second").await;
+    assert_eq!(errno(written), Some(libc::ENOSPC));
+    first.close().await.unwrap();
+    let (written, _) = second.write_all_at(vec![2u8; 48 * 1024], 0).await;
+    written.unwrap();
 }

@@ -4,7 +4,7 @@
 //! every part of it serves both.
 //!
 //! Every number is a ratio against a baseline measured in the same run. One file per benchmark
-//! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`, `mt`) builds its row groups from
+//! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`, `mt`, `namespace`) builds its row groups from
 //! the peers in `peers/` (raw io-uring, eventfd, fio, tokio::fs, spawn_blocking, tokio-uring,
 //! Tokio's own io_uring) and from `aioctx_rows` (the crate under test, measured the same way);
 //! `group` runs each group's implementations in turns and takes medians; `report` prints the
@@ -35,6 +35,7 @@ pub mod config;
 pub mod group;
 pub mod measure;
 pub mod mt;
+pub mod namespace;
 pub mod nbd;
 pub mod nop;
 pub mod page_buf;
@@ -68,6 +69,7 @@ pub const BENCHMARKS: &[(&str, RunBenchmark)] = &[
     ("seed", seed::run),
     ("mt", mt::run),
     ("nbd", nbd::run),
+    ("namespace", namespace::run),
 ];
 
 /// One line of `--json` output, tagged by `kind`: a row, or a target checked against the rows.

@@ -68,6 +68,9 @@ struct FallbackState {
     /// run the waits.
     runtime: tokio::runtime::Handle,
     pending: Mutex<Pending>,
+    /// Test-only faults applied to the calls' results as they return.
+    #[cfg(feature = "fault-injection")]
+    faults: crate::fault::FaultQueue,
 }
 
 #[derive(Default)]
@@ -101,6 +104,8 @@ impl Fallback {
                 common: Common::new(home),
                 runtime,
                 pending: Mutex::new(Pending::default()),
+                #[cfg(feature = "fault-injection")]
+                faults: crate::fault::FaultQueue::default(),
             }),
         }
     }
@@ -151,6 +156,11 @@ impl Reactor for Fallback {
 
     fn common(&self) -> &Common {
         &self.shared.common
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn faults(&self) -> Option<&crate::fault::FaultQueue> {
+        Some(&self.shared.faults)
     }
 
     fn start<K: Operation, A: Anchored>(
@@ -278,6 +288,8 @@ impl FallbackState {
         // Not claimed: the future was resolved already; `call` drops here,
         // releasing what the syscall produced.
         let Some(op) = self.claim(id) else { return };
+        #[cfg(feature = "fault-injection")]
+        self.faults.apply_to_cqe(op.cell().kind_name(), &mut cqe);
         if let Err(error) = &cqe.result {
             let _span = self.common.span.enter();
             let dropped = op.header().is_dropped();

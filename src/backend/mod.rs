@@ -156,10 +156,25 @@ pub(crate) trait Reactor {
         true
     }
 
-    /// The ring's fault queue (test-only), on io_uring.
+    /// Ops the ring ran as blocking calls ([`Metrics::ops_blocking`]).
+    fn ops_blocking(&self) -> u64 {
+        0
+    }
+
+    /// The fault queue (test-only), on io_uring and the fallback.
     #[cfg(feature = "fault-injection")]
     fn faults(&self) -> Option<&crate::fault::FaultQueue> {
         None
+    }
+
+    /// Test-only: on io_uring, runs the ops of the named namespace opcodes
+    /// as blocking calls, as on a kernel that lacks them.
+    #[cfg(feature = "fault-injection")]
+    fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        let _ = names;
+        Err(crate::error::unsupported(
+            "hiding opcodes works on the io_uring backend only",
+        ))
     }
 
     /// The simulator's controls, on the sim backend.
@@ -240,9 +255,15 @@ impl AnyBackend {
     pub(crate) fn new(setup: Setup<'_>) -> io::Result<AnyBackend> {
         let fallback = || AnyBackend::Fallback(Fallback::new(setup.runtime.clone(), setup.home));
         let uring = || match setup.worker {
-            true => Worker::new(setup.ring, setup.home).map(AnyBackend::Worker),
-            false => Uring::new(setup.ring, setup.home, setup.kicks, setup.dwell_warning)
-                .map(AnyBackend::Uring),
+            true => Worker::new(setup.ring, setup.home, setup.runtime).map(AnyBackend::Worker),
+            false => Uring::new(
+                setup.ring,
+                setup.home,
+                setup.kicks,
+                setup.runtime,
+                setup.dwell_warning,
+            )
+            .map(AnyBackend::Uring),
         };
         match setup.choice {
             Backend::Fallback => Ok(fallback()),
@@ -321,7 +342,9 @@ impl AnyBackend {
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
-        self.common().metrics(self.name(), self.ring_flags())
+        let mut metrics = self.common().metrics(self.name(), self.ring_flags());
+        metrics.ops_blocking = dispatch!(self, backend => backend.ops_blocking());
+        metrics
     }
 
     /// See [`Reactor::register_buffers`].
@@ -352,6 +375,11 @@ impl AnyBackend {
     #[cfg(feature = "fault-injection")]
     pub(crate) fn faults(&self) -> Option<&crate::fault::FaultQueue> {
         dispatch!(self, backend => backend.faults())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        dispatch!(self, backend => backend.hide_opcodes(names))
     }
 
     pub(crate) fn sim(&self) -> Option<SimHandle> {

@@ -307,26 +307,67 @@ impl Context {
     ///
     /// # Errors
     ///
-    /// `Unsupported` off io_uring: only the ring has completions to change
-    /// (the simulator has fault injection of its own, in `SimConfig`).
+    /// `Unsupported` on the simulator, which has fault injection of its own
+    /// (in `SimConfig`).
     #[cfg(feature = "fault-injection")]
     pub fn inject_faults(
         &self,
         faults: impl IntoIterator<Item = crate::fault::Fault>,
     ) -> io::Result<()> {
-        let queue = self.state().backend.faults().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::Unsupported,
-                "fault injection works on the io_uring backend only",
-            )
-        })?;
-        queue.push(faults);
+        self.fault_queue()?.push(faults);
         Ok(())
     }
 
+    /// **Test-only** (feature `fault-injection`): queues `faults` for the
+    /// completions of this context's next fsyncs (`sync_all`, `sync_data`,
+    /// on files and directories), one fault per completion, in order:
+    /// `Fault::Errno(libc::EIO)` makes an fsync report a writeback error, as
+    /// the kernel does when the disk fails a write. Only the report
+    /// changes: the kernel did write the data. See
+    /// [`Fault`](crate::fault::Fault).
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` on the simulator, which models writeback errors itself
+    /// (a `SimConfig::fault` on `SimOp::Fsync`).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_sync_faults(
+        &self,
+        faults: impl IntoIterator<Item = crate::fault::Fault>,
+    ) -> io::Result<()> {
+        self.fault_queue()?.push_syncs(faults);
+        Ok(())
+    }
+
+    /// **Test-only** (feature `fault-injection`): from now on, the ring runs
+    /// the namespace ops whose opcodes are named in `opcodes` (`"RENAMEAT"`,
+    /// `"UNLINKAT"`, `"MKDIRAT"`, `"LINKAT"`, `"SYMLINKAT"`) as blocking
+    /// calls, as it does on a kernel that lacks them;
+    /// [`RingFlags::namespace_blocking`] and
+    /// [`Metrics::ops_blocking`] say so.
+    ///
+    /// # Errors
+    ///
+    /// `Unsupported` off io_uring; `InvalidInput` for another name.
+    #[cfg(feature = "fault-injection")]
+    pub fn hide_opcodes(&self, opcodes: &[&str]) -> io::Result<()> {
+        self.state().backend.hide_opcodes(opcodes)
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn fault_queue(&self) -> io::Result<&crate::fault::FaultQueue> {
+        self.state().backend.faults().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "fault injection works on the io_uring and fallback backends only",
+            )
+        })
+    }
+
     /// **Test-only** (feature `fault-injection`): faults queued by
-    /// [`inject_faults`](Context::inject_faults) and not yet applied (0 off
-    /// io_uring).
+    /// [`inject_faults`](Context::inject_faults) and
+    /// [`inject_sync_faults`](Context::inject_sync_faults) and not yet
+    /// applied (0 on the simulator).
     #[cfg(feature = "fault-injection")]
     pub fn pending_faults(&self) -> usize {
         self.state()

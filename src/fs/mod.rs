@@ -8,6 +8,35 @@
 //! be freed while the kernel writes. See [the ops module](crate::ops#cancel-safety)
 //! for what dropping an op future mid-flight does.
 //!
+//! # Names and directories
+//!
+//! The namespace is I/O too: [`rename`] (and [`rename_with`] for
+//! `RENAME_NOREPLACE` and `RENAME_EXCHANGE`), [`remove_file`],
+//! [`remove_dir`], [`create_dir`], [`hard_link`], [`symlink`], [`metadata`]
+//! and [`symlink_metadata`] are ops like reads, in the shape of `std::fs`
+//! and `tokio::fs` with the context first, cancel safe, on every backend. On
+//! the ring they are `IORING_OP_RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`,
+//! `SYMLINKAT` and `STATX`; where the kernel lacks one (before 5.15) its op
+//! runs as a blocking call instead, never an error
+//! ([`RingFlags::namespace_blocking`](crate::RingFlags::namespace_blocking)).
+//! [`read_dir`] has no opcode: it is one blocking call on every backend. A
+//! [`Dir`] is an open directory: the same calls relative to it (the `*at`
+//! forms, and [`OpenOptions::open_at`]), and its [`sync_all`](Dir::sync_all).
+//!
+//! # Durability
+//!
+//! What survives a crash is what was fsynced, and a name is not its file's
+//! data. An fsync of a file ([`File::sync_all`], [`File::sync_data`]) makes
+//! its data durable, not its name: a created, renamed or removed name is
+//! durable once its directory has been fsynced ([`Dir::sync_all`],
+//! [`sync_dir`]). The safe way to replace a file is: write a new one,
+//! fsync it, [`rename`] it over the old name, fsync the directory. Skip the
+//! first fsync and a crash may leave the new name on an empty file; skip
+//! the last and the old name may come back. An fsync that fails (`EIO`)
+//! has dropped the data it could not write: retrying it reports success
+//! without bringing that data back. The simulator ([`sim`](crate::sim))
+//! models all of this, so tests find these bugs.
+//!
 //! # O_DIRECT
 //!
 //! Open with [`OpenOptions::direct`] to bypass the page cache. The kernel then
@@ -29,9 +58,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod batch;
+mod dir;
+mod options;
+mod paths;
 mod stream;
 
 pub use batch::Batch;
+pub use dir::Dir;
+pub use options::OpenOptions;
+pub use paths::{
+    create_dir, create_dir_all, hard_link, metadata, read_dir, remove_dir, remove_file, rename,
+    rename_with, symlink, symlink_metadata, sync_dir,
+};
 pub use stream::FileStream;
 
 use crate::buf::{IoBuf, IoBufMut};
@@ -40,12 +78,11 @@ pub use crate::error::{Misaligned, MisalignedPart};
 use crate::file::{FileHandles, OpenFile};
 use crate::fixed::FixedBuf;
 use crate::op::Op;
-pub use crate::ops::Metadata;
 use crate::ops::rw::Registration;
 use crate::ops::{
-    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, OpenAt, ReadAt, ReadvAt, Statx, WriteAt,
-    WritevAt,
+    Close, Fallocate, FileFd, Fsync, Ftruncate, OpKind, ReadAt, ReadvAt, Statx, WriteAt, WritevAt,
 };
+pub use crate::ops::{DirEntry, FileType, Metadata, RenameMode};
 use crate::pool::placement::Anchor;
 
 /// An open file whose I/O runs on a context's ring.
@@ -213,7 +250,14 @@ impl File {
         self.op(WritevAt::new(self.fd(), bufs, offset))
     }
 
-    /// Flushes data and metadata to the device (`fsync`).
+    /// Flushes data and metadata to the device (`fsync`). Not the file's
+    /// name: see [durability](self#durability).
+    ///
+    /// # Errors
+    ///
+    /// `EIO` (or `ENOSPC`) for a writeback error: the data that could not
+    /// be written is gone from the page cache's dirty set, and a retried
+    /// fsync does not bring it back.
     pub fn sync_all(&self) -> Op<Fsync> {
         self.op(Fsync::new(self.fd(), false))
     }
@@ -354,199 +398,5 @@ impl fmt::Debug for File {
             .field("fd", &self.inner.file().raw())
             .field("registered", &self.inner.file().is_registered())
             .finish()
-    }
-}
-
-/// Options for opening a [`File`], as `std::fs::OpenOptions`, plus `direct`.
-#[derive(Debug, Clone)]
-pub struct OpenOptions {
-    read: bool,
-    write: bool,
-    append: bool,
-    truncate: bool,
-    create: bool,
-    create_new: bool,
-    direct: bool,
-    register: bool,
-    custom_flags: i32,
-    mode: u32,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions::new()
-    }
-}
-
-impl OpenOptions {
-    /// All options off; mode `0o666` (before the umask).
-    pub fn new() -> Self {
-        OpenOptions {
-            read: false,
-            write: false,
-            append: false,
-            truncate: false,
-            create: false,
-            create_new: false,
-            direct: false,
-            register: false,
-            custom_flags: 0,
-            mode: 0o666,
-        }
-    }
-
-    /// Open for reading.
-    pub fn read(&mut self, read: bool) -> &mut Self {
-        self.read = read;
-        self
-    }
-
-    /// Open for writing.
-    pub fn write(&mut self, write: bool) -> &mut Self {
-        self.write = write;
-        self
-    }
-
-    /// Open in append mode (positional writes still take their offset on
-    /// Linux only when not appending).
-    pub fn append(&mut self, append: bool) -> &mut Self {
-        self.append = append;
-        self
-    }
-
-    /// Truncate to zero length on open.
-    pub fn truncate(&mut self, truncate: bool) -> &mut Self {
-        self.truncate = truncate;
-        self
-    }
-
-    /// Create the file if it does not exist.
-    pub fn create(&mut self, create: bool) -> &mut Self {
-        self.create = create;
-        self
-    }
-
-    /// Create the file, failing if it exists.
-    pub fn create_new(&mut self, create_new: bool) -> &mut Self {
-        self.create_new = create_new;
-        self
-    }
-
-    /// Bypass the page cache (`O_DIRECT`); see [the module docs](self#o_direct).
-    pub fn direct(&mut self, direct: bool) -> &mut Self {
-        self.direct = direct;
-        self
-    }
-
-    /// Registers the file with the ring (its file table), so each op skips
-    /// the kernel's fd lookup (`IOSQE_FIXED_FILE`). The file's ops then go to
-    /// the context that opened it, even in a pool (the slot is that ring's).
-    /// Closing or dropping the file takes it out of the table before its fd
-    /// is closed. Where registration is impossible the file is used
-    /// unregistered, and [`File::is_registered`] tells: silently where the
-    /// context has no file table (the fallback and the simulator, which
-    /// have none, and a ring built with
-    /// [`Builder::registered_file_slots(0)`](crate::Builder::registered_file_slots)
-    /// or whose kernel refused the table at setup, logged then at `debug`);
-    /// with a `warn` event where the table is full or the kernel refuses
-    /// the file (once per context: the first failure to register a file or
-    /// buffers is logged, not every one). Default `false`.
-    pub fn register(&mut self, register: bool) -> &mut Self {
-        self.register = register;
-        self
-    }
-
-    /// Extra `open(2)` flags, or-ed in.
-    pub fn custom_flags(&mut self, flags: i32) -> &mut Self {
-        self.custom_flags = flags;
-        self
-    }
-
-    /// Permission bits for a created file.
-    pub fn mode(&mut self, mode: u32) -> &mut Self {
-        self.mode = mode;
-        self
-    }
-
-    /// Opens `path` through `ctx`'s ring.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidInput` for contradictory options or a path with a NUL byte;
-    /// otherwise the kernel's `openat` error (`EINVAL` for `O_DIRECT` on a
-    /// filesystem that does not support it).
-    pub async fn open(&self, ctx: &Context, path: impl AsRef<Path>) -> io::Result<File> {
-        let flags = self.flags()?;
-        let fd = Op::new(
-            Anchor::Context(ctx.state().clone()),
-            OpenAt::new(path.as_ref(), flags, self.mode)?,
-        )
-        .await?;
-        if !self.register {
-            return Ok(File::from_fd(ctx, fd));
-        }
-        // Registered on the home thread, into a file made there: if this
-        // future is dropped meanwhile, that file's drop unregisters it.
-        let state = ctx.state().clone();
-        let pool = ctx.membership().cloned();
-        let register = move || {
-            let slot = state
-                .backend
-                .register_file(fd.as_raw_fd())
-                .unwrap_or_else(|e| {
-                    state.warn_once(&format!(
-                        "registering a file failed ({e}); it is used unregistered"
-                    ));
-                    None
-                });
-            OpenFile::new(fd, state, pool, slot)
-        };
-        let file = if ctx.is_home_thread() {
-            register()
-        } else {
-            ctx.spawn(async move { register() })
-                .await
-                .map_err(|_| crate::error::shutdown_error())?
-        };
-        Ok(File {
-            inner: Arc::new(FileHandles::new(file)),
-        })
-    }
-
-    fn flags(&self) -> io::Result<i32> {
-        let access = match (self.read, self.write || self.append) {
-            (true, false) => libc::O_RDONLY,
-            (false, true) => libc::O_WRONLY,
-            (true, true) => libc::O_RDWR,
-            (false, false) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "open needs read, write or append",
-                ));
-            }
-        };
-        let writable = self.write || self.append;
-        if !writable && (self.truncate || self.create || self.create_new) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "create and truncate need write access",
-            ));
-        }
-        let mut flags = access | self.custom_flags;
-        if self.append {
-            flags |= libc::O_APPEND;
-        }
-        if self.truncate {
-            flags |= libc::O_TRUNC;
-        }
-        if self.create_new {
-            flags |= libc::O_CREAT | libc::O_EXCL;
-        } else if self.create {
-            flags |= libc::O_CREAT;
-        }
-        if self.direct {
-            flags |= libc::O_DIRECT;
-        }
-        Ok(flags)
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::error::Cqe;
 use crate::ring::Sqe;
 
+use super::Opcode;
 use super::blocking::BlockingCall;
 use super::simulated::SimFs;
 
@@ -50,12 +51,30 @@ pub trait Operation: Send + 'static + UringOp + BlockingOp + SimulatedOp {
     }
 }
 
+/// How the ring runs an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRing {
+    /// Its SQE, always: the opcode is one the ring must have, probed at
+    /// setup (where the kernel lacks one, `Backend::Auto` falls back).
+    Sqe,
+    /// Its SQE where the kernel's probe found this opcode, and its blocking
+    /// call on the home runtime's blocking pool where it did not (a kernel
+    /// older than the opcode): never an error, never a reason to fall back.
+    IfProbed(Opcode),
+    /// Its blocking call: io_uring has no opcode for it.
+    Blocking,
+}
+
 /// What the ring needs of an op.
 pub trait UringOp {
     /// Whether the op is a batch: several SQEs, from
     /// [`batch_sqes`](UringOp::batch_sqes), instead of one from
     /// [`sqe`](UringOp::sqe).
     const BATCH: bool = false;
+
+    /// How the ring runs the op; [`sqe`](UringOp::sqe) is called only when
+    /// it runs on the ring.
+    const ON_RING: OnRing = OnRing::Sqe;
 
     /// Builds the SQE. Called once, with `self` at its final address (inside
     /// the op's cell), so pointers into `self` stay valid until completion.

@@ -15,9 +15,14 @@
 //! The backend traits live in the private `contract` module (see there for
 //! why they are declared `pub`).
 //!
-//! Each op file declares its opcode; `OPCODES` collects them for the
-//! ring's probe at setup. Adding an op is its file, a line here, and a
-//! constructor on [`Context`](crate::Context) or [`File`](crate::fs::File).
+//! Each op file declares its opcode; `OPCODES` collects the ones the ring
+//! must have, probed at setup, and `OPTIONAL_OPCODES` the ones it may lack
+//! (the namespace ops' opcodes, newer than the ring itself): an op whose
+//! optional opcode the kernel lacks, or which has no opcode at all (a
+//! directory listing), runs on the ring as its blocking call
+//! (`UringOp::ON_RING`, in `contract`). Adding an op is its
+//! file, a line here, and a constructor on [`Context`](crate::Context),
+//! [`File`](crate::fs::File) or in [`fs`](crate::fs).
 //! This layer imports the protocols (`lifecycle`, `ring`) and the leaves,
 //! never a backend or the surface.
 //!
@@ -63,27 +68,40 @@ pub(crate) mod batch;
 pub(crate) mod blocking;
 mod contract;
 mod direct;
+pub(crate) mod link;
+pub(crate) mod mkdir;
 pub(crate) mod nop;
 pub(crate) mod open;
+pub(crate) mod path;
 pub(crate) mod raw;
+pub(crate) mod read_dir;
+pub(crate) mod rename;
 pub(crate) mod rw;
 pub(crate) mod simulated;
 pub(crate) mod statx;
+pub(crate) mod symlink;
 pub(crate) mod sync;
 pub(crate) mod timeout;
+pub(crate) mod unlink;
 pub(crate) mod vectored;
 
 pub use batch::{BatchCall, BatchOp};
+pub use link::LinkAt;
+pub use mkdir::MkdirAt;
 pub use nop::Nop;
 pub use open::{Close, OpenAt};
 pub use raw::{RawCompletion, RawOp};
+pub use read_dir::{DirEntry, FileType, ReadDir};
+pub use rename::{RenameAt, RenameMode};
 pub use rw::{ReadAt, WriteAt};
 pub use statx::{Metadata, Statx};
+pub use symlink::SymlinkAt;
 pub use sync::{Fallocate, Fsync, Ftruncate};
 pub use timeout::Timeout;
+pub use unlink::UnlinkAt;
 pub use vectored::{ReadvAt, WritevAt};
 
-pub(crate) use contract::{BlockingOp, Fallback, Operation, SimulatedOp, UringOp};
+pub(crate) use contract::{BlockingOp, Fallback, OnRing, Operation, SimulatedOp, UringOp};
 use simulated::SimFs;
 
 /// An operation: its arguments and the resources it owns until it
@@ -117,6 +135,28 @@ pub(crate) const OPCODES: &[Opcode] = &[
     statx::OPCODE,
     timeout::OPCODE,
 ];
+
+/// The opcodes of the namespace ops, which the ring may lack (they came in
+/// kernels 5.11 and 5.15): where the probe does not find one, its op runs as
+/// a blocking call. Each below 64, so a ring keeps them in one bit set.
+pub(crate) const OPTIONAL_OPCODES: &[Opcode] = &[
+    rename::OPCODE,
+    unlink::OPCODE,
+    mkdir::OPCODE,
+    link::OPCODE,
+    symlink::OPCODE,
+];
+
+const _: () = {
+    let mut i = 0;
+    while i < OPTIONAL_OPCODES.len() {
+        assert!(
+            OPTIONAL_OPCODES[i].0 < 64,
+            "an optional opcode above the ring's bit set"
+        );
+        i += 1;
+    }
+};
 
 impl<K: Operation> Payload for K {
     fn abandon(self, outcome: Cqe) {

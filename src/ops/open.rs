@@ -5,34 +5,41 @@
 //! then; a close that never reaches the kernel (dropped before its backend
 //! started it, or caught by shutdown) closes its fd itself.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::error::Cqe;
 use crate::ops::blocking::BlockingCall;
-use crate::ops::simulated::{SimFs, cqe_of};
+use crate::ops::path::{CPath, DirFd};
+use crate::ops::simulated::{At, SimFs, cqe_of};
 use crate::ops::{BlockingOp, Fallback, OpKind, Opcode, Operation, SimulatedOp, UringOp};
 use crate::ring::{Sqe, op, ty};
 
 pub(crate) const OPENAT: Opcode = (op::OpenAt::CODE, "OPENAT");
 pub(crate) const CLOSE: Opcode = (op::Close::CODE, "CLOSE");
 
-/// `openat(2)` relative to the current directory.
+/// `openat(2)`, relative to the current directory or an open directory.
 #[derive(Debug)]
 pub struct OpenAt {
-    path: CString,
+    dir: DirFd,
+    path: CPath,
     flags: i32,
     mode: u32,
 }
 
 impl OpenAt {
-    pub(crate) fn new(path: &Path, flags: i32, mode: u32) -> io::Result<Self> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    /// Opens `path` (relative to `dir`) with `flags` (`O_CLOEXEC` added)
+    /// and, for a file it creates, permission bits `mode`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a path with a NUL byte inside.
+    pub(crate) fn new(dir: DirFd, path: &Path, flags: i32, mode: u32) -> io::Result<Self> {
+        let path = CPath::new(path);
+        path.check()?;
         Ok(OpenAt {
+            dir,
             path,
             flags: flags | libc::O_CLOEXEC,
             mode,
@@ -61,7 +68,7 @@ impl Operation for OpenAt {
 
 impl UringOp for OpenAt {
     fn sqe(&mut self) -> Sqe {
-        op::OpenAt::new(ty::Fd(libc::AT_FDCWD), self.path.as_ptr())
+        op::OpenAt::new(ty::Fd(self.dir.raw()), self.path.as_ptr())
             .flags(self.flags)
             .mode(self.mode)
             .build()
@@ -73,6 +80,7 @@ impl BlockingOp for OpenAt {
 
     fn fallback(&mut self) -> Fallback<OpenCall> {
         Fallback::Call(OpenCall {
+            dir: self.dir.clone(),
             path: self.path.clone(),
             flags: self.flags,
             mode: self.mode,
@@ -91,9 +99,11 @@ impl BlockingOp for OpenAt {
 
 impl SimulatedOp for OpenAt {
     fn simulate(&mut self, fs: &mut dyn SimFs) -> Cqe {
-        use std::os::unix::ffi::OsStrExt;
-        let path = Path::new(std::ffi::OsStr::from_bytes(self.path.as_bytes()));
-        match fs.open(path, self.flags) {
+        let at = At {
+            dir: self.dir.raw(),
+            path: self.path.as_path(),
+        };
+        match fs.open(at, self.flags, self.mode) {
             Ok(fd) => Cqe::from_raw(fd.into_raw_fd(), 0),
             Err(e) => Cqe::error(e),
         }
@@ -104,7 +114,8 @@ impl SimulatedOp for OpenAt {
 /// so an open whose future was resolved by shutdown closes its fd here.
 #[derive(Debug)]
 pub struct OpenCall {
-    path: CString,
+    dir: DirFd,
+    path: CPath,
     flags: i32,
     mode: u32,
     opened: Option<OwnedFd>,
@@ -112,8 +123,9 @@ pub struct OpenCall {
 
 impl BlockingCall for OpenCall {
     fn run(&mut self) -> Cqe {
-        // SAFETY: `path` is a NUL-terminated string owned by this call.
-        let fd = unsafe { libc::openat(libc::AT_FDCWD, self.path.as_ptr(), self.flags, self.mode) };
+        // SAFETY: `path` is a NUL-terminated string owned by this call, and
+        // the directory fd is held open by it.
+        let fd = unsafe { libc::openat(self.dir.raw(), self.path.as_ptr(), self.flags, self.mode) };
         if fd >= 0 {
             // SAFETY: a fresh fd from openat(2) that nothing else owns.
             self.opened = Some(unsafe { OwnedFd::from_raw_fd(fd) });

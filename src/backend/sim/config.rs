@@ -39,8 +39,20 @@ pub enum SimOp {
     Open,
     /// `close`.
     Close,
-    /// `metadata`.
+    /// `metadata`, by an open file or by a path.
     Statx,
+    /// `rename`, `rename_with`.
+    Rename,
+    /// `remove_file`, `remove_dir`.
+    Unlink,
+    /// `create_dir`.
+    Mkdir,
+    /// `hard_link`.
+    Link,
+    /// `symlink`.
+    Symlink,
+    /// `read_dir`.
+    ReadDir,
 }
 
 /// Which ops a [`Fault`] counts. Every field left `None` matches any op.
@@ -48,7 +60,10 @@ pub enum SimOp {
 pub struct OpFilter {
     /// The kind of op.
     pub op: Option<SimOp>,
-    /// The file's path, as it was opened.
+    /// The path: for an op on an open file, the one it was opened as; for a
+    /// path op, the one it names (the first, for a rename or a link). From
+    /// the root, as given: `/db/LOG`, or `/db` joined with `LOG` for an op
+    /// relative to the directory `/db`.
     pub path: Option<PathBuf>,
     /// Byte range the op must overlap (reads, writes, fallocate, ftruncate).
     pub offsets: Option<Range<u64>>,
@@ -63,7 +78,8 @@ impl OpFilter {
         }
     }
 
-    /// Narrows the filter to the file opened as `path`.
+    /// Narrows the filter to the file opened as `path`, or path ops naming
+    /// it.
     pub fn path(mut self, path: impl Into<PathBuf>) -> OpFilter {
         self.path = Some(path.into());
         self
@@ -114,16 +130,60 @@ pub(super) struct RandomFault {
     pub(super) action: FaultAction,
 }
 
-/// What a crash does beyond dropping unsynced data: see the `sim` module's
+/// Which file system's persistence the simulator follows: what survives a
+/// crash of what was not fsynced, and what an fsync makes durable. See the
+/// `sim` module's section on crashes for the whole table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FsModel {
+    /// The weakest file system POSIX and Linux allow: a name created,
+    /// renamed or removed is durable only once its directory is fsynced (an
+    /// fsync of the file does not do it), and at a crash each change of
+    /// names not yet durable survives or not as the seed decides, in any
+    /// combination (a rename is atomic: the old name or the new, never
+    /// neither). A file's data is durable only once the file is fsynced.
+    #[default]
+    Weakest,
+    /// ext4 with `data=ordered` (its default): names are journaled in the
+    /// order they changed, so any fsync (of a file or a directory) makes
+    /// every change of names before it durable, and a crash keeps a prefix
+    /// of the changes not yet durable; a rename that replaces a file writes
+    /// the renamed file's data back first (`auto_da_alloc`), so the new name
+    /// never comes back empty; a length that survives covers the appended
+    /// data that reached the disk.
+    Ext4Ordered,
+}
+
+/// What a crash keeps of what was not durable: see the `sim` module's
 /// section on crashes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CrashModel {
     /// Writes in flight at a crash persist a whole-sector prefix.
     pub(super) torn_sector: Option<u64>,
-    /// Each file keeps a prefix of its unsynced changes.
+    /// Each file keeps a seed-drawn subset of its unsynced sectors.
     pub(super) reorder_unsynced: bool,
     /// One crash at an instant drawn from this window.
     pub(super) random_crash: Option<Range<Duration>>,
+    pub(super) fs: FsModel,
+}
+
+impl Default for CrashModel {
+    fn default() -> Self {
+        CrashModel {
+            torn_sector: None,
+            reorder_unsynced: true,
+            random_crash: None,
+            fs: FsModel::Weakest,
+        }
+    }
+}
+
+impl CrashModel {
+    /// The unit of unsynced data a crash keeps or loses: the torn-write
+    /// sector, or 512 bytes.
+    pub(super) fn sector(&self) -> u64 {
+        self.torn_sector.unwrap_or(512)
+    }
 }
 
 /// The simulator's configuration, for [`Backend::Sim`](crate::Backend::Sim).
@@ -152,7 +212,9 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Seed 0, a fixed latency of 100 µs, no faults, a 1 GiB memory budget,
-    /// and crashes that drop exactly what was not fsynced.
+    /// and crashes on the weakest file system: of what was not fsynced, each
+    /// unsynced sector and each change of names survives or not as the seed
+    /// draws.
     pub fn new() -> SimConfig {
         SimConfig::default()
     }
@@ -217,14 +279,25 @@ impl SimConfig {
         self
     }
 
-    /// With `true`, unsynced changes to different files reach the disk in
-    /// no particular order: at a crash each file keeps a prefix, drawn by
-    /// the seed, of the changes made to it since its last fsync (in the
-    /// order they were made), instead of losing them all. Each file then
-    /// keeps a copy of what it was written since its last fsync. Default
-    /// `false`.
+    /// With `true` (the default), unsynced data reaches the disk in no
+    /// particular order, within a file and across files, as the page cache
+    /// and the disk's cache allow: at a crash each sector written since its
+    /// file's last fsync (of 512 bytes, or the
+    /// [torn-write](SimConfig::torn_writes) sector size) survives or not as
+    /// the seed decides, and the file comes back with one of the lengths it
+    /// had since (reading zeros where its data did not make it). With
+    /// `false`, a crash drops every unsynced byte and length change, the
+    /// same on every seed: the pessimistic outcome, for a test that wants
+    /// one answer (names still survive as the seed draws).
     pub fn reorder_unsynced_writes(mut self, reorder: bool) -> SimConfig {
         self.crash.reorder_unsynced = reorder;
+        self
+    }
+
+    /// Which file system's persistence to follow: [`FsModel::Weakest`] (the
+    /// default) or [`FsModel::Ext4Ordered`].
+    pub fn fs_model(mut self, model: FsModel) -> SimConfig {
+        self.crash.fs = model;
         self
     }
 

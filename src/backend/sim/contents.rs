@@ -1,8 +1,10 @@
 //! A simulated file's bytes: a length and sparse 4 KiB pages, shared
-//! copy-on-write between a file's current contents and its last-fsync
-//! snapshot; and [`Change`], one modification of them, which the crash model
-//! keeps to replay a prefix of what was not yet fsynced. Imports nothing
-//! from the crate.
+//! copy-on-write between a file's current contents and what is on its disk,
+//! and copied from one to the other a range at a time (the part of a
+//! writeback that reached the disk). Imports nothing from the crate.
+//!
+//! Bytes of a page past the length are always zero, so a range copied or a
+//! length grown reads zeros where nothing was written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,18 +19,6 @@ type Page = [u8; PAGE as usize];
 pub(super) struct Contents {
     pub(super) len: u64,
     pages: BTreeMap<u64, Arc<Page>>,
-}
-
-/// One change to a file's contents, as the simulator journals it for a crash
-/// that keeps some unsynced changes.
-#[derive(Debug, Clone)]
-pub(super) enum Change {
-    /// Bytes written at an offset.
-    Write { offset: u64, data: Vec<u8> },
-    /// A range zeroed (punched or zero-filled).
-    Zero { offset: u64, end: u64 },
-    /// A new length (truncation, extension).
-    SetLen(u64),
 }
 
 impl Contents {
@@ -140,19 +130,30 @@ impl Contents {
         0
     }
 
-    /// Applies a journaled change.
-    pub(super) fn apply(&mut self, change: &Change) {
-        match change {
-            Change::Write { offset, data } => {
-                self.write(*offset, data);
+    /// Copies `from`'s bytes in `start..end` (zeros in its holes and past
+    /// its end) over this file's, growing its length to `end` at least.
+    /// Whole pages are shared, not copied.
+    pub(super) fn copy_from(&mut self, from: &Contents, start: u64, end: u64) {
+        let mut at = start;
+        while at < end {
+            let index = at / PAGE;
+            let page_start = index * PAGE;
+            let upto = end.min(page_start + PAGE);
+            match from.pages.get(&index) {
+                Some(page) if at == page_start && upto == page_start + PAGE => {
+                    self.pages.insert(index, page.clone());
+                }
+                Some(page) => {
+                    let bytes = &page[(at - page_start) as usize..(upto - page_start) as usize];
+                    self.write(at, bytes);
+                }
+                None => {
+                    self.zero(at, upto);
+                }
             }
-            Change::Zero { offset, end } => {
-                self.zero(*offset, (*end).min(self.len));
-            }
-            Change::SetLen(len) => {
-                self.truncate(*len);
-            }
+            at = upto;
         }
+        self.len = self.len.max(end);
     }
 
     /// The whole file, for [`SimHandle::contents`](super::SimHandle::contents).
@@ -168,7 +169,7 @@ impl Contents {
 
 #[cfg(test)]
 mod tests {
-    use super::{Change, Contents, PAGE};
+    use super::{Contents, PAGE};
 
     #[test]
     fn sparse_writes_hold_only_the_pages_written() {
@@ -222,19 +223,23 @@ mod tests {
     }
 
     #[test]
-    fn replaying_changes_rebuilds_the_contents() {
-        let changes = [
-            Change::Write {
-                offset: 0,
-                data: b"hello world".to_vec(),
-            },
-            Change::Zero { offset: 5, end: 6 },
-            Change::SetLen(8),
-        ];
-        let mut contents = Contents::default();
-        for change in &changes {
-            contents.apply(change);
-        }
-        assert_eq!(contents.to_vec(), b"hello\0wo");
+    fn copying_a_range_shares_whole_pages_and_zeros_holes() {
+        let mut disk = Contents::from_bytes(&vec![1u8; 3 * PAGE as usize]);
+        let mut now = disk.clone();
+        now.write(10, b"new");
+        now.write(PAGE, &vec![2u8; PAGE as usize]);
+        now.zero(2 * PAGE, 2 * PAGE + 8);
+        // The first sector only of the first page, the whole second page,
+        // and the hole punched in the third.
+        disk.copy_from(&now, 0, 512);
+        disk.copy_from(&now, PAGE, 2 * PAGE);
+        disk.copy_from(&now, 2 * PAGE, 2 * PAGE + 8);
+        assert_eq!(disk.read(8, 6), [1, 1, b'n', b'e', b'w', 1]);
+        assert_eq!(disk.read(PAGE - 1, 2), [1, 2]);
+        assert_eq!(disk.read(2 * PAGE, 9), [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // Past the end: the length grows, zeros read back.
+        let mut short = Contents::from_bytes(b"ab");
+        short.copy_from(&Contents::from_bytes(b"xy"), 0, 4);
+        assert_eq!(short.to_vec(), b"xy\0\0");
     }
 }

@@ -1,45 +1,126 @@
 //! What a crash leaves on the simulated disk, as the crash model in the
-//! [`SimConfig`](super::config::SimConfig) asks: unsynced changes lost (the
-//! default) or kept per file up to a seed-drawn point, and writes in flight
-//! torn at a whole sector. Decides with the crash stream of the seed; the
-//! mechanics (snapshots, journal replay) are `files`'s.
+//! [`SimConfig`](super::config::SimConfig) asks: which changes of names not
+//! yet durable survive (any subset, or a prefix on the ext4 model), what of
+//! each file's unsynced data (nothing by default, seed-drawn sectors and a
+//! length with reordering on), and where writes in flight tear. Decides
+//! with the crash stream of the seed, names first (in the order they were
+//! made), then files (in creation order); the mechanics are `namespace`'s
+//! and `data`'s. Returns what it drew, as a [`CrashReport`].
 //!
 //! The model, and what it leaves out, is written for users in the `sim`
 //! module's docs (section "Crashes"); this file is its implementation.
 
 use std::io;
+use std::ops::Range;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 
-use crate::ops::simulated::{Segment, SimFs};
+use crate::ops::simulated::{At, Segment, SimDirEntry, SimFs, SimStat, StatTarget};
 
-use super::config::CrashModel;
+use super::config::{CrashModel, FsModel};
+use super::data::Keep;
 use super::files::{Files, errno};
+use super::namespace::{Ino, Node};
+use super::report::{CrashReport, FileCrash};
 use super::rng::Rng;
 
-/// Drops what the model says a crash loses of each file's unsynced changes:
-/// all of them, or (reordering on) all but a prefix drawn per file.
-pub(super) fn lose_unsynced(files: &mut Files, model: &CrashModel, rng: &mut Rng) {
-    if model.reorder_unsynced {
-        files.crash(|unsynced| rng.up_to(unsynced as u64) as usize);
-    } else {
-        files.crash(|_| 0);
+/// Drops what the model says a crash loses of everything not yet durable,
+/// and returns what it drew.
+pub(super) fn lose_unsynced(
+    files: &mut Files,
+    model: &CrashModel,
+    rng: &mut Rng,
+    at: Duration,
+) -> CrashReport {
+    // Named as they were before the crash.
+    let paths = files.ns.paths();
+    let ordered = model.fs == FsModel::Ext4Ordered;
+    // On the ordered model a prefix survives: drawn once, its length.
+    let mut prefix = None;
+    let directories = files.ns.crash(|i, count| {
+        if ordered {
+            i < *prefix.get_or_insert_with(|| rng.up_to(count as u64) as usize)
+        } else {
+            rng.one_in(2)
+        }
+    });
+    let keep = Keep {
+        reorder: model.reorder_unsynced,
+        ordered,
+        sector: model.sector(),
+    };
+    let mut reports = Vec::new();
+    for (ino, inode) in files.ns.inodes.iter_mut().enumerate() {
+        if let Node::File(data) = &mut inode.node
+            && let Some(mut report) = data.crash(keep, &mut |max| rng.up_to(max))
+        {
+            report.path = name_of(&paths, ino);
+            reports.push(report);
+        }
+    }
+    files.recount_pages();
+    CrashReport {
+        at,
+        directories,
+        files: reports,
+    }
+}
+
+/// The path an inode had, or a placeholder for one that had none.
+fn name_of(
+    paths: &std::collections::BTreeMap<Ino, std::path::PathBuf>,
+    ino: Ino,
+) -> std::path::PathBuf {
+    paths
+        .get(&ino)
+        .cloned()
+        .unwrap_or_else(|| format!("(inode {ino}, no name)").into())
+}
+
+/// Adds the writes torn at a crash to its report.
+pub(super) fn report_torn(report: &mut CrashReport, files: &Files, torn: Vec<(Ino, Range<u64>)>) {
+    if torn.is_empty() {
+        return;
+    }
+    let paths = files.ns.paths();
+    for (ino, range) in torn {
+        let path = name_of(&paths, ino);
+        let index = match report.files.iter().position(|file| file.path == path) {
+            Some(index) => index,
+            None => {
+                let size = files.ns.file(ino).map_or(0, |data| data.now.len);
+                let mut file = FileCrash::new(size, Vec::new());
+                file.path = path;
+                report.files.push(file);
+                report.files.len() - 1
+            }
+        };
+        report.files[index].torn.push(range);
     }
 }
 
 /// The file system an op in flight at a crash runs against when writes
 /// tear: a write persists a prefix of whole sectors drawn by the seed and
-/// fails with `EIO`; every other call fails with `EIO` and changes nothing
-/// (a close still forgets its fd, which the op closes either way).
+/// fails with `EIO`; every other call (a rename, a mkdir...) fails with
+/// `EIO` and changes nothing (a close still forgets its fd, which the op
+/// closes either way).
 pub(super) struct Tear<'a> {
     files: &'a mut Files,
     rng: &'a mut Rng,
     sector: u64,
+    /// What reached the disk: each torn write's file and bytes.
+    pub(super) torn: Vec<(Ino, Range<u64>)>,
 }
 
 impl<'a> Tear<'a> {
     pub(super) fn new(files: &'a mut Files, rng: &'a mut Rng, sector: u64) -> Tear<'a> {
-        Tear { files, rng, sector }
+        Tear {
+            files,
+            rng,
+            sector,
+            torn: Vec::new(),
+        }
     }
 }
 
@@ -67,7 +148,7 @@ fn places(offset: u64, len: u64, sector: u64) -> u64 {
 }
 
 impl SimFs for Tear<'_> {
-    fn open(&mut self, _path: &Path, _flags: i32) -> io::Result<OwnedFd> {
+    fn open(&mut self, _at: At<'_>, _flags: i32, _mode: u32) -> io::Result<OwnedFd> {
         Err(errno(libc::EIO))
     }
 
@@ -90,7 +171,9 @@ impl SimFs for Tear<'_> {
         if kept > 0 {
             // A write the kernel would refuse (a bad fd, a misaligned
             // `O_DIRECT` buffer) tears to nothing.
-            let _ = self.files.persist(fd, offset, from, kept);
+            if let Ok(ino) = self.files.persist(fd, offset, from, kept) {
+                self.torn.push((ino, offset..offset + kept as u64));
+            }
         }
         tracing::debug!(fd, offset, len, kept, "sim: write torn by a crash");
         Err(errno(libc::EIO))
@@ -108,7 +191,31 @@ impl SimFs for Tear<'_> {
         Err(errno(libc::EIO))
     }
 
-    fn size(&mut self, _fd: RawFd) -> io::Result<u64> {
+    fn stat(&mut self, _target: StatTarget<'_>) -> io::Result<SimStat> {
+        Err(errno(libc::EIO))
+    }
+
+    fn rename(&mut self, _from: At<'_>, _to: At<'_>, _flags: u32) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn unlink(&mut self, _at: At<'_>, _dir: bool) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn mkdir(&mut self, _at: At<'_>, _mode: u32) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn link(&mut self, _from: At<'_>, _to: At<'_>, _follow: bool) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn symlink(&mut self, _target: &Path, _at: At<'_>) -> io::Result<()> {
+        Err(errno(libc::EIO))
+    }
+
+    fn read_dir(&mut self, _at: At<'_>) -> io::Result<Vec<SimDirEntry>> {
         Err(errno(libc::EIO))
     }
 

@@ -7,8 +7,12 @@
 //! ```text
 //!  config     SimConfig and what it is made of (plain data)
 //!  rng        the seed, split into independent streams
-//!  contents   a file's sparse pages; a journaled change
-//!  files      the file system the ops run against, and the fault injector
+//!  report     what a crash drew (plain data)
+//!  contents   a file's sparse pages
+//!  data       a file's bytes now and on disk; writeback, failed or not
+//!  namespace  the directory tree: inodes, names now and on disk, lookup
+//!  files      the file system the ops run against, fds, the fault injector
+//!  paths      the path calls: rename, unlink, mkdir, link, symlink, listing
 //!  crash      what a crash keeps: the crash model's decisions
 //!  schedule   the timeline, the alarm, the simulator task, SimHandle
 //! ```
@@ -19,10 +23,15 @@
 mod config;
 mod contents;
 mod crash;
+mod data;
 mod files;
+mod namespace;
+mod paths;
+mod report;
 mod rng;
 mod schedule;
 
-pub use config::{Fault, FaultAction, Latency, OpFilter, SimConfig, SimOp};
+pub use config::{Fault, FaultAction, FsModel, Latency, OpFilter, SimConfig, SimOp};
+pub use report::{CrashReport, DirectoryCrash, FileCrash, NameChange};
 pub(crate) use schedule::Sim;
 pub use schedule::{Completion, SimHandle};

@@ -56,6 +56,7 @@ use crate::trace;
 use super::config::{CrashModel, Latency, SimConfig};
 use super::crash::{self, Tear};
 use super::files::{Files, Injector};
+use super::report::CrashReport;
 use super::rng::{Rng, Stream};
 
 /// One entry of the completion log: which op completed, and when.
@@ -117,7 +118,8 @@ struct State {
     closed: bool,
     started: Instant,
     log: Vec<Completion>,
-    crashes: Vec<Duration>,
+    /// What each crash so far drew.
+    crashes: Vec<CrashReport>,
 }
 
 impl fmt::Debug for Sim {
@@ -141,10 +143,12 @@ impl State {
         }
     }
 
-    /// A crash at `at`: each file loses what the crash model says, and with
-    /// torn writes every op in flight is decided now (see `crash`).
+    /// A crash at `at`: names and files lose what the crash model says,
+    /// and with torn writes every op in flight is decided now (see `crash`).
     fn crash(&mut self, at: Instant) {
-        crash::lose_unsynced(&mut self.files, &self.crash_model, &mut self.crash_rng);
+        let since = at.saturating_duration_since(self.started);
+        let model = &self.crash_model;
+        let mut report = crash::lose_unsynced(&mut self.files, model, &mut self.crash_rng, since);
         if let Some(sector) = self.crash_model.torn_sector {
             let mut tear = Tear::new(&mut self.files, &mut self.crash_rng, sector);
             for event in self.timeline.values_mut() {
@@ -157,10 +161,11 @@ impl State {
                     *outcome = Some(unsafe { op.cell().simulate(&mut tear) });
                 }
             }
+            let torn = std::mem::take(&mut tear.torn);
+            crash::report_torn(&mut report, &self.files, torn);
         }
-        self.crashes
-            .push(at.saturating_duration_since(self.started));
-        tracing::debug!(at = ?self.crashes.last(), "sim: crash");
+        tracing::debug!(%report, "sim: crash");
+        self.crashes.push(report);
     }
 }
 
@@ -215,11 +220,7 @@ impl Sim {
             order: Rng::new(seed, Stream::Order),
         };
         let state = State {
-            files: Files::new(
-                injector,
-                config.memory_budget,
-                config.crash.reorder_unsynced,
-            ),
+            files: Files::new(injector, config.memory_budget, config.crash.clone()),
             schedule_rng: Rng::new(seed, Stream::Schedule),
             crash_rng,
             latency: config.latency,
@@ -513,17 +514,21 @@ impl fmt::Debug for SimHandle {
 
 impl SimHandle {
     /// Simulates a power loss now: every file loses what was written since
-    /// its last `fsync` (or, as the crash model says, part of it). Open files
-    /// stay open. Ops in flight complete afterwards, unless
+    /// its last `fsync`, and every directory the changes of its names since
+    /// its last fsync, or part of them, as the crash model says (see the
+    /// [`sim`](crate::sim#crashes) docs). Open files stay open. Ops in
+    /// flight complete afterwards, unless
     /// [torn writes](crate::sim::SimConfig::torn_writes) are on: then each
     /// fails with `EIO`, a write after persisting a torn prefix.
+    /// [`crash_reports`](SimHandle::crash_reports) says what it kept.
     pub fn crash(&self) {
         let at = self.shared.now();
         self.shared.lock().crash(at);
         self.shared.crash_count.send_modify(|n| *n += 1);
     }
 
-    /// The current contents of the file opened as `path`, if it exists.
+    /// The current contents of the file at `path` (symlinks followed), if
+    /// there is one.
     ///
     /// # Panics
     ///
@@ -532,7 +537,13 @@ impl SimHandle {
         self.shared.lock().files.contents(path.as_ref())
     }
 
-    /// Creates or replaces the file `path`, durably, with `data`.
+    /// Creates or replaces the file `path`, durably, with `data`, and any
+    /// directory above it that is missing, durably too: a file that was
+    /// there before the run.
+    ///
+    /// # Panics
+    ///
+    /// If the path leads through a file, or names a directory.
     pub fn insert_file(&self, path: impl AsRef<Path>, data: impl Into<Vec<u8>>) {
         self.shared.lock().files.insert(path.as_ref(), &data.into());
     }
@@ -550,6 +561,17 @@ impl SimHandle {
     /// When each crash so far happened, as Tokio time since the context was
     /// built.
     pub fn crashes(&self) -> Vec<Duration> {
+        self.shared
+            .lock()
+            .crashes
+            .iter()
+            .map(|report| report.at)
+            .collect()
+    }
+
+    /// What each crash so far kept and lost of what was not durable: the
+    /// crash state the seed drew, per directory and per file.
+    pub fn crash_reports(&self) -> Vec<CrashReport> {
         self.shared.lock().crashes.clone()
     }
 

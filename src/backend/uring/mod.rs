@@ -21,21 +21,30 @@
 //! registered buffers and files; `dwell.rs` the SQEs' dwell time;
 //! `overflow.rs` the backlog's overflow episodes; `policy.rs` when local
 //! pushes enter.
+//!
+//! Ops the ring has no SQE for run as blocking calls on the home runtime's
+//! blocking pool, through a [`Fallback`] the ring keeps for them: a
+//! directory listing (io_uring has no opcode for it), and the namespace ops
+//! whose opcode the kernel's probe did not find (`RENAMEAT` and `UNLINKAT`
+//! came in 5.11, `MKDIRAT`, `SYMLINKAT` and `LINKAT` in 5.15). A missing
+//! namespace opcode is never an error and never a reason to fall back:
+//! [`RingFlags::namespace_blocking`] and `Metrics::ops_blocking` say so.
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::backend::common::{Common, Placement, Release};
+use crate::backend::fallback::Fallback;
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::{HomeOnly, HomeThread};
 use crate::inbox::{Closed, Inbox, Kick};
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
-use crate::ops::{OPCODES, OpRef, Opcode, Operation, erase};
+use crate::ops::{OPCODES, OPTIONAL_OPCODES, OnRing, OpRef, Opcode, Operation, erase};
 use crate::ring::{Ring, RingConfig, Sqe, op};
 
 mod cancel;
@@ -63,20 +72,51 @@ const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
 #[derive(Clone)]
 pub(crate) struct Uring {
     shared: Arc<UringState>,
+    blocking: Arc<Blocking>,
+}
+
+/// The ops the ring runs as blocking calls, and which of its optional
+/// opcodes the kernel lacks.
+struct Blocking {
+    pool: Fallback,
+    /// Bit `code` set: the kernel lacks optional opcode `code` (each below
+    /// 64, checked where `OPTIONAL_OPCODES` is declared).
+    lacking: AtomicU64,
+}
+
+/// The names of the optional opcodes whose bits `lacking` sets.
+fn names_of(lacking: u64) -> Vec<&'static str> {
+    OPTIONAL_OPCODES
+        .iter()
+        .filter(|(code, _)| lacking & 1 << code != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// Shuts the blocking pool down when the ring's driver task ends.
+struct ShutDownOnDrop(Arc<Blocking>);
+
+impl Drop for ShutDownOnDrop {
+    fn drop(&mut self) {
+        self.0.pool.shut_down();
+    }
 }
 
 impl Uring {
-    /// Sets up a ring on the calling thread, which becomes its home; foreign
-    /// ops whose SQE waits longer than `dwell_warning` are warned about.
+    /// Sets up a ring on the calling thread, which becomes its home;
+    /// `runtime` (the home runtime) runs the ops the ring has no SQE for,
+    /// and foreign ops whose SQE waits longer than `dwell_warning` are
+    /// warned about.
     ///
     /// # Errors
     ///
     /// The ring's setup error, or `Unsupported` naming the opcodes the
-    /// kernel lacks.
+    /// kernel lacks (of those every ring must have: not the namespace ops').
     pub(crate) fn new(
         config: RingConfig,
         home: HomeThread,
         kicks: bool,
+        runtime: &tokio::runtime::Handle,
         dwell_warning: Option<Duration>,
     ) -> io::Result<Uring> {
         let ring = Ring::new(config)?;
@@ -93,6 +133,21 @@ impl Uring {
                     missing.join(", ")
                 ),
             ));
+        }
+        let lacking = match ring.missing_opcodes(OPTIONAL_OPCODES) {
+            Ok(names) => OPTIONAL_OPCODES
+                .iter()
+                .filter(|(_, name)| names.contains(name))
+                .fold(0, |bits, (code, _)| bits | 1 << code),
+            Err(_) => OPTIONAL_OPCODES
+                .iter()
+                .fold(0, |bits, (code, _)| bits | 1 << code),
+        };
+        if lacking != 0 {
+            tracing::info!(
+                opcodes = %names_of(lacking).join(", "),
+                "io_uring lacks these namespace opcodes; their ops run as blocking calls"
+            );
         }
         let flags = ring.flags();
         let file_table = ring.file_slots() > 0;
@@ -111,7 +166,25 @@ impl Uring {
                 #[cfg(feature = "fault-injection")]
                 faults,
             }),
+            blocking: Arc::new(Blocking {
+                pool: Fallback::new(runtime.clone(), home),
+                lacking: AtomicU64::new(lacking),
+            }),
         })
+    }
+
+    /// Whether an op the ring runs `on_ring` runs as a blocking call here:
+    /// it has no opcode, or the kernel lacks its opcode. For the ops every
+    /// ring has ([`OnRing::Sqe`]), a constant `false`.
+    #[inline]
+    fn runs_blocking(&self, on_ring: OnRing) -> bool {
+        match on_ring {
+            OnRing::Sqe => false,
+            OnRing::Blocking => true,
+            // Relaxed: set at setup (or by a test before its ops), read as a
+            // plain flag; no other memory hangs on it.
+            OnRing::IfProbed((code, _)) => self.blocking.lacking.load(Relaxed) & 1 << code != 0,
+        }
     }
 
     /// Hands an op to the driver: straight into the SQ on the home thread,
@@ -211,6 +284,10 @@ impl Reactor for Uring {
         mut fresh: Fresh<K, A>,
         waker: &Waker,
     ) -> (FutureHalf<K, A>, Placement) {
+        // An op the ring has no SQE for (a constant `false` for most).
+        if self.runs_blocking(K::ON_RING) {
+            return self.blocking.pool.start(fresh, waker);
+        }
         if K::BATCH {
             return self.start_batch(fresh, waker);
         }
@@ -233,11 +310,23 @@ impl Reactor for Uring {
         }
     }
 
-    /// Spawns the driver task. Must run on the home thread, inside the home
-    /// runtime.
+    /// Spawns the driver task, and the blocking pool's. Must run on the home
+    /// thread, inside the home runtime. However the ring's driver ends, the
+    /// blocking pool shuts down with it.
     fn spawn_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let driver = DriverTask::new(self.shared.clone())?;
-        Ok(tokio::spawn(tokio::task::coop::unconstrained(driver)))
+        drop(self.blocking.pool.spawn_driver()?);
+        let blocking = ShutDownOnDrop(self.blocking.clone());
+        Ok(tokio::spawn(tokio::task::coop::unconstrained(async move {
+            let _blocking = blocking;
+            driver.await;
+        })))
+    }
+
+    /// Asks the driver to shut the ring down, and the blocking pool.
+    fn shut_down(&self) {
+        self.shared.common.shutdown.raise();
+        self.blocking.pool.shut_down();
     }
 
     /// Registers `iovecs` in the ring's buffer table; returns the first slot.
@@ -287,12 +376,39 @@ impl Reactor for Uring {
     }
 
     fn ring_flags(&self) -> RingFlags {
-        self.shared.flags
+        RingFlags {
+            namespace_blocking: self.blocking.lacking.load(Relaxed) != 0,
+            ..self.shared.flags
+        }
+    }
+
+    /// Ops run as blocking calls so far.
+    fn ops_blocking(&self) -> u64 {
+        let counters = &self.blocking.pool.common().counters;
+        counters.ops_local.load(Relaxed) + counters.ops_foreign.load(Relaxed)
     }
 
     #[cfg(feature = "fault-injection")]
     fn faults(&self) -> Option<&crate::fault::FaultQueue> {
         Some(&self.shared.faults)
+    }
+
+    /// Test-only: runs the ops of the namespace opcodes named in `names` as
+    /// blocking calls from now on, as on a kernel that lacks them.
+    #[cfg(feature = "fault-injection")]
+    fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
+        let mut bits = 0;
+        for name in names {
+            let Some((code, _)) = OPTIONAL_OPCODES.iter().find(|(_, known)| known == name) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name} is not a namespace opcode the ring may lack"),
+                ));
+            };
+            bits |= 1 << code;
+        }
+        self.blocking.lacking.fetch_or(bits, Relaxed);
+        Ok(())
     }
 }
 

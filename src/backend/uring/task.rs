@@ -216,7 +216,7 @@ mod tests {
             .build()
             .unwrap();
         let config = RingConfig::for_test(8);
-        let uring = match Uring::new(config, HomeThread::current(), true, None) {
+        let uring = match Uring::new(config, HomeThread::current(), true, runtime.handle(), None) {
             Ok(uring) => uring,
             Err(e) => return eprintln!("skipping: io_uring is unavailable ({e})"),
         };

@@ -38,14 +38,18 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 
 use crate::backend::common::{Common, Placement};
+use crate::backend::fallback::Fallback;
 use crate::backend::uring::slots::{Reaped, Slots};
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, cancelled, shutdown_error};
 use crate::home_thread::HomeThread;
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
-use crate::ops::{OpRef, Operation, erase};
+use crate::ops::{OPCODES, OPTIONAL_OPCODES, OnRing, OpRef, Opcode, Operation, erase};
 use crate::ring::{IGNORED_USER_DATA, RingConfig, SharedRing, Sqe};
+
+/// The driver's own opcode: cancels for dropped ops.
+const ASYNC_CANCEL: Opcode = (crate::ring::op::AsyncCancel::CODE, "ASYNC_CANCEL");
 
 /// How long closing waits for the kernel to finish cancelled ops before it
 /// leaks their resources rather than free memory still in use.
@@ -55,6 +59,11 @@ const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(crate) struct Worker {
     state: Arc<WorkerState>,
+    /// Runs the ops the ring has no SQE for (a directory listing, the
+    /// namespace ops whose opcode the kernel lacks), as the home ring does.
+    blocking: Arc<Fallback>,
+    /// Bit `code` set: the kernel lacks optional opcode `code`.
+    lacking: u64,
 }
 
 struct WorkerState {
@@ -101,8 +110,33 @@ impl Worker {
     /// # Errors
     ///
     /// The ring's setup error.
-    pub(crate) fn new(config: RingConfig, home: HomeThread) -> io::Result<Worker> {
+    pub(crate) fn new(
+        config: RingConfig,
+        home: HomeThread,
+        runtime: &tokio::runtime::Handle,
+    ) -> io::Result<Worker> {
         let ring = SharedRing::new(config)?;
+        let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
+        if let Ok(missing) = ring.missing_opcodes(&needed)
+            && !missing.is_empty()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "io_uring lacks opcodes aioctx needs: {}",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let lacking = match ring.missing_opcodes(OPTIONAL_OPCODES) {
+            Ok(names) => OPTIONAL_OPCODES
+                .iter()
+                .filter(|(_, name)| names.contains(name))
+                .fold(0, |bits, (code, _)| bits | 1 << code),
+            Err(_) => OPTIONAL_OPCODES
+                .iter()
+                .fold(0, |bits, (code, _)| bits | 1 << code),
+        };
         let flags = ring.flags();
         let eventfd = ring.eventfd()?;
         let limit = ring.cq_capacity();
@@ -120,6 +154,8 @@ impl Worker {
                 eventfd: Mutex::new(Some(eventfd)),
                 on_close: Mutex::new(None),
             }),
+            blocking: Arc::new(Fallback::new(runtime.clone(), home)),
+            lacking,
         })
     }
 
@@ -442,6 +478,14 @@ impl Reactor for Worker {
         mut fresh: Fresh<K, A>,
         waker: &Waker,
     ) -> (FutureHalf<K, A>, Placement) {
+        let blocking = match K::ON_RING {
+            OnRing::Sqe => false,
+            OnRing::Blocking => true,
+            OnRing::IfProbed((code, _)) => self.lacking & 1 << code != 0,
+        };
+        if blocking {
+            return self.blocking.start(fresh, waker);
+        }
         if K::BATCH {
             let sqes = fresh.with_kind(|kind| kind.batch_sqes());
             let (half, op) = fresh.share(waker.clone());
@@ -492,6 +536,7 @@ impl Reactor for Worker {
         let completions =
             unsafe { AsyncFd::register_with_interest(EventFd(fd), tokio::io::Interest::READABLE) }
                 .map_err(io::Error::from)?;
+        drop(self.blocking.spawn_driver()?);
         let worker = self.clone();
         // However the task ends (the ring closed, or the runtime dropped
         // under it), the ring is closed and every op in it resolved.
@@ -540,6 +585,7 @@ impl Reactor for Worker {
 
     fn shut_down(&self) {
         self.close();
+        self.blocking.shut_down();
     }
 
     fn on_close(&self, then: Box<dyn FnOnce() + Send>) -> bool {
@@ -601,7 +647,7 @@ struct CloseOnDrop(Worker);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.shut_down();
     }
 }
 
