@@ -188,6 +188,11 @@ impl Metrics {
         total
     }
 
+    /// All-zero counters of a backend that ran nothing yet.
+    pub(crate) fn none(backend: &'static str) -> Metrics {
+        Counters::default().snapshot(backend, RingFlags::default())
+    }
+
     /// Kicks sent per foreign op: the cost of cross-thread submission.
     pub fn kicks_per_foreign_op(&self) -> f64 {
         if self.ops_foreign == 0 {

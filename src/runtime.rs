@@ -99,8 +99,9 @@ struct Inner {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// This thread's own ring of each `WorkerRings` it has used: (id, owner).
-    static THREAD_RINGS: std::cell::RefCell<Vec<(u64, Weak<Owner>)>> =
+    /// This thread's own ring of each `WorkerRings` it has used: (id, owner,
+    /// its state, which a file's op on this thread anchors).
+    static THREAD_RINGS: std::cell::RefCell<Vec<(u64, Weak<Owner>, Weak<ContextState>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -176,7 +177,7 @@ impl WorkerRings {
         let id = self.inner.id;
         let owner = THREAD_RINGS.with(|rings| {
             let mut rings = rings.borrow_mut();
-            let at = rings.iter().position(|(ring, _)| *ring == id)?;
+            let at = rings.iter().position(|(ring, ..)| *ring == id)?;
             rings.swap_remove(at).1.upgrade()
         });
         if let Some(owner) = owner {
@@ -204,7 +205,7 @@ impl WorkerRings {
         let id = self.inner.id;
         let mine = THREAD_RINGS.with(|rings| {
             let mut rings = rings.borrow_mut();
-            let at = rings.iter().position(|(ring, _)| *ring == id)?;
+            let at = rings.iter().position(|(ring, ..)| *ring == id)?;
             // A ring that closed (with its runtime) is replaced.
             match rings[at].1.upgrade() {
                 Some(owner) if !owner.state.backend.is_shut_down() => Some(owner),
@@ -241,7 +242,8 @@ impl WorkerRings {
                     .retain(|open| !std::ptr::eq(Arc::as_ptr(open), closing.as_ptr()));
             }
         }));
-        THREAD_RINGS.with(|rings| rings.borrow_mut().push((id, Arc::downgrade(&owner))));
+        let state = Arc::downgrade(&owner.state);
+        THREAD_RINGS.with(|rings| rings.borrow_mut().push((id, Arc::downgrade(&owner), state)));
         Ok(Context { owner })
     }
 
@@ -275,13 +277,21 @@ impl WorkerRings {
             .collect()
     }
 
-    /// The rings' counters summed (see [`Metrics::sum`]).
+    /// The rings' counters summed (see [`Metrics::sum`]); all zero before
+    /// any ring is made.
     pub fn total_metrics(&self) -> Metrics {
-        Metrics::sum(&self.metrics())
+        let all = self.metrics();
+        match all.is_empty() {
+            true => Metrics::none("io_uring-worker"),
+            false => Metrics::sum(&all),
+        }
     }
 
     fn downgrade(&self) -> ThreadRing {
-        ThreadRing(Arc::downgrade(&self.inner))
+        ThreadRing {
+            id: self.inner.id,
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 }
 
@@ -296,11 +306,14 @@ impl fmt::Debug for WorkerRings {
 /// A thread's way to its ring, held by its binding and by files'
 /// memberships: weak, so neither keeps the rings alive.
 #[derive(Debug, Clone)]
-struct ThreadRing(Weak<Inner>);
+struct ThreadRing {
+    id: u64,
+    inner: Weak<Inner>,
+}
 
 impl ThreadRing {
     fn rings(&self) -> Option<WorkerRings> {
-        self.0.upgrade().map(|inner| WorkerRings { inner })
+        self.inner.upgrade().map(|inner| WorkerRings { inner })
     }
 }
 
@@ -318,6 +331,16 @@ impl LazyContext for ThreadRing {
 
 impl ThreadRings for ThreadRing {
     fn this_thread(&self) -> Option<Arc<ContextState>> {
+        // The common case, on every file op: this thread's ring is made and
+        // open. One lookup, and the state's reference goes to the op.
+        let known = THREAD_RINGS.with(|rings| {
+            let rings = rings.borrow();
+            let (.., state) = rings.iter().find(|(ring, ..)| *ring == self.id)?;
+            state.upgrade()
+        });
+        if let Some(state) = known.filter(|state| !state.backend.is_shut_down()) {
+            return Some(state);
+        }
         let rings = self.rings()?;
         // Only a thread the rings were installed on, or one that made its
         // ring already, gets one; others submit to the file's own ring.

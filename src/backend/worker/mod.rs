@@ -94,6 +94,20 @@ struct WorkerCore {
 /// Completions reaped under the lock, to complete after it.
 type Done = Vec<(OpRef, Cqe)>;
 
+thread_local! {
+    /// A reused [`Done`], so a submission allocates nothing: taken for one
+    /// use, given back after (a submission from inside a completion finds it
+    /// taken and uses a fresh one).
+    static SCRATCH: std::cell::Cell<Done> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The thread's reused list of completions, empty.
+fn scratch() -> Done {
+    SCRATCH
+        .try_with(|scratch| scratch.take())
+        .unwrap_or_default()
+}
+
 /// What waits in the backlog.
 enum Waiting {
     Op(OpRef, Sqe),
@@ -162,7 +176,7 @@ impl Worker {
     /// Submits `op` now (or into the backlog), enters, and reaps.
     fn submit(&self, op: OpRef, sqe: Sqe) {
         let state = &*self.state;
-        let mut done = Vec::new();
+        let mut done = scratch();
         {
             let mut core = state.lock();
             if core.closed {
@@ -187,7 +201,7 @@ impl Worker {
     /// Reaps what is ready (and sends what waited for room): the reaper
     /// task's turn.
     fn reap_now(&self) {
-        let mut done = Vec::new();
+        let mut done = scratch();
         {
             let mut core = self.state.lock();
             if core.closed {
@@ -204,7 +218,7 @@ impl Worker {
     pub(crate) fn close(&self) {
         let state = &*self.state;
         state.common.shutdown.raise();
-        let mut done = Vec::new();
+        let mut done = scratch();
         {
             let mut core = state.lock();
             if !core.closed {
@@ -237,11 +251,14 @@ impl WorkerState {
     }
 }
 
-/// Completes what a turn reaped, outside the lock.
-fn complete_all(done: Done) {
-    for (op, cqe) in done {
+/// Completes what a turn reaped, outside the lock, and gives the list back
+/// for reuse.
+fn complete_all(mut done: Done) {
+    for (op, cqe) in done.drain(..) {
         op.complete(cqe);
     }
+    // An error means the thread is exiting: the list just goes.
+    let _reused = SCRATCH.try_with(|scratch| scratch.set(done));
 }
 
 impl WorkerCore {
@@ -506,7 +523,7 @@ impl Reactor for Worker {
         let Some(tag) = canceller.header().tag() else {
             return;
         };
-        let mut done = Vec::new();
+        let mut done = scratch();
         {
             let mut core = state.lock();
             if core.closed {
@@ -616,7 +633,7 @@ impl Worker {
             return;
         }
         let state = &*self.state;
-        let mut done = Vec::new();
+        let mut done = scratch();
         {
             let mut core = state.lock();
             if core.closed {
