@@ -95,13 +95,16 @@ struct Inner {
     membership: OnceLock<Arc<Membership>>,
 }
 
+/// A thread's own ring of one `WorkerRings`: its id, the ring's owner, and
+/// its state (which a file's op on this thread anchors).
+type ThisThreads = (u64, Weak<Owner>, Weak<ContextState>);
+
 /// `WorkerRings` made so far, for their ids.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    /// This thread's own ring of each `WorkerRings` it has used: (id, owner,
-    /// its state, which a file's op on this thread anchors).
-    static THREAD_RINGS: std::cell::RefCell<Vec<(u64, Weak<Owner>, Weak<ContextState>)>> =
+    /// This thread's own ring of each `WorkerRings` it has used.
+    static THREAD_RINGS: std::cell::RefCell<Vec<ThisThreads>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
