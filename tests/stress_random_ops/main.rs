@@ -40,7 +40,8 @@
 //! interleaving of threads is the machine's). `AIOCTX_STRESS_OPS` sets the op
 //! count, `AIOCTX_STRESS_ROUNDS` the rounds it is spread over,
 //! `AIOCTX_STRESS_INIT_BUFS=1` pre-fills every read buffer (memcheck cannot
-//! see the kernel's writes into an uninitialised one),
+//! see the kernel's writes into an uninitialised one; a `FileStream` reads
+//! into a buffer of its own, so its reads' bytes go unchecked then),
 //! `AIOCTX_STRESS_SQPOLL=1` runs every ring as an SQPOLL one (of 1, 2 or
 //! the default number of entries, drawn per round), and `AIOCTX_BACKEND`
 //! picks the backend as for the rest of the suite.

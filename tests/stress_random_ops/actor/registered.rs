@@ -16,7 +16,7 @@ use aioctx::FixedBuf;
 use aioctx::fs::File;
 
 use super::{Actor, Done, Fate, OpenFile, Plan, bump};
-use crate::bufs::{CANARY, hold};
+use crate::bufs::{CANARY, hold, vec_target};
 use crate::model::{Snapshot, pattern_bytes};
 use crate::watchdog::set_doing;
 
@@ -291,7 +291,8 @@ impl Actor {
                     })
                 }
                 None => {
-                    let op = file.read_at(Vec::with_capacity(len), offset);
+                    let buf = vec_target(len, self.round.init_bufs || self.dice.chance(50));
+                    let op = file.read_at(buf, offset);
                     Box::pin(async move {
                         let (result, buf) = op.await;
                         Landed::Read {

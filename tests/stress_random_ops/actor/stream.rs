@@ -221,7 +221,12 @@ impl Actor {
         assert!(now >= at, "{what}: the stream went back to {now}");
         let got = (now - at) as usize;
         assert!(got <= len, "{what}: moved {got} for a read of {len}");
-        s.known.snapshot(at, got).check(&buf[..got], &what);
+        // Memcheck cannot see the kernel's writes into the stream's own
+        // read-ahead buffer (`AIOCTX_STRESS_INIT_BUFS` is set under it): the
+        // bytes are then checked by the other runs, the moves by all.
+        if !self.round.init_bufs {
+            s.known.snapshot(at, got).check(&buf[..got], &what);
+        }
         if let Some(i) = buf[got..].iter().position(|&b| b != CANARY) {
             panic!("{what}: byte {} past the {got} read was written", got + i);
         }
