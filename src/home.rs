@@ -370,7 +370,9 @@ impl Builder {
             state.backend.spawn_driver()?
         };
         runtime.spawn(async move {
-            let _ended = driver.await;
+            if let Err(e) = driver.await {
+                tracing::error!(error = %e, "aioctx driver failed");
+            }
             let _receivers_gone = finished_tx.send(true);
         });
         Ok(Owner::new(state))
