@@ -106,6 +106,8 @@ struct Output<T> {
 impl<T> Output<T> {
     fn send(mut self, result: std::thread::Result<T>) {
         if let Some(tx) = self.tx.take() {
+            // Refused only when the handle is gone: nobody waits for the
+            // output, which drops here.
             let _ = tx.send(result);
         }
     }

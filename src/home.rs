@@ -243,6 +243,7 @@ impl Builder {
                     let driver = home.start_driver()?;
                     Ok((home, owner, driver))
                 });
+                // `build` waits in `recv` for this, so the sends cannot fail.
                 match started {
                     Ok((home, owner, driver)) => {
                         let _ = ready_tx.send(Ok(owner));
@@ -256,12 +257,20 @@ impl Builder {
         let owner = match ready_rx.recv() {
             Ok(Ok(owner)) => owner,
             Ok(Err(e)) => {
-                let _ = thread.join();
+                if thread.join().is_err() {
+                    tracing::error!("aioctx home thread panicked after its setup failed");
+                }
                 return Err(e);
             }
             Err(_) => {
-                let _ = thread.join();
-                return Err(io::Error::other("aioctx home thread died during setup"));
+                // Gone without a word: it panicked during setup; say how.
+                let why = match thread.join() {
+                    Err(panic) => panic_message(&*panic),
+                    Ok(()) => "it ended without reporting".to_owned(),
+                };
+                return Err(io::Error::other(format!(
+                    "aioctx home thread died during setup: {why}"
+                )));
             }
         };
         owner.set_home_thread(thread);
@@ -295,7 +304,10 @@ impl Builder {
         announce(&state, self.entries);
         let driver = state.backend.spawn_driver()?;
         runtime.spawn(async move {
-            let _ = driver.await;
+            if let Err(e) = driver.await {
+                tracing::error!(error = %e, "aioctx driver failed");
+            }
+            // No receiver left means no context left to wait for it.
             let _ = finished_tx.send(true);
         });
         let owner = Owner::new(state);
@@ -358,7 +370,9 @@ impl Builder {
             state.backend.spawn_driver()?
         };
         runtime.spawn(async move {
-            let _ended = driver.await;
+            if let Err(e) = driver.await {
+                tracing::error!(error = %e, "aioctx driver failed");
+            }
             let _receivers_gone = finished_tx.send(true);
         });
         Ok(Owner::new(state))
@@ -496,6 +510,7 @@ impl Home {
         // of this runtime's blocking threads, waiting to join this one.
         runtime.shutdown_background();
         drop(binding);
+        // `state` holds a receiver until after this, so it cannot fail.
         let _ = finished.send(true);
         drop(state);
     }
@@ -573,6 +588,15 @@ fn announce(state: &ContextState, entries: u32) {
         registered_ring_fd = flags.registered_ring_fd,
         "aioctx context ready"
     );
+}
+
+/// The message a panic carried, when it is a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
 }
 
 /// Pins the calling thread to `cpu`.

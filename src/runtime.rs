@@ -135,6 +135,7 @@ impl WorkerRings {
             }),
         };
         let threads: Arc<dyn ThreadRings> = Arc::new(rings.clone().downgrade());
+        // A fresh `OnceLock`: this cannot fail.
         let _ = rings
             .inner
             .membership
@@ -226,6 +227,7 @@ impl WorkerRings {
         })?;
         let owner = self.inner.template.build_worker(&runtime)?;
         if let Some(membership) = self.inner.membership.get() {
+            // A ring just built belongs to no pool yet: this cannot fail.
             let _ = owner.pool.set(membership.clone());
         }
         self.inner
@@ -255,6 +257,7 @@ impl WorkerRings {
         let shared = self.inner.shared.get_or_init(|| {
             let context = self.inner.template.clone().build()?;
             if let Some(membership) = self.inner.membership.get() {
+                // A context just built belongs to no pool yet: this cannot fail.
                 let _ = context.owner.pool.set(membership.clone());
             }
             Ok(context)

@@ -282,6 +282,7 @@ impl PoolBuilder {
         let states: Vec<_> = members.iter().map(|m| m.state().clone()).collect();
         let membership = Arc::new(Membership::new(&states));
         for member in &members {
+            // A member just built belongs to no pool yet: this cannot fail.
             let _ = member.owner.pool.set(membership.clone());
         }
         Ok(Pool {

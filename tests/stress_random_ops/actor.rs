@@ -1,7 +1,9 @@
 //! An actor: its files, its dice, and each step it takes (open, close,
-//! set_len, one data op or a batch of them), run to a fate (kept, polled
-//! once and dropped, or raced against a timer); the data ops and their
-//! checks are in `ops.rs`.
+//! set_len, one data op or a batch of them, a registered-buffer pool made or
+//! dropped, a file dropped with its ops in flight, a `FileStream` session),
+//! run to a fate (kept, polled once and dropped, or raced against a timer);
+//! the data ops and their checks are in `ops.rs`, the registered resources
+//! in `registered.rs`, the stream sessions in `stream.rs`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,15 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use aioctx::Context;
 use aioctx::fs::{File, OpenOptions};
+use aioctx::{Context, FixedBuf, FixedBufPool};
 use futures::future::{Either, join_all, select};
 
 use crate::bufs::{BufKind, Held, check_held};
 use crate::model::{Dice, FILE_SIZE, FileModel};
+pub(crate) use crate::stats::{Stats, bump};
 use crate::watchdog::{set_doing, status};
 
 mod ops;
+mod registered;
+mod stream;
 
 /// Returned read buffers held back to catch late writes into them.
 const QUARANTINE: usize = 12;
@@ -42,48 +47,9 @@ pub(crate) struct Round {
     pub(crate) live: Arc<AtomicUsize>,
     pub(crate) init_bufs: bool,
     pub(crate) stats: Stats,
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) ops: AtomicU64,
-    pub(crate) kept: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) raced_won: AtomicU64,
-    pub(crate) shutdown_errors: AtomicU64,
-    pub(crate) after_shutdown: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-    pub(crate) bytes_read: AtomicU64,
-    pub(crate) opens: AtomicU64,
-    pub(crate) closes: AtomicU64,
-    pub(crate) enters: AtomicU64,
-    pub(crate) spawns: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn add(&self, other: &Stats) {
-        let pairs = [
-            (&self.ops, &other.ops),
-            (&self.kept, &other.kept),
-            (&self.dropped, &other.dropped),
-            (&self.raced_won, &other.raced_won),
-            (&self.shutdown_errors, &other.shutdown_errors),
-            (&self.after_shutdown, &other.after_shutdown),
-            (&self.bytes_written, &other.bytes_written),
-            (&self.bytes_read, &other.bytes_read),
-            (&self.opens, &other.opens),
-            (&self.closes, &other.closes),
-            (&self.enters, &other.enters),
-            (&self.spawns, &other.spawns),
-        ];
-        for (mine, theirs) in pairs {
-            mine.fetch_add(theirs.load(SeqCst), SeqCst);
-        }
-    }
-}
-
-pub(crate) fn bump(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, SeqCst);
+    /// The registered-buffer pools actors still held at their end, for the
+    /// round's check that every buffer came back.
+    pub(crate) kept_pools: Mutex<Vec<FixedBufPool>>,
 }
 
 /// How an actor's ops are driven.
@@ -128,6 +94,8 @@ pub(crate) struct Actor {
     pub(crate) writable: Vec<(u64, u64)>,
     pub(crate) open: Vec<OpenFile>,
     pub(crate) held: VecDeque<Held>,
+    /// Registered buffers for fixed reads and writes, when it has made some.
+    pub(crate) fixed: Option<FixedBufPool>,
 }
 
 /// A data op on an open file, planned before it runs so several can run at
@@ -181,6 +149,38 @@ pub(crate) enum Plan {
         micros: u64,
     },
     Nop,
+    /// `read_fixed_at` into a buffer of the actor's pool, pre-filled with
+    /// the canary; `hold`: held after it returns, to catch late writes.
+    ReadFixed {
+        file: usize,
+        offset: u64,
+        buf: FixedBuf,
+        hold: bool,
+    },
+    /// `write_fixed_at` of a buffer holding the pattern at `offset`.
+    WriteFixed {
+        file: usize,
+        offset: u64,
+        buf: FixedBuf,
+    },
+}
+
+impl Plan {
+    /// The open file the op is on, if any.
+    pub(crate) fn file(&self) -> Option<usize> {
+        match *self {
+            Plan::Read { file, .. }
+            | Plan::Write { file, .. }
+            | Plan::Readv { file, .. }
+            | Plan::Writev { file, .. }
+            | Plan::Sync { file, .. }
+            | Plan::Fallocate { file, .. }
+            | Plan::Metadata { file }
+            | Plan::ReadFixed { file, .. }
+            | Plan::WriteFixed { file, .. } => Some(file),
+            Plan::Timeout { .. } | Plan::Nop => None,
+        }
+    }
 }
 
 /// What a finished op leaves for the actor.
@@ -308,7 +308,17 @@ impl Actor {
     pub(crate) fn plan(&mut self) -> Plan {
         let file = self.dice.below(self.open.len() as u64) as usize;
         let m = self.open[file].model;
-        match self.dice.weighted(&[14, 6, 14, 6, 6, 6, 3, 3, 4, 3, 6]) {
+        let mut kind = self
+            .dice
+            .weighted(&[14, 6, 14, 6, 6, 6, 3, 3, 4, 3, 6, 5, 5]);
+        if kind >= 11 {
+            match self.fixed_plan(file, kind == 11) {
+                Some(plan) => return plan,
+                // No pool, or every buffer in use: a plain read or write.
+                None => kind = if kind == 11 { 0 } else { 2 },
+            }
+        }
+        match kind {
             0 | 1 => {
                 let len = self.dice.len();
                 let (offset, len) = self.read_range(m, len);
@@ -383,8 +393,9 @@ impl Actor {
         }
     }
 
-    /// One step: an open, a close, a truncate, one data op, or a few data
-    /// ops at once.
+    /// One step: an open, a close, a truncate, one data op, a few data ops
+    /// at once, a registered-buffer pool made or dropped, a file dropped with
+    /// ops in flight, or a stream session.
     pub(crate) async fn step(&mut self) {
         let started_after = self.round.shutdown_complete.load(SeqCst);
         if self.shutting_down() {
@@ -394,10 +405,13 @@ impl Actor {
             self.open_one(started_after).await;
             return;
         }
-        match self.dice.weighted(&[6, 5, 2, 70, 10]) {
+        match self.dice.weighted(&[6, 5, 2, 70, 10, 2, 4, 4]) {
             0 if self.open.len() < 4 => self.open_one(started_after).await,
             1 => self.close_one(started_after).await,
             2 => self.set_len(started_after).await,
+            5 => self.fixed_pool(started_after).await,
+            6 => self.drop_in_flight(started_after).await,
+            7 => self.stream_session(started_after).await,
             4 => {
                 let plans: Vec<(Plan, Fate)> = (0..self.dice.range(2, 4))
                     .map(|_| {
@@ -456,17 +470,25 @@ impl Actor {
         set_doing(self.id, what.clone());
         bump(&self.round.stats.opens, 1);
         let path = self.lock(m).path.clone();
+        let register = self.dice.chance(35);
+        if register {
+            bump(&self.round.stats.register_asked, 1);
+        }
         let open = async {
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
+                .register(register)
                 .open(&self.ctx, &path)
                 .await
         };
         match self.fate(fate, open).await {
             Some(Ok(file)) => {
                 self.expect_not_after_shutdown(started_after, &what);
+                if file.is_registered() {
+                    bump(&self.round.stats.registered_opens, 1);
+                }
                 self.open.push(OpenFile { model: m, file });
             }
             Some(Err(e)) => self.expect_shutdown_error(&e, started_after, &what),
@@ -515,17 +537,30 @@ impl Actor {
         set_doing(self.id, what.clone());
         let result = self.fate(Fate::Keep, self.open[at].file.set_len(len)).await;
         // Whether it ran or not, nothing at or past `len` is known anymore.
-        self.lock(m).truncated(len);
         match result.expect("kept") {
-            Ok(()) => self.expect_not_after_shutdown(started_after, &what),
-            Err(e) => self.expect_shutdown_error(&e, started_after, &what),
+            Ok(()) => {
+                self.lock(m).truncated(len);
+                self.expect_not_after_shutdown(started_after, &what);
+            }
+            Err(e) => {
+                self.lock(m).truncate_failed(len);
+                self.expect_shutdown_error(&e, started_after, &what);
+            }
         }
     }
 
-    /// Ends the actor: re-checks the held buffers, drops its files.
+    /// Ends the actor: re-checks the held buffers, drops its files, hands
+    /// its buffer pool to the round's final check.
     pub(crate) fn finish(mut self) {
         for held in self.held.drain(..) {
             check_held(&held);
+        }
+        if let Some(pool) = self.fixed.take() {
+            self.round
+                .kept_pools
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(pool);
         }
         set_doing(
             self.id,

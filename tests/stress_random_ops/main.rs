@@ -2,9 +2,16 @@
 //! tasks on the home thread, tasks on a multi-thread Tokio runtime, and
 //! futures `enter`ed from plain threads, all running every op kind (open,
 //! close, reads, writes, vectored, fsync, fallocate, set_len, metadata,
-//! timeout, nop), some kept, some polled once and dropped, some raced against
-//! a short timer and dropped when it wins; some rounds shut the context down
-//! midway.
+//! timeout, nop, fixed reads and writes), some kept, some polled once and
+//! dropped, some raced against a short timer and dropped when it wins; files
+//! opened registered or not, and some dropped (their last handle) while ops
+//! on them are in flight; registered-buffer pools made (the registration
+//! itself sometimes dropped midway) and dropped with their buffers in ops;
+//! `FileStream` sessions of reads, writes, seeks and flushes, the stream
+//! dropped at any point. Each round runs on one context or on a pool of two
+//! or three, whose actors share the members out; some rounds shut the
+//! context down midway, or the pool (at once, or member by member while
+//! files opened on a member gone are used through the others).
 //!
 //! What it checks:
 //! - every kept future resolves (a watchdog ends the process, printing the
@@ -13,14 +20,19 @@
 //! - written data reads back: every write writes the byte
 //!   `pattern(file, position)`, so overlapping and dropped writes agree, and a
 //!   file byte is either 0 (hole, truncated) or its pattern, and is its
-//!   pattern wherever a kept write reported it written (and no kept truncate
-//!   came after). Each actor owns its private files and a slice of a shared
-//!   one; checked on every read and, at the end of a round, through `std::fs`;
+//!   pattern wherever a kept write (or a completed flush of a stream after
+//!   the write) reported it written (and no kept truncate came after). Each
+//!   actor owns its private files and a slice of a shared one; checked on
+//!   every read and, at the end of a round, through `std::fs`;
 //! - buffers come back intact: same allocation, a write's data unchanged, a
 //!   read's bytes past its count untouched, and nothing written into a
-//!   returned buffer later (returned read buffers are held a while and
-//!   checksummed again); every buffer an op took is dropped by the end;
+//!   returned buffer later (returned read buffers, registered ones too, are
+//!   held a while and checksummed again); every buffer an op took is dropped
+//!   by the end, and every registered-buffer pool has all its buffers back;
 //! - after shutdown every op fails fast with the shutdown error;
+//! - every slot of the rings' registered file and buffer tables is free
+//!   again at the end of a round (the tables are small, and the check fills
+//!   them);
 //! - `/proc/self/fd` is back to its starting count after each round.
 //!
 //! Reproducing: the seed is printed on failure (and with `--nocapture`);
@@ -28,22 +40,30 @@
 //! interleaving of threads is the machine's). `AIOCTX_STRESS_OPS` sets the op
 //! count, `AIOCTX_STRESS_ROUNDS` the rounds it is spread over,
 //! `AIOCTX_STRESS_INIT_BUFS=1` pre-fills every read buffer (memcheck cannot
-//! see the kernel's writes into an uninitialised one), and `AIOCTX_BACKEND`
+//! see the kernel's writes into an uninitialised one; a `FileStream` reads
+//! into a buffer of its own, so its reads' bytes go unchecked then),
+//! `AIOCTX_STRESS_SQPOLL=1` runs every ring as an SQPOLL one (of 1, 2 or
+//! the default number of entries, drawn per round), and `AIOCTX_BACKEND`
 //! picks the backend as for the rest of the suite.
 //!
 //! The test is alone in its binary: it counts the process's fds, which tests
 //! running beside it in the same binary would disturb. Its parts: `actor`
 //! (an actor's state and what it does each step; `actor/ops.rs` the data ops
-//! and their checks), `model` (the dice, the byte patterns, what is known of
-//! each file), `bufs` (the buffer types and their checks), `watchdog` (the
-//! liveness guard and the replay line), this file (configuration, rounds).
+//! and their checks, `actor/registered.rs` the registered buffers and files,
+//! `actor/stream.rs` the stream sessions), `host` (one context or a pool,
+//! its shutdown, the table check), `model` (the dice, the byte patterns,
+//! what is known of each file), `bufs` (the buffer types and their checks),
+//! `watchdog` (the liveness guard and the replay line), this file
+//! (configuration, rounds), `stats` (the counters and the summary).
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod actor;
 mod bufs;
+mod host;
 mod model;
+mod stats;
 mod watchdog;
 
 use std::collections::VecDeque;
@@ -52,9 +72,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{Context, JoinError};
+use aioctx::JoinError;
 
 use actor::{Actor, Driver, Round, Stats, bump};
+use host::{Host, HostPlan};
 use model::{Dice, FILE_SIZE, FileModel, SLICE, Snapshot};
 use watchdog::{report_seed_on_panic, set_doing, start_watchdog};
 
@@ -71,6 +92,8 @@ struct Config {
     rounds: u64,
     init_bufs: bool,
     stall: Duration,
+    /// Every ring an SQPOLL one.
+    sqpoll: bool,
 }
 
 impl Config {
@@ -96,21 +119,24 @@ impl Config {
         let stall = var("AIOCTX_STRESS_STALL_SECS")
             .map(|s| parse_u64(&s).expect("AIOCTX_STRESS_STALL_SECS: a number"))
             .unwrap_or(120);
+        let sqpoll = var("AIOCTX_STRESS_SQPOLL").is_some_and(|v| v != "0");
         Config {
             seed,
             ops,
             rounds,
             init_bufs,
             stall: Duration::from_secs(stall),
+            sqpoll,
         }
     }
 
     fn replay_line(&self) -> String {
         format!(
-            "AIOCTX_STRESS_SEED={:#x} AIOCTX_STRESS_OPS={} AIOCTX_STRESS_ROUNDS={} AIOCTX_BACKEND={}",
+            "AIOCTX_STRESS_SEED={:#x} AIOCTX_STRESS_OPS={} AIOCTX_STRESS_ROUNDS={} AIOCTX_STRESS_SQPOLL={} AIOCTX_BACKEND={}",
             self.seed,
             self.ops,
             self.rounds,
+            u8::from(self.sqpoll),
             std::env::var("AIOCTX_BACKEND").unwrap_or_else(|_| "auto".into()),
         )
     }
@@ -214,13 +240,26 @@ struct RoundPlan {
     shutdown: bool,
 }
 
-/// One context, its actors and files, from start to the final checks.
-fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
+/// What one round ran on, for the run's totals per surface.
+struct RoundRan {
+    ops: u64,
+    sqpoll: bool,
+    pool: bool,
+}
+
+/// One context or pool, its actors and files, from start to the final
+/// checks.
+fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundRan> {
     let mut dice = Dice::new(plan.seed);
-    let entries = [4, 8, 32, 256][dice.below(4) as usize];
-    let Some(ctx) = support::build(Context::builder().entries(entries)) else {
-        return;
-    };
+    let host_plan = HostPlan::draw(&mut dice, plan.index, config.sqpoll);
+    let host = Host::build(&host_plan)?;
+    if config.sqpoll && host.members()[0].backend() == "io_uring" && !host.sqpoll() {
+        eprintln!(
+            "note: the kernel refused SQPOLL ({:?}); round {} runs on a plain ring",
+            host.members()[0].ring_flags(),
+            plan.index
+        );
+    }
     let dir = std::env::temp_dir().join(format!(
         "aioctx-stress-{}-{}",
         std::process::id(),
@@ -242,6 +281,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
         live: Arc::new(AtomicUsize::new(0)),
         init_bufs: config.init_bufs,
         stats: Stats::default(),
+        kept_pools: Mutex::new(Vec::new()),
     });
     let drivers = [
         Driver::Thread,
@@ -260,6 +300,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
     )));
     let mut models = vec![shared.clone()];
     let mut handles = Vec::new();
+    let members = host.members();
     for (id, &driver) in drivers.iter().enumerate() {
         let private: Vec<Arc<Mutex<FileModel>>> = (0..2)
             .map(|k| {
@@ -282,7 +323,9 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
         let actor = Actor {
             id,
             driver,
-            ctx: ctx.clone(),
+            // In a pool, the actors share the members out: each opens its
+            // files, spawns and enters on its own.
+            ctx: members[id % members.len()].clone(),
             round: round.clone(),
             dice: Dice::new(plan.seed ^ (id as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)),
             budget: plan.ops / actors,
@@ -290,19 +333,22 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
             writable,
             open: Vec::new(),
             held: VecDeque::new(),
+            fixed: None,
         };
         handles.push(run_actor(actor, rt.clone()));
     }
 
+    let host = Arc::new(host);
     let stopper = plan.shutdown.then(|| {
         let at = dice.range(plan.ops / 5, plan.ops * 4 / 5);
-        let (ctx, round) = (ctx.clone(), round.clone());
+        let mut order = Dice::new(dice.0.next());
+        let (host, round) = (host.clone(), round.clone());
         std::thread::spawn(move || {
             while round.started.load(SeqCst) < at {
                 std::thread::sleep(Duration::from_micros(200));
             }
             round.shutdown_requested.store(true, SeqCst);
-            futures::executor::block_on(ctx.shutdown());
+            host.shut_down(&round, &mut order);
             round.shutdown_complete.store(true, SeqCst);
         })
     });
@@ -315,15 +361,35 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
     if let Some(stopper) = stopper {
         stopper.join().unwrap();
     }
-    if !plan.shutdown && ctx.backend() == "io_uring" {
-        // Dropped ops are still the driver's: every SQE gets its CQE.
-        support::eventually("every submitted SQE's CQE is reaped", || {
-            let m = ctx.metrics();
-            m.cqes_reaped >= m.sqes_submitted
+    let what = format!("round {}", plan.index);
+    if !plan.shutdown {
+        for (i, member) in host.members().iter().enumerate() {
+            if member.backend() != "io_uring" {
+                continue;
+            }
+            // Dropped ops are still the driver's: every SQE gets its CQE.
+            support::eventually(
+                &format!("member {i}: every submitted SQE's CQE is reaped"),
+                || {
+                    let m = member.metrics();
+                    m.cqes_reaped >= m.sqes_submitted
+                },
+            );
+        }
+    }
+    // Every buffer of every registered pool comes back once its op is over.
+    for pool in round.kept_pools.lock().unwrap().drain(..) {
+        support::eventually(&format!("{what}: every buffer of {pool:?} back"), || {
+            pool.available() == pool.count()
         });
     }
-    let metrics = ctx.metrics();
-    drop(ctx);
+    if !plan.shutdown {
+        host.check_tables_free(&host_plan, &dir, &what);
+    }
+    let metrics = host.metrics();
+    let described = host.describe(&host_plan);
+    let sqpoll = host.sqpoll();
+    drop(Arc::into_inner(host).expect("the stopper has ended"));
     drop(rt);
     support::eventually("every buffer an op took is dropped", || {
         round.live.load(SeqCst) == 0
@@ -355,18 +421,22 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) {
     }
     std::fs::remove_dir_all(&dir).unwrap();
     eprintln!(
-        "stress round {}: {} ops, entries {entries}, shutdown {}, {} dropped, {} shutdown errors, backend {} ({} submits, {} backlogged, {} cancels)",
+        "stress round {}: {} ops on {described}, shutdown {}, {} dropped, {} shutdown errors ({} submits, {} backlogged, {} cancels)",
         plan.index,
         round.stats.ops.load(SeqCst),
         plan.shutdown,
         round.stats.dropped.load(SeqCst),
         round.stats.shutdown_errors.load(SeqCst),
-        metrics.backend,
         metrics.submits,
         metrics.backlogged,
         metrics.cancels_sent,
     );
     totals.add(&round.stats);
+    Some(RoundRan {
+        ops: round.stats.ops.load(SeqCst),
+        sqpoll,
+        pool: host_plan.members.is_some(),
+    })
 }
 
 #[test]
@@ -393,6 +463,7 @@ fn stress_random_ops() {
     let started = Instant::now();
     let mut dice = Dice::new(config.seed);
     let totals = Stats::default();
+    let (mut sqpoll_ops, mut sqpoll_rounds, mut pool_ops, mut pool_rounds) = (0, 0, 0, 0);
     for index in 0..config.rounds {
         // The first round runs to the end, the last shuts down midway, and
         // the others are drawn.
@@ -407,29 +478,27 @@ fn stress_random_ops() {
             ops: config.ops / config.rounds,
             shutdown,
         };
-        run_round(&plan, &config, &totals);
+        let Some(ran) = run_round(&plan, &config, &totals) else {
+            return;
+        };
+        if ran.sqpoll {
+            sqpoll_ops += ran.ops;
+            sqpoll_rounds += 1;
+        }
+        if ran.pool {
+            pool_ops += ran.ops;
+            pool_rounds += 1;
+        }
         support::eventually("the process's fd count is back where it started", || {
             support::open_fds() == fds_before
         });
     }
-    let s = &totals;
-    eprintln!(
-        "stress: {} ops in {:.1?} over {} rounds: {} kept, {} dropped ({} races won by the op), \
-         {} opens, {} closes, {} enters, {} spawns, {} shutdown errors ({} of ops started after it), \
-         {} KiB written, {} KiB read",
-        s.ops.load(SeqCst),
+    totals.report(
         started.elapsed(),
         config.rounds,
-        s.kept.load(SeqCst),
-        s.dropped.load(SeqCst),
-        s.raced_won.load(SeqCst),
-        s.opens.load(SeqCst),
-        s.closes.load(SeqCst),
-        s.enters.load(SeqCst),
-        s.spawns.load(SeqCst),
-        s.shutdown_errors.load(SeqCst),
-        s.after_shutdown.load(SeqCst),
-        s.bytes_written.load(SeqCst) / 1024,
-        s.bytes_read.load(SeqCst) / 1024,
+        &[
+            ("SQPOLL", sqpoll_ops, sqpoll_rounds),
+            ("pools", pool_ops, pool_rounds),
+        ],
     );
 }

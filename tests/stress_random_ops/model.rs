@@ -79,6 +79,11 @@ pub(crate) struct FileModel {
     pub(crate) must: Vec<bool>,
     /// One past the last `must` byte: the file is at least this long.
     pub(crate) extent: u64,
+    /// Where a truncate that failed may still cut the file, at any moment
+    /// later (the fallback cannot stop a syscall already running when
+    /// shutdown resolves its op, and in a pool the other members' writes go
+    /// on): no byte at or past it is known written again.
+    pub(crate) doubt_from: u64,
 }
 
 impl FileModel {
@@ -88,11 +93,27 @@ impl FileModel {
             path,
             must: vec![false; size as usize],
             extent: 0,
+            doubt_from: u64::MAX,
+        }
+    }
+
+    /// A copy of what is known now.
+    pub(crate) fn copy(&self) -> FileModel {
+        FileModel {
+            id: self.id,
+            path: self.path.clone(),
+            must: self.must.clone(),
+            extent: self.extent,
+            doubt_from: self.doubt_from,
         }
     }
 
     pub(crate) fn written(&mut self, offset: u64, n: usize) {
-        let end = (offset as usize + n).min(self.must.len());
+        let end = (offset + n as u64).min(self.doubt_from) as usize;
+        let end = end.min(self.must.len());
+        if offset as usize >= end {
+            return;
+        }
         self.must[offset as usize..end].fill(true);
         self.extent = self.extent.max(end as u64);
     }
@@ -105,6 +126,12 @@ impl FileModel {
             .iter()
             .rposition(|&m| m)
             .map_or(0, |p| p as u64 + 1);
+    }
+
+    /// A truncate to `len` that failed: it may have run, or run later.
+    pub(crate) fn truncate_failed(&mut self, len: u64) {
+        self.truncated(len);
+        self.doubt_from = self.doubt_from.min(len);
     }
 
     /// What is known of `offset..offset + len` now: a read issued now must

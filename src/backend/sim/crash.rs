@@ -153,6 +153,8 @@ impl SimFs for Tear<'_> {
     }
 
     fn close(&mut self, fd: RawFd) -> io::Result<()> {
+        // The fd is gone either way, as a real close torn by a crash leaves
+        // it; the crash's EIO is what the op reports, not a bad fd's EBADF.
         let _ = self.files.close(fd);
         Err(errno(libc::EIO))
     }

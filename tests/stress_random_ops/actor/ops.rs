@@ -1,5 +1,6 @@
 //! An actor's data ops (reads, writes, vectored, sync, fallocate, metadata,
-//! timeout, nop) and the checks on what each returns.
+//! timeout, nop) and the checks on what each returns; the fixed reads and
+//! writes are `registered.rs`'s.
 
 use std::io;
 use std::time::Duration;
@@ -15,6 +16,14 @@ use crate::model::pattern_bytes;
 
 impl Actor {
     pub(super) async fn run(&self, plan: Plan, fate: Fate, started_after: bool) -> Done {
+        if let Some(file) = plan.file()
+            && self.open[file].file.is_registered()
+        {
+            bump(&self.round.stats.registered_ops, 1);
+        }
+        if matches!(plan, Plan::ReadFixed { .. } | Plan::WriteFixed { .. }) {
+            return self.run_fixed(plan, fate, started_after).await;
+        }
         let what = self.what(&(&plan, fate));
         let live = &self.round.live;
         match plan {
@@ -190,6 +199,7 @@ impl Actor {
                 self.unit(self.fate(fate, self.ctx.nop()).await, started_after, &what);
                 Done::default()
             }
+            Plan::ReadFixed { .. } | Plan::WriteFixed { .. } => unreachable!("run_fixed's"),
         }
     }
 
