@@ -722,6 +722,32 @@ mod loom_model {
         });
     }
 
+    /// A backend that runs the op on the spot shares the cell with a
+    /// placeholder waker, and the task's waker is registered after: a
+    /// completion racing that registration must still reach the task.
+    #[test]
+    fn waker_registered_after_a_placeholder_is_woken() {
+        loom::model(|| {
+            let (fresh, abandoned) = fresh();
+            let (half, op) = fresh.share(Waker::noop().clone());
+            let backend = complete_on_thread(op);
+            let mut slot = Some(half);
+            let (_op, outcome) = block_on(std::future::poll_fn(|cx| {
+                let half = slot.take().expect("polled after ready");
+                // The first poll registers (as the worker ring's start
+                // does); later polls are the future's own.
+                if !half.is_complete() && !half.register(cx.waker()) {
+                    slot = Some(half);
+                    return Poll::Pending;
+                }
+                poll_half(&mut slot, half, cx.waker())
+            }));
+            assert_eq!(outcome, 7);
+            backend.join().unwrap();
+            assert_eq!(abandoned.load(Ordering::Relaxed), 0);
+        });
+    }
+
     #[test]
     fn drop_racing_completion_gives_the_op_up_once() {
         loom::model(|| {
