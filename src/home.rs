@@ -31,6 +31,7 @@ pub struct Builder {
     entries: u32,
     thread_name: String,
     single_issuer: bool,
+    defer_taskrun: bool,
     kick_foreign: bool,
     backend: Backend,
     fallback_threads: usize,
@@ -51,6 +52,7 @@ impl Default for Builder {
             entries: 256,
             thread_name: "aioctx-home".to_owned(),
             single_issuer: true,
+            defer_taskrun: false,
             kick_foreign: true,
             backend: Backend::Auto,
             fallback_threads: 16,
@@ -83,11 +85,31 @@ impl Builder {
         self
     }
 
-    /// Whether to try `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`
-    /// (default `true`). Where the kernel refuses them the ring falls back to
-    /// `COOP_TASKRUN`, then to no flags; [`Context::ring_flags`] tells which.
+    /// Whether to try `IORING_SETUP_SINGLE_ISSUER` (only the home thread
+    /// submits, which it is anyway), with `COOP_TASKRUN` (default `true`).
+    /// Where the kernel refuses it the ring falls back to `COOP_TASKRUN`
+    /// alone, then to no flags; [`Context::ring_flags`] tells which.
     pub fn single_issuer(mut self, enabled: bool) -> Self {
         self.single_issuer = enabled;
+        self
+    }
+
+    /// Whether to try `IORING_SETUP_DEFER_TASKRUN` (with `SINGLE_ISSUER`)
+    /// first; default `false`.
+    ///
+    /// Under `DEFER_TASKRUN` the kernel posts completions that need task
+    /// work (a read of a pipe or socket, a poll, a device read) only when
+    /// the home thread enters the ring, and tells a sleeping home thread
+    /// about them through the ring's eventfd, which it may signal late:
+    /// measured here (Linux 6.18 on a 2-vCPU VM), a pipe read completed
+    /// 14 ms (p50) after the write that made it ready, against 0.1 ms
+    /// without it, so a main loop parked on such ops slept through them
+    /// (BENCHMARKS.md, "DEFER_TASKRUN and the eventfd"). It pays for rings
+    /// whose home thread is always busy entering, and costs nothing for ops
+    /// that complete inside their submitting enter (page-cache reads,
+    /// NOPs). Ignored with [`sqpoll`](Builder::sqpoll), which excludes it.
+    pub fn defer_taskrun(mut self, enabled: bool) -> Self {
+        self.defer_taskrun = enabled;
         self
     }
 
@@ -399,6 +421,7 @@ impl Builder {
             ring: RingConfig {
                 entries: self.entries,
                 single_issuer: self.single_issuer,
+                defer_taskrun: self.defer_taskrun,
                 sqpoll_idle: self.sqpoll_idle,
                 buffer_slots: self.buffer_slots,
                 file_slots: self.file_slots,

@@ -89,7 +89,9 @@ impl Counters {
 pub struct RingFlags {
     /// `IORING_SETUP_SINGLE_ISSUER`: the kernel knows only the home thread submits.
     pub single_issuer: bool,
-    /// `IORING_SETUP_DEFER_TASKRUN`: completions run only when the home thread enters.
+    /// `IORING_SETUP_DEFER_TASKRUN`: completions run only when the home
+    /// thread enters; only with
+    /// [`Builder::defer_taskrun`](crate::Builder::defer_taskrun).
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN`: no inter-processor interrupt per completion.
     pub coop_taskrun: bool,

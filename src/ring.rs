@@ -85,8 +85,11 @@ impl std::ops::DerefMut for SharedRing {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RingConfig {
     pub(crate) entries: u32,
-    /// Try `SINGLE_ISSUER | DEFER_TASKRUN` first.
+    /// Try `SINGLE_ISSUER` (with `COOP_TASKRUN`) first.
     pub(crate) single_issuer: bool,
+    /// Try `SINGLE_ISSUER | DEFER_TASKRUN` before that (see
+    /// [`Builder::defer_taskrun`](crate::Builder::defer_taskrun)).
+    pub(crate) defer_taskrun: bool,
     /// `Some(idle)`: try `SQPOLL` first, the kernel thread going idle after
     /// `idle` without work.
     pub(crate) sqpoll_idle: Option<Duration>,
@@ -108,6 +111,7 @@ impl RingConfig {
         RingConfig {
             entries,
             single_issuer: true,
+            defer_taskrun: false,
             sqpoll_idle: None,
             buffer_slots: 0,
             file_slots: 0,
@@ -121,7 +125,8 @@ impl Ring {
     ///
     /// With `sqpoll_idle`, tries `SQPOLL | SINGLE_ISSUER`, then `SQPOLL`
     /// (`DEFER_TASKRUN` excludes `SQPOLL`); then, or without it, tries
-    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, then
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG` (only when asked for),
+    /// `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG`,
     /// `COOP_TASKRUN | TASKRUN_FLAG`, then no flags, keeping the first the
     /// kernel accepts. Errors from the last attempt (`ENOSYS`, `EPERM` when
     /// io_uring is disabled or filtered) are returned as they are. Then
@@ -140,6 +145,7 @@ impl Ring {
             flags(true, true, false, false),
             flags(true, false, false, false),
             flags(false, true, true, false),
+            flags(false, true, false, true),
             flags(false, false, false, true),
             flags(false, false, false, false),
         ];
@@ -148,6 +154,7 @@ impl Ring {
             .iter()
             .filter(|f| config.sqpoll_idle.is_some() || !f.sqpoll)
             .filter(|f| config.single_issuer || !f.single_issuer)
+            .filter(|f| config.defer_taskrun || !f.defer_taskrun)
             .filter(|f| !config.shared || !(f.single_issuer || f.coop_taskrun || f.sqpoll))
         {
             let mut builder = IoUring::builder();
