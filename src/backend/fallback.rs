@@ -272,8 +272,11 @@ impl FallbackState {
         K: Operation,
         A: Send + Sync + 'static,
     {
-        // Keeps the op's fd open for the syscall, whoever resolves the future.
-        let _anchor = anchor;
+        // Keeps the op's fd open for the syscall, whoever resolves the future;
+        // released before the op completes (below), so a caller that has its
+        // result finds the file held by nothing of the op's
+        // (`File::close` then closes it at once).
+        let anchor = anchor;
         let counters = &self.common.counters;
         match self.lock().ops.get_mut(&id) {
             Some(entry) => entry.stage = Stage::Running,
@@ -288,6 +291,7 @@ impl FallbackState {
         // Not claimed: the future was resolved already; `call` drops here,
         // releasing what the syscall produced.
         let Some(op) = self.claim(id) else { return };
+        drop(anchor);
         #[cfg(feature = "fault-injection")]
         self.faults.apply_to_cqe(op.cell().kind_name(), &mut cqe);
         if let Err(error) = &cqe.result {
