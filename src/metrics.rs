@@ -101,12 +101,13 @@ pub struct RingFlags {
     /// The ring's own fd is registered (`IORING_REGISTER_RING_FDS`): each
     /// `io_uring_enter` skips the fd lookup.
     pub registered_ring_fd: bool,
-    /// The kernel lacks one or more of the namespace ops' opcodes
-    /// (`RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`, `SYMLINKAT`: kernels
-    /// before 5.15): those ops run as blocking calls on the home runtime's
+    /// The kernel lacks one or more of the opcodes the ring can do without:
+    /// the namespace ops' (`RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`,
+    /// `SYMLINKAT`: kernels before 5.15) or `FTRUNCATE` (`File::set_len`,
+    /// before 6.9). Those ops run as blocking calls on the home runtime's
     /// blocking pool instead, counted in [`Metrics::ops_blocking`]; the
     /// opcodes are named in the context's log (at `info`).
-    pub namespace_blocking: bool,
+    pub opcodes_blocking: bool,
 }
 
 /// A point-in-time copy of a context's counters, from [`Context::metrics`].
@@ -151,7 +152,7 @@ pub struct Metrics {
     /// Ops the ring ran as blocking calls on the home runtime's blocking
     /// pool, not counted in `ops_local` and `ops_foreign`: directory listings
     /// (io_uring has no opcode for them) and namespace ops whose opcode the
-    /// kernel lacks ([`RingFlags::namespace_blocking`]). Zero off io_uring.
+    /// kernel lacks ([`RingFlags::opcodes_blocking`]). Zero off io_uring.
     pub ops_blocking: u64,
 }
 

@@ -139,7 +139,7 @@ impl Ring {
             coop_taskrun,
             sqpoll,
             registered_ring_fd: false,
-            namespace_blocking: false,
+            opcodes_blocking: false,
         };
         let attempts = [
             flags(true, true, false, false),

@@ -312,7 +312,7 @@ async fn namespace_ops_on_the_suites_backend() {
     if ctx.backend() == "io_uring" {
         let metrics = ctx.metrics();
         assert!(
-            !metrics.ring_flags.namespace_blocking,
+            !metrics.ring_flags.opcodes_blocking,
             "this kernel has every opcode"
         );
         assert_eq!(metrics.ops_blocking, 6, "the six listings: {metrics:?}");
@@ -364,8 +364,39 @@ async fn namespace_ops_on_a_ring_lacking_their_opcodes() {
     scenario(&ctx, &scratch.0).await;
     let metrics = ctx.metrics();
     assert_eq!(metrics.backend, "io_uring");
-    assert!(metrics.ring_flags.namespace_blocking);
+    assert!(metrics.ring_flags.opcodes_blocking);
     // The six listings and every namespace op that reached a backend.
     assert!(metrics.ops_blocking > 60, "{metrics:?}");
+    ctx.shutdown().await;
+}
+
+/// `File::set_len` on a kernel without `IORING_OP_FTRUNCATE` (before 6.9;
+/// here a ring told to pretend so) runs as a blocking call: the file gets
+/// its new length either way, and the metrics count the blocking call.
+#[cfg(feature = "fault-injection")]
+#[tokio::test]
+async fn set_len_on_a_ring_lacking_ftruncate() {
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    if !support::on_ring(&ctx) {
+        return;
+    }
+    let scratch = Scratch::new("ftruncate");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .open(&ctx, scratch.0.join("f"))
+        .await
+        .unwrap();
+    file.set_len(4096).await.unwrap();
+    assert_eq!(ctx.metrics().ops_blocking, 0, "on its opcode first");
+    ctx.hide_opcodes(&["FTRUNCATE"]).unwrap();
+    file.set_len(12_345).await.unwrap();
+    assert_eq!(file.metadata().await.unwrap().len(), 12_345);
+    let metrics = ctx.metrics();
+    assert_eq!(metrics.ops_blocking, 1, "{metrics:?}");
+    assert!(metrics.ring_flags.opcodes_blocking);
+    drop(file);
     ctx.shutdown().await;
 }

@@ -150,9 +150,9 @@ fn on_ring(dir: &Path, files: u64, tasks: u64) -> Result<Duration, RunError> {
         .join()
         .map_err(|_| RunError::Fail("the context shut down".to_owned()))??;
     let metrics = ctx.metrics();
-    if metrics.ring_flags.namespace_blocking {
+    if metrics.ring_flags.opcodes_blocking {
         return Err(RunError::Skip(
-            "the kernel lacks the namespace opcodes: they would run as blocking calls".to_owned(),
+            "the kernel lacks an optional opcode: its ops would run as blocking calls".to_owned(),
         ));
     }
     Ok(elapsed)

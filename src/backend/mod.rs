@@ -167,7 +167,7 @@ pub(crate) trait Reactor {
         None
     }
 
-    /// Test-only: on io_uring, runs the ops of the named namespace opcodes
+    /// Test-only: on io_uring, runs the ops of the named optional opcodes
     /// as blocking calls, as on a kernel that lacks them.
     #[cfg(feature = "fault-injection")]
     fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {

@@ -340,10 +340,11 @@ impl Context {
     }
 
     /// **Test-only** (feature `fault-injection`): from now on, the ring runs
-    /// the namespace ops whose opcodes are named in `opcodes` (`"RENAMEAT"`,
-    /// `"UNLINKAT"`, `"MKDIRAT"`, `"LINKAT"`, `"SYMLINKAT"`) as blocking
+    /// the ops whose opcodes are named in `opcodes` (the namespace ops'
+    /// `"RENAMEAT"`, `"UNLINKAT"`, `"MKDIRAT"`, `"LINKAT"`, `"SYMLINKAT"`, and
+    /// `"FTRUNCATE"` for `File::set_len`) as blocking
     /// calls, as it does on a kernel that lacks them;
-    /// [`RingFlags::namespace_blocking`] and
+    /// [`RingFlags::opcodes_blocking`] and
     /// [`Metrics::ops_blocking`] say so.
     ///
     /// # Errors

@@ -18,7 +18,7 @@
 //! the ring they are `IORING_OP_RENAMEAT`, `UNLINKAT`, `MKDIRAT`, `LINKAT`,
 //! `SYMLINKAT` and `STATX`; where the kernel lacks one (before 5.15) its op
 //! runs as a blocking call instead, never an error
-//! ([`RingFlags::namespace_blocking`](crate::RingFlags::namespace_blocking)).
+//! ([`RingFlags::opcodes_blocking`](crate::RingFlags::opcodes_blocking)).
 //! [`read_dir`] has no opcode: it is one blocking call on every backend. A
 //! [`Dir`] is an open directory: the same calls relative to it (the `*at`
 //! forms, and [`OpenOptions::open_at`]), and its [`sync_all`](Dir::sync_all).

@@ -17,7 +17,7 @@
 //!
 //! Each op file declares its opcode; `OPCODES` collects the ones the ring
 //! must have, probed at setup, and `OPTIONAL_OPCODES` the ones it may lack
-//! (the namespace ops' opcodes, newer than the ring itself): an op whose
+//! (the namespace ops' opcodes and `FTRUNCATE`, newer than the rest): an op whose
 //! optional opcode the kernel lacks, or which has no opcode at all (a
 //! directory listing), runs on the ring as its blocking call
 //! (`UringOp::ON_RING`, in `contract`). Adding an op is its
@@ -129,17 +129,18 @@ pub(crate) const OPCODES: &[Opcode] = &[
     vectored::WRITEV,
     sync::FSYNC,
     sync::FALLOCATE,
-    sync::FTRUNCATE,
     open::OPENAT,
     open::CLOSE,
     statx::OPCODE,
     timeout::OPCODE,
 ];
 
-/// The opcodes of the namespace ops, which the ring may lack (they came in
-/// kernels 5.11 and 5.15): where the probe does not find one, its op runs as
-/// a blocking call. Each below 64, so a ring keeps them in one bit set.
+/// The opcodes the ring may lack: the namespace ops' (kernels 5.11 and 5.15)
+/// and `FTRUNCATE` (6.9). Where the probe does not find one, its op runs as a
+/// blocking call, so a kernel from 5.6 on keeps every other op on the ring.
+/// Each below 64, so a ring keeps them in one bit set.
 pub(crate) const OPTIONAL_OPCODES: &[Opcode] = &[
+    sync::FTRUNCATE,
     rename::OPCODE,
     unlink::OPCODE,
     mkdir::OPCODE,

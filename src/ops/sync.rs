@@ -8,7 +8,8 @@ use crate::error::Cqe;
 use crate::ops::blocking::{FdCall, OnFd};
 use crate::ops::simulated::{SimFs, cqe_of};
 use crate::ops::{
-    BlockingOp, Fallback, FileFd, OpKind, Opcode, Operation, SimulatedOp, UringOp, check_offset,
+    BlockingOp, Fallback, FileFd, OnRing, OpKind, Opcode, Operation, SimulatedOp, UringOp,
+    check_offset,
 };
 use crate::ring::{Sqe, op, ty};
 
@@ -170,6 +171,8 @@ impl Operation for Ftruncate {
 }
 
 impl UringOp for Ftruncate {
+    const ON_RING: OnRing = OnRing::IfProbed(FTRUNCATE);
+
     fn sqe(&mut self) -> Sqe {
         on_file!(self.fd, target => op::Ftruncate::new(target, self.len).build())
     }

@@ -24,11 +24,11 @@
 //!
 //! Ops the ring has no SQE for run as blocking calls on the home runtime's
 //! blocking pool, through a [`Fallback`] the ring keeps for them: a
-//! directory listing (io_uring has no opcode for it), and the namespace ops
-//! whose opcode the kernel's probe did not find (`RENAMEAT` and `UNLINKAT`
-//! came in 5.11, `MKDIRAT`, `SYMLINKAT` and `LINKAT` in 5.15). A missing
-//! namespace opcode is never an error and never a reason to fall back:
-//! [`RingFlags::namespace_blocking`] and `Metrics::ops_blocking` say so.
+//! directory listing (io_uring has no opcode for it), and the ops whose
+//! opcode the kernel's probe did not find (`RENAMEAT` and `UNLINKAT` came in
+//! 5.11, `MKDIRAT`, `SYMLINKAT` and `LINKAT` in 5.15, `FTRUNCATE` in 6.9). A
+//! missing optional opcode is never an error and never a reason to fall back:
+//! [`RingFlags::opcodes_blocking`] and `Metrics::ops_blocking` say so.
 
 use std::io;
 use std::sync::Arc;
@@ -146,7 +146,7 @@ impl Uring {
         if lacking != 0 {
             tracing::info!(
                 opcodes = %names_of(lacking).join(", "),
-                "io_uring lacks these namespace opcodes; their ops run as blocking calls"
+                "io_uring lacks these opcodes; their ops run as blocking calls"
             );
         }
         let flags = ring.flags();
@@ -377,7 +377,7 @@ impl Reactor for Uring {
 
     fn ring_flags(&self) -> RingFlags {
         RingFlags {
-            namespace_blocking: self.blocking.lacking.load(Relaxed) != 0,
+            opcodes_blocking: self.blocking.lacking.load(Relaxed) != 0,
             ..self.shared.flags
         }
     }
@@ -393,7 +393,7 @@ impl Reactor for Uring {
         Some(&self.shared.faults)
     }
 
-    /// Test-only: runs the ops of the namespace opcodes named in `names` as
+    /// Test-only: runs the ops of the optional opcodes named in `names` as
     /// blocking calls from now on, as on a kernel that lacks them.
     #[cfg(feature = "fault-injection")]
     fn hide_opcodes(&self, names: &[&str]) -> io::Result<()> {
@@ -402,7 +402,7 @@ impl Reactor for Uring {
             let Some((code, _)) = OPTIONAL_OPCODES.iter().find(|(_, known)| known == name) else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{name} is not a namespace opcode the ring may lack"),
+                    format!("{name} is not an opcode the ring may lack"),
                 ));
             };
             bits |= 1 << code;
