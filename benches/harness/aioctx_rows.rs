@@ -9,12 +9,14 @@
 //! - `mt`: 64 reader tasks ([`Placement`]): on a Tokio multi-thread runtime submitting to one
 //!   context (every read foreign), on that runtime submitting to a pool (each worker bound to a
 //!   member with `Pool::thread_binder`, the file shared, each read going to its worker's
-//!   member), or spawned onto a pool (`Pool::spawn`: every read local).
+//!   member), spawned onto a pool (`Pool::spawn`: every read local), or on a runtime whose
+//!   workers drive rings of their own (`aioctx::runtime::WorkerRings`: every read local).
 //!
 //! Rows carry the context's counters over the measured window as extras: `enters_per_op`
 //! (`io_uring_enter` calls per completed op, the submit policy made visible) and, where ops come
 //! from foreign threads, `kicks_per_op`; `mt` rows add `cpu_s_per_mop` (the process's CPU time
-//! per million reads) and, on a pool, `busiest_member` (the largest member's share of the reads).
+//! per million reads), `foreign_per_op` (reads that crossed threads on their way in, through an
+//! inbox) and, on a pool, `busiest_member` (the largest member's share of the reads).
 
 use std::io;
 use std::sync::Arc;
@@ -296,6 +298,27 @@ fn open_registered(
     Ok(Arc::new(opened))
 }
 
+/// Opens `file` from a task on `runtime`, whose threads have worker rings: the `File` sends
+/// each op to the ring of the thread that polls it.
+async fn open_on_worker(
+    runtime: &tokio::runtime::Runtime,
+    file: &TestFile,
+    mode: ReadMode,
+) -> io::Result<Arc<File>> {
+    let path = file.path.clone();
+    let direct = mode == ReadMode::Direct;
+    let opened = runtime.spawn(async move {
+        let ctx =
+            aioctx::current().ok_or_else(|| io::Error::other("a runtime worker without a ring"))?;
+        OpenOptions::new()
+            .read(true)
+            .direct(direct)
+            .open(&ctx, &path)
+            .await
+    });
+    Ok(Arc::new(opened.await.map_err(io::Error::other)??))
+}
+
 /// Reads one block at `offset` into `buffer` and hands the buffer back.
 async fn read_block(file: &File, buffer: AlignedBuf, offset: u64) -> io::Result<AlignedBuf> {
     let (read, buffer) = file.read_at(buffer, offset).await;
@@ -397,6 +420,47 @@ pub fn random_reads(
     Ok(measurement)
 }
 
+/// `cached` with one task on the home thread reading `depth` random blocks at a time, each
+/// `depth` one batch op (`File::read_batch`): one slot, one submission and one wake for all of
+/// them. Counts every read of a batch as an op; latency is the batch's.
+pub fn batched_reads(file: &TestFile, depth: usize, window: Window) -> RunResult {
+    let ctx = context()?;
+    let opened = open(&ctx, file, ReadMode::Cached)?;
+    let phase = Arc::new(Phase::new());
+    let reader = {
+        let phase = Arc::clone(&phase);
+        let mut offsets = BlockOffsets::new(file, 0);
+        ctx.spawn(async move {
+            let mut buffers: Vec<_> = (0..depth)
+                .map(|_| AlignedBuf::with_capacity(BLOCK_LEN))
+                .collect();
+            let mut latencies = Latencies::default();
+            let mut ops = 0u64;
+            while !phase.is_stopped() {
+                let started = Instant::now();
+                let reads = buffers.drain(..).map(|buf| (buf, offsets.next_offset()));
+                for (read, buf) in opened.read_batch(reads).await {
+                    match read? {
+                        BLOCK_LEN => buffers.push(buf),
+                        short => return Err(io::Error::other(format!("short read: {short}"))),
+                    }
+                }
+                if phase.is_measuring() {
+                    ops += depth as u64;
+                    latencies.record_since(started);
+                }
+            }
+            io::Result::Ok((ops, latencies))
+        })
+    };
+    let (span, counters) = measured_window(&ctx, &phase, window);
+    let (ops, all) = join_home_tasks(vec![reader])?;
+    Ok(all
+        .into_measurement(ops, span.elapsed)
+        .with_cpu(span.cpu)
+        .with_extra("enters_per_op", Counters::per_op(counters.submits, ops)))
+}
+
 /// `submitters`: `threads` foreign std threads, each keeping `total_depth / threads` O_DIRECT
 /// reads in flight from `ctx.block_on`. Reports IOPS, latency, and kicks and enters per op.
 pub fn foreign_submitters(
@@ -495,6 +559,13 @@ pub enum Placement {
         /// Members of the pool.
         members: usize,
     },
+    /// The readers are tasks on a multi-thread runtime of `workers` workers, each worker driving
+    /// a ring of its own (`aioctx::runtime::WorkerRings`): a read goes into the ring of the
+    /// worker that polls it, with no inbox and no other thread.
+    WorkerRings {
+        /// Worker threads of the runtime, one ring each.
+        workers: usize,
+    },
 }
 
 /// One reader of the `mt` rows: random blocks of `file` into an `AlignedBuf` until the phase
@@ -575,6 +646,20 @@ pub fn mt_random_reads(
             let measurement = runtime.block_on(total_measurement(tasks, span.elapsed))?;
             (measurement, span, counters)
         }
+        Placement::WorkerRings { workers } => {
+            let rings = aioctx::runtime::WorkerRings::with_builder(builder());
+            let mut runtime = group::multi_thread(workers);
+            rings.configure(&mut runtime);
+            let runtime = runtime.build()?;
+            let opened = runtime.block_on(open_on_worker(&runtime, file, mode))?;
+            let tasks: Vec<_> = readers(&opened)
+                .into_iter()
+                .map(|r| runtime.spawn(r))
+                .collect();
+            let (span, counters) = window_over(|| rings.metrics(), &phase, window);
+            let measurement = runtime.block_on(total_measurement(tasks, span.elapsed))?;
+            (measurement, span, counters)
+        }
         Placement::PoolSpawned { members } => {
             let pool = pool(members)?;
             let opened = open(&pool.members()[0], file, mode)?;
@@ -590,7 +675,11 @@ pub fn mt_random_reads(
     let total = Counters::sum(&counters);
     let mut measurement = measurement
         .with_cpu(span.cpu)
-        .with_extra("enters_per_op", Counters::per_op(total.submits, total.ops));
+        .with_extra("enters_per_op", Counters::per_op(total.submits, total.ops))
+        .with_extra(
+            "foreign_per_op",
+            Counters::per_op(total.ops_foreign, total.ops),
+        );
     if total.ops_foreign > 0 {
         measurement = measurement.with_extra(
             "kicks_per_op",

@@ -75,6 +75,12 @@ pub fn run(config: &Config) -> Vec<Row> {
             )
         })
         .note("as aioctx, the file opened with OpenOptions::register(true)"),
+        Candidate::new("aioctx-batch", move || {
+            aioctx_rows::batched_reads(file, TASKS, window)
+        })
+        .note(format!(
+            "one task, the same {TASKS} reads at a time as one batch op (File::read_batch)"
+        )),
     ];
     run_group(config, &group, candidates)
 }

@@ -9,12 +9,15 @@
 //!   (tokio::fs cannot): the device-bound case. Baseline: raw io-uring at the same depth (64)
 //!   on one thread, submitting each replacement at once as fio does.
 //! - `A scaling`: a pool of N members, N = 1 up to the CPUs present, the tasks spawned onto it,
-//!   on the page-cached file: the ratio of N members to one is the scaling.
+//!   on the page-cached file: the ratio of N members to one is the scaling; the same for worker
+//!   rings on a runtime of N workers.
 //!
 //! The aioctx rows ([`Placement`]): `aioctx-context` (one context, the tasks on the runtime,
 //! every read pushed through its inbox), `aioctx-pool-rt` (a pool of one member per CPU, the
 //! tasks on the runtime bound with `Pool::thread_binder`, the file shared, each read to its
-//! worker's member), `aioctx-pool-spawn` (the tasks spawned onto that pool: every read local).
+//! worker's member), `aioctx-pool-spawn` (the tasks spawned onto that pool: every read local),
+//! `aioctx-worker-rings` (the tasks on a runtime whose workers drive rings of their own,
+//! `aioctx::runtime::WorkerRings`: every read into the ring of the worker that polls it).
 //! Peers: `tokio::fs` (seek + read per task), `spawn_blocking(pread)`, Tokio's own io_uring on
 //! a multi-thread and a current-thread runtime (a subprocess, `peers::tokio_io_uring`), and
 //! tokio-uring runtimes per CPU. Every row reports `cpu_s_per_mop`, the CPU seconds its process
@@ -49,6 +52,14 @@ pub const SCALING: &str = "A scaling";
 /// The implementation name of the scaling row with `members` members.
 pub fn scaling_row(members: usize) -> String {
     format!("pool-spawn-{members}")
+}
+
+/// The implementation name of the worker-ring rows.
+pub const WORKER_RINGS: &str = "aioctx-worker-rings";
+
+/// The implementation name of the scaling row of worker rings on `workers` workers.
+pub fn worker_scaling_row(workers: usize) -> String {
+    format!("worker-rings-{workers}")
 }
 
 /// One read in this many has its latency timed, by mode.
@@ -146,6 +157,11 @@ fn run_mode(config: &Config, file: &TestFile, mode: ReadMode) -> Vec<Row> {
             Placement::PoolSpawned { members: cpus },
             format!("pool of {cpus}, tasks spawned onto it (every read local)"),
         ),
+        (
+            WORKER_RINGS,
+            Placement::WorkerRings { workers: cpus },
+            format!("tasks on a {cpus}-worker runtime, each worker driving a ring of its own"),
+        ),
     ];
     for (name, placement, note) in aioctx_rows {
         candidates.push(
@@ -213,35 +229,49 @@ fn run_scaling(config: &Config, file: &TestFile) -> Vec<Row> {
     let cpus = cpus();
     // Up to 2 members at least, so that the scaling target has its row; past the CPUs it is
     // skipped.
-    let candidates = (1..=cpus.max(2))
-        .map(|members| {
-            if members > cpus {
-                return Candidate::skipped(
-                    scaling_row(members),
-                    format!("{cpus} CPU(s): no core for member {members}"),
-                );
-            }
-            Candidate::new(scaling_row(members), move || {
-                let placement = Placement::PoolSpawned { members };
-                aioctx_rows::mt_random_reads(
-                    file,
-                    ReadMode::Cached,
-                    TASKS,
-                    placement,
-                    every,
-                    window,
-                )
-            })
-            .note(format!("pool of {members}, {TASKS} tasks spawned onto it"))
+    let pools = (1..=cpus.max(2)).map(|members| {
+        if members > cpus {
+            return Candidate::skipped(
+                scaling_row(members),
+                format!("{cpus} CPU(s): no core for member {members}"),
+            );
+        }
+        Candidate::new(scaling_row(members), move || {
+            let placement = Placement::PoolSpawned { members };
+            aioctx_rows::mt_random_reads(file, ReadMode::Cached, TASKS, placement, every, window)
         })
-        .collect();
+        .note(format!("pool of {members}, {TASKS} tasks spawned onto it"))
+    });
+    let worker_rings = (1..=cpus.max(2)).map(|workers| {
+        if workers > cpus {
+            return Candidate::skipped(
+                worker_scaling_row(workers),
+                format!("{cpus} CPU(s): no core for worker {workers}"),
+            );
+        }
+        Candidate::new(worker_scaling_row(workers), move || {
+            let placement = Placement::WorkerRings { workers };
+            aioctx_rows::mt_random_reads(file, ReadMode::Cached, TASKS, placement, every, window)
+        })
+        .note(format!(
+            "{TASKS} tasks on a {workers}-worker runtime, a ring per worker"
+        ))
+    });
+    let candidates = pools.chain(worker_rings).collect();
     let mut rows = run_group(config, &group, candidates);
-    for row in &mut rows {
-        let members = row.implementation.strip_prefix("pool-spawn-");
-        let members = members.and_then(|n| n.parse::<f64>().ok());
-        if let (Some(ratio), Some(members)) = (row.ratio, members) {
-            row.counters
-                .push(("scaling_efficiency".to_owned(), ratio / members));
+    // Each family's efficiency against its own one-thread row.
+    for prefix in ["pool-spawn-", "worker-rings-"] {
+        let one = rows
+            .iter()
+            .find(|row| row.implementation == format!("{prefix}1"))
+            .and_then(|row| row.ratio);
+        for row in &mut rows {
+            let threads = row.implementation.strip_prefix(prefix);
+            let threads = threads.and_then(|n| n.parse::<f64>().ok());
+            if let (Some(ratio), Some(one), Some(threads)) = (row.ratio, one, threads) {
+                row.counters
+                    .push(("scaling_efficiency".to_owned(), ratio / (one * threads)));
+            }
         }
     }
     rows
