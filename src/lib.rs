@@ -112,7 +112,9 @@
 //! and no two files import each other.
 //!
 //! ```text
-//! surface     pool/mod.rs (Pool) · fs · explore (seed exploration) · sim
+//! surface     runtime (WorkerRings: a ring per thread of a multi-thread
+//!             runtime) · pool/mod.rs (Pool) · fs · explore (seed
+//!             exploration) · sim
 //!             (the simulator's public face) · context/mod.rs (every method
 //!             of Context) · home (Builder, the home thread, LocalContext)
 //!             · enter (entry, spawning, JoinHandle) · fixed (registered
@@ -124,9 +126,10 @@
 //! backends    backend/mod.rs: the Reactor trait, the public choice, the
 //!             only match over backends · backend/uring/{state, task, core,
 //!             submit, cancel, complete, drain, slots, tables, dwell,
-//!             policy} · backend/fallback · backend/sim/{config, rng,
-//!             report, contents, data, namespace, files, paths, crash,
-//!             schedule} · backend/common
+//!             overflow, policy} · backend/worker (a ring submitted and
+//!             reaped by whichever thread holds it) · backend/fallback ·
+//!             backend/sim/{config, rng, report, contents, data, namespace,
+//!             files, paths, crash, schedule} · backend/common
 //! ops         ops/mod.rs: the sealed public OpKind (its output) and a
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   park (the driver's wake sources and the shutdown signal) ·
