@@ -1,7 +1,8 @@
 //! Seed exploration: one async test scenario run under many seeds, each on a
 //! fresh simulated [`Context`] on its own paused current-thread runtime,
-//! stopping at the first seed whose run fails (an `Err` or a panic) and
-//! reporting how to replay exactly that run. A surface file: it builds
+//! stopping at the first seed whose run fails (an `Err`, a panic, a hang
+//! past its time limit, or a busy loop past its poll or real-time limit:
+//! `busy.rs`) and reporting how to replay exactly that run. A surface file: it builds
 //! contexts, so it sits above the backends; the public [`sim`](crate::sim)
 //! module re-exports it.
 
@@ -14,6 +15,10 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::backend::sim::{Completion, CrashReport, SimConfig, SimHandle};
 use crate::context::Context;
+
+mod busy;
+
+use busy::{Bounded, Busy, Limits, Watchdog};
 
 /// The environment variable that narrows explorations to one seed, for
 /// replaying a failure.
@@ -70,12 +75,21 @@ fn seed_from_env(name: Option<&str>) -> Option<u64> {
 /// hung.
 const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(3600);
 
+/// How many times, by default, a run's scenario may be polled while the
+/// virtual clock stands still before the run counts as busy.
+const DEFAULT_POLL_LIMIT: u64 = 1_000_000;
+
+/// How much real time, by default, a run may take while the virtual clock
+/// stands still before it counts as busy.
+const DEFAULT_REAL_TIME_LIMIT: Duration = Duration::from_secs(60);
+
 /// Runs a scenario under many seeds: see [`explore`].
 #[must_use = "an exploration runs nothing until `run`"]
 pub struct Explore {
     seeds: Box<dyn Iterator<Item = u64>>,
     config: SimConfig,
     time_limit: Duration,
+    busy: Limits,
     name: Option<String>,
 }
 
@@ -84,6 +98,8 @@ impl fmt::Debug for Explore {
         f.debug_struct("Explore")
             .field("config", &self.config)
             .field("time_limit", &self.time_limit)
+            .field("poll_limit", &self.busy.polls)
+            .field("real_time_limit", &self.busy.real_time)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -93,7 +109,13 @@ impl fmt::Debug for Explore {
 /// simulated context per seed, from [`config`](Explore::config) with that
 /// seed, on a new current-thread runtime whose clock starts paused (so a
 /// run takes no real time beyond its computation), and runs the scenario on
-/// it. The first failing seed stops the exploration.
+/// it. The first failing seed stops the exploration. A run fails when its
+/// scenario returns `Err` or panics, when it is still waiting after
+/// [`time_limit`](Explore::time_limit) of virtual time, and when it is busy
+/// (the runtime never idles, so virtual time cannot pass) past
+/// [`poll_limit`](Explore::poll_limit) or
+/// [`real_time_limit`](Explore::real_time_limit); [`Failure::kind`] says
+/// which.
 ///
 /// The seed decides the order of ops due at the same instant and every
 /// latency drawn from [`Latency::Uniform`](crate::sim::Latency::Uniform);
@@ -140,6 +162,10 @@ pub fn explore(seeds: impl IntoIterator<Item = u64, IntoIter: 'static>) -> Explo
         seeds: Box::new(seeds.into_iter()),
         config: SimConfig::new(),
         time_limit: DEFAULT_TIME_LIMIT,
+        busy: Limits {
+            polls: DEFAULT_POLL_LIMIT,
+            real_time: DEFAULT_REAL_TIME_LIMIT,
+        },
         name: None,
     }
 }
@@ -153,9 +179,52 @@ impl Explore {
     }
 
     /// The most virtual time one run may take; a scenario still running then
-    /// (waiting for something that never comes, say) fails. Default one hour.
+    /// (waiting for something that never comes, say) fails with
+    /// [`FailureKind::TimeLimit`]. Default one hour.
+    ///
+    /// Virtual time passes only while the run's runtime is idle (Tokio's
+    /// paused clock jumps to the next timer when no task is ready), so this
+    /// limit bounds a run that waits, not one that is busy: a scenario, or
+    /// a task it spawned, looping on `tokio::task::yield_now()` keeps the
+    /// runtime from idling, and the clock, with this limit, stands still.
+    /// Busy runs are bounded by [`poll_limit`](Explore::poll_limit) and
+    /// [`real_time_limit`](Explore::real_time_limit), which do not need the
+    /// clock to move.
     pub fn time_limit(mut self, limit: Duration) -> Explore {
         self.time_limit = limit;
+        self
+    }
+
+    /// The most times a run's scenario future may be polled while the
+    /// virtual clock stands still; one polled more often is busy, and fails
+    /// with [`FailureKind::BusyPolls`]. The count starts again each time
+    /// the clock moves. Deterministic: the same seed fails at the same poll.
+    /// Default 1,000,000, which a scenario waiting on the simulator's ops
+    /// (each takes virtual time) does not approach; raise it for one that
+    /// does that much work at one instant (ops of zero latency, say).
+    ///
+    /// It counts the polls of the scenario's own future: a task the scenario
+    /// spawned that spins while the scenario waits for it is caught by the
+    /// real-time limit instead.
+    pub fn poll_limit(mut self, polls: u64) -> Explore {
+        self.busy.polls = polls;
+        self
+    }
+
+    /// The most real time a run may take while the virtual clock stands
+    /// still; one that takes longer is busy, and fails with
+    /// [`FailureKind::BusyRealTime`]. The clock starts again each time the
+    /// virtual clock moves, so a long run that keeps its clock moving is
+    /// never stopped by it. Default 60 seconds.
+    ///
+    /// Unlike every other bound here it depends on the machine's speed: it
+    /// is the backstop for what the poll limit cannot see (a spawned task
+    /// spinning on `yield_now` while the scenario waits for it), checked by
+    /// a watchdog thread that wakes the run at the deadline. A task that
+    /// spins without ever yielding holds the run's only thread, and nothing
+    /// can stop it.
+    pub fn real_time_limit(mut self, limit: Duration) -> Explore {
+        self.busy.real_time = limit;
         self
     }
 
@@ -200,6 +269,7 @@ impl Explore {
             seeds,
             config,
             time_limit,
+            busy,
             name,
         } = self;
         let name = name.or_else(|| std::thread::current().name().map(str::to_owned));
@@ -212,14 +282,16 @@ impl Explore {
             None => seeds,
         };
         let mut explored = Explored { seeds: 0, ops: 0 };
+        let watchdog = Watchdog::start();
         for seed in seeds {
             let run = Replay {
                 config: config.clone().seed(seed),
                 seed,
                 time_limit,
+                busy,
                 name: name.clone(),
             };
-            match run.run(&mut scenario, explored.seeds) {
+            match run.run(&mut scenario, explored.seeds, &watchdog) {
                 Ok(run) => {
                     explored.seeds += 1;
                     explored.ops += run.completions.len() as u64;
@@ -267,9 +339,13 @@ pub struct Failure {
     pub seed: u64,
     /// Seeds that passed before it in this exploration.
     pub passed: u64,
-    /// The scenario's error (its `Display`), or the panic's message.
+    /// Why the run failed.
+    pub kind: FailureKind,
+    /// The scenario's error (its `Display`), the panic's message, or which
+    /// limit the run reached.
     pub error: String,
-    /// Whether the scenario panicked (rather than returning `Err`).
+    /// Whether the scenario panicked (rather than returning `Err`):
+    /// `kind == FailureKind::Panicked`.
     pub panicked: bool,
     /// Every op completed up to the failure, in order.
     pub completions: Vec<Completion>,
@@ -280,6 +356,47 @@ pub struct Failure {
     replay: Box<Replay>,
 }
 
+/// Why a run failed: [`Failure::kind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The scenario returned `Err`.
+    Returned,
+    /// The scenario panicked.
+    Panicked,
+    /// Still running when [`Explore::time_limit`] of virtual time had
+    /// passed: waiting for something that never comes.
+    TimeLimit,
+    /// Busy: the scenario's future was polled more than
+    /// [`Explore::poll_limit`] times while the virtual clock stood still
+    /// (a loop on `yield_now`, say), which keeps the time limit from
+    /// passing.
+    BusyPolls {
+        /// The polls at that instant (the message says which instant).
+        polls: u64,
+    },
+    /// Busy: more than [`Explore::real_time_limit`] of real time passed
+    /// while the virtual clock stood still (a spawned task looping on
+    /// `yield_now` while the scenario waits, say).
+    BusyRealTime {
+        /// The real time spent at that instant (the message says which
+        /// instant).
+        real: Duration,
+    },
+    /// The run could not start: building its runtime or its context failed.
+    Setup,
+}
+
+impl FailureKind {
+    /// Whether the run was stopped for being busy (either busy limit).
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            FailureKind::BusyPolls { .. } | FailureKind::BusyRealTime { .. }
+        )
+    }
+}
+
 impl Failure {
     /// The exact configuration of the failing run (its seed included).
     pub fn config(&self) -> &SimConfig {
@@ -287,7 +404,7 @@ impl Failure {
     }
 
     /// Runs the failing seed again, exactly as before: the same
-    /// configuration, seed and time limit. Give it the same scenario.
+    /// configuration, seed and limits. Give it the same scenario.
     ///
     /// # Errors
     ///
@@ -298,13 +415,18 @@ impl Failure {
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        self.replay.run(&mut scenario, 0)
+        self.replay.run(&mut scenario, 0, &Watchdog::start())
     }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let how = if self.panicked { "panicked" } else { "failed" };
+        let how = match self.kind {
+            FailureKind::Panicked => "panicked",
+            FailureKind::BusyPolls { .. } | FailureKind::BusyRealTime { .. } => "was busy",
+            FailureKind::TimeLimit => "hung",
+            _ => "failed",
+        };
         writeln!(
             f,
             "seed {} {how} ({} seed(s) passed before it): {}",
@@ -352,29 +474,38 @@ struct Replay {
     config: SimConfig,
     seed: u64,
     time_limit: Duration,
+    busy: Limits,
     /// The exploration's name, for the replay line.
     name: Option<String>,
 }
 
 /// How one run ended, short of a panic.
 struct Ended {
-    error: Option<String>,
+    error: Option<(FailureKind, String)>,
     completions: Vec<Completion>,
     crash_states: Vec<CrashReport>,
 }
 
 impl Replay {
-    fn run<S, F, E>(&self, scenario: &mut S, passed: u64) -> Result<Run, Failure>
+    fn run<S, F, E>(
+        &self,
+        scenario: &mut S,
+        passed: u64,
+        watchdog: &Watchdog,
+    ) -> Result<Run, Failure>
     where
         S: FnMut(Context) -> F,
         F: Future<Output = Result<(), E>>,
         E: fmt::Display,
     {
-        let fail = |error: String, panicked, completions, crash_states: Vec<CrashReport>| Failure {
+        let fail = |(kind, error): (FailureKind, String),
+                    completions,
+                    crash_states: Vec<CrashReport>| Failure {
             seed: self.seed,
             passed,
+            panicked: kind == FailureKind::Panicked,
+            kind,
             error,
-            panicked,
             completions,
             crashes: crash_states,
             replay: Box::new(self.clone()),
@@ -382,7 +513,7 @@ impl Replay {
         // Outside the unwind, so a panicking run still shows its log.
         let mut sim = None;
         match catch_unwind(AssertUnwindSafe(|| {
-            self.run_on_fresh_runtime(scenario, &mut sim)
+            self.run_on_fresh_runtime(scenario, &mut sim, watchdog)
         })) {
             Ok(Ok(Ended {
                 error: None,
@@ -397,10 +528,12 @@ impl Replay {
                 error: Some(error),
                 completions,
                 crash_states,
-            })) => Err(fail(error, false, completions, crash_states)),
+            })) => Err(fail(error, completions, crash_states)),
             Ok(Err(setup)) => Err(fail(
-                format!("the run could not start: {setup}"),
-                false,
+                (
+                    FailureKind::Setup,
+                    format!("the run could not start: {setup}"),
+                ),
                 Vec::new(),
                 Vec::new(),
             )),
@@ -409,8 +542,7 @@ impl Replay {
                     .map(|sim| (sim.completions(), sim.crash_reports()))
                     .unwrap_or_default();
                 Err(fail(
-                    panic_message(&*panic),
-                    true,
+                    (FailureKind::Panicked, panic_message(&*panic)),
                     completions,
                     crash_states,
                 ))
@@ -421,6 +553,7 @@ impl Replay {
         &self,
         scenario: &mut S,
         sim_out: &mut Option<SimHandle>,
+        watchdog: &Watchdog,
     ) -> std::io::Result<Ended>
     where
         S: FnMut(Context) -> F,
@@ -437,13 +570,18 @@ impl Replay {
                 .build()?;
             let sim = ctx.sim().expect("a sim context");
             *sim_out = Some(sim.clone());
-            let error = match tokio::time::timeout(self.time_limit, scenario(ctx.clone())).await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(_) => Some(format!(
-                    "still running after {:?} of virtual time (waiting for something that never comes?)",
-                    self.time_limit
+            let run = tokio::time::timeout(self.time_limit, scenario(ctx.clone()));
+            let error = match Bounded::new(run, self.busy, watchdog).await {
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(e))) => Some((FailureKind::Returned, e.to_string())),
+                Ok(Err(_)) => Some((
+                    FailureKind::TimeLimit,
+                    format!(
+                        "still running after {:?} of virtual time (waiting for something that never comes?)",
+                        self.time_limit
+                    ),
                 )),
+                Err(busy) => Some(self.busy_failure(busy)),
             };
             let ended = Ended {
                 error,
@@ -453,6 +591,33 @@ impl Replay {
             ctx.shutdown().await;
             Ok(ended)
         })
+    }
+}
+
+impl Replay {
+    /// The failure of a run stopped for being busy, with its message.
+    fn busy_failure(&self, busy: Busy) -> (FailureKind, String) {
+        let why = "the runtime never idled, so virtual time (and the time limit) could not pass";
+        match busy {
+            Busy::Polls { polls, at } => (
+                FailureKind::BusyPolls { polls },
+                format!(
+                    "busy: the scenario was polled {polls} times at {at:?} of virtual time without \
+                     the clock moving ({why}; a loop on yield_now?); the limit is \
+                     Explore::poll_limit({})",
+                    self.busy.polls
+                ),
+            ),
+            Busy::RealTime { real, at } => (
+                FailureKind::BusyRealTime { real },
+                format!(
+                    "busy: {real:?} of real time at {at:?} of virtual time without the clock \
+                     moving ({why}; a spawned task looping on yield_now?); the limit is \
+                     Explore::real_time_limit({:?})",
+                    self.busy.real_time
+                ),
+            ),
+        }
     }
 }
 

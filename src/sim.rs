@@ -161,8 +161,11 @@
 //!
 //! `sim::explore` (with the crate's `test-util` feature) runs one async
 //! scenario under many seeds, each on a fresh simulated context on its own
-//! paused runtime, and stops at the first seed whose run returns an `Err` or
-//! panics. The `Failure` says which seed, what failed, the completion log
+//! paused runtime, and stops at the first seed whose run returns an `Err`,
+//! panics, hangs (still waiting at its time limit of virtual time) or is
+//! busy (a loop that never lets the runtime idle, which stops virtual time:
+//! bounded by a poll count and a real-time limit at one virtual instant).
+//! The `Failure` says which seed, what failed (`FailureKind`), the completion log
 //! up to there, the crash state it drew (which changes of names and which
 //! unsynced sectors survived, per directory and per file: why recovery
 //! broke), and how to replay exactly that run:
@@ -181,7 +184,7 @@
 //! correct store passes 10,000.
 #![cfg_attr(
     feature = "test-util",
-    doc = "\nThe API: [`explore`], [`Explore`], [`Failure`], [`Run`], [`SEED_VAR`]."
+    doc = "\nThe API: [`explore`], [`Explore`], [`Failure`], [`FailureKind`], [`Run`], [`SEED_VAR`]."
 )]
 //!
 //! # What the kernel would say
@@ -201,4 +204,4 @@ pub use crate::backend::sim::{
     NameChange, OpFilter, SimConfig, SimHandle, SimOp,
 };
 #[cfg(feature = "test-util")]
-pub use crate::explore::{Explore, Explored, Failure, Run, SEED_VAR, explore};
+pub use crate::explore::{Explore, Explored, Failure, FailureKind, Run, SEED_VAR, explore};

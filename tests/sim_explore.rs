@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aioctx::Context;
 use aioctx::fs::OpenOptions;
-use aioctx::sim::{self, Latency, SimConfig};
+use aioctx::sim::{self, FailureKind, Latency, SimConfig};
 
 fn config() -> SimConfig {
     SimConfig::new().latency(Latency::Uniform {
@@ -107,6 +107,7 @@ fn a_scenario_that_never_finishes_fails_at_the_time_limit() {
         })
         .unwrap_err();
     assert_eq!(failure.seed, 5);
+    assert_eq!(failure.kind, FailureKind::TimeLimit);
     assert!(
         failure.error.contains("still running after 10s"),
         "{failure}"
@@ -129,4 +130,87 @@ fn every_seed_of_a_passing_scenario_runs() {
 #[should_panic(expected = "call it from a plain #[test]")]
 async fn exploring_inside_a_runtime_says_why_it_cannot() {
     let _ = sim::explore(0..1).run(|ctx: Context| async move { ctx.nop().await.map(drop) });
+}
+
+/// A scenario looping on `yield_now` keeps the runtime from idling, so the
+/// paused clock, and the time limit with it, never moves: before the fix,
+/// the exploration never returned. The poll limit stops it, at a poll count
+/// the seed decides.
+#[test]
+fn explore_fails_a_busy_scenario_at_its_limit() {
+    let busy = |ctx: Context| async move {
+        ctx.nop().await.map_err(|e| e.to_string())?;
+        loop {
+            tokio::task::yield_now().await;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), String>(())
+    };
+    let failure = sim::explore([5])
+        .time_limit(Duration::from_secs(1))
+        .run(busy)
+        .unwrap_err();
+    assert_eq!(failure.seed, 5);
+    assert!(!failure.panicked);
+    match failure.kind {
+        FailureKind::BusyPolls { polls } => {
+            assert_eq!(polls, 1_000_000, "the default limit: {failure}");
+        }
+        ref other => panic!("not stopped for its polls: {other:?}: {failure}"),
+    }
+    assert!(failure.kind.is_busy());
+    let report = failure.to_string();
+    assert!(report.contains("seed 5 was busy"), "{report}");
+    assert!(report.contains("poll_limit"), "{report}");
+    // The replay stops at the same poll.
+    let again = failure.replay(busy).unwrap_err();
+    assert_eq!(again.kind, failure.kind);
+}
+
+/// A task the scenario spawned spins on `yield_now` while the scenario
+/// waits for it: the scenario's future is never polled, so only the
+/// real-time limit (its watchdog wakes the run) can stop it.
+#[test]
+fn explore_fails_a_busy_spawned_task_at_the_real_time_limit() {
+    let failure = sim::explore([2, 3])
+        .time_limit(Duration::from_secs(1))
+        .real_time_limit(Duration::from_millis(200))
+        .run(|ctx: Context| async move {
+            ctx.nop().await.map_err(|e| e.to_string())?;
+            tokio::spawn(async {
+                loop {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+        })
+        .unwrap_err();
+    assert_eq!((failure.seed, failure.passed), (2, 0));
+    match failure.kind {
+        FailureKind::BusyRealTime { real } => {
+            assert!(real >= Duration::from_millis(200), "{failure}");
+        }
+        ref other => panic!("not stopped for real time: {other:?}: {failure}"),
+    }
+    assert!(failure.to_string().contains("real_time_limit"), "{failure}");
+}
+
+/// A run that is busy for a while at one instant, then moves on, is not
+/// stopped: the poll count starts again whenever the clock moves.
+#[test]
+fn a_run_busy_below_its_limit_at_each_instant_passes() {
+    let explored = sim::explore(0..3)
+        .poll_limit(1000)
+        .run(|ctx: Context| async move {
+            for _ in 0..20 {
+                for _ in 0..900 {
+                    tokio::task::yield_now().await;
+                }
+                ctx.nop().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+        .unwrap();
+    assert_eq!((explored.seeds, explored.ops), (3, 60));
 }

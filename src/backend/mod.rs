@@ -30,7 +30,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::task::Waker;
 
-use crate::error::Cqe;
+use crate::error::{Cqe, DirectAlignment};
 use crate::home_thread::HomeThread;
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Metrics, RingFlags};
@@ -154,6 +154,13 @@ pub(crate) trait Reactor {
     /// into its own in-memory files.
     fn shares_fds(&self) -> bool {
         true
+    }
+
+    /// What `O_DIRECT` asks of the ops on `fd`, if the file was opened
+    /// with it (`None` otherwise): for code that shapes its ops ahead of
+    /// time (a `FileStream`'s buffers). Real fds answer for themselves.
+    fn direct_alignment(&self, fd: RawFd) -> Option<DirectAlignment> {
+        crate::ops::direct::required_by(fd)
     }
 
     /// Ops the ring ran as blocking calls ([`Metrics::ops_blocking`]).
@@ -370,6 +377,10 @@ impl AnyBackend {
 
     pub(crate) fn shares_fds(&self) -> bool {
         dispatch!(self, backend => backend.shares_fds())
+    }
+
+    pub(crate) fn direct_alignment(&self, fd: RawFd) -> Option<DirectAlignment> {
+        dispatch!(self, backend => backend.direct_alignment(fd))
     }
 
     #[cfg(feature = "fault-injection")]

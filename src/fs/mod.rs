@@ -50,6 +50,11 @@
 //! [`Misaligned`], which keeps the errno (the `io::Error` itself has no
 //! `raw_os_error()`: it holds a payload or an errno, not both). The context
 //! and the file stay usable. This holds on every backend.
+//!
+//! A [`FileStream`] over an `O_DIRECT` file aligns its own buffers and
+//! shapes its ops to whole blocks, so `tokio::io::copy` works through it; a
+//! partial last block it cannot write is reported by its `flush` (see
+//! [`FileStream`'s docs](FileStream#o_direct)).
 
 use std::fmt;
 use std::io;
@@ -366,7 +371,9 @@ impl File {
     }
 
     /// A cursor over this file (a clone) from position 0, implementing
-    /// Tokio's `AsyncRead`, `AsyncWrite` and `AsyncSeek`; see [`FileStream`].
+    /// Tokio's `AsyncRead`, `AsyncWrite` and `AsyncSeek`; see [`FileStream`]
+    /// (its writes run behind, in a task that finishes them even if the
+    /// stream is dropped; over an `O_DIRECT` file its buffers are aligned).
     pub fn stream(&self) -> FileStream {
         FileStream::new(self.clone())
     }

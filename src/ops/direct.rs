@@ -8,6 +8,9 @@
 //! has answered: an op the kernel accepts never pays for the check, and is
 //! never refused by a guess of the crate's. The simulator, whose fds are not
 //! real, explains its own refusals (`backend/sim/files.rs`).
+//!
+//! [`required_by`] answers the same question ahead of any op, for code that
+//! must shape its ops to an `O_DIRECT` file (a `FileStream`'s buffers).
 
 use std::io;
 use std::os::fd::RawFd;
@@ -17,6 +20,11 @@ use crate::error::{Cqe, DirectAlignment};
 /// The smallest logical block size, and so the least any `O_DIRECT` file
 /// requires; what the check assumes when the kernel does not say.
 const SMALLEST_BLOCK: u64 = 512;
+
+/// The largest common logical block size: what ops shaped ahead of time
+/// assume when the kernel does not say, since its multiples suit a device
+/// of either size.
+const LARGEST_COMMON_BLOCK: u64 = 4096;
 
 /// `STATX_DIO_READ_ALIGN` (Linux 6.14): `stx_dio_read_offset_align` is set.
 const STATX_DIO_READ_ALIGN: u32 = 0x0002_0000;
@@ -54,15 +62,23 @@ fn explain_error(
     if e.raw_os_error() != Some(libc::EINVAL) || never_ran {
         return e;
     }
-    alignment_of(fd, op == "read")
+    alignment_of(fd, op == "read", SMALLEST_BLOCK)
         .and_then(|alignment| alignment.check(op, offset, &buffers()))
         .unwrap_or(e)
 }
 
+/// What `fd` requires of every direct read and write, if it was opened with
+/// `O_DIRECT` (`None` otherwise): as [`explain`] finds it, except that where
+/// the kernel does not say, 4096 bytes (whose multiples every common device
+/// takes) rather than 512 (the least any device asks).
+pub(crate) fn required_by(fd: RawFd) -> Option<DirectAlignment> {
+    alignment_of(fd, false, LARGEST_COMMON_BLOCK)
+}
+
 /// What `fd` requires of direct I/O, if it was opened with `O_DIRECT`:
 /// `statx`'s direct-I/O alignment where the kernel reports it, else a block
-/// device's logical block size, else the smallest logical block size.
-fn alignment_of(fd: RawFd, read: bool) -> Option<DirectAlignment> {
+/// device's logical block size, else `guess`.
+fn alignment_of(fd: RawFd, read: bool, guess: u64) -> Option<DirectAlignment> {
     // SAFETY: fcntl(2) F_GETFL reads the fd's flags; the op's anchor keeps
     // the fd open while the op completes.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
@@ -106,9 +122,15 @@ fn alignment_of(fd: RawFd, read: bool) -> Option<DirectAlignment> {
             });
         }
     }
+    let basis = match guess {
+        SMALLEST_BLOCK => {
+            "the smallest logical block size (this kernel does not report the file's)"
+        }
+        _ => "the largest common logical block size (this kernel does not report the file's)",
+    };
     Some(DirectAlignment {
-        memory: SMALLEST_BLOCK,
-        offset: SMALLEST_BLOCK,
-        basis: "the smallest logical block size (this kernel does not report the file's)",
+        memory: guess,
+        offset: guess,
+        basis,
     })
 }

@@ -67,7 +67,7 @@ macro_rules! on_file {
 pub(crate) mod batch;
 pub(crate) mod blocking;
 mod contract;
-mod direct;
+pub(crate) mod direct;
 pub(crate) mod link;
 pub(crate) mod mkdir;
 pub(crate) mod nop;

@@ -46,6 +46,13 @@ const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// multiples of.
 const DIRECT_ALIGN: u64 = 512;
 
+/// [`DIRECT_ALIGN`] as the rule `O_DIRECT` files follow here.
+const SIM_DIRECT_ALIGNMENT: DirectAlignment = DirectAlignment {
+    memory: DIRECT_ALIGN,
+    offset: DIRECT_ALIGN,
+    basis: "the simulator's logical block size",
+};
+
 /// An open file description.
 #[derive(Debug, Clone)]
 pub(super) struct Open {
@@ -170,6 +177,13 @@ impl Files {
 
     pub(super) fn open_of(&self, fd: RawFd) -> io::Result<&Open> {
         self.fds.get(&fd).ok_or_else(|| errno(libc::EBADF))
+    }
+
+    /// What `O_DIRECT` asks of ops on `fd`, if it was opened with it.
+    pub(super) fn direct_alignment(&self, fd: RawFd) -> Option<DirectAlignment> {
+        self.open_of(fd)
+            .is_ok_and(|open| open.direct)
+            .then_some(SIM_DIRECT_ALIGNMENT)
     }
 
     /// The data of the regular file `open` is open on; `what` for anything
@@ -308,12 +322,7 @@ fn check_direct(
     if !open.direct {
         return Ok(());
     }
-    let alignment = DirectAlignment {
-        memory: DIRECT_ALIGN,
-        offset: DIRECT_ALIGN,
-        basis: "the simulator's logical block size",
-    };
-    match alignment.check(op, offset, &pieces.collect::<Vec<_>>()) {
+    match SIM_DIRECT_ALIGNMENT.check(op, offset, &pieces.collect::<Vec<_>>()) {
         Some(misaligned) => Err(misaligned),
         None => Ok(()),
     }

@@ -32,6 +32,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +47,7 @@ use tracing::Instrument;
 
 use crate::backend::common::{Common, Placement};
 use crate::backend::{Anchored, Reactor};
-use crate::error::{Cqe, shutdown_error};
+use crate::error::{Cqe, DirectAlignment, shutdown_error};
 use crate::home_thread::HomeThread;
 use crate::lifecycle::{Fresh, FutureHalf};
 use crate::metrics::Counters;
@@ -311,6 +312,11 @@ impl Reactor for Sim {
     /// The simulator's fds are keys into its own files.
     fn shares_fds(&self) -> bool {
         false
+    }
+
+    /// The simulator's own rule, for the files it opened `O_DIRECT`.
+    fn direct_alignment(&self, fd: RawFd) -> Option<DirectAlignment> {
+        self.shared.lock().files.direct_alignment(fd)
     }
 
     fn sim(&self) -> Option<SimHandle> {

@@ -9,8 +9,10 @@
 //! each call reports; seeks land where they should; errors come only from a
 //! shutdown. A write the stream accepted is in the file once a flush after it
 //! completes, and the round reads it back then; a write dropped unflushed
-//! may or may not land (the stream's write-behind decides), so nothing is
-//! asserted of it: it writes the pattern, so the file agrees either way.
+//! lands when its task runs, which the round does not wait for (and a
+//! shutdown may cancel), so nothing is asserted of it: it writes the
+//! pattern, so the file agrees either way.
+//! (`tests/fs_stream_write_behind.rs` asserts that such writes land.)
 
 use std::io::{self, SeekFrom};
 use std::pin::pin;
