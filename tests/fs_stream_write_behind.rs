@@ -257,6 +257,9 @@ async fn sim_a_failed_write_is_reported_by_the_next_call() {
 /// A read after an unflushed write sees it: the stream waits for the write
 /// before any later call, however the seed orders the ops (latencies drawn
 /// from a range, so a read submitted at once could overtake the write).
+/// Needs `test-util` for `sim::explore`: on in this repository through the
+/// self dev-dependency, asked for explicitly in the published crate.
+#[cfg(feature = "test-util")]
 #[test]
 fn a_read_after_an_unflushed_write_sees_it() {
     use aioctx::sim::{self, Latency};
