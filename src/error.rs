@@ -277,7 +277,7 @@ impl DirectAlignment {
         offset: u64,
         buffers: &[(usize, usize)],
     ) -> Option<io::Error> {
-        let off = |value: u64, alignment: u64| value % alignment.max(1) != 0;
+        let off = |value: u64, alignment: u64| !value.is_multiple_of(alignment.max(1));
         let (part, value, alignment) = if off(offset, self.offset) {
             (MisalignedPart::Offset, offset, self.offset)
         } else {

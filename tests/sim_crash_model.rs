@@ -124,7 +124,7 @@ fn unaligned_and_4k_sector_writes_tear_at_sector_boundaries() {
         // Stops: 0, then 4096 - 1000 (the first boundary), then every 4 KiB,
         // then the whole 16 KiB.
         assert!(
-            kept == 0 || kept == 16 * 1024 || (kept + 1000) % 4096 == 0,
+            kept == 0 || kept == 16 * 1024 || (kept + 1000).is_multiple_of(4096),
             "seed {seed}: {kept} bytes"
         );
         lengths.insert(kept);

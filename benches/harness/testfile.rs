@@ -74,7 +74,7 @@ impl TestFile {
     /// Panics if `len` is not a non-zero multiple of [`BLOCK_LEN`].
     pub fn prepare(name: &str, len: u64) -> io::Result<TestFile> {
         assert!(
-            len > 0 && len % BLOCK_LEN as u64 == 0,
+            len > 0 && len.is_multiple_of(BLOCK_LEN as u64),
             "test file length must be whole blocks"
         );
         let dir = cache_dir();

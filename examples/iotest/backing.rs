@@ -69,7 +69,7 @@ pub(crate) fn open_for_reading(path: &Path, direct_io: bool) -> io::Result<File>
 /// `offset` and `data.len()` are multiples of 8, as every chunk is.
 pub(crate) fn checksum_chunk(offset: u64, data: &[u8]) -> u64 {
     debug_assert!(
-        offset % 8 == 0 && data.len() % 8 == 0,
+        offset.is_multiple_of(8) && data.len().is_multiple_of(8),
         "chunks are whole words"
     );
     let first_word = offset / 8;

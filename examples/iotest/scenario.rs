@@ -256,7 +256,7 @@ impl Config {
         if self.repeat == Some(0) {
             return invalid("--repeat must be at least 1".to_owned());
         }
-        if self.chunk == 0 || self.chunk % 4096 != 0 || self.chunk > u32::MAX as usize {
+        if self.chunk == 0 || !self.chunk.is_multiple_of(4096) || self.chunk > u32::MAX as usize {
             return invalid(format!(
                 "--chunk {} must be a positive multiple of 4096 below 4 GiB",
                 self.chunk

@@ -375,7 +375,7 @@ impl Disk {
         let mut zeroed = false;
         {
             let (head, _) = self.export.layout(offset, 0);
-            let unaligned = head != 0 || (offset + len) % self.export.align as u64 != 0;
+            let unaligned = head != 0 || !(offset + len).is_multiple_of(self.export.align as u64);
             let _edges = if unaligned {
                 let start = offset - head as u64;
                 let covering = (head as u64 + len).next_multiple_of(self.export.align as u64);

@@ -276,7 +276,7 @@ impl FileStream {
     fn write_direct(&mut self, data: &[u8]) -> io::Result<usize> {
         let block = self.block() as usize;
         if self.tail.is_empty() {
-            if self.pos % block as u64 != 0 {
+            if !self.pos.is_multiple_of(block as u64) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(

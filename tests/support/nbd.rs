@@ -43,14 +43,14 @@ fn warn_if_stale(binary: &Path) {
         .flatten()
         .filter_map(|entry| entry.metadata().and_then(|m| m.modified()).ok())
         .max();
-    if let (Ok(built), Some(newest)) = (built, newest) {
-        if newest > built {
-            eprintln!(
-                "warning: {} is older than examples/nbd-server/: rebuild it with \
-                 `cargo build --example nbd-server` (plain `cargo test` does)",
-                binary.display()
-            );
-        }
+    if let (Ok(built), Some(newest)) = (built, newest)
+        && newest > built
+    {
+        eprintln!(
+            "warning: {} is older than examples/nbd-server/: rebuild it with \
+             `cargo build --example nbd-server` (plain `cargo test` does)",
+            binary.display()
+        );
     }
 }
 
