@@ -8,13 +8,9 @@
 //! time, the guest's own sleeps and its waits for completions in milliseconds, and, for kick,
 //! kicks per op and the dwell p99.
 
-// Shared with `examples/iotest`, whose printing (its JSON report, the context's other counters)
-// this harness does not use.
-#[allow(dead_code)]
-#[path = "../../examples/iotest/scenario.rs"]
-mod scenario;
-
 use std::time::Duration;
+
+use iotest as scenario;
 
 use super::config::Config;
 use super::measure::Measurement;

@@ -5,13 +5,10 @@
 //! named, and a faulting guest is reported with its registers. Each test prints why and skips
 //! where `/dev/kvm` is missing or refuses a VM, or io_uring is unavailable.
 
-#[path = "../examples/iotest/scenario.rs"]
-mod scenario;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use scenario::{Config, Error, Guest, Inject, Mode, ModeReport, QUICK_SIZE, RunRecord};
+use iotest::{Config, Error, Guest, Inject, Mode, ModeReport, QUICK_SIZE, RunRecord};
 use serde_json::Value;
 
 /// The main loop's timer in these tests. `no-kick` submits a batch only on a tick, so its run
@@ -43,7 +40,7 @@ fn run_or_skip(mut config: Config) -> Option<Outcome> {
     }
     loop {
         let mut runs = Vec::new();
-        match scenario::run(&config, &mut |run| runs.push(run.clone())) {
+        match iotest::run(&config, &mut |run| runs.push(run.clone())) {
             Err(Error::DirectIoUnsupported { path }) if config.direct_io => {
                 eprintln!(
                     "O_DIRECT unsupported under {}: testing buffered reads instead",

@@ -35,7 +35,7 @@ const PDE_LARGE: u64 = 1 << 7;
 
 /// Checks that this machine can run the KVM guest: `/dev/kvm` opens, speaks the stable API,
 /// and creates a VM. The error says what is missing and what to do.
-pub(crate) fn probe() -> Result<(), Error> {
+pub fn probe() -> Result<(), Error> {
     let kvm = open_kvm()?;
     create_vm(&kvm).map(drop)
 }
@@ -78,7 +78,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, Error> {
 /// is counted until its release; the mapping is unmapped only when none is out, and leaked
 /// otherwise, so the kernel never writes into memory that has been unmapped.
 #[derive(Debug)]
-pub(crate) struct GuestRam {
+pub struct GuestRam {
     host: *mut u8,
     size: u64,
     /// Buffers lent to ops and not yet released.
@@ -93,7 +93,7 @@ unsafe impl Sync for GuestRam {}
 
 impl GuestRam {
     /// `size` bytes of zeroed RAM (whole pages).
-    pub(crate) fn new(size: u64) -> io::Result<GuestRam> {
+    pub fn new(size: u64) -> io::Result<GuestRam> {
         // SAFETY: a fresh anonymous mapping: no existing memory is touched.
         let host = unsafe {
             libc::mmap(
@@ -115,7 +115,7 @@ impl GuestRam {
         })
     }
 
-    pub(crate) fn size(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.size
     }
 
@@ -138,30 +138,30 @@ impl GuestRam {
     }
 
     /// Reads the little-endian word at `gpa`, which the caller knows to be RAM.
-    pub(crate) fn read_u32(&self, gpa: u64) -> u32 {
+    pub fn read_u32(&self, gpa: u64) -> u32 {
         // SAFETY: `word` checked the range and alignment; a volatile read tolerates the guest
         // writing the word meanwhile.
         unsafe { self.word::<u32>(gpa).read_volatile() }
     }
 
-    pub(crate) fn read_u64(&self, gpa: u64) -> u64 {
+    pub fn read_u64(&self, gpa: u64) -> u64 {
         // SAFETY: as in `read_u32`.
         unsafe { self.word::<u64>(gpa).read_volatile() }
     }
 
-    pub(crate) fn write_u32(&self, gpa: u64, value: u32) {
+    pub fn write_u32(&self, gpa: u64, value: u32) {
         // SAFETY: as in `read_u32`.
         unsafe { self.word::<u32>(gpa).write_volatile(value) }
     }
 
-    pub(crate) fn write_u64(&self, gpa: u64, value: u64) {
+    pub fn write_u64(&self, gpa: u64, value: u64) {
         // SAFETY: as in `read_u32`.
         unsafe { self.word::<u64>(gpa).write_volatile(value) }
     }
 
     /// Stores `value` at `gpa` so that the guest, once it sees it, also sees every store made
     /// before it: the device's way of publishing a completion.
-    pub(crate) fn store_release_u32(&self, gpa: u64, value: u32) {
+    pub fn store_release_u32(&self, gpa: u64, value: u32) {
         // SAFETY: `word` checked the range and alignment; AtomicU32 has u32's layout, and the
         // mapping outlives this borrow.
         let word = unsafe { AtomicU32::from_ptr(self.word::<u32>(gpa)) };
@@ -171,7 +171,7 @@ impl GuestRam {
     }
 
     /// Copies `bytes` to `gpa` before the guest runs.
-    pub(crate) fn load(&self, gpa: u64, bytes: &[u8]) {
+    pub fn load(&self, gpa: u64, bytes: &[u8]) {
         let host = self
             .host_range(gpa, bytes.len() as u64)
             .unwrap_or_else(|| panic!("{} bytes at {gpa:#x} do not fit RAM", bytes.len()));
@@ -180,7 +180,7 @@ impl GuestRam {
     }
 
     /// Flips one bit of the byte at `gpa`: the fault `--inject corrupt-chunk` plants.
-    pub(crate) fn flip_bit(&self, gpa: u64) {
+    pub fn flip_bit(&self, gpa: u64) {
         let byte = self
             .host_range(gpa, 1)
             .unwrap_or_else(|| panic!("{gpa:#x} is outside RAM"));
@@ -190,7 +190,7 @@ impl GuestRam {
 
     /// Lends `len` bytes at `gpa` to an op, or `None` if they are not all RAM. The op reads
     /// straight into guest memory; the buffer counts as lent until it is released.
-    pub(crate) fn lend(&self, gpa: u64, len: u64) -> Option<ExternalBuf> {
+    pub fn lend(&self, gpa: u64, len: u64) -> Option<ExternalBuf> {
         let host = self.host_range(gpa, len)?;
         // Relaxed: a count read only by `drop`, after every lending thread is done with it
         // (the run joins the vCPU thread and shuts the main context down first).
@@ -227,9 +227,9 @@ impl Drop for GuestRam {
 
 /// A VM with `ram` at guest-physical 0 and one vCPU, about to run `code` in long mode.
 #[derive(Debug)]
-pub(crate) struct Vm {
-    pub(crate) vcpu: VcpuFd,
-    pub(crate) ram: Arc<GuestRam>,
+pub struct Vm {
+    pub vcpu: VcpuFd,
+    pub ram: Arc<GuestRam>,
     _vm: VmFd,
     _kvm: Kvm,
 }
@@ -237,7 +237,7 @@ pub(crate) struct Vm {
 impl Vm {
     /// Creates the VM, maps `ram` into it, writes the page tables and `code`, and sets the
     /// vCPU up in 64-bit user mode (CPL 3) at the code's first instruction.
-    pub(crate) fn boot(ram: Arc<GuestRam>, code: &[u8]) -> Result<Vm, Error> {
+    pub fn boot(ram: Arc<GuestRam>, code: &[u8]) -> Result<Vm, Error> {
         let refused = |what: &str, err: kvm_ioctls::Error| {
             Error::KvmUnavailable(format!("KVM refused to {what}: {err}"))
         };
@@ -323,7 +323,7 @@ impl Vm {
 
     /// The vCPU's state after `exit`, for an error report: registers, control registers, and
     /// the instruction at RIP.
-    pub(crate) fn fault_report(&self, exit: &str) -> Error {
+    pub fn fault_report(&self, exit: &str) -> Error {
         let mut state = String::new();
         match self.vcpu.get_regs() {
             Ok(r) => {

@@ -3,13 +3,10 @@
 //! modes apart. No wall-clock thresholds: how fast each mode is belongs to the example's table,
 //! not to a test on a shared machine.
 
-#[path = "../examples/iotest/scenario.rs"]
-mod scenario;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use scenario::{Config, Error, Guest, Mode, ModeReport, QUICK_SIZE, RunRecord};
+use iotest::{Config, Error, Guest, Mode, ModeReport, QUICK_SIZE, RunRecord};
 
 /// The `--quick` workload on the thread guest (`tests/iotest_kvm.rs` runs the KVM guest) with
 /// a 50 ms timer, so `no-kick` waits 50 ms per batch, not 499.
@@ -26,7 +23,7 @@ fn quick_config() -> Config {
 /// Runs `config`, collecting every run the progress callback sees.
 fn run_collecting(config: &Config) -> Result<(Vec<ModeReport>, Vec<RunRecord>), Error> {
     let mut runs = Vec::new();
-    let reports = scenario::run(config, &mut |run| runs.push(run.clone()))?;
+    let reports = iotest::run(config, &mut |run| runs.push(run.clone()))?;
     Ok((reports, runs))
 }
 

@@ -19,40 +19,40 @@ use super::{BadChunk, Config, Error, GuestRun, Inject, Mode, Workload};
 
 /// `KVM_RUN` returns during one run, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct ExitCounts {
+pub struct ExitCounts {
     /// Writes to the device's registers: `TABLE` once, then one `DOORBELL` per batch.
-    pub(crate) mmio_write: u64,
+    pub mmio_write: u64,
     /// Reads of the device's `STATUS`: one per batch.
-    pub(crate) mmio_read: u64,
+    pub mmio_read: u64,
     /// Port writes: a `SLEEP` per batch and per chunk, a `REPORT` per chunk, `DONE`.
-    pub(crate) io_out: u64,
+    pub io_out: u64,
     /// Halts (`WAIT` port writes): the guest had taken every published completion and waited
     /// for the next.
-    pub(crate) wait: u64,
+    pub wait: u64,
     /// Returns for a signal or task work on the vCPU thread (`EINTR`), not the guest's doing.
-    pub(crate) intr: u64,
-    pub(crate) total: u64,
+    pub intr: u64,
+    pub total: u64,
 }
 
 /// What the vCPU thread saw over one run of the KVM guest.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct KvmStats {
-    pub(crate) exits: ExitCounts,
+pub struct KvmStats {
+    pub exits: ExitCounts,
     /// Exits per second of the guest's wall time.
-    pub(crate) exits_per_sec: f64,
+    pub exits_per_sec: f64,
     /// From a completion being published to the halted vCPU re-entering the guest: 50th
     /// percentile, 99th and maximum over the run's halts.
-    pub(crate) delivery_p50: Duration,
-    pub(crate) delivery_p99: Duration,
-    pub(crate) delivery_max: Duration,
+    pub delivery_p50: Duration,
+    pub delivery_p99: Duration,
+    pub delivery_max: Duration,
     /// `direct` only: from the doorbell exit to the batch's SQEs being in the kernel (the main
     /// loop's equivalent is the context's dwell), 50th percentile and maximum.
-    pub(crate) submit_p50: Option<Duration>,
-    pub(crate) submit_max: Option<Duration>,
+    pub submit_p50: Option<Duration>,
+    pub submit_max: Option<Duration>,
 }
 
 /// Runs the KVM guest once in `mode`.
-pub(crate) fn run(
+pub fn run(
     mode: Mode,
     config: &Config,
     workload: &Workload,
@@ -106,13 +106,13 @@ pub(crate) fn run(
 }
 
 /// RAM for the machine's own pages and one batch of DMA buffers, in whole 2 MiB pages.
-pub(crate) fn ram_size(workload: &Workload) -> u64 {
+pub fn ram_size(workload: &Workload) -> u64 {
     let data = (workload.batch * workload.chunk) as u64;
     (layout::DATA + data).next_multiple_of(2 << 20)
 }
 
 /// Checks that a workload fits the KVM guest's memory map and device.
-pub(crate) fn check_fits(batch: usize, chunk: usize) -> Result<(), String> {
+pub fn check_fits(batch: usize, chunk: usize) -> Result<(), String> {
     if batch > MAX_BATCH {
         return Err(format!(
             "--batch {batch}: the KVM guest's device takes at most {MAX_BATCH} reads \

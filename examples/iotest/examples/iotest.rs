@@ -5,8 +5,8 @@
 //! works, else a plain thread (`--guest`). In `kick`, `no-kick` and `no-kick-busy` every doorbell
 //! is an MMIO exit that queues the reads into the main context from the vCPU thread, as QEMU's
 //! AHCI emulation does; `direct` submits to a private ring and is the floor. This file parses
-//! the flags and prints the table, JSON lines or the plot; the scenario itself is in
-//! `scenario.rs`.
+//! the flags and prints the table, JSON lines or the plot; the scenario itself is the
+//! `iotest` library (`src/`).
 //!
 //! ```text
 //! cargo run --release --example iotest                      # every mode, ~75 s
@@ -14,16 +14,13 @@
 //! cargo run --release --example iotest -- --json --plot iotest.svg
 //! ```
 
-mod plot;
-mod scenario;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 
-use scenario::{Config, Guest, Inject, MIB, Mode, ModeReport, QUICK_SIZE, RunRecord};
+use iotest::{Config, Guest, Inject, MIB, Mode, ModeReport, QUICK_SIZE, RunRecord, plot};
 
 const MODES_HELP: &str = "\
 Modes, each a path from the guest's doorbell to the kernel:
@@ -124,7 +121,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let reports = match scenario::run(&config, &mut |run| print_progress(run)) {
+    let reports = match iotest::run(&config, &mut |run| print_progress(run)) {
         Ok(reports) => reports,
         Err(err) => {
             eprintln!("iotest: error: {err}");
@@ -174,15 +171,15 @@ fn exit_code(reports: &[ModeReport]) -> ExitCode {
 fn parse_mode(name: &str) -> Result<Mode, String> {
     name.trim()
         .parse()
-        .map_err(|err: scenario::Error| err.to_string())
+        .map_err(|err: iotest::Error| err.to_string())
 }
 
 fn parse_guest(name: &str) -> Result<Guest, String> {
-    name.parse().map_err(|err: scenario::Error| err.to_string())
+    name.parse().map_err(|err: iotest::Error| err.to_string())
 }
 
 fn parse_inject(what: &str) -> Result<Inject, String> {
-    what.parse().map_err(|err: scenario::Error| err.to_string())
+    what.parse().map_err(|err: iotest::Error| err.to_string())
 }
 
 /// Parses `128M`, `128MiB`, `4096`, `1G`: binary units, case-insensitive.

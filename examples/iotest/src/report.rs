@@ -7,47 +7,47 @@ use super::{BadChunk, ContextStats, Guest, GuestRun, KvmStats, Mode};
 
 /// One run of one mode, as handed to [`run`](super::run)'s progress callback.
 #[derive(Clone, Debug)]
-pub(crate) struct RunRecord {
-    pub(crate) mode: Mode,
+pub struct RunRecord {
+    pub mode: Mode,
     /// The guest that ran: `Kvm` or `Thread`.
-    pub(crate) guest_kind: Guest,
+    pub guest_kind: Guest,
     /// 0-based round this run belongs to.
-    pub(crate) round: usize,
-    pub(crate) guest: GuestRun,
+    pub round: usize,
+    pub guest: GuestRun,
     /// The main context's view of the run; `None` for `direct`, which has no context.
-    pub(crate) context: Option<ContextStats>,
+    pub context: Option<ContextStats>,
     /// The vCPU thread's view of the run; `None` for the thread guest.
-    pub(crate) kvm: Option<KvmStats>,
+    pub kvm: Option<KvmStats>,
     /// Every chunk's checksum matched the image's and every byte was read.
-    pub(crate) checksum_ok: bool,
+    pub checksum_ok: bool,
 }
 
 /// The result for one mode: its median run and every run's wall time.
 #[derive(Clone, Debug)]
-pub(crate) struct ModeReport {
-    pub(crate) mode: Mode,
+pub struct ModeReport {
+    pub mode: Mode,
     /// The guest that ran: `Kvm` or `Thread`.
-    pub(crate) guest_kind: Guest,
+    pub guest_kind: Guest,
     /// Every run's wall time, in run order.
-    pub(crate) wall_runs: Vec<Duration>,
+    pub wall_runs: Vec<Duration>,
     /// The median run by wall time (the lower one of an even count).
-    pub(crate) median: GuestRun,
+    pub median: GuestRun,
     /// The median run's context metrics; `None` for `direct`.
-    pub(crate) context: Option<ContextStats>,
+    pub context: Option<ContextStats>,
     /// The median run's vCPU figures; `None` for the thread guest.
-    pub(crate) kvm: Option<KvmStats>,
+    pub kvm: Option<KvmStats>,
     /// The first chunk any run read wrong.
-    pub(crate) bad_chunk: Option<BadChunk>,
+    pub bad_chunk: Option<BadChunk>,
     /// `median.wall` over `direct`'s, when `direct` ran.
-    pub(crate) ratio_to_direct: Option<f64>,
+    pub ratio_to_direct: Option<f64>,
     /// Every run read every byte with the right checksum.
-    pub(crate) checksum_ok: bool,
+    pub checksum_ok: bool,
 }
 
 impl ModeReport {
     /// The report as one line of JSON; `direct` has no context, so its context metrics are
     /// `null`, and the thread guest has no vCPU figures, so those are `null` there.
-    pub(crate) fn to_json(&self) -> String {
+    pub fn to_json(&self) -> String {
         let runs: Vec<String> = self.wall_runs.iter().map(|wall| json_ms(*wall)).collect();
         let context = |field: fn(&ContextStats) -> String| {
             self.context.as_ref().map_or("null".to_owned(), field)
@@ -130,7 +130,7 @@ fn json_ms(duration: Duration) -> String {
 
 /// One report per mode of `modes`, from every run in `records`: the median run by wall time,
 /// and each mode's ratio to `direct`'s median when `direct` ran.
-pub(crate) fn summarize(modes: &[Mode], records: &[RunRecord]) -> Vec<ModeReport> {
+pub fn summarize(modes: &[Mode], records: &[RunRecord]) -> Vec<ModeReport> {
     let mut reports: Vec<ModeReport> = modes
         .iter()
         .map(|&mode| {

@@ -7,14 +7,14 @@ const ALIGN: usize = 4096;
 
 /// `len` bytes starting on an [`ALIGN`] boundary.
 #[derive(Debug)]
-pub(crate) struct DmaBuffer {
+pub struct DmaBuffer {
     storage: Vec<u8>,
     start: usize,
     len: usize,
 }
 
 impl DmaBuffer {
-    pub(crate) fn new(len: usize) -> Self {
+    pub fn new(len: usize) -> Self {
         let storage = vec![0u8; len + ALIGN];
         let start = storage.as_ptr().align_offset(ALIGN);
         Self {
@@ -25,12 +25,12 @@ impl DmaBuffer {
     }
 
     /// Where the kernel writes: the buffer's first byte, valid for [`len`](Self::len) bytes.
-    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.storage[self.start..self.start + self.len].as_mut_ptr()
     }
 
     /// The first `read` bytes, once a read has filled them.
-    pub(crate) fn filled(&self, read: usize) -> &[u8] {
+    pub fn filled(&self, read: usize) -> &[u8] {
         &self.storage[self.start..self.start + read]
     }
 }

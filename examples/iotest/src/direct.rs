@@ -19,7 +19,7 @@ use super::thread_guest::Disk;
 use super::{Error, Workload};
 
 /// A ring and the image it reads, owned by one thread: one `io_uring_enter` per doorbell.
-pub(crate) struct PrivateRing {
+pub struct PrivateRing {
     ring: IoUring,
     /// Read by the kernel for every in-flight SQE: dropped only after they all complete.
     file: File,
@@ -28,7 +28,7 @@ pub(crate) struct PrivateRing {
 
 impl PrivateRing {
     /// Opens the image and sets up a ring with room for `batch` reads.
-    pub(crate) fn open(path: &Path, direct_io: bool, batch: usize) -> Result<Self, Error> {
+    pub fn open(path: &Path, direct_io: bool, batch: usize) -> Result<Self, Error> {
         let file = backing::open_for_reading(path, direct_io).map_err(|source| Error::Io {
             context: format!("cannot open {}", path.display()),
             source,
@@ -50,7 +50,7 @@ impl PrivateRing {
     /// completion is reaped (by [`reap`](Self::reap), [`wait`](Self::wait) or `Drop`).
     ///
     /// [`submit`]: Self::submit
-    pub(crate) unsafe fn push_read(
+    pub unsafe fn push_read(
         &mut self,
         dst: *mut u8,
         len: u32,
@@ -72,7 +72,7 @@ impl PrivateRing {
     }
 
     /// Sends every queued read to the kernel with one `io_uring_enter`.
-    pub(crate) fn submit(&mut self) -> Result<(), Error> {
+    pub fn submit(&mut self) -> Result<(), Error> {
         self.ring.submit().map_err(|source| Error::Io {
             context: "submitting a batch".to_owned(),
             source,
@@ -81,14 +81,14 @@ impl PrivateRing {
     }
 
     /// A completion that is ready now: its tag and result. Never blocks.
-    pub(crate) fn reap(&mut self) -> Option<(u64, i32)> {
+    pub fn reap(&mut self) -> Option<(u64, i32)> {
         let cqe = self.ring.completion().next()?;
         self.in_flight -= 1;
         Some((cqe.user_data(), cqe.result()))
     }
 
     /// Waits until a completion is ready, then reaps it.
-    pub(crate) fn wait(&mut self) -> io::Result<(u64, i32)> {
+    pub fn wait(&mut self) -> io::Result<(u64, i32)> {
         loop {
             if let Some(done) = self.reap() {
                 return Ok(done);
@@ -101,7 +101,7 @@ impl PrivateRing {
     }
 
     /// Whether reads are still in the kernel.
-    pub(crate) fn is_busy(&self) -> bool {
+    pub fn is_busy(&self) -> bool {
         self.in_flight > 0
     }
 }
@@ -121,7 +121,7 @@ impl Drop for PrivateRing {
 }
 
 /// The thread guest's disk on a [`PrivateRing`], with buffers of its own.
-pub(crate) struct PrivateRingDisk {
+pub struct PrivateRingDisk {
     // Declared first, so it drops (waiting for in-flight reads) before the buffers.
     ring: PrivateRing,
     chunk: usize,
@@ -137,7 +137,7 @@ pub(crate) struct PrivateRingDisk {
 
 impl PrivateRingDisk {
     /// Opens the image and sets up a ring large enough for one batch.
-    pub(crate) fn open(path: &Path, direct_io: bool, workload: &Workload) -> Result<Self, Error> {
+    pub fn open(path: &Path, direct_io: bool, workload: &Workload) -> Result<Self, Error> {
         Ok(Self {
             ring: PrivateRing::open(path, direct_io, workload.batch)?,
             chunk: workload.chunk,

@@ -6,29 +6,20 @@
 //! doorbell to the kernel. [`run`] runs the chosen modes, interleaved round by round, and
 //! returns one [`ModeReport`] per mode with the median run.
 //!
-//! `main.rs` only parses flags and prints; `tests/iotest_modes.rs`, `tests/iotest_kvm.rs` and
-//! the benches include this file with `#[path]`, so everything a run needs is reachable from
-//! [`run`].
+//! The program, `examples/iotest.rs`, only parses flags and prints the table (each mode's JSON
+//! line is `report.rs`'s, the SVG [`plot`]'s); this package's tests and the benchmark harness's
+//! `seed` rows call [`run`] as it does, so everything a run needs is reachable from it.
 
-#[path = "backing.rs"]
 mod backing;
-#[path = "blockdev.rs"]
 mod blockdev;
-#[path = "direct.rs"]
 mod direct;
-#[path = "dma.rs"]
 mod dma;
-#[path = "kvm_guest.rs"]
 mod kvm_guest;
-#[path = "kvm_run.rs"]
 mod kvm_run;
-#[path = "kvm_vm.rs"]
 mod kvm_vm;
-#[path = "machine.rs"]
 mod machine;
-#[path = "report.rs"]
+pub mod plot;
 mod report;
-#[path = "thread_guest.rs"]
 mod thread_guest;
 
 use std::fmt;
@@ -38,20 +29,20 @@ use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
 
-pub(crate) use self::kvm_run::KvmStats;
-pub(crate) use self::machine::ContextStats;
-pub(crate) use self::report::{ModeReport, RunRecord};
+pub use self::kvm_run::KvmStats;
+pub use self::machine::ContextStats;
+pub use self::report::{ModeReport, RunRecord};
 
 /// One MiB, the unit of the sizes below.
-pub(crate) const MIB: u64 = 1 << 20;
+pub const MIB: u64 = 1 << 20;
 /// Bytes a run reads by default: the seed's 128 MB.
-pub(crate) const DEFAULT_SIZE: u64 = 128 * MIB;
+pub const DEFAULT_SIZE: u64 = 128 * MIB;
 /// Bytes a `--quick` run reads.
-pub(crate) const QUICK_SIZE: u64 = 8 * MIB;
+pub const QUICK_SIZE: u64 = 8 * MIB;
 
 /// A path from the guest's doorbell to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// The vCPU thread submits to a private ring and waits on it: the floor.
     Direct,
     /// The MMIO exit queues the read into the main context, which is kicked awake: the fix.
@@ -64,7 +55,7 @@ pub(crate) enum Mode {
 
 impl Mode {
     /// Every mode, in the order runs and reports use.
-    pub(crate) const ALL: [Mode; 4] = [Mode::Direct, Mode::Kick, Mode::NoKick, Mode::NoKickBusy];
+    pub const ALL: [Mode; 4] = [Mode::Direct, Mode::Kick, Mode::NoKick, Mode::NoKickBusy];
 
     fn name(self) -> &'static str {
         match self {
@@ -99,7 +90,7 @@ impl FromStr for Mode {
 
 /// What runs the guest program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Guest {
+pub enum Guest {
     /// KVM when `/dev/kvm` opens and a VM can be created, else the thread guest.
     Auto,
     /// x86-64 code on one KVM vCPU; its doorbell is a real MMIO exit.
@@ -110,7 +101,7 @@ pub(crate) enum Guest {
 
 impl Guest {
     /// The name the JSON and the flags use.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Guest::Auto => "auto",
             Guest::Kvm => "kvm",
@@ -124,7 +115,7 @@ impl Guest {
     /// # Errors
     ///
     /// [`Error::KvmUnavailable`] when `Kvm` was asked for and cannot run.
-    pub(crate) fn resolve(self) -> Result<(Guest, String), Error> {
+    pub fn resolve(self) -> Result<(Guest, String), Error> {
         match self {
             Guest::Thread => Ok((Guest::Thread, "asked for with --guest thread".to_owned())),
             Guest::Kvm => {
@@ -166,7 +157,7 @@ impl fmt::Display for Guest {
 
 /// A fault planted on purpose, to see the error paths work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Inject {
+pub enum Inject {
     /// The KVM guest's device flips a bit in this chunk's data after reading it: the guest's
     /// checksum of the chunk no longer matches the image's.
     CorruptChunk(u64),
@@ -196,29 +187,29 @@ impl FromStr for Inject {
 
 /// Everything one invocation runs: the modes, the workload and where the image lives.
 #[derive(Clone, Debug)]
-pub(crate) struct Config {
+pub struct Config {
     /// The modes to run; each runs once per round, in [`Mode::ALL`] order.
-    pub(crate) modes: Vec<Mode>,
+    pub modes: Vec<Mode>,
     /// Runs per mode; `None` means 3, except 1 for the slow `no-kick`.
-    pub(crate) repeat: Option<usize>,
+    pub repeat: Option<usize>,
     /// Bytes each run reads; `None` means [`DEFAULT_SIZE`], or all of a smaller `--path`.
-    pub(crate) size: Option<u64>,
+    pub size: Option<u64>,
     /// Bytes per read: a multiple of 4096 so it suits O_DIRECT on any device.
-    pub(crate) chunk: usize,
+    pub chunk: usize,
     /// Reads per doorbell write.
-    pub(crate) batch: usize,
+    pub batch: usize,
     /// The guest's sleep before each batch submit and after each completion.
-    pub(crate) delay: Duration,
+    pub delay: Duration,
     /// Period of the main loop's housekeeping timer (QEMU's is up to 499 ms).
-    pub(crate) timer: Duration,
+    pub timer: Duration,
     /// Read with O_DIRECT (the default) rather than through the page cache.
-    pub(crate) direct_io: bool,
+    pub direct_io: bool,
     /// An existing file or block device to read instead of a temporary image.
-    pub(crate) path: Option<PathBuf>,
+    pub path: Option<PathBuf>,
     /// What runs the guest program.
-    pub(crate) guest: Guest,
+    pub guest: Guest,
     /// A fault to plant (KVM guest only).
-    pub(crate) inject: Option<Inject>,
+    pub inject: Option<Inject>,
 }
 
 impl Default for Config {
@@ -243,7 +234,7 @@ impl Default for Config {
 
 impl Config {
     /// How many runs `mode` gets.
-    pub(crate) fn repeats(&self, mode: Mode) -> usize {
+    pub fn repeats(&self, mode: Mode) -> usize {
         self.repeat
             .unwrap_or(if mode == Mode::NoKick { 1 } else { 3 })
     }
@@ -285,7 +276,7 @@ impl Config {
 
 /// Why a run could not start or finish; every message says what to do about it.
 #[derive(Debug)]
-pub(crate) enum Error {
+pub enum Error {
     /// A flag value the workload cannot use.
     InvalidConfig(String),
     /// `--path` cannot be opened or read, or is neither a regular file nor a block device.
@@ -368,23 +359,23 @@ impl std::error::Error for Error {}
 
 /// The guest's side of one run, resolved from a [`Config`] and the image.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Workload {
+pub struct Workload {
     /// Bytes to read from offset 0: a whole number of chunks.
-    pub(crate) size: u64,
-    pub(crate) chunk: usize,
-    pub(crate) batch: usize,
-    pub(crate) delay: Duration,
+    pub size: u64,
+    pub chunk: usize,
+    pub batch: usize,
+    pub delay: Duration,
 }
 
 /// A chunk whose checksum did not match the image's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BadChunk {
+pub struct BadChunk {
     /// The chunk's number in the image.
-    pub(crate) index: u64,
-    pub(crate) offset: u64,
+    pub index: u64,
+    pub offset: u64,
     /// The checksum the guest computed, and the image's.
-    pub(crate) got: u64,
-    pub(crate) expected: u64,
+    pub got: u64,
+    pub expected: u64,
 }
 
 impl fmt::Display for BadChunk {
@@ -399,28 +390,28 @@ impl fmt::Display for BadChunk {
 
 /// One batch's doorbell-to-completion latency.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BatchTiming {
+pub struct BatchTiming {
     /// When the doorbell rang, from the start of the run.
-    pub(crate) at: Duration,
+    pub at: Duration,
     /// From the doorbell to the batch's last read completing at the device.
-    pub(crate) latency: Duration,
+    pub latency: Duration,
 }
 
 /// What the guest measured in one run.
 #[derive(Clone, Debug)]
-pub(crate) struct GuestRun {
+pub struct GuestRun {
     /// From the first sleep to the last completion processed.
-    pub(crate) wall: Duration,
+    pub wall: Duration,
     /// Time spent in the guest's own sleeps: no mode can finish sooner.
-    pub(crate) sleep_floor: Duration,
+    pub sleep_floor: Duration,
     /// Time the guest spent waiting for completions (interrupts): where the modes differ.
-    pub(crate) completion_wait: Duration,
-    pub(crate) bytes: u64,
-    pub(crate) checksum: u64,
+    pub completion_wait: Duration,
+    pub bytes: u64,
+    pub checksum: u64,
     /// The first chunk whose checksum did not match, if one did not.
-    pub(crate) bad_chunk: Option<BadChunk>,
+    pub bad_chunk: Option<BadChunk>,
     /// Every batch's doorbell-to-completion latency, in order.
-    pub(crate) batches: Vec<BatchTiming>,
+    pub batches: Vec<BatchTiming>,
 }
 
 /// Prepares the image, runs every chosen mode `config.repeats(mode)` times (round-robin, so the
@@ -431,10 +422,7 @@ pub(crate) struct GuestRun {
 ///
 /// Any [`Error`] from setting up the image or from a run; the temporary image is removed either
 /// way.
-pub(crate) fn run(
-    config: &Config,
-    on_run: &mut dyn FnMut(&RunRecord),
-) -> Result<Vec<ModeReport>, Error> {
+pub fn run(config: &Config, on_run: &mut dyn FnMut(&RunRecord)) -> Result<Vec<ModeReport>, Error> {
     let mut config = config.clone();
     config.guest = config.guest.resolve()?.0;
     config.validate()?;

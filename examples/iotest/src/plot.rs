@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use plotters::prelude::*;
 
-use super::scenario::{Config, Mode, ModeReport};
+use crate::{Config, Mode, ModeReport};
 
 const PANEL_HEIGHT: u32 = 210;
 const TITLE_HEIGHT: u32 = 50;
 const WIDTH: u32 = 960;
 
 /// Draws `reports` into `path`.
-pub(crate) fn write(path: &Path, config: &Config, reports: &[ModeReport]) -> Result<(), String> {
+pub fn write(path: &Path, config: &Config, reports: &[ModeReport]) -> Result<(), String> {
     let height = TITLE_HEIGHT + PANEL_HEIGHT * reports.len().max(1) as u32;
     let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|err| err.to_string())?;

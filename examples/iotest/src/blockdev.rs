@@ -63,50 +63,50 @@ use super::machine::Machine;
 use super::{BatchTiming, Error};
 
 /// The guest-physical base of the register window.
-pub(crate) const MMIO_BASE: u64 = 0x3000_0000;
+pub const MMIO_BASE: u64 = 0x3000_0000;
 /// The register window's size.
-pub(crate) const MMIO_SIZE: u64 = 0x1000;
+pub const MMIO_SIZE: u64 = 0x1000;
 
-pub(crate) const REG_TABLE: u64 = 0x00;
-pub(crate) const REG_DOORBELL: u64 = 0x08;
-pub(crate) const REG_STATUS: u64 = 0x0c;
-pub(crate) const REG_COMPLETED: u64 = 0x10;
+pub const REG_TABLE: u64 = 0x00;
+pub const REG_DOORBELL: u64 = 0x08;
+pub const REG_STATUS: u64 = 0x0c;
+pub const REG_COMPLETED: u64 = 0x10;
 
-pub(crate) const STATUS_BUSY: u32 = 1 << 0;
-pub(crate) const STATUS_ERROR: u32 = 1 << 1;
-pub(crate) const STATUS_IRQ: u32 = 1 << 2;
+pub const STATUS_BUSY: u32 = 1 << 0;
+pub const STATUS_ERROR: u32 = 1 << 1;
+pub const STATUS_IRQ: u32 = 1 << 2;
 
-pub(crate) const TABLE_PRODUCED: u64 = 0x000;
-pub(crate) const TABLE_CONSUMED: u64 = 0x004;
-pub(crate) const TABLE_USED: u64 = 0x040;
+pub const TABLE_PRODUCED: u64 = 0x000;
+pub const TABLE_CONSUMED: u64 = 0x004;
+pub const TABLE_USED: u64 = 0x040;
 /// Descriptors in the table: the most a doorbell may start.
-pub(crate) const MAX_BATCH: usize = 256;
-pub(crate) const DESCRIPTORS: u64 = TABLE_USED + 4 * MAX_BATCH as u64;
+pub const MAX_BATCH: usize = 256;
+pub const DESCRIPTORS: u64 = TABLE_USED + 4 * MAX_BATCH as u64;
 /// log2 of a descriptor's size (32 bytes).
-pub(crate) const DESCRIPTOR_SHIFT: u32 = 5;
-pub(crate) const DESC_OFFSET: u64 = 0x00;
-pub(crate) const DESC_ADDR: u64 = 0x08;
-pub(crate) const DESC_LEN: u64 = 0x10;
-pub(crate) const DESC_RESULT: u64 = 0x14;
-pub(crate) const DESC_CHECKSUM: u64 = 0x18;
+pub const DESCRIPTOR_SHIFT: u32 = 5;
+pub const DESC_OFFSET: u64 = 0x00;
+pub const DESC_ADDR: u64 = 0x08;
+pub const DESC_LEN: u64 = 0x10;
+pub const DESC_RESULT: u64 = 0x14;
+pub const DESC_CHECKSUM: u64 = 0x18;
 /// The table's size in bytes.
-pub(crate) const TABLE_SIZE: u64 = DESCRIPTORS + ((MAX_BATCH as u64) << DESCRIPTOR_SHIFT);
+pub const TABLE_SIZE: u64 = DESCRIPTORS + ((MAX_BATCH as u64) << DESCRIPTOR_SHIFT);
 
 /// The guest-physical address of descriptor `index` of the table at `table`.
-pub(crate) fn descriptor(table: u64, index: u32) -> u64 {
+pub fn descriptor(table: u64, index: u32) -> u64 {
     table + DESCRIPTORS + (u64::from(index) << DESCRIPTOR_SHIFT)
 }
 
 /// What the device measured over one run.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct DeviceTimings {
+pub struct DeviceTimings {
     /// Per batch: when its doorbell rang, and how long until its last read completed.
-    pub(crate) batches: Vec<BatchTiming>,
+    pub batches: Vec<BatchTiming>,
     /// Per halt: from the completion that ended it being published to the vCPU thread
     /// re-entering the guest.
-    pub(crate) deliveries: Vec<Duration>,
+    pub deliveries: Vec<Duration>,
     /// `direct` only, per doorbell: from the exit to the batch's SQEs being in the kernel.
-    pub(crate) submits: Vec<Duration>,
+    pub submits: Vec<Duration>,
 }
 
 /// The device's completion side, shared with the reads' completions on the home thread.
@@ -215,7 +215,7 @@ enum Path<'m> {
 }
 
 /// The controller, as the vCPU thread sees it.
-pub(crate) struct BlockDevice<'m> {
+pub struct BlockDevice<'m> {
     queue: Arc<CompletionQueue>,
     path: Path<'m>,
     /// The table address the guest wrote to `TABLE`.
@@ -232,7 +232,7 @@ pub(crate) struct BlockDevice<'m> {
 impl<'m> BlockDevice<'m> {
     /// A device whose reads go to `machine`'s main context, or (with `None`) to a private ring
     /// on `image`.
-    pub(crate) fn new(
+    pub fn new(
         ram: Arc<GuestRam>,
         machine: Option<&'m Machine>,
         private_ring: impl FnOnce() -> Result<PrivateRing, Error>,
@@ -260,12 +260,12 @@ impl<'m> BlockDevice<'m> {
     }
 
     /// Marks the start of the run: batch times are measured from here.
-    pub(crate) fn start_clock(&self, at: Instant) {
+    pub fn start_clock(&self, at: Instant) {
         self.queue.lock().run_started = Some(at);
     }
 
     /// An MMIO write of `data` at `offset` in the window. `Err` is a guest programming error.
-    pub(crate) fn mmio_write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+    pub fn mmio_write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
         let mut value = [0u8; 8];
         value[..data.len().min(8)].copy_from_slice(&data[..data.len().min(8)]);
         let value = u64::from_le_bytes(value);
@@ -288,7 +288,7 @@ impl<'m> BlockDevice<'m> {
     }
 
     /// An MMIO read of `data.len()` bytes at `offset` in the window.
-    pub(crate) fn mmio_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), String> {
+    pub fn mmio_read(&mut self, offset: u64, data: &mut [u8]) -> Result<(), String> {
         self.poll();
         let mut state = self.queue.lock();
         let value = match (offset, data.len()) {
@@ -406,7 +406,7 @@ impl<'m> BlockDevice<'m> {
 
     /// Publishes the private ring's ready completions; called at every exit. Nothing to do when
     /// the main loop publishes.
-    pub(crate) fn poll(&mut self) {
+    pub fn poll(&mut self) {
         if let Path::PrivateRing(ring) = &mut self.path {
             while let Some((slot, result)) = ring.reap() {
                 Self::finish_private(&self.queue, &mut self.lent, slot, result);
@@ -431,7 +431,7 @@ impl<'m> BlockDevice<'m> {
     /// The guest's halt (its `WAIT` exit): waits until a completion the guest has not taken is
     /// published (the guest wrote how many it took to `consumed`), then records how long the
     /// delivery took.
-    pub(crate) fn halt(&mut self) -> Result<(), Error> {
+    pub fn halt(&mut self) -> Result<(), Error> {
         self.poll();
         let table = self.table.unwrap_or_default();
         let consumed = self.queue.ram.read_u32(table + TABLE_CONSUMED);
@@ -488,12 +488,12 @@ impl<'m> BlockDevice<'m> {
     }
 
     /// Why the device stopped, for the guest's `PANIC` report.
-    pub(crate) fn failure(&self) -> Option<Error> {
+    pub fn failure(&self) -> Option<Error> {
         self.queue.lock().failure.as_deref().map(device_error)
     }
 
     /// What the device measured.
-    pub(crate) fn timings(&self) -> DeviceTimings {
+    pub fn timings(&self) -> DeviceTimings {
         DeviceTimings {
             batches: self.queue.lock().batches.clone(),
             deliveries: self.deliveries.clone(),
@@ -502,7 +502,7 @@ impl<'m> BlockDevice<'m> {
     }
 
     /// The command table's address, once the guest has written `TABLE`.
-    pub(crate) fn table(&self) -> Option<u64> {
+    pub fn table(&self) -> Option<u64> {
         self.table
     }
 }

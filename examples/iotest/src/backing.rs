@@ -18,22 +18,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{Config, DEFAULT_SIZE, Error};
 
 /// Mixes a word's index into the checksum so that data read from the wrong offset changes it.
-pub(crate) const INDEX_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+pub const INDEX_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Spreads each word over the checksum's bits before the words are summed.
-pub(crate) const WORD_MIX: u64 = 0xBF58_476D_1CE4_E5B9;
+pub const WORD_MIX: u64 = 0xBF58_476D_1CE4_E5B9;
 
 /// The image every mode of one invocation reads.
 #[derive(Debug)]
-pub(crate) struct Backing {
+pub struct Backing {
     /// Where the image is: the temporary file or `--path`.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// How many bytes each run reads, from offset 0: a whole number of chunks.
-    pub(crate) size: u64,
+    pub size: u64,
     /// The checksum of those bytes, from the pattern or from a plain read of `--path`.
-    pub(crate) expected_checksum: u64,
+    pub expected_checksum: u64,
     /// Each chunk's checksum, by chunk number: what the guest's per-chunk reports are checked
     /// against. They sum (wrapping) to `expected_checksum`.
-    pub(crate) chunk_checksums: Vec<u64>,
+    pub chunk_checksums: Vec<u64>,
     /// Removes the temporary image when dropped; `None` for `--path`.
     _temp_dir: Option<TempDir>,
 }
@@ -46,7 +46,7 @@ pub(crate) struct Backing {
 /// device, [`Error::DirectIoUnsupported`] when its filesystem refuses O_DIRECT,
 /// [`Error::NoSpace`] when the temporary directory cannot hold the image, and
 /// [`Error::InvalidConfig`] when `--size` does not fit the image.
-pub(crate) fn prepare(config: &Config) -> Result<Backing, Error> {
+pub fn prepare(config: &Config) -> Result<Backing, Error> {
     match &config.path {
         Some(path) => open_existing(config, path),
         None => create_temporary(config),
@@ -54,7 +54,7 @@ pub(crate) fn prepare(config: &Config) -> Result<Backing, Error> {
 }
 
 /// Opens the image for the guest's reads, with O_DIRECT unless `direct_io` is false.
-pub(crate) fn open_for_reading(path: &Path, direct_io: bool) -> io::Result<File> {
+pub fn open_for_reading(path: &Path, direct_io: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true);
     if direct_io {
@@ -67,7 +67,7 @@ pub(crate) fn open_for_reading(path: &Path, direct_io: bool) -> io::Result<File>
 /// index in the image, so reads may complete in any order but must each land at their offset.
 ///
 /// `offset` and `data.len()` are multiples of 8, as every chunk is.
-pub(crate) fn checksum_chunk(offset: u64, data: &[u8]) -> u64 {
+pub fn checksum_chunk(offset: u64, data: &[u8]) -> u64 {
     debug_assert!(
         offset % 8 == 0 && data.len() % 8 == 0,
         "chunks are whole words"

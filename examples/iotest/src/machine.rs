@@ -37,46 +37,46 @@ const CHATTER_PERIOD: Duration = Duration::from_micros(100);
 
 /// The main context's metrics over one run, as the report shows them.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ContextStats {
+pub struct ContextStats {
     /// Reads queued from a thread other than the home thread: every read, in these modes.
-    pub(crate) foreign_ops: u64,
+    pub foreign_ops: u64,
     /// Foreign pushes that woke the sleeping main loop.
-    pub(crate) kicks_sent: u64,
+    pub kicks_sent: u64,
     /// Foreign pushes that needed no wake: the loop was awake or already woken.
-    pub(crate) kicks_coalesced: u64,
+    pub kicks_coalesced: u64,
     /// Wakes the no-kick modes skipped: each is a doorbell left waiting for another reason to turn.
-    pub(crate) kicks_suppressed: u64,
+    pub kicks_suppressed: u64,
     /// How long the reads' SQEs waited between push and `io_uring_enter`: 50th percentile (the
     /// context times foreign pushes only, so the timer's and the chatter's own ops do not count).
-    pub(crate) dwell_p50: Duration,
-    pub(crate) dwell_p99: Duration,
-    pub(crate) dwell_max: Duration,
+    pub dwell_p50: Duration,
+    pub dwell_p99: Duration,
+    pub dwell_max: Duration,
     /// Housekeeping timer ticks during the run.
-    pub(crate) timer_ticks: u64,
+    pub timer_ticks: u64,
 }
 
 /// The emulated machine: the main context, the big lock and the disk image.
 ///
 /// Fields drop in order: the chatter stops before the main context shuts down.
 #[derive(Debug)]
-pub(crate) struct Machine {
+pub struct Machine {
     /// Present in `no-kick-busy` only; stops its writer thread when dropped.
     _chatter: Option<SocketChatter>,
     /// QEMU's main AioContext; dropping the machine shuts it down and joins its home thread,
     /// after cancelling and draining every read still in flight.
-    pub(crate) main_context: Context,
+    pub main_context: Context,
     /// The BQL analogue: held by a vCPU thread for a whole MMIO exit and by the main loop while
     /// it raises an interrupt, so device emulation never runs on two threads at once.
-    pub(crate) bql: Arc<Mutex<()>>,
+    pub bql: Arc<Mutex<()>>,
     /// The disk image, opened on the main loop.
-    pub(crate) image: Arc<File>,
+    pub image: Arc<File>,
     /// Counted by the housekeeping timer task.
     timer_ticks: Arc<AtomicU64>,
 }
 
 /// The main context's counters when a run started.
 #[derive(Clone, Debug)]
-pub(crate) struct Baseline {
+pub struct Baseline {
     metrics: Metrics,
     timer_ticks: u64,
 }
@@ -84,7 +84,7 @@ pub(crate) struct Baseline {
 impl Machine {
     /// Starts the main loop, its housekeeping timer and (for `no-kick-busy`) the chatter, and
     /// opens the image on the home thread.
-    pub(crate) fn start(mode: Mode, config: &Config, image: &Path) -> Result<Self, Error> {
+    pub fn start(mode: Mode, config: &Config, image: &Path) -> Result<Self, Error> {
         let main_context = Context::builder()
             .entries(256)
             .thread_name("iotest-main-loop")
@@ -134,7 +134,7 @@ impl Machine {
     }
 
     /// The counters now, to subtract at the end of a run.
-    pub(crate) fn baseline(&self) -> Baseline {
+    pub fn baseline(&self) -> Baseline {
         Baseline {
             metrics: self.main_context.metrics(),
             // Relaxed: a statistic read between runs, not ordered with anything else.
@@ -143,7 +143,7 @@ impl Machine {
     }
 
     /// The main context's view of the run since `before`.
-    pub(crate) fn stats_since(&self, before: &Baseline) -> ContextStats {
+    pub fn stats_since(&self, before: &Baseline) -> ContextStats {
         let after = self.main_context.metrics();
         let before_metrics = &before.metrics;
         // The context is new for each run, so its dwell histogram holds exactly this run's
@@ -164,7 +164,7 @@ impl Machine {
     /// What a vCPU thread does when the guest writes the doorbell register: `handle` runs
     /// inline, under the BQL, with the thread bound to the main context (QEMU's
     /// `qemu_get_current_aio_context()` returns the main context while the BQL is held).
-    pub(crate) fn mmio_exit<T>(&self, handle: impl FnOnce() -> T) -> T {
+    pub fn mmio_exit<T>(&self, handle: impl FnOnce() -> T) -> T {
         let _bql = self.bql.lock().unwrap_or_else(PoisonError::into_inner);
         let _bound = self.main_context.bind();
         handle()

@@ -46,58 +46,58 @@ use super::blockdev::{self, REG_DOORBELL, REG_STATUS, REG_TABLE, STATUS_ERROR};
 
 /// The guest-physical memory map (guest-virtual addresses are the same). Everything below
 /// [`DATA`](layout::DATA) is the machine's own.
-pub(crate) mod layout {
+pub mod layout {
     /// Page-map level 4: one entry, for the first 512 GiB.
-    pub(crate) const PML4: u64 = 0x1000;
+    pub const PML4: u64 = 0x1000;
     /// Page-directory-pointer table: one entry, for the first GiB.
-    pub(crate) const PDPT: u64 = 0x2000;
+    pub const PDPT: u64 = 0x2000;
     /// Page directory: 512 entries of 2 MiB pages, identity-mapping the first GiB.
-    pub(crate) const PD: u64 = 0x3000;
+    pub const PD: u64 = 0x3000;
     /// The boot parameters the host writes for the guest: see [`super::params`].
-    pub(crate) const PARAMS: u64 = 0x4000;
+    pub const PARAMS: u64 = 0x4000;
     /// The command table the guest hands the block device (see `blockdev.rs`).
-    pub(crate) const TABLE: u64 = 0x5000;
+    pub const TABLE: u64 = 0x5000;
     /// The guest program.
-    pub(crate) const CODE: u64 = 0x1_0000;
+    pub const CODE: u64 = 0x1_0000;
     /// The top of the guest's stack (it grows down towards the code).
-    pub(crate) const STACK_TOP: u64 = 0x2_0000;
+    pub const STACK_TOP: u64 = 0x2_0000;
     /// The guest's DMA buffers: one chunk per descriptor of a batch.
-    pub(crate) const DATA: u64 = 0x10_0000;
+    pub const DATA: u64 = 0x10_0000;
     /// The end of the identity map: RAM and the device's MMIO window both lie below.
-    pub(crate) const MAPPED: u64 = 1 << 30;
+    pub const MAPPED: u64 = 1 << 30;
 }
 
 /// Byte offsets of the boot parameters at [`layout::PARAMS`], each a little-endian u64.
-pub(crate) mod params {
+pub mod params {
     /// Chunks to read in the whole run.
-    pub(crate) const CHUNKS: u64 = 0x00;
+    pub const CHUNKS: u64 = 0x00;
     /// Descriptors per doorbell.
-    pub(crate) const BATCH: u64 = 0x08;
+    pub const BATCH: u64 = 0x08;
     /// Bytes per chunk.
-    pub(crate) const CHUNK_BYTES: u64 = 0x10;
+    pub const CHUNK_BYTES: u64 = 0x10;
     /// The processing delay, in microseconds, asked of the vCPU thread through the SLEEP port.
-    pub(crate) const DELAY_US: u64 = 0x18;
+    pub const DELAY_US: u64 = 0x18;
     /// Guest-physical address of the first DMA buffer.
-    pub(crate) const DATA: u64 = 0x20;
+    pub const DATA: u64 = 0x20;
 }
 
 /// I/O ports the guest writes (32-bit `out`); the vCPU thread handles each exit.
-pub(crate) mod ports {
+pub mod ports {
     /// Sleep this many microseconds on the vCPU thread: the guest's simulated processing.
-    pub(crate) const SLEEP: u16 = 0x10;
+    pub const SLEEP: u16 = 0x10;
     /// The checksum of this descriptor's chunk is in its `checksum` field: check it.
-    pub(crate) const REPORT: u16 = 0x11;
+    pub const REPORT: u16 = 0x11;
     /// The run is over; the value is the number of chunks processed.
-    pub(crate) const DONE: u16 = 0x12;
+    pub const DONE: u16 = 0x12;
     /// The guest saw the device fail; the value is the STATUS register it read.
-    pub(crate) const PANIC: u16 = 0x13;
+    pub const PANIC: u16 = 0x13;
     /// Wait until a completion the guest has not taken is published: the guest's `hlt`.
-    pub(crate) const WAIT: u16 = 0x14;
+    pub const WAIT: u16 = 0x14;
 }
 
 /// What the guest program does besides the seed's loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Program {
+pub enum Program {
     /// The seed's loop.
     Iotest,
     /// An undefined instruction at boot: with no IDT, the #UD becomes a triple fault, a
@@ -106,7 +106,7 @@ pub(crate) enum Program {
 }
 
 /// The program's machine code, to be loaded at [`layout::CODE`].
-pub(crate) fn assemble(program: Program, mmio_base: u64) -> Result<Vec<u8>, IcedError> {
+pub fn assemble(program: Program, mmio_base: u64) -> Result<Vec<u8>, IcedError> {
     let mut a = CodeAssembler::new(64)?;
     let param = |offset: u64| qword_ptr(layout::PARAMS + offset);
     let descriptor_of = |a: &mut CodeAssembler, index: AsmRegister64| -> Result<(), IcedError> {

@@ -20,7 +20,7 @@ use super::{BadChunk, BatchTiming, Config, Error, GuestRun, Mode, Workload};
 
 /// A disk as the guest sees it: a doorbell that takes a batch of reads, and one completion per
 /// read.
-pub(crate) trait Disk {
+pub trait Disk {
     /// Queues one `chunk`-byte read at each offset: one doorbell write (an MMIO exit in the
     /// emulated modes).
     fn submit(&mut self, offsets: &[u64]) -> Result<(), Error>;
@@ -32,7 +32,7 @@ pub(crate) trait Disk {
 
 /// Runs the thread guest once in `mode` and returns what it measured and, for the emulated
 /// modes, what the main context saw.
-pub(crate) fn run(
+pub fn run(
     mode: Mode,
     config: &Config,
     workload: &Workload,
