@@ -6,10 +6,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use crate::harness::group::{RunResult, multi_thread, total_measurement};
-use crate::harness::measure::{Latencies, Phase, Sampler, Window};
-use crate::harness::page_buf::PageBuf;
-use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::group::{RunResult, multi_thread, total_measurement};
+use crate::measure::{Latencies, Phase, Sampler, Window};
+use crate::page_buf::PageBuf;
+use crate::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Random 4 KiB reads of `file` by `depth` concurrent tasks, each awaiting
 /// `spawn_blocking(pread)`.

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use crate::harness::group::{RunError, RunResult, total_measurement, total_ops, uring_setup_error};
-use crate::harness::measure::{Latencies, Measurement, Phase, Sampler, Window};
-use crate::harness::page_buf::PageBuf;
-use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::group::{RunError, RunResult, total_measurement, total_ops, uring_setup_error};
+use crate::measure::{Latencies, Measurement, Phase, Sampler, Window};
+use crate::page_buf::PageBuf;
+use crate::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// Starts a tokio-uring runtime for `body`, mapping a refused ring to a skip (tokio-uring itself
 /// panics when `io_uring_setup` fails, so probe first).

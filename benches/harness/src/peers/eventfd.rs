@@ -8,9 +8,9 @@ use std::os::fd::FromRawFd;
 use std::thread;
 use std::time::Instant;
 
-use crate::harness::affinity;
-use crate::harness::group::RunResult;
-use crate::harness::measure::{Latencies, Window};
+use crate::affinity;
+use crate::group::RunResult;
+use crate::measure::{Latencies, Window};
 
 /// Value that tells the echo thread to return (any other value is a ping).
 const STOP: u64 = 2;

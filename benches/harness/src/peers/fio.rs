@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::harness::group::{RunError, RunResult};
-use crate::harness::measure::{Measurement, Window};
-use crate::harness::testfile::TestFile;
+use crate::group::{RunError, RunResult};
+use crate::measure::{Measurement, Window};
+use crate::testfile::TestFile;
 
 /// fio's version line, or why fio cannot run.
 pub fn version() -> Result<String, String> {

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, SubmissionQueue, cqueue, opcode, types};
 
-use crate::harness::group::{RunError, RunResult, uring_setup_error};
-use crate::harness::measure::{Latencies, Measurement, Window, process_cpu_time};
-use crate::harness::page_buf::PageBuf;
-use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
+use crate::group::{RunError, RunResult, uring_setup_error};
+use crate::measure::{Latencies, Measurement, Window, process_cpu_time};
+use crate::page_buf::PageBuf;
+use crate::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// When replacement reads go to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

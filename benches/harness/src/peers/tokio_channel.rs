@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::harness::affinity;
-use crate::harness::group::{RunError, RunResult};
-use crate::harness::measure::{Latencies, Window};
+use crate::affinity;
+use crate::group::{RunError, RunResult};
+use crate::measure::{Latencies, Window};
 
 /// Measures mpsc-request, oneshot-reply round trips (p50/p99) over `window`, the two threads
 /// pinned to different CPUs.

@@ -3,15 +3,12 @@
 //! fields with the right types, measured rows carry numbers, skipped rows carry a reason. No
 //! timing thresholds: tests assert behaviour, benchmarks measure speed.
 
-#[path = "../benches/harness/mod.rs"]
-mod harness;
-
 use std::ffi::OsString;
 use std::path::Path;
 
-use harness::JsonLine;
-use harness::report::Status;
-use harness::targets::TargetStatus;
+use bench_harness::JsonLine;
+use bench_harness::report::Status;
+use bench_harness::targets::TargetStatus;
 use serde_json::Value;
 
 /// The fields of every row object, whatever its status: the names scripts read.
@@ -64,7 +61,7 @@ fn compare_quick_prints_every_json_field() {
         .into_iter()
         .chain([json_out.clone().into_os_string()]);
     let mut table = Vec::new();
-    harness::main(args, &mut table).expect("compare --quick runs");
+    bench_harness::main(args, &mut table).expect("compare --quick runs");
     let table = String::from_utf8(table).expect("the table is UTF-8");
     assert!(table.contains("benchmark   implementation"), "{table}");
     assert!(table.contains("targets"), "{table}");
@@ -113,7 +110,7 @@ fn compare_quick_prints_every_json_field() {
         }
     }
 
-    for (benchmark, _) in harness::BENCHMARKS {
+    for (benchmark, _) in bench_harness::BENCHMARKS {
         assert!(
             rows.iter().any(|row| row.benchmark == *benchmark),
             "no `{benchmark}` row"
@@ -231,8 +228,8 @@ fn compare_quick_prints_every_json_field() {
 
 /// The `mt` benchmark's rows: every implementation has a row in each group, the ones that need
 /// nothing (or only io_uring) ran, and every measured row reports its CPU time per read.
-fn check_mt_rows(rows: &[harness::report::Row]) {
-    use harness::mt;
+fn check_mt_rows(rows: &[bench_harness::report::Row]) {
+    use bench_harness::mt;
     let mt_rows: Vec<_> = rows.iter().filter(|row| row.benchmark == "mt").collect();
     let find = |parameter: &str, implementation: &str| {
         mt_rows

@@ -63,7 +63,7 @@ pub enum Bound {
 ///
 /// Panics if the file does not parse (every run reads it, so the quick-run test catches that).
 pub fn load() -> Vec<Target> {
-    serde_json::from_str(include_str!("../targets.json"))
+    serde_json::from_str(include_str!("../../targets.json"))
         .unwrap_or_else(|error| panic!("benches/targets.json: {error}"))
 }
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::harness::group::{RunResult, multi_thread, total_measurement, total_ops};
-use crate::harness::measure::{Latencies, Measurement, Phase, Sampler, Window};
-use crate::harness::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
+use crate::group::{RunResult, multi_thread, total_measurement, total_ops};
+use crate::measure::{Latencies, Measurement, Phase, Sampler, Window};
+use crate::testfile::{BLOCK_LEN, BlockOffsets, TestFile};
 
 /// Why tokio::fs has no O_DIRECT row.
 pub const NO_DIRECT: &str = "tokio::fs::File reads through a Vec of its own, not block-aligned: \

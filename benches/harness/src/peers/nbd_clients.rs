@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::group::RunError;
-use crate::harness::measure::Measurement;
+use crate::group::RunError;
+use crate::measure::Measurement;
 
 /// Which way the requests go (fio's report names its sides the same way).
 pub use super::fio::Direction;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::group::RunError;
+use crate::group::RunError;
 
 /// How long a server may take to accept its first connection.
 const START_LIMIT: Duration = Duration::from_secs(20);

@@ -1,7 +1,7 @@
 //! Runs every benchmark of this crate against its peers and the machine's limits, and prints one
 //! table: benchmark, implementation, parameter, ops/s, p50, p99, and the ratio to the row's
-//! baseline measured in the same run, followed by where the targets stand. The harness is in
-//! `benches/harness/`; results and how to read them are in `BENCHMARKS.md`.
+//! baseline measured in the same run, followed by where the targets stand. The harness is this
+//! package's library (`benches/harness/src/`); results and how to read them are in `BENCHMARKS.md`.
 //!
 //! ```text
 //! cargo run --release --example compare                 # full run: 2 s per row, medians of 3
@@ -15,9 +15,6 @@
 //! files are cached under `target/aioctx-bench` (or `$AIOCTX_BENCH_DIR`, which must support
 //! O_DIRECT).
 
-#[path = "../benches/harness/mod.rs"]
-mod harness;
-
 fn main() -> std::io::Result<()> {
-    harness::main(std::env::args_os(), &mut std::io::stdout().lock())
+    bench_harness::main(std::env::args_os(), &mut std::io::stdout().lock())
 }

@@ -7,7 +7,7 @@
 //! [`BlockOffsets`] yields the random 4 KiB-aligned offsets every implementation reads at.
 //!
 //! The cache directory is `$AIOCTX_BENCH_DIR`, else `$CARGO_TARGET_DIR/aioctx-bench`, else
-//! `target/aioctx-bench` under the crate root. It must be on a filesystem that supports
+//! `target/aioctx-bench` under the repository's root. It must be on a filesystem that supports
 //! O_DIRECT (tmpfs does not).
 
 use std::fs;
@@ -60,7 +60,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
         return Path::new(&target).join("aioctx-bench");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // This package is `benches/measure` under the repository's root.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2);
+    root.expect("benches/measure has two parents")
         .join("target")
         .join("aioctx-bench")
 }

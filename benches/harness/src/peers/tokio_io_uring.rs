@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::harness::group::{RunError, RunResult};
-use crate::harness::measure::{Measurement, Window};
-use crate::harness::testfile::{ReadMode, TestFile};
+use crate::group::{RunError, RunResult};
+use crate::measure::{Measurement, Window};
+use crate::testfile::{ReadMode, TestFile};
 
 /// The runtime the peer's tasks run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,12 +32,12 @@ pub enum Flavor {
 
 /// The peer's project directory.
 fn project_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/tokio-io-uring-peer")
+    crate::workspace_root().join("benches/tokio-io-uring-peer")
 }
 
-/// Where the peer is built: its own target directory beside this crate's.
+/// Where the peer is built: its own target directory beside the workspace's.
 fn target_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tokio-io-uring-peer")
+    crate::workspace_root().join("target/tokio-io-uring-peer")
 }
 
 /// Builds the peer (once per process; cargo makes later builds no-ops) and returns its binary,

@@ -22,7 +22,7 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -354,7 +354,7 @@ fn example_binary(config: &Config) -> Result<PathBuf, String> {
     }
     let binary = profile_dir.join("examples").join("nbd-server");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let manifest = crate::workspace_root().join("Cargo.toml");
     let mut build = Command::new(cargo);
     build
         .args([

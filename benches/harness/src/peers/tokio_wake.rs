@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use crate::harness::group::{RunError, RunResult};
-use crate::harness::measure::{Measurement, Phase, Window};
+use crate::group::{RunError, RunResult};
+use crate::measure::{Measurement, Phase, Window};
 
 /// A future that wakes its task and returns `Pending` once, then completes: the scheduling
 /// part of an op with no I/O.

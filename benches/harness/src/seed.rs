@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use iotest as scenario;
-
 use super::config::Config;
 use super::measure::Measurement;
 use super::report::{Outcome, Row};
@@ -23,19 +21,19 @@ fn parameter(size: u64, chunk: usize, batch: usize) -> String {
 
 /// Runs the `seed` rows.
 pub fn run(config: &Config) -> Vec<Row> {
-    let mut iotest = scenario::Config {
-        modes: vec![scenario::Mode::Direct, scenario::Mode::Kick],
+    let mut scenario = iotest::Config {
+        modes: vec![iotest::Mode::Direct, iotest::Mode::Kick],
         repeat: Some(config.repeats),
         // The thread guest, as every seed row in BENCHMARKS.md was measured; `iotest --guest
         // kvm` measures the same workload on a KVM vCPU.
-        guest: scenario::Guest::Thread,
-        ..scenario::Config::default()
+        guest: iotest::Guest::Thread,
+        ..iotest::Config::default()
     };
     if config.quick {
-        iotest.size = Some(scenario::QUICK_SIZE);
+        scenario.size = Some(iotest::QUICK_SIZE);
     }
     let progress = config.progress;
-    let mut on_run = |record: &scenario::RunRecord| {
+    let mut on_run = |record: &iotest::RunRecord| {
         if progress {
             eprintln!(
                 "  seed {} [{}]: {:.1} ms",
@@ -45,26 +43,28 @@ pub fn run(config: &Config) -> Vec<Row> {
             );
         }
     };
-    let reports = match scenario::run(&iotest, &mut on_run) {
+    let reports = match iotest::run(&scenario, &mut on_run) {
         Ok(reports) => reports,
         Err(
-            error @ (scenario::Error::DirectIoUnsupported { .. }
-            | scenario::Error::RingUnavailable(_)),
+            error @ (iotest::Error::DirectIoUnsupported { .. } | iotest::Error::RingUnavailable(_)),
         ) => {
             return vec![Row::setup("seed", Outcome::Skipped(error.to_string()))];
         }
         Err(error) => return vec![Row::setup("seed", Outcome::Failed(error.to_string()))],
     };
-    reports.iter().map(|report| row(&iotest, report)).collect()
+    reports
+        .iter()
+        .map(|report| row(&scenario, report))
+        .collect()
 }
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-fn row(iotest: &scenario::Config, report: &scenario::ModeReport) -> Row {
+fn row(scenario: &iotest::Config, report: &iotest::ModeReport) -> Row {
     let guest = &report.median;
-    let reads = guest.bytes / iotest.chunk as u64;
+    let reads = guest.bytes / scenario.chunk as u64;
     let mut measurement = Measurement::throughput(reads, guest.wall)
         .with_extra("wall_ms", ms(guest.wall))
         .with_extra("sleep_floor_ms", ms(guest.sleep_floor))
@@ -82,7 +82,7 @@ fn row(iotest: &scenario::Config, report: &scenario::ModeReport) -> Row {
             .with_extra("dwell_p99_us", context.dwell_p99.as_secs_f64() * 1e6);
     }
     let (implementation, note) = match report.mode {
-        scenario::Mode::Direct => (
+        iotest::Mode::Direct => (
             "direct",
             "vCPU thread on a private io_uring ring (the floor)",
         ),
@@ -99,7 +99,7 @@ fn row(iotest: &scenario::Config, report: &scenario::ModeReport) -> Row {
     Row {
         benchmark: "seed".to_owned(),
         implementation: implementation.to_owned(),
-        parameter: parameter(guest.bytes, iotest.chunk, iotest.batch),
+        parameter: parameter(guest.bytes, scenario.chunk, scenario.batch),
         baseline: report.ratio_to_direct.map(|_| "direct".to_owned()),
         ratio: report.ratio_to_direct.map(|ratio| 1.0 / ratio),
         repeats: report.wall_runs.len(),

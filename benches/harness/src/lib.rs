@@ -1,7 +1,6 @@
 //! The benchmark harness behind `cargo run --release --example compare` (see BENCHMARKS.md).
 //! `examples/compare.rs` runs it and `tests/compare_quick.rs` checks a quick run of it; both
-//! include it as `#[path = "../benches/harness/mod.rs"] mod harness;` and call [`main`], so
-//! every part of it serves both.
+//! call [`main`], so every part of it serves both.
 //!
 //! Every number is a ratio against a baseline measured in the same run. One file per benchmark
 //! (`wake`, `nop`, `randread`, `cached`, `submitters`, `seed`, `mt`, `namespace`) builds its row groups from
@@ -33,7 +32,6 @@ pub mod aioctx_rows;
 pub mod cached;
 pub mod config;
 pub mod group;
-pub mod measure;
 pub mod mt;
 pub mod namespace;
 pub mod nbd;
@@ -45,11 +43,14 @@ pub mod report;
 pub mod seed;
 pub mod submitters;
 pub mod targets;
-pub mod testfile;
 pub mod wake;
+
+// Shared with the peers that run as programs of their own: `bench-measure` (benches/measure).
+pub use bench_measure::{measure, testfile};
 
 use std::ffi::OsString;
 use std::io::{self, Write};
+use std::path::Path;
 
 use config::{Cli, Config};
 use report::Row;
@@ -80,6 +81,15 @@ pub enum JsonLine {
     Row(Row),
     /// A target and where this run leaves it.
     Target(CheckedTarget),
+}
+
+/// The repository's root, where the workspace's `Cargo.toml` and `target/` are (this package is
+/// `benches/harness` under it).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("benches/harness has two parents")
 }
 
 /// Runs the benchmarks `selects` picks, in order, and returns their rows.
