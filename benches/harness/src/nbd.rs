@@ -354,7 +354,7 @@ fn example_binary(config: &Config) -> Result<PathBuf, String> {
     }
     let binary = profile_dir.join("examples").join("nbd-server");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = crate::workspace_root().join("Cargo.toml");
+    let manifest = crate::workspace_root().join("examples/nbd-server/Cargo.toml");
     let mut build = Command::new(cargo);
     build
         .args([

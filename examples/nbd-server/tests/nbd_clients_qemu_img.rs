@@ -3,12 +3,11 @@
 //! compare` through the server, then a byte compare of the image file
 //! itself, in page-cache and O_DIRECT mode.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::process::Command;
 
-use nbd::{Scratch, Server, assert_same_bytes, have_tools, run_ok};
+use support::{Scratch, Server, assert_same_bytes, have_tools, run_ok};
 
 /// Not a multiple of qemu-img's 2 MiB chunks, so the last request is short.
 const SIZE: usize = 24 * 1024 * 1024 + 64 * 1024;
@@ -22,11 +21,11 @@ fn convert_and_compare(direct: bool) {
     } else {
         "qemu-img"
     });
-    let source_bytes = nbd::random_bytes(21, SIZE);
+    let source_bytes = support::random_bytes(21, SIZE);
     let source = scratch.file("source.img", &source_bytes);
     // The target starts as something else entirely: a different random fill
     // with a zeroed stretch, so zero detection and writes both matter.
-    let mut target_bytes = nbd::random_bytes(22, SIZE);
+    let mut target_bytes = support::random_bytes(22, SIZE);
     target_bytes[4 << 20..6 << 20].fill(0);
     let target = scratch.file("target.img", &target_bytes);
     let args: &[&str] = if direct { &["--direct"] } else { &[] };

@@ -5,12 +5,11 @@
 //! The server says where each connection went and how many of its requests
 //! used a registered buffer in its log; these tests read that.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
-use nbd::{Client, Scratch, Server, assert_same_bytes};
+use support::{Client, Scratch, Server, assert_same_bytes};
 
 /// Waits for the log line about `client`'s connection containing `event`,
 /// and returns what follows `field=` on it.
@@ -63,7 +62,7 @@ fn close(server: &Server, client: Client) {
 #[test]
 fn a_connection_goes_to_the_member_with_the_fewest() {
     let scratch = Scratch::new("pool-placement");
-    let image = scratch.file("disk.img", &nbd::random_bytes(80, 1 << 20));
+    let image = scratch.file("disk.img", &support::random_bytes(80, 1 << 20));
     let mut server = Server::start(&image, &["--contexts", "2"]);
 
     // Four connections alternate between the two members.
@@ -101,19 +100,19 @@ fn a_connection_goes_to_the_member_with_the_fewest() {
 /// returns how many requests the server says used one.
 fn served_from_registered_buffers(args: &[&str], tag: &str) -> u64 {
     let scratch = Scratch::new(tag);
-    let mut expected = nbd::random_bytes(81, 1 << 20);
+    let mut expected = support::random_bytes(81, 1 << 20);
     let image = scratch.file("disk.img", &expected);
     let mut server = Server::start(&image, args);
     let mut client = Client::connect(server.port);
     let port = local_port(&client);
 
-    let page = nbd::random_bytes(82, 4096);
+    let page = support::random_bytes(82, 4096);
     client.write(0, &page);
     expected[..4096].copy_from_slice(&page);
     // 3896 bytes at 8292: 100 bytes into a block, ending at its end. In
     // O_DIRECT mode (alignment 512 or 4096) that covers one 4 KiB block:
     // a read-modify-write through a registered buffer.
-    let odd = nbd::random_bytes(83, 3896);
+    let odd = support::random_bytes(83, 3896);
     client.write(8292, &odd);
     expected[8292..12188].copy_from_slice(&odd);
     assert_same_bytes(&client.read(0, 4096), &expected[..4096], "4 KiB read");

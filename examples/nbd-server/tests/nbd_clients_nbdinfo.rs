@@ -1,12 +1,11 @@
 //! libnbd's `nbdinfo` against the `nbd-server` example: the export's real
 //! size, and the flags a client sees, writable and read-only.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::process::Command;
 
-use nbd::{Scratch, Server, have_tools, run_ok};
+use support::{Scratch, Server, have_tools, run_ok};
 
 /// `"key": value` of nbdinfo's JSON, as text.
 fn field<'a>(json: &'a str, key: &str) -> &'a str {
@@ -77,7 +76,7 @@ fn nbdinfo_lists_the_named_export() {
     let named = format!("{}/disk0", server.uri());
     let size = run_ok(Command::new("nbdinfo").arg("--size").arg(&named));
     assert_eq!(size.trim(), "1048576");
-    let output = nbd::run_bounded(
+    let output = support::run_bounded(
         Command::new("nbdinfo")
             .arg("--size")
             .arg(format!("{}/nosuch", server.uri())),

@@ -4,14 +4,14 @@
 //! requests in flight — it stops accepting, finishes what it received,
 //! flushes, and exits 0.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::os::unix::fs::OpenOptionsExt;
 
-use nbd::{CMD_WRITE, Client, Scratch, Server, assert_same_bytes};
+use support::wire::CMD_WRITE;
+use support::{Client, Scratch, Server, assert_same_bytes};
 
 #[track_caller]
 fn fails_to_start(image: &std::path::Path, args: &[&str], port: u16, expected: &str) {
@@ -86,7 +86,7 @@ fn startup_errors_are_one_clear_sentence() {
 fn shutdown_with_requests_in_flight(signal: i32) {
     let scratch = Scratch::new("shutdown");
     let size = 16 << 20;
-    let mut data = nbd::random_bytes(81, size);
+    let mut data = support::random_bytes(81, size);
     let image = scratch.file("disk.img", &data);
     let mut server = Server::start(&image, &[]);
     let port = server.port;

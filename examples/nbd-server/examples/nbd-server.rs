@@ -11,31 +11,8 @@
 //! image, start a pool of contexts (one per CPU by default) and prepare
 //! each member, listen, serve until SIGINT or SIGTERM, then
 //! stop accepting, let every connection finish what it received, flush the
-//! image, and exit 0. Startup errors are one sentence and exit code 1.
-//!
-//! | file | owns |
-//! |---|---|
-//! | `options.rs` | the command line |
-//! | `proto.rs` | the NBD wire format |
-//! | `handshake.rs` | option haggling |
-//! | `server.rs` | listening, accepting, which member serves a connection, shutdown |
-//! | `member.rs` | one pool member: its context, disk, registered buffers, connections |
-//! | `connection.rs` | the transmission phase: receive, run, reply |
-//! | `outbox.rs` | replies waiting for the socket, sent by `writev` |
-//! | `request.rs` | checking one request and running it |
-//! | `disk.rs` | the export and its I/O (O_DIRECT alignment, read-modify-write) |
-//! | `bufpool.rs` | request buffers: registered per member, plain per connection |
-
-mod bufpool;
-mod connection;
-mod disk;
-mod handshake;
-mod member;
-mod options;
-mod outbox;
-mod proto;
-mod request;
-mod server;
+//! image, and exit 0. Startup errors are one sentence and exit code 1. The
+//! server's parts are the `nbd_server` library (`src/lib.rs` lists them).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -48,9 +25,10 @@ use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::disk::Export;
-use crate::member::Member;
-use crate::options::Options;
+use nbd_server::disk::Export;
+use nbd_server::member::Member;
+use nbd_server::options::Options;
+use nbd_server::server;
 
 fn main() -> ExitCode {
     let options = Options::parse();

@@ -1,10 +1,8 @@
-//! The `nbd-server` example's wire-format module, compiled here so that its
-//! unit tests run (cargo does not run an example's `#[test]`s), plus checks
-//! of its encodings against the byte layouts in the protocol text.
+//! The server's wire-format module (`src/proto.rs`, whose own unit tests
+//! run with the library's) checked against the byte layouts in the
+//! protocol text.
 
-#[allow(dead_code)]
-#[path = "../examples/nbd-server/proto.rs"]
-mod proto;
+use nbd_server::proto;
 
 #[test]
 fn simple_reply_layout() {

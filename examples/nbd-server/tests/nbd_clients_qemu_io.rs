@@ -6,13 +6,12 @@
 //! with FUA), and discard. Afterwards the image file itself is compared
 //! byte for byte with what the writes should have left.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use nbd::{Scratch, Server, assert_same_bytes, have_tools, run_bounded};
+use support::{Scratch, Server, assert_same_bytes, have_tools, run_bounded};
 
 const SIZE: usize = 1 << 20;
 
@@ -189,7 +188,7 @@ fn qemu_io_cannot_write_a_read_only_export() {
         return;
     }
     let scratch = Scratch::new("qemu-io-ro");
-    let initial = nbd::random_bytes(12, SIZE);
+    let initial = support::random_bytes(12, SIZE);
     let image = scratch.file("disk.img", &initial);
     let server = Server::start(&image, &["--read-only"]);
     let output = run_bounded(

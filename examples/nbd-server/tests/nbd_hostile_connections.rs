@@ -6,14 +6,14 @@
 //! connection keeps working throughout, no write is torn, and the server
 //! ends with as many fds as it started with.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use nbd::{CMD_READ, CMD_WRITE, Client, Scratch, Server, assert_same_bytes};
+use support::wire::{self, CMD_READ, CMD_WRITE};
+use support::{Client, Scratch, Server, assert_same_bytes};
 
 const SIZE: usize = 16 << 20;
 const CHUNK: usize = 128 << 10;
@@ -43,7 +43,7 @@ fn fds_settle(server: &Server, baseline: usize) {
 fn vanishing_clients_tear_nothing() {
     for direct in [false, true] {
         let scratch = Scratch::new(if direct { "vanish-direct" } else { "vanish" });
-        let data = nbd::random_bytes(61, SIZE);
+        let data = support::random_bytes(61, SIZE);
         let image = scratch.file("disk.img", &data);
         let args: &[&str] = if direct { &["--direct"] } else { &[] };
         let mut server = Server::start(&image, args);
@@ -145,7 +145,7 @@ impl LingerZero for TcpStream {
 #[test]
 fn hundreds_of_connections_opened_and_closed() {
     let scratch = Scratch::new("hundreds");
-    let data = nbd::random_bytes(62, 1 << 20);
+    let data = support::random_bytes(62, 1 << 20);
     let image = scratch.file("disk.img", &data);
     let mut server = Server::start(&image, &["--contexts", "2"]);
     let port = server.port;
@@ -174,7 +174,7 @@ fn hundreds_of_connections_opened_and_closed() {
                         3 => {
                             let mut stream = Client::greet(port);
                             let _ = stream.write_all(&3u32.to_be_bytes());
-                            Client::send_option(&mut stream, nbd::OPT_LIST, b"");
+                            Client::send_option(&mut stream, wire::OPT_LIST, b"");
                         }
                         // A full session.
                         4 => {

@@ -114,7 +114,6 @@ impl Request {
     }
 
     /// Encodes a header (for tests and clients).
-    #[allow(dead_code)]
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut out = [0u8; REQUEST_LEN];
         out[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());

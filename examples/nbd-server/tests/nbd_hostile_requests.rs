@@ -8,16 +8,15 @@
 //! what the accepted writes put there. Also: many requests in flight on one
 //! connection come back out of order, each under its own cookie.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::collections::HashMap;
 use std::io::Read;
 
-use nbd::{
-    CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, Client, EINVAL, ENOSPC, EPERM,
-    Scratch, Server, assert_same_bytes,
+use support::wire::{
+    self, CMD_FLUSH, CMD_READ, CMD_TRIM, CMD_WRITE, CMD_WRITE_ZEROES, EINVAL, ENOSPC, EPERM,
 };
+use support::{Client, Scratch, Server, assert_same_bytes};
 
 const SIZE: u64 = 1 << 20;
 
@@ -30,7 +29,7 @@ struct Setup {
 
 fn setup(tag: &str, args: &[&str], size: u64) -> Setup {
     let scratch = Scratch::new(tag);
-    let data = nbd::random_bytes(51, size as usize);
+    let data = support::random_bytes(51, size as usize);
     let image = scratch.file("disk.img", &data);
     let server = Server::start(&image, args);
     Setup {
@@ -141,7 +140,7 @@ fn zero_lengths_unknown_commands_and_flags() {
     // Unknown flags, and flags on commands they do not belong to.
     for (flags, kind) in [
         (1u16 << 15, CMD_READ),
-        (nbd::FLAG_NO_HOLE, CMD_READ),
+        (wire::FLAG_NO_HOLE, CMD_READ),
         (1 << 2, CMD_READ),
         (1 << 3, CMD_FLUSH),
     ] {
@@ -152,10 +151,10 @@ fn zero_lengths_unknown_commands_and_flags() {
             "flags {flags:#x} on {kind}"
         );
     }
-    let (error, _) = client.call(nbd::FLAG_NO_HOLE, CMD_WRITE, 0, 16, &[0xee; 16]);
+    let (error, _) = client.call(wire::FLAG_NO_HOLE, CMD_WRITE, 0, 16, &[0xee; 16]);
     assert_eq!(error, EINVAL, "NO_HOLE on a write");
     // FUA is accepted everywhere.
-    let (error, _) = client.call(nbd::FLAG_FUA, CMD_READ, 0, 16, &[]);
+    let (error, _) = client.call(wire::FLAG_FUA, CMD_READ, 0, 16, &[]);
     assert_eq!(error, 0);
     s.check_read(&mut client, 0, 8192);
     client.disconnect();
@@ -221,7 +220,7 @@ fn bad_request_magic_closes_only_that_connection() {
 fn requests_after_disc_are_not_run() {
     let s = setup("disc", &[], SIZE);
     let mut client = Client::connect(s.server.port);
-    client.send(0, nbd::CMD_DISC, 1, 0, 0, &[]);
+    client.send(0, wire::CMD_DISC, 1, 0, 0, &[]);
     // Forbidden after DISC: the server must not run it.
     client.send(0, CMD_WRITE, 2, 0, 4096, &[0xee; 4096]);
     let mut rest = Vec::new();
@@ -255,7 +254,7 @@ fn many_requests_in_flight_reply_out_of_order_by_cookie() {
     // 200 requests sent before any reply is read: writes, reads of other
     // ranges, flushes, zeroes; sizes from 1 byte to 64 KiB.
     let mut expected: HashMap<u64, (u16, u64, u32)> = HashMap::new();
-    let mut rng = nbd::random_bytes(52, 4096).into_iter();
+    let mut rng = support::random_bytes(52, 4096).into_iter();
     let mut next = || u64::from(rng.next().unwrap());
     for cookie in 0..200u64 {
         let slot = cookie * 4096;
@@ -263,7 +262,7 @@ fn many_requests_in_flight_reply_out_of_order_by_cookie() {
             [CMD_WRITE, CMD_READ, CMD_READ, CMD_FLUSH, CMD_WRITE_ZEROES][(next() % 5) as usize];
         let offset = slot + next() % 1024;
         let len = (1 + next() * next() % 3000) as u32;
-        let payload = nbd::random_bytes(1000 + cookie, len as usize);
+        let payload = support::random_bytes(1000 + cookie, len as usize);
         match kind {
             CMD_WRITE => {
                 s.data[offset as usize..offset as usize + len as usize].copy_from_slice(&payload)
@@ -285,7 +284,7 @@ fn many_requests_in_flight_reply_out_of_order_by_cookie() {
             let got = client.data(len as usize);
             // Each slot's range is written by at most its own request, so
             // a read sees the image's original bytes.
-            let original = nbd::random_bytes(51, SIZE as usize);
+            let original = support::random_bytes(51, SIZE as usize);
             assert_same_bytes(
                 &got,
                 &original[offset as usize..(offset + u64::from(len)) as usize],

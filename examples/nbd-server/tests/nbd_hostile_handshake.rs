@@ -6,13 +6,13 @@
 //! a client that says nothing. After each, a fresh client reads the right
 //! data: the server is still serving.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use nbd::{Client, Scratch, Server};
+use support::wire;
+use support::{Client, Scratch, Server};
 
 const SIZE: usize = 1 << 20;
 
@@ -24,7 +24,7 @@ struct Setup {
 
 fn setup(tag: &str, args: &[&str]) -> Setup {
     let scratch = Scratch::new(tag);
-    let data = nbd::random_bytes(41, SIZE);
+    let data = support::random_bytes(41, SIZE);
     let image = scratch.file("disk.img", &data);
     let server = Server::start(&image, args);
     Setup {
@@ -41,7 +41,7 @@ impl Setup {
         let mut client = Client::connect(self.server.port);
         assert_eq!(client.size, SIZE as u64);
         let got = client.read(12_345, 54_321);
-        nbd::assert_same_bytes(
+        support::assert_same_bytes(
             &got,
             &self.data[12_345..12_345 + 54_321],
             "read after the case",
@@ -104,8 +104,8 @@ fn unknown_client_flags_bad_magic_and_huge_options_close_the_connection() {
 
     // A 4 GiB option is not read, it is refused.
     let mut stream = haggling(s.server.port);
-    let mut header = nbd::IHAVEOPT.to_be_bytes().to_vec();
-    header.extend_from_slice(&nbd::OPT_GO.to_be_bytes());
+    let mut header = wire::IHAVEOPT.to_be_bytes().to_vec();
+    header.extend_from_slice(&wire::OPT_GO.to_be_bytes());
     header.extend_from_slice(&u32::MAX.to_be_bytes());
     stream.write_all(&header).unwrap();
     assert!(
@@ -120,9 +120,9 @@ fn unsupported_options_are_refused_and_haggling_goes_on() {
     let s = setup("hs-unsup", &["--name", "disk0"]);
     let mut stream = haggling(s.server.port);
     for option in [
-        nbd::OPT_STARTTLS,
-        nbd::OPT_STRUCTURED_REPLY,
-        nbd::OPT_EXTENDED_HEADERS,
+        wire::OPT_STARTTLS,
+        wire::OPT_STRUCTURED_REPLY,
+        wire::OPT_EXTENDED_HEADERS,
         9,  // LIST_META_CONTEXT
         10, // SET_META_CONTEXT
         4,  // PEEK_EXPORT
@@ -130,54 +130,66 @@ fn unsupported_options_are_refused_and_haggling_goes_on() {
     ] {
         Client::send_option(&mut stream, option, b"");
         let reply = Client::option_reply(&mut stream);
-        assert_eq!((reply.option, reply.kind), (option, nbd::REP_ERR_UNSUP));
+        assert_eq!((reply.option, reply.kind), (option, wire::REP_ERR_UNSUP));
     }
     // Options with data are skipped whole.
     Client::send_option(&mut stream, 0xbeef, &[7u8; 5000]);
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ERR_UNSUP);
+    assert_eq!(Client::option_reply(&mut stream).kind, wire::REP_ERR_UNSUP);
 
     // LIST: one export, its name; with data it is invalid.
-    Client::send_option(&mut stream, nbd::OPT_LIST, b"");
+    Client::send_option(&mut stream, wire::OPT_LIST, b"");
     let server = Client::option_reply(&mut stream);
-    assert_eq!(server.kind, nbd::REP_SERVER);
+    assert_eq!(server.kind, wire::REP_SERVER);
     assert_eq!(&server.data[..4], &5u32.to_be_bytes());
     assert_eq!(&server.data[4..], b"disk0");
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ACK);
-    Client::send_option(&mut stream, nbd::OPT_LIST, b"x");
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ERR_INVALID);
+    assert_eq!(Client::option_reply(&mut stream).kind, wire::REP_ACK);
+    Client::send_option(&mut stream, wire::OPT_LIST, b"x");
+    assert_eq!(
+        Client::option_reply(&mut stream).kind,
+        wire::REP_ERR_INVALID
+    );
 
     // GO/INFO whose lengths lie, or that name another export.
     let mut lying = Client::go_data("disk0");
     lying[3] = 200;
-    Client::send_option(&mut stream, nbd::OPT_GO, &lying);
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ERR_INVALID);
-    Client::send_option(&mut stream, nbd::OPT_INFO, &[0, 0]);
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ERR_INVALID);
-    Client::send_option(&mut stream, nbd::OPT_GO, &Client::go_data("nosuch"));
-    assert_eq!(Client::option_reply(&mut stream).kind, nbd::REP_ERR_UNKNOWN);
+    Client::send_option(&mut stream, wire::OPT_GO, &lying);
+    assert_eq!(
+        Client::option_reply(&mut stream).kind,
+        wire::REP_ERR_INVALID
+    );
+    Client::send_option(&mut stream, wire::OPT_INFO, &[0, 0]);
+    assert_eq!(
+        Client::option_reply(&mut stream).kind,
+        wire::REP_ERR_INVALID
+    );
+    Client::send_option(&mut stream, wire::OPT_GO, &Client::go_data("nosuch"));
+    assert_eq!(
+        Client::option_reply(&mut stream).kind,
+        wire::REP_ERR_UNKNOWN
+    );
 
     // INFO tells the real size and stays in haggling.
-    Client::send_option(&mut stream, nbd::OPT_INFO, &Client::go_data("disk0"));
+    Client::send_option(&mut stream, wire::OPT_INFO, &Client::go_data("disk0"));
     let mut size = None;
     loop {
         let reply = Client::option_reply(&mut stream);
-        assert_eq!(reply.option, nbd::OPT_INFO);
+        assert_eq!(reply.option, wire::OPT_INFO);
         match reply.kind {
-            nbd::REP_INFO if reply.data[..2] == [0, 0] => {
+            wire::REP_INFO if reply.data[..2] == [0, 0] => {
                 size = Some(u64::from_be_bytes(reply.data[2..10].try_into().unwrap()))
             }
-            nbd::REP_INFO => {}
-            nbd::REP_ACK => break,
+            wire::REP_INFO => {}
+            wire::REP_ACK => break,
             other => panic!("INFO failed: {other:#x}"),
         }
     }
     assert_eq!(size, Some(SIZE as u64));
 
     // And after all that, GO by name enters transmission.
-    Client::send_option(&mut stream, nbd::OPT_GO, &Client::go_data("disk0"));
+    Client::send_option(&mut stream, wire::OPT_GO, &Client::go_data("disk0"));
     let mut client = Client::finish_go(stream);
     assert_eq!(client.size, SIZE as u64);
-    nbd::assert_same_bytes(
+    support::assert_same_bytes(
         &client.read(0, 4096),
         &s.data[..4096],
         "read after haggling",
@@ -190,9 +202,9 @@ fn unsupported_options_are_refused_and_haggling_goes_on() {
 fn abort_is_acknowledged_and_closes() {
     let s = setup("hs-abort", &[]);
     let mut stream = haggling(s.server.port);
-    Client::send_option(&mut stream, nbd::OPT_ABORT, b"");
+    Client::send_option(&mut stream, wire::OPT_ABORT, b"");
     let reply = Client::option_reply(&mut stream);
-    assert_eq!((reply.option, reply.kind), (nbd::OPT_ABORT, nbd::REP_ACK));
+    assert_eq!((reply.option, reply.kind), (wire::OPT_ABORT, wire::REP_ACK));
     assert!(Client::closed_by_server(&mut stream));
     s.still_serving();
 }
@@ -203,7 +215,7 @@ fn export_name_with_and_without_zeroes() {
     for (client_flags, reply_len) in [(3u32, 10usize), (1, 134)] {
         let mut stream = Client::greet(s.server.port);
         stream.write_all(&client_flags.to_be_bytes()).unwrap();
-        Client::send_option(&mut stream, nbd::OPT_EXPORT_NAME, b"");
+        Client::send_option(&mut stream, wire::OPT_EXPORT_NAME, b"");
         let mut reply = vec![0u8; reply_len];
         stream.read_exact(&mut reply).unwrap();
         assert_eq!(
@@ -218,7 +230,7 @@ fn export_name_with_and_without_zeroes() {
             flags,
         };
         // Exactly the reply: the next bytes are the answer to a read.
-        nbd::assert_same_bytes(
+        support::assert_same_bytes(
             &client.read(100, 200),
             &s.data[100..300],
             "read after EXPORT_NAME",
@@ -227,7 +239,7 @@ fn export_name_with_and_without_zeroes() {
     }
     // An unknown name cannot be answered with an error: the server hangs up.
     let mut stream = haggling(s.server.port);
-    Client::send_option(&mut stream, nbd::OPT_EXPORT_NAME, b"nosuch");
+    Client::send_option(&mut stream, wire::OPT_EXPORT_NAME, b"nosuch");
     assert!(Client::closed_by_server(&mut stream));
     s.still_serving();
 }

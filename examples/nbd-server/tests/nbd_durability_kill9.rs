@@ -7,16 +7,16 @@
 //! what the server can break (acknowledging before the data reached the
 //! file, losing writes at a crash, refusing to restart), not power loss.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
-use nbd::{Client, Scratch, Server, assert_same_bytes};
+use support::wire;
+use support::{Client, Scratch, Server, assert_same_bytes};
 
 const SIZE: usize = 8 << 20;
 
 fn crash_and_read_back(direct: bool) {
     let scratch = Scratch::new(if direct { "kill9-direct" } else { "kill9" });
-    let mut data = nbd::random_bytes(71, SIZE);
+    let mut data = support::random_bytes(71, SIZE);
     let image = scratch.file("disk.img", &data);
     let args: &[&str] = if direct { &["--direct"] } else { &[] };
 
@@ -24,11 +24,11 @@ fn crash_and_read_back(direct: bool) {
     let mut client = Client::connect(server.port);
     for i in 0..64usize {
         let offset = i * 131_072 + i * 7;
-        let payload = nbd::random_bytes(100 + i as u64, 65_536 + i);
+        let payload = support::random_bytes(100 + i as u64, 65_536 + i);
         if i % 4 == 0 {
             let (error, _) = client.call(
-                nbd::FLAG_FUA,
-                nbd::CMD_WRITE,
+                wire::FLAG_FUA,
+                wire::CMD_WRITE,
                 offset as u64,
                 payload.len() as u32,
                 &payload,
@@ -39,7 +39,7 @@ fn crash_and_read_back(direct: bool) {
         }
         data[offset..offset + payload.len()].copy_from_slice(&payload);
     }
-    let (error, _) = client.call(0, nbd::CMD_WRITE_ZEROES, 3 << 20, 100_000, &[]);
+    let (error, _) = client.call(0, wire::CMD_WRITE_ZEROES, 3 << 20, 100_000, &[]);
     assert_eq!(error, 0);
     data[3 << 20..(3 << 20) + 100_000].fill(0);
     client.flush();

@@ -3,12 +3,11 @@
 //! random file into the export, then the export out to a new file, each
 //! checked byte for byte. Page-cache mode, O_DIRECT mode, and two contexts.
 
-#[path = "support/nbd.rs"]
-mod nbd;
+pub mod support;
 
 use std::process::Command;
 
-use nbd::{Scratch, Server, assert_same_bytes, have_tools, run_ok};
+use support::{Scratch, Server, assert_same_bytes, have_tools, run_ok};
 
 const SIZE: usize = 32 * 1024 * 1024;
 
@@ -17,7 +16,7 @@ fn copy_both_ways(args: &[&str], tag: &str) {
         return;
     }
     let scratch = Scratch::new(tag);
-    let source_bytes = nbd::random_bytes(31, SIZE);
+    let source_bytes = support::random_bytes(31, SIZE);
     let source = scratch.file("source.img", &source_bytes);
     let export = scratch.file("export.img", &vec![0u8; SIZE]);
     let copied = scratch.path("copied.img");
