@@ -10,22 +10,20 @@
 //! cargo run --release --example kv_store -- check DIR       # recovers the store in DIR and prints what it holds
 //! ```
 //!
-//! `store.rs` is the store and its protocol, `scenario.rs` what it is tested
-//! with; `tests/kv_store_explore.rs` and `tests/kv_store_kill9.rs` are its
-//! tests. The planted bugs ([`store::Bug`]): (a) `CURRENT` not fsynced
-//! before the rename that installs it, (b) no directory fsync after a new
-//! log is created, (c) a failed fsync retried and the put acknowledged, (d)
-//! the old table and log deleted before the rename retiring them is
-//! durable.
-
-mod scenario;
-mod store;
+//! The store is this package's library: `src/store.rs` the store and its
+//! protocol, `src/scenario.rs` what it is tested with;
+//! `tests/kv_store_crash_safety.rs` is its test. The planted bugs
+//! ([`Bug`]): (a) `CURRENT` not fsynced before the rename that installs it,
+//! (b) no directory fsync after a new log is created, (c) a failed fsync
+//! retried and the put acknowledged, (d) the old table and log deleted
+//! before the rename retiring them is durable.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use store::Bug;
+use kv_store::scenario;
+use kv_store::store::{self, Bug};
 
 fn usage() -> ! {
     eprintln!(

@@ -6,19 +6,15 @@
 //! store, unchanged, is killed with SIGKILL mid-run and recovers every put
 //! it acknowledged.
 
-#[path = "../examples/kv_store/scenario.rs"]
-mod scenario;
-#[path = "../examples/kv_store/store.rs"]
-mod store;
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use aioctx::sim::CrashReport;
-use store::Bug;
+use aioctx::{Backend, Context};
+use kv_store::scenario;
+use kv_store::store::{self, Bug};
 
 /// Seeds the correct store must pass: the 10,000 where the build is
 /// optimised (CI runs `cargo test --release`), a tenth otherwise.
@@ -135,7 +131,7 @@ fn child_puts_until_killed() {
         return;
     };
     let first = std::env::var(CHILD_FIRST).unwrap().parse().unwrap();
-    let ctx = support::context().expect("the parent ran, so this backend builds");
+    let ctx = context().expect("the parent ran, so this backend builds");
     ctx.block_on(scenario::put_until(&ctx, dir.as_ref(), first, None, |n| {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
@@ -143,6 +139,26 @@ fn child_puts_until_killed() {
         out.flush().unwrap();
     }))
     .unwrap();
+}
+
+/// A context on the suite's backend (`AIOCTX_BACKEND`: `fallback`, `uring`
+/// or `auto`, as for aioctx's own tests), or `None`, after saying why, where
+/// io_uring is unavailable.
+fn context() -> Option<Context> {
+    let backend = match std::env::var("AIOCTX_BACKEND").as_deref() {
+        Ok("fallback") => Backend::Fallback,
+        Ok("uring") => Backend::Uring,
+        Ok("auto") | Err(_) => Backend::Auto,
+        Ok(other) => panic!("unknown AIOCTX_BACKEND {other:?}"),
+    };
+    match Context::builder().backend(backend).build() {
+        Ok(ctx) => Some(ctx),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            eprintln!("skipping: io_uring is unavailable on this machine ({e})");
+            None
+        }
+        Err(e) => panic!("building a context failed: {e}"),
+    }
 }
 
 struct Scratch(PathBuf);
@@ -156,7 +172,7 @@ impl Drop for Scratch {
 #[test]
 fn the_store_on_a_real_disk_survives_kill_9() {
     // The suite's backend (AIOCTX_BACKEND), which the child inherits.
-    let Some(ctx) = support::context() else {
+    let Some(ctx) = context() else {
         return;
     };
     let scratch = Scratch(std::env::temp_dir().join(format!("aioctx-kv-{}", std::process::id())));

@@ -204,7 +204,6 @@ impl Store {
     }
 
     /// The value of `key`.
-    #[allow(dead_code)] // for users of the store; the tests read a recovered copy
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.data.get(key).map(Vec::as_slice)
     }
