@@ -56,15 +56,19 @@
 //! `watchdog` (the liveness guard and the replay line), this file
 //! (configuration, rounds), `stats` (the counters and the summary).
 
-#[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 
-mod actor;
-mod bufs;
-mod host;
-mod model;
-mod stats;
-mod watchdog;
+// The parts, in `tests/stress_random_ops/` beside this file. A test's crate
+// root looks for its `mod` files in `tests/` itself, so they are declared in
+// a module named after their directory.
+mod stress_random_ops {
+    pub(crate) mod actor;
+    pub(crate) mod bufs;
+    pub(crate) mod host;
+    pub(crate) mod model;
+    pub(crate) mod stats;
+    pub(crate) mod watchdog;
+}
 
 use std::collections::VecDeque;
 use std::io;
@@ -73,6 +77,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aioctx::JoinError;
+
+use stress_random_ops::{actor, bufs, host, model, stats, watchdog};
 
 use actor::{Actor, Driver, Round, Stats, bump};
 use host::{Host, HostPlan};
@@ -341,7 +347,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
     let host = Arc::new(host);
     let stopper = plan.shutdown.then(|| {
         let at = dice.range(plan.ops / 5, plan.ops * 4 / 5);
-        let mut order = Dice::new(dice.0.next());
+        let mut order = Dice::new(dice.0.next_u64());
         let (host, round) = (host.clone(), round.clone());
         std::thread::spawn(move || {
             while round.started.load(SeqCst) < at {
@@ -474,7 +480,7 @@ fn stress_random_ops() {
         };
         let plan = RoundPlan {
             index,
-            seed: dice.0.next(),
+            seed: dice.0.next_u64(),
             ops: config.ops / config.rounds,
             shutdown,
         };
