@@ -3,7 +3,7 @@
 //! a context built with `Auto` reports the fallback and does real I/O, and
 //! one built with `Uring` fails with the setup error.
 
-mod support;
+pub mod support;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! on its own; cancel-safe; on every backend, the simulator running the
 //! members in an order drawn from the seed.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::pin::Pin;

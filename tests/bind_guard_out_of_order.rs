@@ -2,8 +2,6 @@
 //! Before the fix dropping the outer guard first popped the inner binding, so
 //! `current()` returned the context whose guard was gone.
 
-mod support;
-
 use aioctx::sim::SimConfig;
 use aioctx::{Backend, Context, current};
 

@@ -3,7 +3,7 @@
 //! dropped in flight leaves the mapping untouched once its future is gone, with the release
 //! callback saying when the backend has let go of the region.
 
-mod support;
+pub mod support;
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -3,7 +3,7 @@
 //! dropping thread joined the home thread, which waited in its runtime's drop
 //! for that same blocking thread.
 
-mod support;
+pub mod support;
 
 use std::sync::mpsc;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! `shutdown().await` had returned, because the drop checked whether a home
 //! thread was left to join rather than whether the context had drained.
 
-mod support;
+pub mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! What a home thread offers beyond `spawn`: `!Send` tasks with
 //! `spawn_local`, and pinning to a CPU.
 
-mod support;
+pub mod support;
 
 use std::rc::Rc;
 

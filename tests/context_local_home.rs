@@ -1,8 +1,6 @@
 //! The caller's own thread as home (main-loop style): the driver runs while
 //! the thread is in `LocalContext::block_on`, and foreign threads still submit.
 
-mod support;
-
 use aioctx::Context;
 
 #[test]

@@ -2,7 +2,7 @@
 //! the same thread each drive their own ring, and ops from another thread
 //! reach each of them.
 
-mod support;
+pub mod support;
 
 use aioctx::Context;
 

@@ -2,7 +2,7 @@
 //! later poll on the home thread; a future that never returns `Pending` never
 //! touches the home thread.
 
-mod support;
+pub mod support;
 
 use std::sync::{Arc, Mutex};
 use std::thread;

@@ -1,7 +1,7 @@
 //! Invariant 8, errors are `std::io::Error` with the kernel's errno: bad
 //! input fails clearly and leaves the context usable.
 
-mod support;
+pub mod support;
 
 use aioctx::buf::AlignedBuf;
 use aioctx::fs::{File, Misaligned, OpenOptions};

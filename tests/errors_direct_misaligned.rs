@@ -4,7 +4,7 @@
 //! `Misaligned` payload keeping the errno), on every backend, and the
 //! context and the file stay usable. Before, each was a bare `EINVAL`.
 
-mod support;
+pub mod support;
 
 use std::io;
 

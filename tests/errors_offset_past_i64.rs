@@ -4,7 +4,7 @@
 //! first bytes and `write_at` overwrote them. Every offset above `i64::MAX`
 //! is now `EINVAL` on every backend, and the file is untouched.
 
-mod support;
+pub mod support;
 
 use aioctx::fs::{File, OpenOptions};
 use aioctx::sim::SimConfig;

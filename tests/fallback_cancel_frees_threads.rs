@@ -4,7 +4,7 @@
 //! other op for 30 s. And a pool thread skips a queued call whose future is
 //! already gone.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::io::Write;

@@ -11,7 +11,7 @@
 //! Run with `cargo test --features fault-injection --test fault_injection_fsync`.
 #![cfg(feature = "fault-injection")]
 
-mod support;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 

@@ -7,7 +7,7 @@
 //! Run with `cargo test --features fault-injection --test fault_injection_ring`.
 #![cfg(feature = "fault-injection")]
 
-mod support;
+pub mod support;
 
 use std::io;
 

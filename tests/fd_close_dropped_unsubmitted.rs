@@ -4,7 +4,7 @@
 //! kernel, still closes the fd. Before the fix the ring's close gave the fd
 //! to an SQE that was never submitted, and nobody closed it.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::os::fd::AsRawFd;

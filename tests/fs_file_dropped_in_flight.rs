@@ -4,7 +4,7 @@
 //! next turn; if dropping the file closed the fd first, the read would fail
 //! with `EBADF`, or worse, read another file that took the number.)
 
-mod support;
+pub mod support;
 
 use aioctx::fs::File;
 use futures::FutureExt;

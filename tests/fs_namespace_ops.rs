@@ -7,7 +7,7 @@
 //! non-empty directory, a path with a NUL byte, a name longer than
 //! `NAME_MAX`), and the context usable after every error.
 
-mod support;
+pub mod support;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! from the home thread, a foreign thread and an entered future, plain and
 //! vectored.
 
-mod support;
+pub mod support;
 
 use aioctx::Context;
 use aioctx::buf::AlignedBuf;
@@ -37,8 +37,8 @@ async fn round_trips(ctx: Context, direct: bool, seed: u64) -> bool {
     file.set_len(FILE_BLOCKS * BLOCK as u64).await.unwrap();
     let mut rng = Rng::new(seed);
     for _ in 0..16 {
-        let blocks = 1 + (rng.next() % 4) as usize;
-        let offset = (rng.next() % (FILE_BLOCKS - 4)) * BLOCK as u64;
+        let blocks = 1 + (rng.next_u64() % 4) as usize;
+        let offset = (rng.next_u64() % (FILE_BLOCKS - 4)) * BLOCK as u64;
         let mut data = AlignedBuf::zeroed(blocks * BLOCK);
         rng.fill(&mut data);
         let expected = data.to_vec();

@@ -9,7 +9,7 @@
 //! (tmpfs, which `/tmp` may be, has no `O_DIRECT`); where the file system
 //! refuses `O_DIRECT` anyway, the tests print why and skip.
 
-mod support;
+pub mod support;
 
 use std::io::{self, SeekFrom};
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! `FileStream` speaks Tokio's I/O traits: `tokio::io::copy`, `BufReader`
 //! lines, and seeks all work on the crate's files, with the data checked.
 
-mod support;
+pub mod support;
 
 use std::io::SeekFrom;
 

@@ -11,7 +11,7 @@
 //! only a liveness guard; the simulator's tests let virtual time pass, which
 //! runs every op due, and read the simulated file.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `JoinHandle::join` on the home thread deadlocked the context (its docs
 //! said it panics), and inside a Tokio worker it stalled the worker silently.
 
-mod support;
+pub mod support;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;

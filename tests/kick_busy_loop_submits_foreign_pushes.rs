@@ -13,7 +13,7 @@
 //! reads and polls do) is still running: the loop's turns submit what
 //! foreign threads queued.
 
-mod support;
+pub mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

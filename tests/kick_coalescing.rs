@@ -1,7 +1,7 @@
 //! Invariant 2, coalesced kicks: pushes while the driver is busy cost no wake,
 //! and there is never more than one kick per driver sleep.
 
-mod support;
+pub mod support;
 
 use std::sync::mpsc;
 

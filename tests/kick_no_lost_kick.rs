@@ -8,7 +8,7 @@
 //! switch that disables the wake, the same op waits for the timer, which
 //! proves the test can fail.
 
-mod support;
+pub mod support;
 
 use std::sync::mpsc;
 use std::time::Duration;

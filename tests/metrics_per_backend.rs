@@ -1,7 +1,7 @@
 //! Each backend fills the counters it has, and only those (the table in the
 //! `metrics` module docs).
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

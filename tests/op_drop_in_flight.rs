@@ -1,7 +1,7 @@
 //! Invariant 4, the kernel never writes freed memory: a read dropped while in
 //! the kernel keeps its buffer alive until the op's CQE arrives.
 
-mod support;
+pub mod support;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;

@@ -1,7 +1,7 @@
 //! An `openat` whose future is dropped mid-flight closes the fd it produced:
 //! no leak.
 
-mod support;
+pub mod support;
 
 use aioctx::fs::OpenOptions;
 use futures::FutureExt;

@@ -2,7 +2,7 @@
 //! ring's worth of ops complete while their futures are never polled again,
 //! and new ops still go through.
 
-mod support;
+pub mod support;
 
 use aioctx::Context;
 use futures::FutureExt;

@@ -1,7 +1,7 @@
 //! Ops are `Send` futures that complete from any thread and any runtime: the
 //! home thread, a multi-thread Tokio runtime, `spawn_blocking`, plain threads.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

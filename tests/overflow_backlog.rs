@@ -2,7 +2,7 @@
 //! size in flight at once from several threads, all complete with the right
 //! data.
 
-mod support;
+pub mod support;
 
 use std::sync::Arc;
 

@@ -9,7 +9,7 @@
 //! checks that the read still completes with the data, into the buffer it was
 //! given, and that the context keeps working.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::io::Write;

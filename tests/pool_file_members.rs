@@ -4,7 +4,7 @@
 //! their data), not never (the fd count comes back), and at `close` when
 //! nothing else holds it (its `flock` is released at once).
 
-mod support;
+pub mod support;
 
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};

@@ -3,7 +3,7 @@
 //! its member, every worker of a runtime bound with `thread_binder` finds a
 //! member, and a file's ops go to the submitting thread's member.
 
-mod support;
+pub mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Invariant 7 for a pool: shutting a pool down with ops in flight on every
 //! member resolves every future, and no fd is left open.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! in flight goes back to its pool only after the kernel's CQE, and a
 //! registration the kernel refuses falls back to unregistered use.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::io::Write;

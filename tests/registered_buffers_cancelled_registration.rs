@@ -5,7 +5,7 @@
 //! drops a whole pool there, which clears its slots before freeing its
 //! memory. The future is `Send`, as an async fn's future should be.
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 

@@ -2,7 +2,7 @@
 //! closing its fd, so `flock`s and a deleted file's disk space are released
 //! at close as for any file; a slot reused by another file serves that file.
 
-mod support;
+pub mod support;
 
 use std::os::fd::AsRawFd;
 

@@ -6,7 +6,7 @@
 //! fd was closed but stayed in the ring's table, its `flock` held and its
 //! slot never reused. Release now happens whenever the last handle goes.
 
-mod support;
+pub mod support;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -3,7 +3,7 @@
 //! thread; tasks stolen mid-flight, dropped mid-flight, or alive at the
 //! runtime's shutdown still resolve, with data right and every fd back.
 
-mod support;
+pub mod support;
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;

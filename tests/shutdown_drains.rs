@@ -2,7 +2,7 @@
 //! complete (pipe reads) resolves each with an error, joins the home thread,
 //! and leaks no fd.
 
-mod support;
+pub mod support;
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

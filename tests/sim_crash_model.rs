@@ -3,7 +3,7 @@
 //! crash lands where the seed says, and random faults hit what the seed
 //! says; each the same on every run of a seed.
 
-mod support;
+pub mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! every run, faults hit exactly the configured op, crashes drop what was not
 //! fsynced, and a foreign thread can enter a sim context.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

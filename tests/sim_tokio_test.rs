@@ -6,7 +6,7 @@
 //! woken at 6 ms with 1 ms steps (the simulator task ran the op only after
 //! the test had looked).
 
-mod support;
+pub mod support;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Four small defects found by adversarial use, each with the behaviour it
 //! now has.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

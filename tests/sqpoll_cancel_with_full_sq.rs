@@ -4,7 +4,7 @@
 //! the cancel stayed pending, the turn reported idle, and the driver parked
 //! with nothing to wake it: every op queued behind waited forever.
 
-mod support;
+pub mod support;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

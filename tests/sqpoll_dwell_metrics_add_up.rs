@@ -4,7 +4,7 @@
 //! few thousand SQEs submitted against millions of CQEs reaped. The kernel's
 //! progress is now read from the SQ, whoever took the SQE.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! submitted from the home thread and from a foreign thread; while it is
 //! awake, ops need no enter of ours.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

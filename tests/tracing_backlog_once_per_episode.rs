@@ -3,9 +3,7 @@
 //! two bursts of a hundred NOPs into an eight-entry ring give two warnings,
 //! each followed by one "drained" event that counts the ops that waited.
 
-mod support;
-#[path = "support/trace.rs"]
-mod trace;
+pub mod support;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +11,8 @@ use std::task::Poll;
 
 use aioctx::{Context, LocalContext};
 use tracing::Level;
+
+use support::trace;
 
 const WARNED: &str = "aioctx ops wait in the backlog";
 const DRAINED: &str = "aioctx backlog drained";

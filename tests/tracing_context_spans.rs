@@ -3,13 +3,13 @@
 //! at `info` with the ring flags it got. Before, two pool members logged the
 //! same "context ready" line at `debug`, with nothing to tell them apart.
 
-mod support;
-#[path = "support/trace.rs"]
-mod trace;
+pub mod support;
 
 use aioctx::sim::SimConfig;
 use aioctx::{Backend, Context};
 use tracing::Level;
+
+use support::trace;
 
 const READY: &str = "aioctx context ready";
 

@@ -4,13 +4,13 @@
 //! driver runs only while the home thread runs `block_on`, so a foreign push
 //! made while it does not waits at least as long as the test then sleeps.
 
-mod support;
-#[path = "support/trace.rs"]
-mod trace;
+pub mod support;
 
 use std::time::Duration;
 
 use aioctx::{Builder, Context};
+
+use support::trace;
 
 const LATE: &str = "aioctx ops from other threads waited long";
 /// How long the foreign op waits, at least: over both thresholds below.

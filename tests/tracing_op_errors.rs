@@ -2,9 +2,7 @@
 //! context's span, with the op and the errno; the expected ones (a timeout's
 //! ETIME, a cancel's ECANCELED, a dropped op's end) are not.
 
-mod support;
-#[path = "support/trace.rs"]
-mod trace;
+pub mod support;
 
 use std::time::Duration;
 
@@ -12,6 +10,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use aioctx::fs::File;
 use tracing::Level;
+
+use support::trace;
 
 const FAILED: &str = "aioctx op failed";
 

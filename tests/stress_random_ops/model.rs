@@ -22,7 +22,7 @@ impl Dice {
         Dice(support::Rng::new(z ^ (z >> 31)))
     }
     pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.0.next() % n.max(1)
+        self.0.next_u64() % n.max(1)
     }
     pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)

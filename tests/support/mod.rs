@@ -1,6 +1,13 @@
 //! Helpers shared by the integration tests: building contexts and pools, counting open
-//! fds, and skipping (with a printed reason) where the machine lacks io_uring.
-#![allow(dead_code)]
+//! fds, and skipping (with a printed reason) where the machine lacks io_uring; [`trace`]
+//! records what the crate logs, for the `tracing_*` tests.
+//!
+//! Each test declares this module `pub mod support;`: its items are then the test crate's
+//! public items, as a helper library's would be, so a test that uses only some of them is not
+//! told the others are dead code. (A helper crate would say the same, but the aioctx package's
+//! tests must build from the published package, which carries no path dependencies.)
+
+pub mod trace;
 
 use std::time::Duration;
 
@@ -139,7 +146,8 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    /// The next number of the stream.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -147,7 +155,7 @@ impl Rng {
     }
     pub fn fill(&mut self, buf: &mut [u8]) {
         for b in buf {
-            *b = self.next() as u8;
+            *b = self.next_u64() as u8;
         }
     }
 }

@@ -3,7 +3,6 @@
 //! what the crate logs. Home threads are other threads, so it is installed
 //! globally; tests running in parallel tell their events apart by the id of
 //! the context span each event carries ([`Event::context_id`]).
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt;

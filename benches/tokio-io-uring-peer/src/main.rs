@@ -22,25 +22,17 @@
 #[cfg(not(tokio_unstable))]
 compile_error!("Tokio's io_uring needs RUSTFLAGS=\"--cfg tokio_unstable\"");
 
-// The harness's own definitions, so that this peer reads the same offsets and times the same
-// way as the in-process rows.
-#[allow(dead_code)]
-#[path = "../../harness/measure.rs"]
-mod measure;
-#[allow(dead_code)]
-#[path = "../../harness/testfile.rs"]
-mod testfile;
-
 use std::io::{self, SeekFrom};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+// The harness's own definitions (`benches/measure`), so that this peer reads the same offsets
+// and times the same way as the in-process rows.
+use bench_measure::measure::{Latencies, Phase, Sampler, Span, Window, process_cpu_time};
+use bench_measure::testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-
-use measure::{Latencies, Phase, Sampler, Span, Window, process_cpu_time};
-use testfile::{BLOCK_LEN, BlockOffsets, ReadMode, TestFile};
 
 /// The command line.
 struct Args {

@@ -1,0 +1,510 @@
+//! Randomized stress over every way in: foreign threads blocking on ops,
+//! tasks on the home thread, tasks on a multi-thread Tokio runtime, and
+//! futures `enter`ed from plain threads, all running every op kind (open,
+//! close, reads, writes, vectored, fsync, fallocate, set_len, metadata,
+//! timeout, nop, fixed reads and writes), some kept, some polled once and
+//! dropped, some raced against a short timer and dropped when it wins; files
+//! opened registered or not, and some dropped (their last handle) while ops
+//! on them are in flight; registered-buffer pools made (the registration
+//! itself sometimes dropped midway) and dropped with their buffers in ops;
+//! `FileStream` sessions of reads, writes, seeks and flushes, the stream
+//! dropped at any point. Each round runs on one context or on a pool of two
+//! or three, whose actors share the members out; some rounds shut the
+//! context down midway, or the pool (at once, or member by member while
+//! files opened on a member gone are used through the others).
+//!
+//! What it checks:
+//! - every kept future resolves (a watchdog ends the process, printing the
+//!   seed and what each actor was doing, if nothing progresses for
+//!   `AIOCTX_STRESS_STALL_SECS`, default 120);
+//! - written data reads back: every write writes the byte
+//!   `pattern(file, position)`, so overlapping and dropped writes agree, and a
+//!   file byte is either 0 (hole, truncated) or its pattern, and is its
+//!   pattern wherever a kept write (or a completed flush of a stream after
+//!   the write) reported it written (and no kept truncate came after). Each
+//!   actor owns its private files and a slice of a shared one; checked on
+//!   every read and, at the end of a round, through `std::fs`;
+//! - buffers come back intact: same allocation, a write's data unchanged, a
+//!   read's bytes past its count untouched, and nothing written into a
+//!   returned buffer later (returned read buffers, registered ones too, are
+//!   held a while and checksummed again); every buffer an op took is dropped
+//!   by the end, and every registered-buffer pool has all its buffers back;
+//! - after shutdown every op fails fast with the shutdown error;
+//! - every slot of the rings' registered file and buffer tables is free
+//!   again at the end of a round (the tables are small, and the check fills
+//!   them);
+//! - `/proc/self/fd` is back to its starting count after each round.
+//!
+//! Reproducing: the seed is printed on failure (and with `--nocapture`);
+//! `AIOCTX_STRESS_SEED=<seed>` replays every actor's schedule of choices (the
+//! interleaving of threads is the machine's). `AIOCTX_STRESS_OPS` sets the op
+//! count, `AIOCTX_STRESS_ROUNDS` the rounds it is spread over,
+//! `AIOCTX_STRESS_INIT_BUFS=1` pre-fills every read buffer (memcheck cannot
+//! see the kernel's writes into an uninitialised one; a `FileStream` reads
+//! into a buffer of its own, so its reads' bytes go unchecked then),
+//! `AIOCTX_STRESS_SQPOLL=1` runs every ring as an SQPOLL one (of 1, 2 or
+//! the default number of entries, drawn per round), and `AIOCTX_BACKEND`
+//! picks the backend as for the rest of the suite.
+//!
+//! The test is alone in its binary: it counts the process's fds, which tests
+//! running beside it in the same binary would disturb. Its parts: `actor`
+//! (an actor's state and what it does each step; `actor/ops.rs` the data ops
+//! and their checks, `actor/registered.rs` the registered buffers and files,
+//! `actor/stream.rs` the stream sessions), `host` (one context or a pool,
+//! its shutdown, the table check), `model` (the dice, the byte patterns,
+//! what is known of each file), `bufs` (the buffer types and their checks),
+//! `watchdog` (the liveness guard and the replay line), this file
+//! (configuration, rounds), `stats` (the counters and the summary).
+
+pub mod support;
+
+// The parts, in `tests/stress_random_ops/` beside this file. A test's crate
+// root looks for its `mod` files in `tests/` itself, so they are declared in
+// a module named after their directory.
+mod stress_random_ops {
+    pub(crate) mod actor;
+    pub(crate) mod bufs;
+    pub(crate) mod host;
+    pub(crate) mod model;
+    pub(crate) mod stats;
+    pub(crate) mod watchdog;
+}
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aioctx::JoinError;
+
+use stress_random_ops::{actor, bufs, host, model, stats, watchdog};
+
+use actor::{Actor, Driver, Round, Stats, bump};
+use host::{Host, HostPlan};
+use model::{Dice, FILE_SIZE, FileModel, SLICE, Snapshot};
+use watchdog::{report_seed_on_panic, set_doing, start_watchdog};
+
+/// Default op count: a few seconds in a debug build.
+const DEFAULT_OPS: u64 = 12_000;
+
+// ---------------------------------------------------------------------------
+// Configuration.
+
+#[derive(Clone, Debug)]
+struct Config {
+    seed: u64,
+    ops: u64,
+    rounds: u64,
+    init_bufs: bool,
+    stall: Duration,
+    /// Every ring an SQPOLL one.
+    sqpoll: bool,
+}
+
+impl Config {
+    fn from_env() -> Config {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let seed = var("AIOCTX_STRESS_SEED")
+            .map(|s| parse_u64(&s).expect("AIOCTX_STRESS_SEED: a number (decimal or 0x hex)"))
+            .unwrap_or_else(|| {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64;
+                nanos ^ u64::from(std::process::id()).rotate_left(32)
+            });
+        let ops = var("AIOCTX_STRESS_OPS")
+            .map(|s| parse_u64(&s).expect("AIOCTX_STRESS_OPS: a number"))
+            .unwrap_or(DEFAULT_OPS);
+        let rounds = var("AIOCTX_STRESS_ROUNDS")
+            .map(|s| parse_u64(&s).expect("AIOCTX_STRESS_ROUNDS: a number"))
+            .unwrap_or_else(|| (ops / 2_000).clamp(3, 16))
+            .max(1);
+        let init_bufs = var("AIOCTX_STRESS_INIT_BUFS").is_some_and(|v| v != "0");
+        let stall = var("AIOCTX_STRESS_STALL_SECS")
+            .map(|s| parse_u64(&s).expect("AIOCTX_STRESS_STALL_SECS: a number"))
+            .unwrap_or(120);
+        let sqpoll = var("AIOCTX_STRESS_SQPOLL").is_some_and(|v| v != "0");
+        Config {
+            seed,
+            ops,
+            rounds,
+            init_bufs,
+            stall: Duration::from_secs(stall),
+            sqpoll,
+        }
+    }
+
+    fn replay_line(&self) -> String {
+        format!(
+            "AIOCTX_STRESS_SEED={:#x} AIOCTX_STRESS_OPS={} AIOCTX_STRESS_ROUNDS={} AIOCTX_STRESS_SQPOLL={} AIOCTX_BACKEND={}",
+            self.seed,
+            self.ops,
+            self.rounds,
+            u8::from(self.sqpoll),
+            std::env::var("AIOCTX_BACKEND").unwrap_or_else(|_| "auto".into()),
+        )
+    }
+}
+
+fn parse_u64(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Driving actors.
+
+fn run_actor(actor: Actor, rt: Arc<tokio::runtime::Runtime>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(format!("stress-actor-{}", actor.id))
+        .spawn(move || drive(actor, &rt))
+        .expect("spawn an actor thread")
+}
+
+/// Runs up to this many steps as one future.
+const CHUNK: u64 = 24;
+
+async fn chunk(mut actor: Actor, steps: u64) -> Actor {
+    for _ in 0..steps {
+        if actor.budget == 0 {
+            break;
+        }
+        actor.step().await;
+    }
+    actor
+}
+
+fn drive(mut actor: Actor, rt: &tokio::runtime::Runtime) {
+    let ctx = actor.ctx.clone();
+    let round = actor.round.clone();
+    let id = actor.id;
+    while actor.budget > 0 {
+        let steps = actor.dice.range(1, CHUNK);
+        let joined = match actor.driver {
+            Driver::Thread => {
+                for _ in 0..steps {
+                    if actor.budget == 0 {
+                        break;
+                    }
+                    if round.shutdown_requested.load(SeqCst) {
+                        // Plain threads outlive the home thread: let their
+                        // last steps start after shutdown has finished, and
+                        // check that each fails fast.
+                        while !round.shutdown_complete.load(SeqCst) {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    ctx.block_on(actor.step());
+                }
+                Ok(actor)
+            }
+            Driver::Home => {
+                bump(&round.stats.spawns, 1);
+                ctx.spawn(chunk(actor, steps)).join()
+            }
+            Driver::Enter => {
+                bump(&round.stats.enters, 1);
+                ctx.enter(chunk(actor, steps)).join()
+            }
+            Driver::Runtime => match rt.block_on(rt.spawn(chunk(actor, steps))) {
+                Ok(actor) => Ok(actor),
+                Err(e) => match e.try_into_panic() {
+                    Ok(payload) => std::panic::resume_unwind(payload),
+                    Err(e) => panic!("actor {id}: runtime task failed: {e}"),
+                },
+            },
+        };
+        actor = match joined {
+            Ok(actor) => actor,
+            Err(JoinError::Panicked(payload)) => std::panic::resume_unwind(payload),
+            Err(e) => {
+                // The home runtime dropped the future: only at shutdown.
+                assert!(
+                    round.shutdown_requested.load(SeqCst),
+                    "round {} actor {id}: {e} without a shutdown",
+                    round.index
+                );
+                set_doing(
+                    id,
+                    format!("round {} actor {id}: dropped by shutdown", round.index),
+                );
+                return;
+            }
+        };
+    }
+    actor.finish();
+}
+
+struct RoundPlan {
+    index: u64,
+    seed: u64,
+    ops: u64,
+    shutdown: bool,
+}
+
+/// What one round ran on, for the run's totals per surface.
+struct RoundRan {
+    ops: u64,
+    sqpoll: bool,
+    pool: bool,
+}
+
+/// One context or pool, its actors and files, from start to the final
+/// checks.
+fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundRan> {
+    let mut dice = Dice::new(plan.seed);
+    let host_plan = HostPlan::draw(&mut dice, plan.index, config.sqpoll);
+    let host = Host::build(&host_plan)?;
+    if config.sqpoll && host.members()[0].backend() == "io_uring" && !host.sqpoll() {
+        eprintln!(
+            "note: the kernel refused SQPOLL ({:?}); round {} runs on a plain ring",
+            host.members()[0].ring_flags(),
+            plan.index
+        );
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "aioctx-stress-{}-{}",
+        std::process::id(),
+        plan.index
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    let round = Arc::new(Round {
+        index: plan.index,
+        shutdown_requested: AtomicBool::new(false),
+        shutdown_complete: AtomicBool::new(false),
+        started: AtomicU64::new(0),
+        live: Arc::new(AtomicUsize::new(0)),
+        init_bufs: config.init_bufs,
+        stats: Stats::default(),
+        kept_pools: Mutex::new(Vec::new()),
+    });
+    let drivers = [
+        Driver::Thread,
+        Driver::Thread,
+        Driver::Home,
+        Driver::Home,
+        Driver::Enter,
+        Driver::Runtime,
+        Driver::Runtime,
+    ];
+    let actors = drivers.len() as u64;
+    let shared = Arc::new(Mutex::new(FileModel::new(
+        1000 + plan.index,
+        dir.join("shared"),
+        SLICE * actors,
+    )));
+    let mut models = vec![shared.clone()];
+    let mut handles = Vec::new();
+    let members = host.members();
+    for (id, &driver) in drivers.iter().enumerate() {
+        let private: Vec<Arc<Mutex<FileModel>>> = (0..2)
+            .map(|k| {
+                let file_id = plan.index * 100 + id as u64 * 2 + k;
+                Arc::new(Mutex::new(FileModel::new(
+                    file_id,
+                    dir.join(format!("actor{id}-{k}")),
+                    FILE_SIZE,
+                )))
+            })
+            .collect();
+        models.extend(private.iter().cloned());
+        let mut actor_models = private;
+        actor_models.push(shared.clone());
+        let writable = vec![
+            (0, FILE_SIZE),
+            (0, FILE_SIZE),
+            (id as u64 * SLICE, (id as u64 + 1) * SLICE),
+        ];
+        let actor = Actor {
+            id,
+            driver,
+            // In a pool, the actors share the members out: each opens its
+            // files, spawns and enters on its own.
+            ctx: members[id % members.len()].clone(),
+            round: round.clone(),
+            dice: Dice::new(plan.seed ^ (id as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F)),
+            budget: plan.ops / actors,
+            models: actor_models,
+            writable,
+            open: Vec::new(),
+            held: VecDeque::new(),
+            fixed: None,
+        };
+        handles.push(run_actor(actor, rt.clone()));
+    }
+
+    let host = Arc::new(host);
+    let stopper = plan.shutdown.then(|| {
+        let at = dice.range(plan.ops / 5, plan.ops * 4 / 5);
+        let mut order = Dice::new(dice.0.next_u64());
+        let (host, round) = (host.clone(), round.clone());
+        std::thread::spawn(move || {
+            while round.started.load(SeqCst) < at {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            round.shutdown_requested.store(true, SeqCst);
+            host.shut_down(&round, &mut order);
+            round.shutdown_complete.store(true, SeqCst);
+        })
+    });
+
+    for handle in handles {
+        if let Err(payload) = handle.join() {
+            std::panic::resume_unwind(payload);
+        }
+    }
+    if let Some(stopper) = stopper {
+        stopper.join().unwrap();
+    }
+    let what = format!("round {}", plan.index);
+    if !plan.shutdown {
+        for (i, member) in host.members().iter().enumerate() {
+            if member.backend() != "io_uring" {
+                continue;
+            }
+            // Dropped ops are still the driver's: every SQE gets its CQE.
+            support::eventually(
+                &format!("member {i}: every submitted SQE's CQE is reaped"),
+                || {
+                    let m = member.metrics();
+                    m.cqes_reaped >= m.sqes_submitted
+                },
+            );
+        }
+    }
+    // Every buffer of every registered pool comes back once its op is over.
+    for pool in round.kept_pools.lock().unwrap().drain(..) {
+        support::eventually(&format!("{what}: every buffer of {pool:?} back"), || {
+            pool.available() == pool.count()
+        });
+    }
+    if !plan.shutdown {
+        host.check_tables_free(&host_plan, &dir, &what);
+    }
+    let metrics = host.metrics();
+    let described = host.describe(&host_plan);
+    let sqpoll = host.sqpoll();
+    drop(Arc::into_inner(host).expect("the stopper has ended"));
+    drop(rt);
+    support::eventually("every buffer an op took is dropped", || {
+        round.live.load(SeqCst) == 0
+    });
+
+    // Read the files back past the crate: each byte 0 or its pattern, and
+    // its pattern where a kept write said so.
+    for model in &models {
+        let model = model.lock().unwrap();
+        let data = match std::fs::read(&model.path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("reading {:?}: {e}", model.path),
+        };
+        let what = format!("round {} final read of {:?}", plan.index, model.path);
+        Snapshot {
+            file: model.id,
+            offset: 0,
+            must: model.must.clone(),
+            extent: model.extent,
+        }
+        .check(&data, &what);
+        assert!(
+            data.len() as u64 >= model.extent,
+            "{what}: {} bytes, but {} were written",
+            data.len(),
+            model.extent
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!(
+        "stress round {}: {} ops on {described}, shutdown {}, {} dropped, {} shutdown errors ({} submits, {} backlogged, {} cancels)",
+        plan.index,
+        round.stats.ops.load(SeqCst),
+        plan.shutdown,
+        round.stats.dropped.load(SeqCst),
+        round.stats.shutdown_errors.load(SeqCst),
+        metrics.submits,
+        metrics.backlogged,
+        metrics.cancels_sent,
+    );
+    totals.add(&round.stats);
+    Some(RoundRan {
+        ops: round.stats.ops.load(SeqCst),
+        sqpoll,
+        pool: host_plan.members.is_some(),
+    })
+}
+
+#[test]
+fn stress_random_ops() {
+    let config = Config::from_env();
+    report_seed_on_panic(&config);
+    eprintln!("stress: {}", config.replay_line());
+
+    // One full lifecycle first: process-wide lazy state opens fds of its own
+    // the first time (the test harness, Tokio's and std's machinery).
+    let Some(ctx) = support::context() else {
+        return;
+    };
+    drop(ctx);
+    drop(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap(),
+    );
+    let fds_before = support::open_fds();
+    start_watchdog(&config);
+
+    let started = Instant::now();
+    let mut dice = Dice::new(config.seed);
+    let totals = Stats::default();
+    let (mut sqpoll_ops, mut sqpoll_rounds, mut pool_ops, mut pool_rounds) = (0, 0, 0, 0);
+    for index in 0..config.rounds {
+        // The first round runs to the end, the last shuts down midway, and
+        // the others are drawn.
+        let shutdown = match index {
+            0 => false,
+            _ if index == config.rounds - 1 => true,
+            _ => dice.chance(35),
+        };
+        let plan = RoundPlan {
+            index,
+            seed: dice.0.next_u64(),
+            ops: config.ops / config.rounds,
+            shutdown,
+        };
+        let Some(ran) = run_round(&plan, &config, &totals) else {
+            return;
+        };
+        if ran.sqpoll {
+            sqpoll_ops += ran.ops;
+            sqpoll_rounds += 1;
+        }
+        if ran.pool {
+            pool_ops += ran.ops;
+            pool_rounds += 1;
+        }
+        support::eventually("the process's fd count is back where it started", || {
+            support::open_fds() == fds_before
+        });
+    }
+    totals.report(
+        started.elapsed(),
+        config.rounds,
+        &[
+            ("SQPOLL", sqpoll_ops, sqpoll_rounds),
+            ("pools", pool_ops, pool_rounds),
+        ],
+    );
+}
