@@ -402,16 +402,13 @@ impl AsyncWrite for FileStream {
             return Poll::Ready(Err(unfinished_seek()));
         }
         ready!(this.poll_write_done(cx))?;
-        match this.state {
-            State::Idle => {}
-            State::Reading { .. } => {
-                // A read the caller gave up on: its bytes are not the
-                // caller's; start the write where the caller is.
-                this.state = State::Idle;
-            }
-            State::SeekingEnd(..) => return Poll::Ready(Err(unfinished_seek())),
-            State::Writing(_) => unreachable!("waited for above"),
+        if let State::SeekingEnd(..) = this.state {
+            return Poll::Ready(Err(unfinished_seek()));
         }
+        // Idle (`poll_write_done` leaves no write running), or a read the
+        // caller gave up on: its bytes are not the caller's, and the write
+        // starts where the caller is.
+        this.state = State::Idle;
         this.drop_read_ahead();
         if data.is_empty() {
             return Poll::Ready(Ok(0));
