@@ -163,6 +163,13 @@ pub(crate) enum Plan {
         offset: u64,
         buf: FixedBuf,
     },
+    /// `read_batch` (or, `write`, `write_batch` of the pattern) of
+    /// `ranges`: several reads or writes of the file as one op.
+    Batch {
+        file: usize,
+        write: bool,
+        ranges: Vec<(u64, usize)>,
+    },
 }
 
 impl Plan {
@@ -177,7 +184,8 @@ impl Plan {
             | Plan::Fallocate { file, .. }
             | Plan::Metadata { file }
             | Plan::ReadFixed { file, .. }
-            | Plan::WriteFixed { file, .. } => Some(file),
+            | Plan::WriteFixed { file, .. }
+            | Plan::Batch { file, .. } => Some(file),
             Plan::Timeout { .. } | Plan::Nop => None,
         }
     }
@@ -310,8 +318,8 @@ impl Actor {
         let m = self.open[file].model;
         let mut kind = self
             .dice
-            .weighted(&[14, 6, 14, 6, 6, 6, 3, 3, 4, 3, 6, 5, 5]);
-        if kind >= 11 {
+            .weighted(&[14, 6, 14, 6, 6, 6, 3, 3, 4, 3, 6, 5, 5, 4]);
+        if kind == 11 || kind == 12 {
             match self.fixed_plan(file, kind == 11) {
                 Some(plan) => return plan,
                 // No pool, or every buffer in use: a plain read or write.
@@ -389,6 +397,23 @@ impl Actor {
             9 => Plan::Timeout {
                 micros: self.dice.range(0, 2_000),
             },
+            13 => {
+                let write = self.dice.chance(50);
+                let ranges = (0..self.dice.range(2, 8))
+                    .map(|_| {
+                        let len = self.dice.len().min(8192);
+                        match write {
+                            true => self.write_range(m, len),
+                            false => self.read_range(m, len),
+                        }
+                    })
+                    .collect();
+                Plan::Batch {
+                    file,
+                    write,
+                    ranges,
+                }
+            }
             _ => Plan::Nop,
         }
     }

@@ -1,6 +1,6 @@
 //! What a run did, counted: ops by fate, by way in and by surface (SQPOLL
 //! rings, pools, registered files and buffers, files dropped with ops in
-//! flight, `FileStream`), per round and summed over the run, and the
+//! flight, `FileStream`, batch ops), per round and summed over the run, and the
 //! summary printed at its end.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -43,6 +43,9 @@ pub(crate) struct Stats {
     pub(crate) stream_flushed_bytes: AtomicU64,
     /// Pool members shut down.
     pub(crate) member_shutdowns: AtomicU64,
+    /// Batch ops (`read_batch`, `write_batch`) and their members.
+    pub(crate) batches: AtomicU64,
+    pub(crate) batch_members: AtomicU64,
 }
 
 impl Stats {
@@ -73,6 +76,8 @@ impl Stats {
             (&self.stream_drops, &other.stream_drops),
             (&self.stream_flushed_bytes, &other.stream_flushed_bytes),
             (&self.member_shutdowns, &other.member_shutdowns),
+            (&self.batches, &other.batches),
+            (&self.batch_members, &other.batch_members),
         ];
         for (mine, theirs) in pairs {
             mine.fetch_add(theirs.load(SeqCst), SeqCst);
@@ -137,6 +142,11 @@ impl Stats {
             n(&self.stream_ops),
             n(&self.stream_drops),
             n(&self.stream_flushed_bytes) / 1024,
+        );
+        eprintln!(
+            "stress surface batch ops: {} batches, {} reads and writes in them",
+            n(&self.batches),
+            n(&self.batch_members),
         );
     }
 }

@@ -1,6 +1,6 @@
-//! An actor's data ops (reads, writes, vectored, sync, fallocate, metadata,
-//! timeout, nop) and the checks on what each returns; the fixed reads and
-//! writes are `registered.rs`'s.
+//! An actor's data ops (reads, writes, vectored, batches, sync, fallocate,
+//! metadata, timeout, nop) and the checks on what each returns; the fixed
+//! reads and writes are `registered.rs`'s.
 
 use std::io;
 use std::time::Duration;
@@ -90,6 +90,14 @@ impl Actor {
                     BufKind::Aligned => write!(AlignedBuf),
                     BufKind::Tracked => write!(TrackedBuf),
                 }
+            }
+            Plan::Batch {
+                file,
+                write,
+                ranges,
+            } => {
+                self.batch(file, write, ranges, fate, started_after, &what)
+                    .await
             }
             Plan::Readv {
                 file,
@@ -340,6 +348,82 @@ impl Actor {
             }
             Err(e) => self.expect_shutdown_error(&e, started_after, what),
         }
+        Done::default()
+    }
+
+    /// Reads or writes `ranges` of `file` as one batch op; each member is
+    /// checked as the single read or write would be.
+    async fn batch(
+        &self,
+        file: usize,
+        write: bool,
+        ranges: Vec<(u64, usize)>,
+        fate: Fate,
+        started_after: bool,
+        what: &str,
+    ) -> Done {
+        let m = self.open[file].model;
+        let f = &self.open[file].file;
+        if write {
+            let data: Vec<Vec<u8>> = ranges
+                .iter()
+                .map(|&(offset, len)| pattern_bytes(self.file_id(file), offset, len))
+                .collect();
+            let writes = data
+                .iter()
+                .zip(&ranges)
+                .map(|(d, &(at, _))| (d.clone(), at));
+            let Some(results) = self.fate(fate, f.write_batch(writes)).await else {
+                return Done::default();
+            };
+            assert_eq!(results.len(), ranges.len(), "{what}: members back");
+            for ((result, buf), (data, &(offset, _))) in
+                results.into_iter().zip(data.iter().zip(&ranges))
+            {
+                assert!(buf == *data, "{what}: a written buffer changed");
+                match result {
+                    Ok(n) => {
+                        self.expect_not_after_shutdown(started_after, what);
+                        assert!(n <= data.len(), "{what}: wrote {n} of {}", data.len());
+                        self.lock(m).written(offset, n);
+                        bump(&self.round.stats.bytes_written, n as u64);
+                    }
+                    Err(e) => self.expect_shutdown_error(&e, started_after, what),
+                }
+            }
+        } else {
+            let snapshots: Vec<_> = ranges
+                .iter()
+                .map(|&(offset, len)| self.lock(m).snapshot(offset, len))
+                .collect();
+            let reads = ranges.iter().map(|&(at, len)| (vec_target(len, false), at));
+            let Some(results) = self.fate(fate, f.read_batch(reads)).await else {
+                return Done::default();
+            };
+            assert_eq!(results.len(), ranges.len(), "{what}: members back");
+            for ((result, buf), (snapshot, &(offset, len))) in
+                results.into_iter().zip(snapshots.iter().zip(&ranges))
+            {
+                match result {
+                    Ok(n) => {
+                        self.expect_not_after_shutdown(started_after, what);
+                        assert_eq!(buf.len(), n, "{what}: initialised length");
+                        assert!(n <= len, "{what}: read {n} into {len}");
+                        if n < len {
+                            snapshot.check_eof(offset + n as u64, what);
+                        }
+                        snapshot.check(&buf, what);
+                        bump(&self.round.stats.bytes_read, n as u64);
+                    }
+                    Err(e) => {
+                        self.expect_shutdown_error(&e, started_after, what);
+                        assert!(buf.is_empty(), "{what}: a failed read filled its buffer");
+                    }
+                }
+            }
+        }
+        bump(&self.round.stats.batches, 1);
+        bump(&self.round.stats.batch_members, ranges.len() as u64);
         Done::default()
     }
 
