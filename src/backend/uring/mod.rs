@@ -93,6 +93,42 @@ fn names_of(lacking: u64) -> Vec<&'static str> {
         .collect()
 }
 
+/// Probes a new ring's opcodes: an error if it lacks one the crate needs,
+/// otherwise the bit set of the optional opcodes it lacks (whose ops run as
+/// blocking calls), said once at `info`. Every ring backend's setup.
+pub(crate) fn probe_opcodes(ring: &crate::ring::Ring) -> io::Result<u64> {
+    let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
+    // A kernel too old to probe is also too old for the ring's other
+    // requirements, which setup already checked.
+    if let Ok(missing) = ring.missing_opcodes(&needed)
+        && !missing.is_empty()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "io_uring lacks opcodes aioctx needs: {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let lacking = match ring.missing_opcodes(OPTIONAL_OPCODES) {
+        Ok(names) => OPTIONAL_OPCODES
+            .iter()
+            .filter(|(_, name)| names.contains(name))
+            .fold(0, |bits, (code, _)| bits | 1 << code),
+        Err(_) => OPTIONAL_OPCODES
+            .iter()
+            .fold(0, |bits, (code, _)| bits | 1 << code),
+    };
+    if lacking != 0 {
+        tracing::info!(
+            opcodes = %names_of(lacking).join(", "),
+            "io_uring lacks these opcodes; their ops run as blocking calls"
+        );
+    }
+    Ok(lacking)
+}
+
 /// Shuts the blocking pool down when the ring's driver task ends.
 struct ShutDownOnDrop(Arc<Blocking>);
 
@@ -120,35 +156,7 @@ impl Uring {
         dwell_warning: Option<Duration>,
     ) -> io::Result<Uring> {
         let ring = Ring::new(config)?;
-        let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
-        // A kernel too old to probe is also too old for the ring's other
-        // requirements, which setup already checked.
-        if let Ok(missing) = ring.missing_opcodes(&needed)
-            && !missing.is_empty()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "io_uring lacks opcodes aioctx needs: {}",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        let lacking = match ring.missing_opcodes(OPTIONAL_OPCODES) {
-            Ok(names) => OPTIONAL_OPCODES
-                .iter()
-                .filter(|(_, name)| names.contains(name))
-                .fold(0, |bits, (code, _)| bits | 1 << code),
-            Err(_) => OPTIONAL_OPCODES
-                .iter()
-                .fold(0, |bits, (code, _)| bits | 1 << code),
-        };
-        if lacking != 0 {
-            tracing::info!(
-                opcodes = %names_of(lacking).join(", "),
-                "io_uring lacks these opcodes; their ops run as blocking calls"
-            );
-        }
+        let lacking = probe_opcodes(&ring)?;
         let flags = ring.flags();
         let file_table = ring.file_slots() > 0;
         let core = Core::new(ring, dwell_warning);

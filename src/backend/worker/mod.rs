@@ -39,17 +39,15 @@ use tokio::io::unix::AsyncFd;
 
 use crate::backend::common::{Common, Placement};
 use crate::backend::fallback::Fallback;
+use crate::backend::uring::probe_opcodes;
 use crate::backend::uring::slots::{Reaped, Slots};
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, cancelled, shutdown_error};
 use crate::home_thread::HomeThread;
 use crate::lifecycle::{Canceller, Fresh, FutureHalf};
 use crate::metrics::{Counters, RingFlags};
-use crate::ops::{OPCODES, OPTIONAL_OPCODES, OnRing, OpRef, Opcode, Operation, erase};
+use crate::ops::{OnRing, OpRef, Operation, erase};
 use crate::ring::{IGNORED_USER_DATA, RingConfig, SharedRing, Sqe};
-
-/// The driver's own opcode: cancels for dropped ops.
-const ASYNC_CANCEL: Opcode = (crate::ring::op::AsyncCancel::CODE, "ASYNC_CANCEL");
 
 /// How long closing waits for the kernel to finish cancelled ops before it
 /// leaks their resources rather than free memory still in use.
@@ -130,27 +128,7 @@ impl Worker {
         runtime: &tokio::runtime::Handle,
     ) -> io::Result<Worker> {
         let ring = SharedRing::new(config)?;
-        let needed: Vec<Opcode> = OPCODES.iter().copied().chain([ASYNC_CANCEL]).collect();
-        if let Ok(missing) = ring.missing_opcodes(&needed)
-            && !missing.is_empty()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!(
-                    "io_uring lacks opcodes aioctx needs: {}",
-                    missing.join(", ")
-                ),
-            ));
-        }
-        let lacking = match ring.missing_opcodes(OPTIONAL_OPCODES) {
-            Ok(names) => OPTIONAL_OPCODES
-                .iter()
-                .filter(|(_, name)| names.contains(name))
-                .fold(0, |bits, (code, _)| bits | 1 << code),
-            Err(_) => OPTIONAL_OPCODES
-                .iter()
-                .fold(0, |bits, (code, _)| bits | 1 << code),
-        };
+        let lacking = probe_opcodes(&ring)?;
         let flags = ring.flags();
         let eventfd = ring.eventfd()?;
         let limit = ring.cq_capacity();
