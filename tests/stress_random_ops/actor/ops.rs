@@ -396,7 +396,12 @@ impl Actor {
                 .iter()
                 .map(|&(offset, len)| self.lock(m).snapshot(offset, len))
                 .collect();
-            let reads = ranges.iter().map(|&(at, len)| (vec_target(len, false), at));
+            // Pre-filled under memcheck (`init_bufs`), which cannot see what
+            // the kernel writes through io_uring.
+            let prefill = self.round.init_bufs;
+            let reads = ranges
+                .iter()
+                .map(|&(at, len)| (vec_target(len, prefill), at));
             let Some(results) = self.fate(fate, f.read_batch(reads)).await else {
                 return Done::default();
             };
