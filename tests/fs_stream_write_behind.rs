@@ -26,6 +26,17 @@ fn records(rounds: usize) -> Vec<u8> {
     (0..rounds * 1000).map(|i| (i / 1000 % 251) as u8).collect()
 }
 
+/// Creates (or empties) the file at `path` for writing.
+async fn create(ctx: &Context, path: &std::path::Path) -> aioctx::fs::File {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(ctx, path)
+        .await
+        .unwrap()
+}
+
 /// Waits, on the calling (non-runtime) thread, until `path` holds exactly
 /// `expected`.
 fn wait_for_contents(path: &std::path::Path, expected: &[u8]) {
@@ -46,13 +57,7 @@ fn write_behind_reaches_the_file_while_the_stream_idles() {
     let c = ctx.clone();
     let stream: FileStream = ctx
         .spawn(async move {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&c, &p)
-                .await
-                .unwrap();
+            let file = create(&c, &p).await;
             let mut stream = file.stream();
             for record in written.chunks(1000) {
                 stream.write_all(record).await.unwrap();
@@ -78,13 +83,7 @@ fn a_dropped_stream_still_writes_what_it_acknowledged() {
     let c = ctx.clone();
     ctx.spawn(async move {
         use tokio::io::AsyncSeekExt;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&c, &p)
-            .await
-            .unwrap();
+        let file = create(&c, &p).await;
         // A stream per record, each dropped right after its write was
         // acknowledged, without a flush.
         for (i, record) in written.chunks(1000).enumerate() {
@@ -112,13 +111,7 @@ fn worker_rings_write_what_a_dropped_stream_acknowledged() {
     runtime.block_on(async move {
         tokio::spawn(async move {
             let ctx = aioctx::current().expect("every runtime thread has a ring");
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&ctx, &p)
-                .await
-                .unwrap();
+            let file = create(&ctx, &p).await;
             let mut stream = file.stream();
             for record in written.chunks(1000) {
                 stream.write_all(record).await.unwrap();
@@ -218,13 +211,7 @@ fn a_short_write_of_a_dropped_stream_still_writes_its_remainder() {
     let written = data.clone();
     let c = ctx.clone();
     ctx.spawn(async move {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&c, &p)
-            .await
-            .unwrap();
+        let file = create(&c, &p).await;
         let mut stream = file.stream();
         // The stream's one write reports 10 bytes: the rest is resubmitted.
         c.inject_faults([aioctx::fault::Fault::Short(10)]).unwrap();

@@ -76,6 +76,49 @@ fn tasks_read_through_their_workers_rings_without_crossing_threads() {
     }
 }
 
+/// Batch ops from the workers' tasks go into their workers' rings too: each
+/// batch resolves once, with every member's data.
+#[test]
+fn batches_from_worker_tasks_complete_on_their_rings() {
+    let rings = rings();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = data_file("worker-batches");
+    let p = path.0.clone();
+    let main = rings.clone();
+    runtime.block_on(async move {
+        let ctx = main.thread_context().unwrap();
+        let file = File::open(&ctx, &p).await.unwrap();
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let file = file.clone();
+                tokio::spawn(async move {
+                    for round in 0..20u64 {
+                        let offsets: Vec<u64> = (0..16u64)
+                            .map(|i| ((task * 320 + round * 16 + i) * 512) % 60000)
+                            .collect();
+                        let reads = offsets.iter().map(|&at| (vec![0u8; 512], at));
+                        let results = file.read_batch(reads).await;
+                        assert_eq!(results.len(), offsets.len());
+                        for ((n, buf), &at) in results.into_iter().zip(&offsets) {
+                            assert_eq!(n.unwrap(), 512);
+                            let expect: Vec<u8> = (at..at + 512).map(|b| (b % 251) as u8).collect();
+                            assert_eq!(buf, expect);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let total = rings.total_metrics();
+    if total.backend == "io_uring-worker" {
+        assert_eq!(total.kicks_sent, 0, "no ring was kicked: {total:?}");
+        assert!(total.sqes_submitted >= 8 * 20 * 16, "{total:?}");
+    }
+}
+
 #[test]
 fn a_parked_worker_gets_its_completions() {
     let rings = rings();

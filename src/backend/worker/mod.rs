@@ -153,6 +153,24 @@ impl Worker {
 
     /// Submits `op` now (or into the backlog), enters, and reaps.
     fn submit(&self, op: OpRef, sqe: Sqe) {
+        let counters = &self.state.common.counters;
+        self.file_and_turn(op, |core, op| {
+            let waiting = match core.backlog.is_empty() {
+                true => core.push(op, &sqe).err(),
+                false => Some(op),
+            };
+            if let Some(op) = waiting {
+                core.backlog.push_back(Waiting::Op(op, sqe));
+                Counters::add_shared(&counters.backlogged, 1);
+            }
+        });
+    }
+
+    /// Under the ring's lock, `file` puts `op` in the ring (or its backlog)
+    /// and a turn enters and reaps; what the turn completed is completed
+    /// after the lock. A closed ring completes `op` with the shutdown error.
+    #[inline]
+    fn file_and_turn(&self, op: OpRef, file: impl FnOnce(&mut WorkerCore, OpRef)) {
         let state = &*self.state;
         let mut done = scratch();
         {
@@ -163,14 +181,7 @@ impl Worker {
                 return;
             }
             state.common.count_op();
-            let waiting = match core.backlog.is_empty() {
-                true => core.push(op, &sqe).err(),
-                false => Some(op),
-            };
-            if let Some(op) = waiting {
-                core.backlog.push_back(Waiting::Op(op, sqe));
-                Counters::add_shared(&state.common.counters.backlogged, 1);
-            }
+            file(&mut core, op);
             core.turn(&state.common, &mut done);
         }
         complete_all(done);
@@ -610,30 +621,18 @@ impl Worker {
             op.complete(Cqe::from_raw(0, 0));
             return;
         }
-        let state = &*self.state;
-        let mut done = scratch();
-        {
-            let mut core = state.lock();
-            if core.closed {
-                drop(core);
-                op.complete(Cqe::not_run(shutdown_error()));
-                return;
-            }
-            state.common.count_op();
+        self.file_and_turn(op, |core, op| {
             let span = sqes
                 .iter()
                 .map(|(m, _)| usize::from(*m) + 1)
                 .max()
                 .unwrap_or(0);
             let batch = core.slots.insert_batch(op, sqes.len(), span, 0);
-            let waiting = Waiting::Members {
+            core.backlog.push_back(Waiting::Members {
                 batch,
                 sqes: sqes.into(),
-            };
-            core.backlog.push_back(waiting);
-            core.turn(&state.common, &mut done);
-        }
-        complete_all(done);
+            });
+        });
     }
 }
 
