@@ -53,6 +53,8 @@ fn main() {
 const WORKLOADS: &[(&str, bool)] = &[
     ("aioctx nop", true),
     ("aioctx read", true),
+    ("aioctx local nop", true),
+    ("aioctx local read", true),
     ("aioctx batch read", true),
     ("tokio-uring nop", false),
     ("tokio-uring read", false),
@@ -151,6 +153,8 @@ fn run(name: &str, ops: usize) {
     match name {
         "aioctx nop" => aioctx_tasks(&path, Work::Nop, per_task),
         "aioctx read" => aioctx_tasks(&path, Work::Read, per_task),
+        "aioctx local nop" => aioctx_local_tasks(&path, Work::Nop, per_task),
+        "aioctx local read" => aioctx_local_tasks(&path, Work::Read, per_task),
         "aioctx batch read" => aioctx_batches(&path, ops),
         "tokio-uring nop" => tokio_uring_tasks(&path, Work::Nop, per_task),
         "tokio-uring read" => tokio_uring_tasks(&path, Work::Read, per_task),
@@ -183,6 +187,43 @@ fn aioctx_tasks(path: &Path, work: Work, per_task: usize) {
                     for i in 0..per_task {
                         match work {
                             Work::Nop => ctx.nop().await.expect("a NOP"),
+                            Work::Read => {
+                                let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
+                                assert_eq!(n.expect("a read"), BLOCK);
+                                buf = back;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("the task ran");
+        }
+    });
+}
+
+/// The same tasks through a `LocalRing`: the home path.
+fn aioctx_local_tasks(path: &Path, work: Work, per_task: usize) {
+    let local = aioctx::Builder::default()
+        .build_local()
+        .expect("an io_uring context (the budget counts the ring's path)");
+    let ctx = local.context().clone();
+    local.block_on(async move {
+        let ring = aioctx::local::LocalRing::new(&ctx);
+        assert!(ring.is_home_path(), "the budget counts the home path");
+        let file = aioctx::fs::File::open(&ctx, path)
+            .await
+            .expect("the file opens");
+        let file = ring.file(&file);
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (ring, file) = (ring.clone(), file.clone());
+                tokio::task::spawn_local(async move {
+                    let mut buf = vec![0u8; BLOCK];
+                    for i in 0..per_task {
+                        match work {
+                            Work::Nop => ring.nop().await.expect("a NOP"),
                             Work::Read => {
                                 let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
                                 assert_eq!(n.expect("a read"), BLOCK);

@@ -286,6 +286,8 @@ pub mod fs;
 #[cfg(not(aioctx_loom))]
 mod home;
 #[cfg(not(aioctx_loom))]
+pub mod local;
+#[cfg(not(aioctx_loom))]
 mod op;
 #[cfg(not(aioctx_loom))]
 pub mod ops;

@@ -45,6 +45,16 @@
 //! `COMPLETE` with one reference left (its own) and frees the cell with a plain
 //! load. The loom models at the end of this file check every interleaving of
 //! completion against polls, re-registration and drop.
+//!
+//! # Cells of one thread
+//!
+//! A cell whose anchor says [`CellAnchor::ONE_THREAD`] (a home-thread op's,
+//! `local.rs`) has every handle on one thread, the home thread of its ring:
+//! its future is `!Send`, and the ring's driver runs there. The same state
+//! word then changes with plain loads and stores instead of read-modify-
+//! writes, through the same steps in the same order. The handles that do not
+//! know the op's type ([`BackendRef`]'s drop, [`Canceller`]) still use
+//! read-modify-writes: on one thread that is only slower, never wrong.
 
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
@@ -66,6 +76,16 @@ fn lost() -> Outcome {
     #[cfg(aioctx_loom)]
     return u32::MAX;
 }
+
+/// What a cell's anchor says about the cell's handles.
+pub(crate) trait CellAnchor: Send + Sync + 'static {
+    /// Every handle of the cell is made, used and dropped on one thread (see
+    /// [the module docs](self#cells-of-one-thread)): the typed handles then
+    /// update the state word without read-modify-writes.
+    const ONE_THREAD: bool = false;
+}
+
+impl CellAnchor for () {}
 
 const WAKER: usize = 1;
 const COMPLETE: usize = 2;
@@ -100,6 +120,42 @@ impl Header {
         // the free; Acquire: the freeing side sees the other handles' accesses
         // (pairs with this same fetch_sub on the other handles).
         self.state.fetch_sub(REF, Ordering::AcqRel) & REFS == REF
+    }
+
+    /// [`release`](Header::release) for a cell whose anchor type is `A`.
+    #[inline(always)]
+    fn release_as<A: CellAnchor>(&self) -> bool {
+        if A::ONE_THREAD {
+            // One thread: a plain update (module docs).
+            let state = self.state.load(Ordering::Relaxed);
+            self.state.store(state - REF, Ordering::Relaxed);
+            return state & REFS == REF;
+        }
+        self.release()
+    }
+
+    /// Sets `bits`, returning the state before, as `fetch_or` would, for a
+    /// cell whose anchor type is `A`. `order` is for the read-modify-write.
+    #[inline(always)]
+    fn set_as<A: CellAnchor>(&self, bits: usize, order: Ordering) -> usize {
+        if A::ONE_THREAD {
+            let state = self.state.load(Ordering::Relaxed);
+            self.state.store(state | bits, Ordering::Relaxed);
+            return state;
+        }
+        self.state.fetch_or(bits, order)
+    }
+
+    /// Clears `bits`, returning the state before, as `fetch_and(!bits)`
+    /// would, for a cell whose anchor type is `A`.
+    #[inline(always)]
+    fn clear_as<A: CellAnchor>(&self, bits: usize, order: Ordering) -> usize {
+        if A::ONE_THREAD {
+            let state = self.state.load(Ordering::Relaxed);
+            self.state.store(state & !bits, Ordering::Relaxed);
+            return state;
+        }
+        self.state.fetch_and(!bits, order)
     }
 
     pub(crate) fn tag(&self) -> Option<u64> {
@@ -140,9 +196,9 @@ pub(crate) struct OpCell<K, A> {
 // with Acquire/Release edges between owners; `K`, the waker and the outcome
 // are `Send`, so passing them between threads is sound. The anchor is never
 // written after the cell is made, and is `Send + Sync` itself.
-unsafe impl<K: Send, A: Send + Sync + 'static> Sync for OpCell<K, A> {}
+unsafe impl<K: Send, A: CellAnchor> Sync for OpCell<K, A> {}
 // SAFETY: as above; the cell owns `Send` values only.
-unsafe impl<K: Send, A: Send + Sync + 'static> Send for OpCell<K, A> {}
+unsafe impl<K: Send, A: CellAnchor> Send for OpCell<K, A> {}
 
 /// What a backend reference can do to a cell of any op type.
 ///
@@ -162,7 +218,7 @@ pub(crate) unsafe trait Cell: Send + Sync {
 }
 
 // SAFETY: `OpCell` is `repr(C)` with its header first.
-unsafe impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
+unsafe impl<K: Payload, A: CellAnchor> Cell for OpCell<K, A> {
     unsafe fn complete(&self, outcome: Outcome) -> bool {
         // SAFETY: the outcome slot is the backend's until COMPLETE.
         self.outcome
@@ -171,7 +227,7 @@ unsafe impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
         // op, to the future's Acquire load in `poll`/`abandon`. Acquire:
         // pairs with the future's Release when it set WAKER (so the waker
         // written before it is visible) or DROPPED.
-        let prev = self.header.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        let prev = self.header.set_as::<A>(COMPLETE, Ordering::AcqRel);
         debug_assert_eq!(prev & COMPLETE, 0, "op completed twice");
         if prev & DROPPED != 0 {
             // The future left before the outcome: the op is ours to give up.
@@ -184,7 +240,7 @@ unsafe impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
                     kind.abandon(outcome)
                 });
             }
-            return self.header.release();
+            return self.header.release_as::<A>();
         }
         let waker = if prev & WAKER != 0 {
             // SAFETY: WAKER was set when COMPLETE went in, so the slot is
@@ -194,7 +250,7 @@ unsafe impl<K: Payload, A: Send + Sync + 'static> Cell for OpCell<K, A> {
         } else {
             None
         };
-        let last = self.header.release();
+        let last = self.header.release_as::<A>();
         // Woken after the reference is gone: the moved-out waker is ours, and
         // the task it schedules finds the cell with its own reference only.
         if let Some(waker) = waker {
@@ -276,11 +332,11 @@ unsafe fn free<T: ?Sized>(ptr: NonNull<T>) {
 }
 
 /// A cell not yet shared: the future owns all of it.
-pub(crate) struct Fresh<K: Payload, A: Send + Sync + 'static> {
+pub(crate) struct Fresh<K: Payload, A: CellAnchor> {
     ptr: NonNull<OpCell<K, A>>,
 }
 
-impl<K: Payload, A: Send + Sync + 'static> Fresh<K, A> {
+impl<K: Payload, A: CellAnchor> Fresh<K, A> {
     pub(crate) fn new(kind: K, anchor: A) -> Fresh<K, A> {
         let cell = OpCell {
             header: Header {
@@ -338,7 +394,7 @@ impl<K: Payload, A: Send + Sync + 'static> Fresh<K, A> {
     }
 }
 
-impl<K: Payload, A: Send + Sync + 'static> Drop for Fresh<K, A> {
+impl<K: Payload, A: CellAnchor> Drop for Fresh<K, A> {
     fn drop(&mut self) {
         // SAFETY: the only reference; nothing was shared.
         unsafe { free(self.ptr) };
@@ -346,18 +402,18 @@ impl<K: Payload, A: Send + Sync + 'static> Drop for Fresh<K, A> {
 }
 
 /// The future's reference to its op's cell.
-pub(crate) struct FutureHalf<K: Payload, A: Send + Sync + 'static> {
+pub(crate) struct FutureHalf<K: Payload, A: CellAnchor> {
     ptr: NonNull<OpCell<K, A>>,
 }
 
 // SAFETY: the handle only does what the state word allows it (module docs),
 // from whichever thread holds it.
-unsafe impl<K: Payload, A: Send + Sync + 'static> Send for FutureHalf<K, A> {}
+unsafe impl<K: Payload, A: CellAnchor> Send for FutureHalf<K, A> {}
 // SAFETY: `&FutureHalf` gives no access to the cell beyond the anchor, which
 // is `Sync`.
-unsafe impl<K: Payload, A: Send + Sync + 'static> Sync for FutureHalf<K, A> {}
+unsafe impl<K: Payload, A: CellAnchor> Sync for FutureHalf<K, A> {}
 
-impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
+impl<K: Payload, A: CellAnchor> FutureHalf<K, A> {
     fn cell(&self) -> &OpCell<K, A> {
         // SAFETY: this handle's reference keeps the cell alive.
         unsafe { self.ptr.as_ref() }
@@ -399,9 +455,9 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
     /// cell with a placeholder waker and ran the op on the spot: the task's
     /// waker is cloned only if the op did not complete there.
     pub(crate) fn register(&self, waker: &Waker) -> bool {
-        let state = &self.cell().header.state;
+        let header = &self.cell().header;
         // Acquire: as in `poll`.
-        let seen = state.fetch_and(!WAKER, Ordering::Acquire);
+        let seen = header.clear_as::<A>(WAKER, Ordering::Acquire);
         if seen & COMPLETE != 0 {
             return true;
         }
@@ -415,7 +471,7 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
         });
         // Release: publishes the waker to `complete`'s Acquire fetch_or.
         // Acquire: the outcome, if the op completed meanwhile.
-        state.fetch_or(WAKER, Ordering::AcqRel) & COMPLETE != 0
+        header.set_as::<A>(WAKER, Ordering::AcqRel) & COMPLETE != 0
     }
 
     /// Takes the op and outcome after COMPLETE (seen in `seen`), and drops
@@ -429,7 +485,7 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
         let kind = kind.expect("a completed op keeps its op for the future");
         // Our reference was the only one left when `seen` was loaded (the
         // backend's drop, with Release, is what we read): no RMW needed.
-        if seen & REFS == REF || cell.header.release() {
+        if seen & REFS == REF || cell.header.release_as::<A>() {
             // SAFETY: the last reference, just dropped.
             unsafe { free(this.ptr) };
         }
@@ -453,13 +509,21 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
             // Set DROPPED and take the waker slot back in one step.
             // AcqRel: Release so the backend's Acquire in `complete` sees the
             // waker gone; Acquire for the outcome if it completed meanwhile.
-            let prev = cell
-                .header
-                .state
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                    Some((s | DROPPED) & !WAKER)
-                })
-                .expect("the closure always returns Some");
+            let prev = match A::ONE_THREAD {
+                true => {
+                    cell.header
+                        .state
+                        .store((seen | DROPPED) & !WAKER, Ordering::Relaxed);
+                    seen
+                }
+                false => cell
+                    .header
+                    .state
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                        Some((s | DROPPED) & !WAKER)
+                    })
+                    .expect("the closure always returns Some"),
+            };
             if prev & COMPLETE == 0 {
                 if prev & WAKER != 0 {
                     // SAFETY: we cleared WAKER before COMPLETE: the slot is
@@ -477,7 +541,7 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
         if let Some(kind) = kind {
             kind.abandon(outcome);
         }
-        if seen & REFS == REF || cell.header.release() {
+        if seen & REFS == REF || cell.header.release_as::<A>() {
             // SAFETY: the last reference, just dropped.
             unsafe { free(this.ptr) };
         }
@@ -485,7 +549,7 @@ impl<K: Payload, A: Send + Sync + 'static> FutureHalf<K, A> {
     }
 }
 
-impl<K: Payload, A: Send + Sync + 'static> Drop for FutureHalf<K, A> {
+impl<K: Payload, A: CellAnchor> Drop for FutureHalf<K, A> {
     fn drop(&mut self) {
         let half = FutureHalf { ptr: self.ptr };
         drop(half.abandon());
@@ -550,7 +614,7 @@ impl<T: ?Sized + Cell> BackendRef<T> {
     }
 }
 
-impl<K: Payload, A: Send + Sync + 'static> BackendRef<OpCell<K, A>> {
+impl<K: Payload, A: CellAnchor> BackendRef<OpCell<K, A>> {
     /// The same reference, with the op's type erased into `dyn T`.
     pub(crate) fn erase<T: ?Sized + Cell>(
         self,

@@ -32,28 +32,14 @@ use crate::pool::placement::Anchor;
 /// module](crate::ops#cancel-safety).
 #[must_use = "ops do nothing unless polled"]
 pub struct Op<K: OpKind> {
-    /// The op and its anchor until the first poll moves them into a cell.
-    unsubmitted: Option<(K, Anchor)>,
-    /// The future's half of the op's cell, from the first poll until the op
-    /// resolves. Apart from `unsubmitted`, so the collecting poll moves a
-    /// pointer, not the op.
-    half: Option<FutureHalf<K, Anchor>>,
+    flight: Flight<K, Anchor>,
 }
-
-// Nothing in an `Op` is ever pinned: the kind moves into a heap cell on first
-// poll, and the cell is reached through a pointer.
-impl<K: OpKind> Unpin for Op<K> {}
 
 impl<K: OpKind> fmt::Debug for Op<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let stage = match (&self.unsubmitted, &self.half) {
-            (Some(_), _) => "Unsubmitted",
-            (None, Some(_)) => "Submitted",
-            (None, None) => "Done",
-        };
         f.debug_struct("Op")
             .field("kind", &std::any::type_name::<K>())
-            .field("stage", &stage)
+            .field("stage", &self.flight.stage())
             .finish()
     }
 }
@@ -61,8 +47,7 @@ impl<K: OpKind> fmt::Debug for Op<K> {
 impl<K: OpKind> Op<K> {
     pub(crate) fn new(anchor: Anchor, kind: K) -> Op<K> {
         Op {
-            unsubmitted: Some((kind, anchor)),
-            half: None,
+            flight: Flight::new(anchor, kind),
         }
     }
 }
@@ -70,12 +55,49 @@ impl<K: OpKind> Op<K> {
 impl<K: OpKind> Future for Op<K> {
     type Output = K::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<K::Output> {
-        let this = self.get_mut();
-        let half = match this.half.take() {
+        self.get_mut().flight.poll(cx)
+    }
+}
+
+/// One op's way through its backend, whatever its anchor: what [`Op`] and
+/// [`LocalOp`](crate::local::LocalOp) run.
+pub(crate) struct Flight<K: OpKind, A: Anchored> {
+    /// The op and its anchor until the first poll moves them into a cell.
+    unsubmitted: Option<(K, A)>,
+    /// The future's half of the op's cell, from the first poll until the op
+    /// resolves. Apart from `unsubmitted`, so the collecting poll moves a
+    /// pointer, not the op.
+    half: Option<FutureHalf<K, A>>,
+}
+
+// Nothing in a flight is ever pinned: the kind moves into a heap cell on
+// first poll, and the cell is reached through a pointer.
+impl<K: OpKind, A: Anchored> Unpin for Flight<K, A> {}
+
+impl<K: OpKind, A: Anchored> Flight<K, A> {
+    pub(crate) fn new(anchor: A, kind: K) -> Flight<K, A> {
+        Flight {
+            unsubmitted: Some((kind, anchor)),
+            half: None,
+        }
+    }
+
+    pub(crate) fn stage(&self) -> &'static str {
+        match (&self.unsubmitted, &self.half) {
+            (Some(_), _) => "Unsubmitted",
+            (None, Some(_)) => "Submitted",
+            (None, None) => "Done",
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn poll(&mut self, cx: &mut TaskContext<'_>) -> Poll<K::Output> {
+        let half = match self.half.take() {
             Some(half) => half,
             None => {
-                let (kind, anchor) = this
+                let (kind, anchor) = self
                     .unsubmitted
                     .take()
                     .expect("aioctx: op polled after it resolved");
@@ -86,7 +108,7 @@ impl<K: OpKind> Future for Op<K> {
                 // it raced to completion: where the code after it runs must
                 // not depend on timing.
                 if placement == Placement::Queued || !half.is_complete() {
-                    this.half = Some(half);
+                    self.half = Some(half);
                     return Poll::Pending;
                 }
                 half
@@ -95,14 +117,14 @@ impl<K: OpKind> Future for Op<K> {
         match half.poll(cx.waker()) {
             Ok((kind, cqe)) => Poll::Ready(kind.complete(cqe)),
             Err(half) => {
-                this.half = Some(half);
+                self.half = Some(half);
                 Poll::Pending
             }
         }
     }
 }
 
-impl<K: OpKind> Drop for Op<K> {
+impl<K: OpKind, A: Anchored> Drop for Flight<K, A> {
     fn drop(&mut self) {
         // Resolved ops (the common case) have nothing to hand over.
         let Some(half) = self.half.take() else {

@@ -116,7 +116,7 @@ impl Fallback {
     fn submit<K, A>(&self, op: BackendRef<OpCell<K, A>>, anchor: &A) -> Placement
     where
         K: Operation,
-        A: Clone + Send + Sync + 'static,
+        A: Clone + crate::lifecycle::CellAnchor,
     {
         // SAFETY: `op` is the backend reference, not yet completed.
         let run = unsafe { op.cell().with_kind(|kind| kind.fallback()) }
@@ -270,7 +270,7 @@ impl FallbackState {
     fn run<K, A>(&self, id: u64, mut call: K::Call, anchor: A, started: Instant)
     where
         K: Operation,
-        A: Send + Sync + 'static,
+        A: crate::lifecycle::CellAnchor,
     {
         // Keeps the op's fd open for the syscall, whoever resolves the future;
         // released before the op completes (below), so a caller that has its

@@ -32,7 +32,7 @@ use std::task::Waker;
 
 use crate::error::{Cqe, DirectAlignment};
 use crate::home_thread::HomeThread;
-use crate::lifecycle::{Canceller, Fresh, FutureHalf};
+use crate::lifecycle::{Canceller, CellAnchor, Fresh, FutureHalf};
 use crate::metrics::{Metrics, RingFlags};
 use crate::ops::Operation;
 use crate::ring::RingConfig;
@@ -73,8 +73,15 @@ pub enum Backend {
 
 /// What an op's cell holds on to (its context, its file), through which the
 /// op reaches its backend.
-pub(crate) trait Anchored: Clone + Send + Sync + 'static {
+pub(crate) trait Anchored: Clone + CellAnchor {
     fn backend(&self) -> &AnyBackend;
+
+    /// Where the op goes, decided on the thread that first polls it: the
+    /// anchor it keeps from there on (see `pool/placement.rs`).
+    #[inline(always)]
+    fn place(self) -> Self {
+        self
+    }
 }
 
 /// The contract every backend meets, written once; see [the module
@@ -324,6 +331,12 @@ impl AnyBackend {
             op.complete(Cqe::not_run(invalid));
             return (half, Placement::Here);
         }
+        // A cell of one thread goes only where every handle stays on that
+        // thread: the home ring (`local.rs` sends nothing else here).
+        assert!(
+            !A::ONE_THREAD || matches!(self, AnyBackend::Uring(_)),
+            "aioctx: a home-thread op reached a backend other than its home ring"
+        );
         dispatch!(self, backend => backend.start(fresh, waker))
     }
 

@@ -391,6 +391,11 @@ impl File {
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
         Op::new(Anchor::for_file(&self.inner), kind)
     }
+
+    /// The open file every clone shares.
+    pub(crate) fn open_file(&self) -> &Arc<OpenFile> {
+        self.inner.file()
+    }
 }
 
 impl AsRawFd for File {

@@ -192,7 +192,7 @@ pub(crate) trait Inflight: Cell {
     fn kind_name(&self) -> &'static str;
 }
 
-impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
+impl<K: Operation, A: crate::lifecycle::CellAnchor> Inflight for OpCell<K, A> {
     unsafe fn simulate(&self, fs: &mut dyn SimFs) -> Cqe {
         // SAFETY: the caller holds the backend reference, uncompleted.
         unsafe { self.with_kind(|kind| kind.simulate(fs)) }.expect("an op in flight keeps its op")
@@ -220,7 +220,9 @@ impl<K: Operation, A: Send + Sync + 'static> Inflight for OpCell<K, A> {
 pub(crate) type OpRef = BackendRef<dyn Inflight>;
 
 /// Erases an op's type for the backends' queues and tables.
-pub(crate) fn erase<K: Operation, A: Send + Sync + 'static>(op: BackendRef<OpCell<K, A>>) -> OpRef {
+pub(crate) fn erase<K: Operation, A: crate::lifecycle::CellAnchor>(
+    op: BackendRef<OpCell<K, A>>,
+) -> OpRef {
     op.erase(|cell| -> NonNull<dyn Inflight> { cell })
 }
 

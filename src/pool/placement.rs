@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::backend::{Anchored, AnyBackend};
 use crate::context::state::ContextState;
 use crate::file::{FileHandles, MemberFile, OpenFile};
+use crate::lifecycle::CellAnchor;
 
 /// What an op holds on to: its context, and for a file's op the file (whose
 /// fd must stay open until the kernel is done with the op).
@@ -109,9 +110,16 @@ impl Anchor {
     }
 }
 
+impl CellAnchor for Anchor {}
+
 impl Anchored for Anchor {
     fn backend(&self) -> &AnyBackend {
         &self.state().backend
+    }
+
+    #[inline(always)]
+    fn place(self) -> Anchor {
+        Anchor::place(self)
     }
 }
 

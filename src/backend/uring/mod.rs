@@ -294,6 +294,8 @@ impl Reactor for Uring {
     ) -> (FutureHalf<K, A>, Placement) {
         // An op the ring has no SQE for (a constant `false` for most).
         if self.runs_blocking(K::ON_RING) {
+            // The blocking pool completes ops on its own threads.
+            assert!(!A::ONE_THREAD, "aioctx: a home-thread op has no SQE");
             return self.blocking.pool.start(fresh, waker);
         }
         if K::BATCH {
