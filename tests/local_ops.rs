@@ -133,12 +133,17 @@ fn a_local_read_dropped_in_flight_keeps_its_buffer_until_the_kernel_is_done() {
         let mut read = file.read_at(buf, 0);
         // Submitted; the pipe is empty, so the read waits in the kernel.
         assert!((&mut read).now_or_never().is_none());
+        // Into the kernel at the driver's next turn.
+        while ctx.metrics().sqes_submitted == 0 {
+            tokio::task::yield_now().await;
+        }
         let before = ctx.metrics();
-        assert!(before.ops_local >= 1 && before.sqes_submitted >= 1);
+        assert!(before.ops_local >= 1);
         drop(read);
         // Freed at once only if the drop's cancel brought the read's CQE
-        // back already (the home thread may enter and reap on the spot).
-        if freed.load(Ordering::SeqCst) {
+        // back already (the home thread may enter and reap on the spot). On
+        // the fallback a call still queued is rightly taken back at once.
+        if freed.load(Ordering::SeqCst) && ctx.backend() == "io_uring" {
             assert!(
                 ctx.metrics().cqes_reaped > before.cqes_reaped,
                 "the buffer was freed before the kernel gave it back"
@@ -203,7 +208,11 @@ fn a_local_op_in_flight_resolves_when_its_context_shuts_down() {
     drop(local);
     stopper.join().unwrap();
     drop(ctx);
-    assert_eq!(support::open_fds(), fds, "the ring and the pipe are closed");
+    // On the fallback a pool thread's read of the pipe ends at the EOF of
+    // the writer's drop, and lets go of the pipe then.
+    support::eventually("the ring and the pipe are closed", || {
+        support::open_fds() == fds
+    });
 }
 
 #[test]

@@ -115,3 +115,42 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     assert_eq!(n.unwrap(), 5);
     assert_eq!(&data[..], b"after");
 }
+
+/// A read dropped in the kernel by a task on the home thread, with nothing
+/// else for the driver to do: its cancel goes to the kernel at the next
+/// turn, which the drop schedules, and the buffer comes back. (The cancel
+/// used to wait in the SQ for an unrelated op to bring a turn.)
+#[test]
+fn a_read_dropped_on_the_home_thread_is_cancelled_without_other_traffic() {
+    let Some(local) = support::build_local(aioctx::Builder::default()) else {
+        return;
+    };
+    let ctx = local.context().clone();
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let freed = Arc::new(AtomicBool::new(false));
+    local.block_on(async {
+        let file = File::from_fd(&ctx, OwnedFd::from(reader));
+        let buf = Tracked {
+            inner: Vec::with_capacity(64),
+            freed: freed.clone(),
+        };
+        let mut read = file.read_at(buf, 0);
+        assert!((&mut read).now_or_never().is_none());
+        while ctx.metrics().sqes_submitted == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(read);
+        // Only this task and the driver run here: the driver's turns come
+        // from the drop, or from nothing.
+        for _ in 0..1000 {
+            if freed.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    assert!(
+        freed.load(Ordering::SeqCst),
+        "the dropped read's cancel never reached the kernel"
+    );
+}

@@ -313,7 +313,10 @@ impl Reactor for Uring {
     fn cancel(&self, canceller: Canceller) {
         let shared = &*self.shared;
         if let Err(canceller) = shared.core.try_with(canceller, |core, canceller| {
-            core.cancel(&shared.common, canceller)
+            core.cancel(&shared.common, canceller);
+            // Dropped on the home thread outside a turn: nothing else may
+            // come to submit the cancel.
+            core.schedule_turn();
         }) {
             // Closed: shutdown cancels everything in flight anyway.
             let _ = shared.inbox.push(Request::Cancel(canceller));

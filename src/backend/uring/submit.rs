@@ -186,6 +186,14 @@ impl Core {
             self.reap(common);
             return;
         }
+        self.schedule_turn();
+    }
+
+    /// Makes sure a turn comes to submit what a home-thread call queued
+    /// (an op, a dropped op's cancel): the driver task is woken once until
+    /// that turn begins.
+    #[inline]
+    pub(super) fn schedule_turn(&mut self) {
         if !self.turn_scheduled {
             self.turn_scheduled = true;
             if let Some(waker) = &self.waker {
