@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use aioctx::buf::AlignedBuf;
 use aioctx::fs::{File, OpenOptions};
+use aioctx::local::LocalRing;
 use aioctx::{Context, FixedBuf, FixedBufPool, Metrics, Pool};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -63,6 +64,32 @@ pub enum Flavor {
     RegisteredFile,
     /// `Context::register_buffers`: reads with `File::read_fixed_at` into registered buffers.
     FixedBuffers,
+    /// The home-thread path: `!Send` tasks (`Context::spawn_local`) with ops from a
+    /// `LocalRing`.
+    Local,
+}
+
+/// Spawns the `!Send` future `make` builds onto `ctx`'s home thread (`Context::spawn_local`,
+/// from a task there), for the [`Flavor::Local`] rows.
+fn spawn_local_task<F, Fut>(
+    ctx: &Context,
+    make: F,
+) -> aioctx::JoinHandle<io::Result<(u64, Latencies)>>
+where
+    F: FnOnce(LocalRing) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<(u64, Latencies)>> + 'static,
+{
+    let home = ctx.clone();
+    ctx.spawn(async move {
+        let task = {
+            let ring = LocalRing::new(&home);
+            if !ring.is_home_path() {
+                return Err(io::Error::other("a local row off the home path"));
+            }
+            home.spawn_local(make(ring))
+        };
+        task.await.map_err(|e| io::Error::other(e.to_string()))?
+    })
 }
 
 /// A fresh context for a `flavor` row; a kernel that refuses SQPOLL skips it.
@@ -234,6 +261,21 @@ pub fn nop_tasks(window: Window, tasks: usize, flavor: Flavor, timed: bool) -> R
         .map(|_| {
             let task_ctx = ctx.clone();
             let phase = Arc::clone(&phase);
+            if flavor == Flavor::Local {
+                return spawn_local_task(&ctx, move |ring| async move {
+                    let mut latencies = Latencies::default();
+                    let mut ops = 0u64;
+                    while !phase.is_stopped() {
+                        let started = timed.then(Instant::now);
+                        ring.nop().await?;
+                        if phase.is_measuring() {
+                            ops += 1;
+                            latencies.record_sampled(started);
+                        }
+                    }
+                    io::Result::Ok((ops, latencies))
+                });
+            }
             ctx.spawn(async move {
                 let mut latencies = Latencies::default();
                 let mut ops = 0u64;
@@ -388,6 +430,29 @@ pub fn random_reads(
                 Some(pool) => ReadBuf::Fixed(pool.try_get().expect("one buffer per reader")),
                 None => ReadBuf::Plain(AlignedBuf::with_capacity(BLOCK_LEN)),
             };
+            if flavor == Flavor::Local {
+                return spawn_local_task(&ctx, move |ring| async move {
+                    let file = ring.file(&opened);
+                    let mut buffer = AlignedBuf::with_capacity(BLOCK_LEN);
+                    let mut latencies = Latencies::default();
+                    let mut ops = 0u64;
+                    while !phase.is_stopped() {
+                        let started = Instant::now();
+                        let (read, back) = file.read_at(buffer, offsets.next_offset()).await;
+                        buffer = match read? {
+                            BLOCK_LEN => back,
+                            short => return Err(io::Error::other(format!("short read: {short}"))),
+                        };
+                        if phase.is_measuring() {
+                            ops += 1;
+                            if record_latency {
+                                latencies.record_since(started);
+                            }
+                        }
+                    }
+                    io::Result::Ok((ops, latencies))
+                });
+            }
             ctx.spawn(async move {
                 let mut latencies = Latencies::default();
                 let mut ops = 0u64;

@@ -75,6 +75,10 @@ pub fn run(config: &Config) -> Vec<Row> {
             )
         })
         .note("as aioctx, the file opened with OpenOptions::register(true)"),
+        Candidate::new("aioctx-local", move || {
+            aioctx_rows::random_reads(file, ReadMode::Cached, TASKS, window, Flavor::Local)
+        })
+        .note("read_at through a LocalRing's LocalFile from 32 local tasks: the home path"),
         Candidate::new("aioctx-batch", move || {
             aioctx_rows::batched_reads(file, TASKS, window)
         })

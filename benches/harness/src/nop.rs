@@ -71,6 +71,14 @@ fn run_in_flight(config: &Config, in_flight: usize, parameter: &str) -> Vec<Row>
         )),
     );
     candidates.push(
+        Candidate::new("aioctx-local", move || {
+            aioctx_rows::nop_tasks(window, in_flight, Flavor::Local, timed)
+        })
+        .note(format!(
+            "{in_flight} local task(s) (spawn_local) awaiting LocalRing::nop(): the home path"
+        )),
+    );
+    candidates.push(
         Candidate::new("aioctx-sqpoll", move || {
             aioctx_rows::nop_tasks(window, in_flight, Flavor::Sqpoll, timed)
         })
