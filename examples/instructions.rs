@@ -10,9 +10,10 @@
 //!
 //! Each workload runs 32 tasks on one thread, the context's home (a
 //! `build_local` context, so no other thread runs), each awaiting its ops in
-//! turn: NOPs, or page-cached 4 KiB reads of a 1 MiB file; and one task
-//! reading the same blocks 32 at a time, each 32 one batch op (counted per
-//! read). Each runs twice, with N and 2N ops, under
+//! turn: NOPs, or page-cached 4 KiB reads of a 1 MiB file, through the
+//! ordinary (`Send`) ops and through a `LocalRing` (the home path); and one
+//! task reading the same blocks 32 at a time, each 32 one batch op (counted
+//! per read). Each runs twice, with N and 2N ops, under
 //! `valgrind --tool=callgrind`; the count per op is the difference over N,
 //! so setup and teardown cancel out. tokio-uring runs the same workloads in
 //! the same way, for reference. `--check` compares every aioctx count with
