@@ -4,20 +4,30 @@
 //! into a ring of its own, so an op polled on a worker crosses no thread.
 //!
 //! ```text
-//!  op polled on its ring's thread ── lock ── push SQE ── io_uring_enter ── reap ── unlock
-//!                                        (a page-cache read completes inside the enter:
-//!                                         its first poll returns Ready, no wake, no turn)
+//!  op polled on its ring's thread ── lock ── push SQE ── unlock ── flush request
+//!  reaper task (next on that worker) ── yield_now: deferred until the worker's queue empties
+//!                                    ── lock ── io_uring_enter (every SQE queued) ── reap
+//!                                    ── unlock ── wake the ops' tasks
 //!  completion that comes later ─► eventfd ─► reaper task, on any worker
 //!                                        ── lock ── reap ── unlock ── wake the op's task
 //! ```
 //!
-//! Why this shape (BENCHMARKS.md, "Worker rings"): a Tokio worker that never
-//! parks gives no point to flush a batch at, and a parked worker cannot be
-//! made to run a task of ours. So each submission enters at once (as fio
-//! does, and as the home ring's eager policy does for device reads), and a
-//! ring's completions may be reaped by whichever thread gets there first:
-//! its owner after its next enter, or the reaper task, woken by the ring's
-//! eventfd through Tokio's reactor on whichever worker runs it. That rules
+//! When SQEs reach the kernel: a submission queues its SQE under the lock
+//! and asks the ring's reaper task for a flush; the reaper, woken on the
+//! submitting worker (Tokio runs a task a worker wakes next, in its LIFO
+//! slot), yields at once with `yield_now`, which Tokio defers until that
+//! worker's run queue is empty or its next maintenance tick (every 61 task
+//! polls on a busy worker). Then it enters once for every SQE its worker's
+//! tasks queued meanwhile, and reaps. So a batch goes in per round of the
+//! worker's tasks, as a home ring's turn does, with a bounded wait on a
+//! worker that never idles, and no hook of Tokio's needed. (The first shape
+//! entered once per submission, as fio does: `enters_per_op` 1.0, and half
+//! the page-cached reads per second of a pool's spawned tasks; see
+//! BENCHMARKS.md, "Worker rings".)
+//!
+//! A ring's completions may be reaped by whichever thread gets there first:
+//! the reaper after a flush, or the reaper woken by the ring's eventfd
+//! through Tokio's reactor, on whichever worker runs it. That rules
 //! out `SINGLE_ISSUER`, `DEFER_TASKRUN` (completions only for the submitting
 //! thread, which may be parked) and `COOP_TASKRUN` (no interrupt to a parked
 //! submitter): the ring is a plain one ([`SharedRing`]). The lock is taken
@@ -31,10 +41,12 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use futures::task::AtomicWaker;
 use tokio::io::unix::AsyncFd;
 
 use crate::backend::common::{Common, Placement};
@@ -72,6 +84,34 @@ struct WorkerState {
     eventfd: Mutex<Option<OwnedFd>>,
     /// What to run once closed.
     on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Submissions asking the reaper task to enter.
+    flush: FlushRequest,
+}
+
+/// A submission's request that the reaper task enter the ring.
+struct FlushRequest {
+    requested: AtomicBool,
+    reaper: AtomicWaker,
+}
+
+impl FlushRequest {
+    /// Asks for a flush, waking the reaper task.
+    fn raise(&self) {
+        // Release: pairs with the Acquire swap in `take`; the SQE was pushed
+        // under the ring's lock, which the flush takes too, so this only
+        // orders the flag against the waker below.
+        self.requested.store(true, Ordering::Release);
+        self.reaper.wake();
+    }
+
+    /// Whether a flush was asked for since the last call; registers `waker`
+    /// to be woken by the next request first (the park order of park.rs:
+    /// register, then check).
+    fn take(&self, waker: &Waker) -> bool {
+        self.reaper.register(waker);
+        // Acquire: pairs with `raise`'s Release store.
+        self.requested.swap(false, Ordering::Acquire)
+    }
 }
 
 /// The ring and what is in it, behind the lock.
@@ -87,6 +127,9 @@ struct WorkerCore {
     pending_cancels: Vec<u64>,
     /// Set once closed: every later op fails with the shutdown error.
     closed: bool,
+    /// SQEs are queued and a flush is asked for: later submissions need not
+    /// ask again. Cleared by the turn that enters.
+    flush_asked: bool,
 }
 
 /// Completions reaped under the lock, to complete after it.
@@ -141,10 +184,15 @@ impl Worker {
                     backlog: VecDeque::new(),
                     pending_cancels: Vec::new(),
                     closed: false,
+                    flush_asked: false,
                 }),
                 flags,
                 eventfd: Mutex::new(Some(eventfd)),
                 on_close: Mutex::new(None),
+                flush: FlushRequest {
+                    requested: AtomicBool::new(false),
+                    reaper: AtomicWaker::new(),
+                },
             }),
             blocking: Arc::new(Fallback::new(runtime.clone(), home)),
             lacking,
@@ -166,14 +214,13 @@ impl Worker {
         });
     }
 
-    /// Under the ring's lock, `file` puts `op` in the ring (or its backlog)
-    /// and a turn enters and reaps; what the turn completed is completed
-    /// after the lock. A closed ring completes `op` with the shutdown error.
+    /// Under the ring's lock, `file` puts `op` in the ring (or its backlog);
+    /// the reaper task's next flush enters (module docs). A closed ring
+    /// completes `op` with the shutdown error.
     #[inline]
     fn file_and_turn(&self, op: OpRef, file: impl FnOnce(&mut WorkerCore, OpRef)) {
         let state = &*self.state;
-        let mut done = scratch();
-        {
+        let ask = {
             let mut core = state.lock();
             if core.closed {
                 drop(core);
@@ -182,9 +229,11 @@ impl Worker {
             }
             state.common.count_op();
             file(&mut core, op);
-            core.turn(&state.common, &mut done);
+            !std::mem::replace(&mut core.flush_asked, true)
+        };
+        if ask {
+            state.flush.raise();
         }
-        complete_all(done);
     }
 
     /// Reaps what is ready (and sends what waited for room): the reaper
@@ -327,6 +376,8 @@ impl WorkerCore {
     /// waits and the reap made room (what completes inside its enter frees
     /// room at once, and signals no eventfd that would bring a later turn).
     fn turn(&mut self, common: &Common, done: &mut Done) {
+        // Everything queued so far goes in now.
+        self.flush_asked = false;
         loop {
             for user_data in std::mem::take(&mut self.pending_cancels) {
                 if self.slots.contains(user_data) {
@@ -551,27 +602,39 @@ impl Reactor for Worker {
             let _closer = closer;
             let shutdown = &worker.state.common.shutdown;
             loop {
-                let fired = std::future::poll_fn(|cx| {
+                let woken = std::future::poll_fn(|cx| {
                     // The park order of park.rs: register, then check.
                     shutdown.register(cx.waker());
                     if shutdown.is_raised() {
-                        return Poll::Ready(false);
+                        return Poll::Ready(Woken::ShutDown);
+                    }
+                    if worker.state.flush.take(cx.waker()) {
+                        return Poll::Ready(Woken::Flush);
                     }
                     match completions.poll_read_ready(cx) {
                         Poll::Ready(Ok(mut guard)) => {
                             guard.clear_ready();
-                            Poll::Ready(true)
+                            Poll::Ready(Woken::Completions)
                         }
                         Poll::Ready(Err(e)) => {
                             tracing::error!(error = %e, "polling a worker ring's eventfd failed");
-                            Poll::Ready(false)
+                            Poll::Ready(Woken::ShutDown)
                         }
                         Poll::Pending => Poll::Pending,
                     }
                 })
                 .await;
-                if !fired {
-                    break;
+                match woken {
+                    Woken::ShutDown => break,
+                    Woken::Flush => {
+                        // Deferred until this worker's queue is empty: the
+                        // SQEs of every task that runs meanwhile go in with
+                        // one enter.
+                        tokio::task::yield_now().await;
+                        worker.reap_now();
+                        continue;
+                    }
+                    Woken::Completions => {}
                 }
                 // Reset the eventfd's count; its next signal fires it anew.
                 let mut count = [0u8; 8];
@@ -634,6 +697,15 @@ impl Worker {
             });
         });
     }
+}
+
+/// What woke the reaper task.
+enum Woken {
+    ShutDown,
+    /// A submission asked for its SQE to go in.
+    Flush,
+    /// The ring's eventfd: completions came after their enter.
+    Completions,
 }
 
 /// Closes a worker ring when dropped: the reaper task's guard.
