@@ -28,8 +28,8 @@ use crate::pool::membership::{Membership, ThreadRings};
 /// Rings owned by the threads of a Tokio multi-thread runtime, for services
 /// on `#[tokio::main]`-style runtimes: an op polled on a runtime worker goes
 /// into that worker's own ring, so no op crosses threads on its way in, and
-/// one completed inside its submission (a page-cache read) resolves in the
-/// same poll, with no wake.
+/// the ops of the worker's tasks go to the kernel together, one
+/// `io_uring_enter` for each round of them.
 ///
 /// Install it on the runtime's builder with
 /// [`configure`](WorkerRings::configure) (or use
@@ -55,11 +55,13 @@ use crate::pool::membership::{Membership, ThreadRings};
 ///
 /// # How ops get to the kernel, and back
 ///
-/// Each submission enters its ring at once (as fio does), with the ring's
-/// lock held; the thread that submits reaps what is ready right after. A
-/// completion that comes later (a device read) signals the ring's eventfd,
-/// which wakes the ring's reaper task through Tokio's reactor on whichever
-/// worker runs it. A task stolen by another worker while its op is in
+/// A submission queues its SQE under the ring's lock and asks the ring's
+/// reaper task to flush: the reaper runs once the submitting worker has run
+/// its other ready tasks (or at its next maintenance tick, if it never runs
+/// out of them), and enters once for every SQE they queued, then reaps, so
+/// the reads of a round of tasks go to the kernel together. A completion
+/// that comes later (a device read) signals the ring's eventfd, which wakes
+/// the reaper through Tokio's reactor on whichever worker runs it. A task stolen by another worker while its op is in
 /// flight is woken by that op's completion wherever it runs; a ring whose
 /// thread has exited (a blocking thread after its idle time, every thread at
 /// the runtime's shutdown) is closed first: what is in it is cancelled and
