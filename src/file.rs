@@ -7,8 +7,10 @@
 //!
 //! ```text
 //!   File ──► FileHandles ──► OpenFile (fd)
-//!                 └─ views[i] ──► MemberFile { file ─► OpenFile, on ─► member i }
+//!                 ├─ views[i] ──► MemberFile { file ─► OpenFile, on ─► member i }
+//!                 └─ ring_views[j] ──► RingFile { file ─► OpenFile }
 //!   op made on member i's thread ──anchor──► views[i]
+//!   op made on the thread of worker ring j ──anchor──► ring_views[j] (and ring j)
 //! ```
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -17,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use crate::backend::Release;
 use crate::context::state::ContextState;
 use crate::ops::FileFd;
-use crate::pool::membership::Membership;
+use crate::pool::membership::{Membership, thread_ring_views};
 
 /// An open file: its fd, its slot in the ring's file table if it is
 /// registered, the context its ops go to, and that context's pool.
@@ -125,6 +127,19 @@ pub(crate) struct FileHandles {
     /// One per member; empty unless the file's ops follow threads (a pool's
     /// file, unregistered, on a backend whose fds every member shares).
     views: Box<[OnceLock<Arc<MemberFile>>]>,
+    /// For a file on rings made per thread ([`WorkerRings`](crate::WorkerRings)):
+    /// one per ring index, made the first time a ring of that index uses it.
+    ring_views: Box<[OnceLock<Arc<RingFile>>]>,
+}
+
+/// A file as the ring of one thread index uses it: what that ring's ops
+/// count their reference on, so that workers' ops never write the same
+/// count. Holds the open file only; the ring comes from the calling thread.
+/// Aligned to a cache line of its own, as [`MemberFile`].
+#[repr(align(64))]
+pub(crate) struct RingFile {
+    /// Keeps the fd open while an op holds the view.
+    pub(crate) file: Arc<OpenFile>,
 }
 
 /// A pool file as one member uses it; see [`FileHandles`]. Aligned to a cache
@@ -141,14 +156,32 @@ pub(crate) struct MemberFile {
 
 impl FileHandles {
     pub(crate) fn new(file: OpenFile) -> FileHandles {
-        let members = match (file.is_registered(), &file.pool) {
-            (false, Some(pool)) if pool.files_follow_threads() => pool.len(),
-            _ => 0,
+        let (members, rings) = match (file.is_registered(), &file.pool) {
+            (false, Some(pool)) if pool.is_per_thread() => (0, thread_ring_views()),
+            (false, Some(pool)) if pool.files_follow_threads() => (pool.len(), 0),
+            _ => (0, 0),
         };
         FileHandles {
             file: Arc::new(file),
             views: (0..members).map(|_| OnceLock::new()).collect(),
+            ring_views: (0..rings).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// Whether the file's ops go to the rings of the threads that make them
+    /// through views ([`RingFile`]).
+    pub(crate) fn has_ring_views(&self) -> bool {
+        !self.ring_views.is_empty()
+    }
+
+    /// Ring index `index`'s view, made on first use; `None` past the views.
+    pub(crate) fn ring_view(&self, index: usize) -> Option<&Arc<RingFile>> {
+        let slot = self.ring_views.get(index)?;
+        Some(slot.get_or_init(|| {
+            Arc::new(RingFile {
+                file: self.file.clone(),
+            })
+        }))
     }
 
     pub(crate) fn file(&self) -> &Arc<OpenFile> {
@@ -182,6 +215,7 @@ impl FileHandles {
     pub(crate) fn into_only(self) -> Option<OpenFile> {
         // The views first: an op in flight keeps its own.
         drop(self.views);
+        drop(self.ring_views);
         Arc::try_unwrap(self.file).ok()
     }
 }

@@ -23,7 +23,7 @@ use crate::context::handle::Owner;
 use crate::context::state::ContextState;
 use crate::home::Builder;
 use crate::metrics::Metrics;
-use crate::pool::membership::{Membership, ThreadRings};
+use crate::pool::membership::{Membership, ThreadRings, thread_ring_views};
 
 /// Rings owned by the threads of a Tokio multi-thread runtime, for services
 /// on `#[tokio::main]`-style runtimes: an op polled on a runtime worker goes
@@ -95,11 +95,13 @@ struct Inner {
     shared: OnceLock<io::Result<Context>>,
     /// How files opened on these rings follow threads.
     membership: OnceLock<Arc<Membership>>,
+    /// Which view indexes (see `pool/membership.rs`) open rings hold.
+    indexes: Mutex<Vec<bool>>,
 }
 
-/// A thread's own ring of one `WorkerRings`: its id, the ring's owner, and
-/// its state (which a file's op on this thread anchors).
-type ThisThreads = (u64, Weak<Owner>, Weak<ContextState>);
+/// A thread's own ring of one `WorkerRings`: its id, the ring's owner, its
+/// state (which a file's op on this thread anchors) and its view index.
+type ThisThreads = (u64, Weak<Owner>, Weak<ContextState>, Option<usize>);
 
 /// `WorkerRings` made so far, for their ids.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -134,6 +136,7 @@ impl WorkerRings {
                 rings: Mutex::new(Vec::new()),
                 shared: OnceLock::new(),
                 membership: OnceLock::new(),
+                indexes: Mutex::new(vec![false; thread_ring_views()]),
             }),
         };
         let threads: Arc<dyn ThreadRings> = Arc::new(rings.clone().downgrade());
@@ -237,8 +240,10 @@ impl WorkerRings {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(owner.clone());
+        let index = self.inner.take_index();
         // When it closes (its thread stops, or its runtime goes), it leaves
-        // the rings, so nothing keeps its runtime's handle alive.
+        // the rings, so nothing keeps its runtime's handle alive, and gives
+        // its view index back.
         let (rings, closing) = (Arc::downgrade(&self.inner), Arc::downgrade(&owner));
         let _closes_on_its_own = owner.state.backend.on_close(Box::new(move || {
             if let Some(rings) = rings.upgrade() {
@@ -247,10 +252,17 @@ impl WorkerRings {
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .retain(|open| !std::ptr::eq(Arc::as_ptr(open), closing.as_ptr()));
+                if let Some(index) = index {
+                    rings.give_index(index);
+                }
             }
         }));
         let state = Arc::downgrade(&owner.state);
-        THREAD_RINGS.with(|rings| rings.borrow_mut().push((id, Arc::downgrade(&owner), state)));
+        THREAD_RINGS.with(|rings| {
+            rings
+                .borrow_mut()
+                .push((id, Arc::downgrade(&owner), state, index))
+        });
         Ok(Context { owner })
     }
 
@@ -338,25 +350,48 @@ impl LazyContext for ThreadRing {
 }
 
 impl ThreadRings for ThreadRing {
-    fn this_thread(&self) -> Option<Arc<ContextState>> {
+    fn this_thread(&self) -> Option<(Arc<ContextState>, Option<usize>)> {
         // The common case, on every file op: this thread's ring is made and
         // open. One lookup, and the state's reference goes to the op.
         let known = THREAD_RINGS.with(|rings| {
             let rings = rings.borrow();
-            let (.., state) = rings.iter().find(|(ring, ..)| *ring == self.id)?;
-            state.upgrade()
+            let (.., state, index) = rings.iter().find(|(ring, ..)| *ring == self.id)?;
+            Some((state.upgrade()?, *index))
         });
-        if let Some(state) = known.filter(|state| !state.backend.is_shut_down()) {
-            return Some(state);
+        if let Some(known) = known.filter(|(state, _)| !state.backend.is_shut_down()) {
+            return Some(known);
         }
         let rings = self.rings()?;
         // Only a thread the rings were installed on, or one that made its
         // ring already, gets one; others submit to the file's own ring.
         tokio::runtime::Handle::try_current().ok()?;
-        rings
-            .thread_context()
-            .ok()
-            .map(|context| context.state().clone())
+        rings.thread_context().ok()?;
+        // Made (or replaced) just now: its entry is there.
+        THREAD_RINGS.with(|rings| {
+            let rings = rings.borrow();
+            let (.., state, index) = rings.iter().find(|(ring, ..)| *ring == self.id)?;
+            Some((state.upgrade()?, *index))
+        })
+    }
+}
+
+impl Inner {
+    /// The lowest view index no open ring holds, if any is left.
+    fn take_index(&self) -> Option<usize> {
+        let mut taken = self
+            .indexes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = taken.iter().position(|taken| !taken)?;
+        taken[index] = true;
+        Some(index)
+    }
+
+    /// Gives back the view index of a ring that closed.
+    fn give_index(&self, index: usize) {
+        self.indexes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())[index] = false;
     }
 }
 

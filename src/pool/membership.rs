@@ -42,9 +42,21 @@ thread_local! {
 
 /// Rings made per thread, as a membership sees them.
 pub(crate) trait ThreadRings: Send + Sync + std::fmt::Debug {
-    /// The calling thread's own ring, made on first use; `None` on a thread
-    /// that has none (not one of the runtime's).
-    fn this_thread(&self) -> Option<Arc<ContextState>>;
+    /// The calling thread's own ring, made on first use, and its index among
+    /// the rings open now (below [`thread_ring_views`], if it has one);
+    /// `None` on a thread that has no ring (not one of the runtime's).
+    fn this_thread(&self) -> Option<(Arc<ContextState>, Option<usize>)>;
+}
+
+/// How many rings made per thread get a view of each file of theirs (see
+/// `file.rs`): a ring's index, reused once it closes, names its view. The
+/// runtime's workers take the first indexes; rings past them (blocking
+/// threads beyond the first few) use the file itself.
+pub(crate) fn thread_ring_views() -> usize {
+    static VIEWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *VIEWS.get_or_init(|| {
+        std::thread::available_parallelism().map_or(4, std::num::NonZeroUsize::get) + 4
+    })
 }
 
 impl Membership {
@@ -96,6 +108,17 @@ impl Membership {
         self.files_follow_threads
     }
 
+    /// Whether the members are rings made per thread.
+    pub(crate) fn is_per_thread(&self) -> bool {
+        self.threads.is_some()
+    }
+
+    /// The calling thread's own ring and its view index, for rings made per
+    /// thread.
+    pub(crate) fn thread_ring(&self) -> Option<(Arc<ContextState>, Option<usize>)> {
+        self.threads.as_ref()?.this_thread()
+    }
+
     /// How many members (of a fixed set; 0 for rings made per thread).
     pub(crate) fn len(&self) -> usize {
         self.members.len()
@@ -115,6 +138,7 @@ impl Membership {
         if let Some(threads) = &self.threads {
             return threads
                 .this_thread()
+                .map(|(ring, _)| ring)
                 .filter(|ring| !Arc::ptr_eq(ring, state));
         }
         let member = &self.members[self.pick()];

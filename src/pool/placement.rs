@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::backend::{Anchored, AnyBackend};
 use crate::context::state::ContextState;
-use crate::file::{FileHandles, MemberFile, OpenFile};
+use crate::file::{FileHandles, MemberFile, OpenFile, RingFile};
 use crate::lifecycle::CellAnchor;
 
 /// What an op holds on to: its context, and for a file's op the file (whose
@@ -32,6 +32,12 @@ pub(crate) enum Anchor {
     /// member's view of the file: the op counts a reference on the view,
     /// which only that member's ops touch.
     Member(Arc<MemberFile>),
+    /// A file's op on the ring of the thread that made it (rings made per
+    /// thread), through that ring's view of the file.
+    OnRing {
+        _view: Arc<RingFile>,
+        on: Arc<ContextState>,
+    },
 }
 
 impl Anchor {
@@ -39,6 +45,21 @@ impl Anchor {
     /// view of a pool file, otherwise the file.
     #[inline]
     pub(crate) fn for_file(handles: &FileHandles) -> Anchor {
+        if handles.has_ring_views() {
+            let ring = handles
+                .file()
+                .pool
+                .as_ref()
+                .and_then(|pool| pool.thread_ring());
+            if let Some((on, Some(index))) = ring
+                && let Some(view) = handles.ring_view(index)
+            {
+                return Anchor::OnRing {
+                    _view: view.clone(),
+                    on,
+                };
+            }
+        }
         if handles.has_views() {
             let file = handles.file();
             let view = file
@@ -54,7 +75,9 @@ impl Anchor {
 
     pub(crate) fn state(&self) -> &Arc<ContextState> {
         match self {
-            Anchor::Context(state) | Anchor::FileOn { on: state, .. } => state,
+            Anchor::Context(state)
+            | Anchor::FileOn { on: state, .. }
+            | Anchor::OnRing { on: state, .. } => state,
             Anchor::File(file) => &file.state,
             Anchor::Member(view) => &view.on,
         }
@@ -70,6 +93,9 @@ impl Anchor {
             // where it was made.
             Anchor::File(file) if file.pool.is_none() || file.is_registered() => self,
             Anchor::File(_) | Anchor::Member(_) => self.place_file(),
+            // Made on its ring's thread and polled there: the common case.
+            Anchor::OnRing { on, .. } if on.home().is_current() => self,
+            Anchor::OnRing { .. } => self.place_file(),
             Anchor::Context(_) | Anchor::FileOn { .. } => self,
         }
     }
@@ -91,6 +117,8 @@ impl Anchor {
                 // placed as a file's op, holding the open file itself.
                 view.file.clone()
             }
+            // As above, for a ring made per thread.
+            Anchor::OnRing { _view: view, .. } => view.file.clone(),
             _ => return self,
         };
         // A registered file's ops name its slot in its own ring's table.
@@ -165,6 +193,48 @@ mod tests {
                 before, after,
                 "member {index}'s op counted on the shared file"
             );
+        }
+    }
+
+    /// The same for rings made per thread: an op made and polled on a
+    /// worker anchors its ring's view of the file, so workers' ops never
+    /// write the shared open file's count.
+    #[test]
+    fn a_worker_rings_files_op_anchors_its_rings_view_not_the_shared_file() {
+        let rings = crate::runtime::WorkerRings::new();
+        let runtime = rings
+            .runtime_builder()
+            .worker_threads(2)
+            .build()
+            .expect("a runtime");
+        let file = runtime
+            .block_on(runtime.spawn(async {
+                let ctx = crate::current().expect("a worker's ring");
+                File::open(&ctx, "/dev/zero").await
+            }))
+            .expect("the task ran")
+            .expect("/dev/zero opens");
+        if file.handles().file().state.backend.name() != "io_uring-worker" {
+            return eprintln!("skipping: no io_uring here");
+        }
+        let checks: Vec<_> = (0..8)
+            .map(|_| {
+                let file = file.clone();
+                runtime.spawn(async move {
+                    let handles = file.handles();
+                    drop(Anchor::for_file(handles));
+                    let before = Arc::strong_count(handles.file());
+                    let placed = Anchor::for_file(handles).place();
+                    let on_this_ring =
+                        matches!(&placed, Anchor::OnRing { on, .. } if on.home().is_current());
+                    (on_this_ring, before, Arc::strong_count(handles.file()))
+                })
+            })
+            .collect();
+        for check in checks {
+            let (on_this_ring, before, after) = runtime.block_on(check).expect("the task ran");
+            assert!(on_this_ring, "a worker's op did not anchor its ring's view");
+            assert_eq!(before, after, "a worker's op counted on the shared file");
         }
     }
 }
