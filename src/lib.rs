@@ -106,6 +106,19 @@
 //! [`current`] finds their member; [`PoolBuilder::pin_to_cpus`] pins the
 //! home threads.
 //!
+//! # Which path an op takes
+//!
+//! | where the task runs | what to use | what an op costs |
+//! |---|---|---|
+//! | any thread, no runtime of ours (a vCPU, `main`, a blocking pool) | [`Context::enter`], [`Context::block_on`], [`Op`] | an inbox push, and a kick if the driver sleeps |
+//! | a task on a context's home thread ([`Context::spawn`], [`Pool::spawn`]) | [`Op`] | straight into the SQ; atomic op state, so the future may move |
+//! | a `!Send` task on the home thread ([`Context::spawn_local`], [`LocalContext`]) | [`local::LocalRing`] | straight into the SQ; plain op state, counted by an `Rc` |
+//! | tasks on Tokio's multi-thread runtime | [`runtime::WorkerRings`] | the worker's own ring, one enter per round of its tasks |
+//! | tasks on a runtime bound to a pool ([`Pool::thread_binder`]) | [`Op`] | an inbox push to the thread's member, a wake back |
+//!
+//! Every path keeps the same guarantees: buffers the kernel uses are never
+//! freed under it, a dropped op is cancelled, shutdown resolves every op.
+//!
 //! # How the crate is laid out
 //!
 //! Every import points one way, down this list; no file imports one above it,
@@ -115,7 +128,8 @@
 //! surface     runtime (WorkerRings: a ring per thread of a multi-thread
 //!             runtime) · pool/mod.rs (Pool) · fs · explore (seed
 //!             exploration) · sim
-//!             (the simulator's public face) · context/mod.rs (every method
+//!             (the simulator's public face) · local (LocalRing, the home
+//!             path) · context/mod.rs (every method
 //!             of Context) · home (Builder, the home thread, LocalContext)
 //!             · enter (entry, spawning, JoinHandle) · fixed (registered
 //!             buffers) · op (the future) · pool/placement (an op's anchor,

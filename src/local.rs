@@ -2,7 +2,7 @@
 //! that never leave the thread whose ring runs them, and so pay nothing for
 //! being able to.
 //!
-//! An [`Op`](crate::Op) is `Send`: it may be polled on any thread, dropped on
+//! An [`Op`] is `Send`: it may be polled on any thread, dropped on
 //! any thread, and completed by a driver on another thread while its future
 //! is polled. That costs every op read-modify-writes of its cell's state word
 //! (two per completion) and of its anchor's reference count (the context or
