@@ -1,14 +1,16 @@
 //! Randomized stress over every way in: foreign threads blocking on ops,
-//! tasks on the home thread, tasks on a multi-thread Tokio runtime, and
-//! futures `enter`ed from plain threads, all running every op kind (open,
-//! close, reads, writes, vectored, fsync, fallocate, set_len, metadata,
-//! timeout, nop, fixed reads and writes), some kept, some polled once and
-//! dropped, some raced against a short timer and dropped when it wins; files
-//! opened registered or not, and some dropped (their last handle) while ops
-//! on them are in flight; registered-buffer pools made (the registration
-//! itself sometimes dropped midway) and dropped with their buffers in ops;
-//! `FileStream` sessions of reads, writes, seeks and flushes, the stream
-//! dropped at any point. Each round runs on one context or on a pool of two
+//! tasks on the home thread, tasks on a multi-thread Tokio runtime,
+//! futures `enter`ed from plain threads, and local tasks on the home thread
+//! whose reads, writes, syncs and nops go through a `LocalRing` (the home
+//! path, on io_uring) for a share of their steps; all running every op kind
+//! (open, close, reads, writes, vectored, fsync, fallocate, set_len,
+//! metadata, timeout, nop, fixed reads and writes), some kept, some polled
+//! once and dropped, some raced against a short timer and dropped when it
+//! wins; files opened registered or not, and some dropped (their last
+//! handle, or given up to a `LocalFile`) while ops on them are in flight;
+//! registered-buffer pools made (the registration itself sometimes dropped
+//! midway) and dropped with their buffers in ops; `FileStream` sessions of
+//! reads, writes, seeks and flushes, the stream dropped at any point. Each round runs on one context or on a pool of two
 //! or three, whose actors share the members out; some rounds shut the
 //! context down midway, or the pool (at once, or member by member while
 //! files opened on a member gone are used through the others).
@@ -33,7 +35,10 @@
 //! - every slot of the rings' registered file and buffer tables is free
 //!   again at the end of a round (the tables are small, and the check fills
 //!   them);
-//! - `/proc/self/fd` is back to its starting count after each round.
+//! - `/proc/self/fd` is back to its starting count after each round;
+//! - a `LocalRing` made in a local task takes the home path on io_uring and
+//!   makes ordinary ops on the fallback, and on io_uring the run's local ops
+//!   did take it (unless the run is too short to have drawn any).
 //!
 //! Reproducing: the seed is printed on failure (and with `--nocapture`);
 //! `AIOCTX_STRESS_SEED=<seed>` replays every actor's schedule of choices (the
@@ -50,9 +55,10 @@
 //! running beside it in the same binary would disturb. Its parts: `actor`
 //! (an actor's state and what it does each step; `actor/ops.rs` the data ops
 //! and their checks, `actor/registered.rs` the registered buffers and files,
-//! `actor/stream.rs` the stream sessions), `host` (one context or a pool,
-//! its shutdown, the table check), `model` (the dice, the byte patterns,
-//! what is known of each file), `bufs` (the buffer types and their checks),
+//! `actor/stream.rs` the stream sessions, `actor/local.rs` a local actor's
+//! steps through a `LocalRing`), `host` (one context or a pool, its
+//! shutdown, the table check), `model` (the dice, the byte patterns, what
+//! is known of each file), `bufs` (the buffer types and their checks),
 //! `watchdog` (the liveness guard and the replay line), this file
 //! (configuration, rounds), `stats` (the counters and the summary).
 
@@ -77,6 +83,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aioctx::JoinError;
+use aioctx::local::LocalRing;
 
 use stress_random_ops::{actor, bufs, host, model, stats, watchdog};
 
@@ -87,6 +94,23 @@ use watchdog::{report_seed_on_panic, set_doing, start_watchdog};
 
 /// Default op count: a few seconds in a debug build.
 const DEFAULT_OPS: u64 = 12_000;
+
+/// Each round's actors, by how their ops are driven.
+const DRIVERS: [Driver; 8] = [
+    Driver::Thread,
+    Driver::Thread,
+    Driver::Home,
+    Driver::Home,
+    Driver::Enter,
+    Driver::Runtime,
+    Driver::Runtime,
+    Driver::Local,
+];
+
+/// The least budget a round gives each actor for which the run must show
+/// local ops on the home path (on io_uring): below it, a run may be too
+/// short to draw one.
+const LOCAL_CHECK_BUDGET: u64 = 64;
 
 // ---------------------------------------------------------------------------
 // Configuration.
@@ -178,6 +202,26 @@ async fn chunk(mut actor: Actor, steps: u64) -> Actor {
     actor
 }
 
+/// `chunk` in a local task on the actor's home thread, with a `LocalRing`
+/// made there: the home path on io_uring, ordinary ops elsewhere.
+async fn local_chunk(mut actor: Actor, steps: u64) -> Actor {
+    let ring = LocalRing::new(&actor.ctx);
+    assert_eq!(
+        ring.is_home_path(),
+        actor.ctx.backend() == "io_uring",
+        "round {} actor {}: a LocalRing made on the home thread takes the home path on io_uring, and only there",
+        actor.round.index,
+        actor.id
+    );
+    for _ in 0..steps {
+        if actor.budget == 0 {
+            break;
+        }
+        actor.step_local(&ring).await;
+    }
+    actor
+}
+
 fn drive(mut actor: Actor, rt: &tokio::runtime::Runtime) {
     let ctx = actor.ctx.clone();
     let round = actor.round.clone();
@@ -209,6 +253,17 @@ fn drive(mut actor: Actor, rt: &tokio::runtime::Runtime) {
             Driver::Enter => {
                 bump(&round.stats.enters, 1);
                 ctx.enter(chunk(actor, steps)).join()
+            }
+            Driver::Local => {
+                bump(&round.stats.local_tasks, 1);
+                // `spawn_local` is called on the home thread, from a task
+                // there that hands the local task's handle back at once
+                // (yielding the handle is the point): the actor is never
+                // left in a local task whose waiter is gone.
+                let home = ctx.clone();
+                #[allow(clippy::async_yields_async)]
+                let spawner = ctx.spawn(async move { home.spawn_local(local_chunk(actor, steps)) });
+                spawner.join().and_then(|local| local.join())
             }
             Driver::Runtime => match rt.block_on(rt.spawn(chunk(actor, steps))) {
                 Ok(actor) => Ok(actor),
@@ -289,16 +344,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         stats: Stats::default(),
         kept_pools: Mutex::new(Vec::new()),
     });
-    let drivers = [
-        Driver::Thread,
-        Driver::Thread,
-        Driver::Home,
-        Driver::Home,
-        Driver::Enter,
-        Driver::Runtime,
-        Driver::Runtime,
-    ];
-    let actors = drivers.len() as u64;
+    let actors = DRIVERS.len() as u64;
     let shared = Arc::new(Mutex::new(FileModel::new(
         1000 + plan.index,
         dir.join("shared"),
@@ -307,7 +353,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
     let mut models = vec![shared.clone()];
     let mut handles = Vec::new();
     let members = host.members();
-    for (id, &driver) in drivers.iter().enumerate() {
+    for (id, &driver) in DRIVERS.iter().enumerate() {
         let private: Vec<Arc<Mutex<FileModel>>> = (0..2)
             .map(|k| {
                 let file_id = plan.index * 100 + id as u64 * 2 + k;
@@ -456,6 +502,7 @@ fn stress_random_ops() {
     let Some(ctx) = support::context() else {
         return;
     };
+    let backend = ctx.backend();
     drop(ctx);
     drop(
         tokio::runtime::Builder::new_multi_thread()
@@ -507,4 +554,14 @@ fn stress_random_ops() {
             ("pools", pool_ops, pool_rounds),
         ],
     );
+    // The local actor ran on the home path, not silently beside it (each
+    // local task checked that its ring takes the home path on io_uring and
+    // only there).
+    let local_budget = config.ops / config.rounds / DRIVERS.len() as u64;
+    if backend == "io_uring" && local_budget >= LOCAL_CHECK_BUDGET {
+        assert!(
+            totals.local_home_ops.load(SeqCst) > 0,
+            "no local op took the home path on io_uring"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! dropped, a file dropped with its ops in flight, a `FileStream` session),
 //! run to a fate (kept, polled once and dropped, or raced against a timer);
 //! the data ops and their checks are in `ops.rs`, the registered resources
-//! in `registered.rs`, the stream sessions in `stream.rs`.
+//! in `registered.rs`, the stream sessions in `stream.rs`, the steps of a
+//! local actor through a `LocalRing` in `local.rs`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,6 +24,7 @@ use crate::model::{Dice, FILE_SIZE, FileModel};
 pub(crate) use crate::stats::{Stats, bump};
 use crate::watchdog::{set_doing, status};
 
+mod local;
 mod ops;
 mod registered;
 mod stream;
@@ -63,6 +65,10 @@ pub(crate) enum Driver {
     Enter,
     /// Tasks on a multi-thread Tokio runtime.
     Runtime,
+    /// `Context::spawn_local` on the home thread (from a task that
+    /// `Context::spawn` put there), joined from a plain thread; a share of
+    /// its data ops go through a `LocalRing` made in the task.
+    Local,
 }
 
 /// What happens to an op future.
@@ -546,7 +552,8 @@ impl Actor {
     }
 
     /// Truncates or extends a private file; always kept, never raced with
-    /// this actor's other ops on it, so the model stays exact.
+    /// this actor's other ops on it, so the model stays exact (one whose
+    /// task a shutdown drops counts as failed: see `TruncateInFlight`).
     pub(crate) async fn set_len(&mut self, started_after: bool) {
         let private: Vec<usize> = (0..self.open.len())
             .filter(|&i| self.open[i].model + 1 < self.models.len())
@@ -560,7 +567,12 @@ impl Actor {
         self.spend(1);
         let what = self.what(&("set_len", m, len));
         set_doing(self.id, what.clone());
+        let in_flight = TruncateInFlight {
+            model: &self.models[m],
+            len,
+        };
         let result = self.fate(Fate::Keep, self.open[at].file.set_len(len)).await;
+        in_flight.resolved();
         // Whether it ran or not, nothing at or past `len` is known anymore.
         match result.expect("kept") {
             Ok(()) => {
@@ -591,6 +603,31 @@ impl Actor {
             self.id,
             format!("round {} actor {}: done", self.round.index, self.id),
         );
+    }
+}
+
+/// A truncate on its way: if its future is dropped before it resolves (its
+/// task dropped by a shutdown, whose drain may have completed the op
+/// unseen, or left the fallback's syscall running), it may have run or run
+/// later, and the model is told so.
+struct TruncateInFlight<'a> {
+    model: &'a Mutex<FileModel>,
+    len: u64,
+}
+
+impl TruncateInFlight<'_> {
+    /// The truncate resolved: the caller tells the model what it did.
+    fn resolved(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for TruncateInFlight<'_> {
+    fn drop(&mut self) {
+        self.model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .truncate_failed(self.len);
     }
 }
 

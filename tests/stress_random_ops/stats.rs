@@ -1,7 +1,7 @@
 //! What a run did, counted: ops by fate, by way in and by surface (SQPOLL
 //! rings, pools, registered files and buffers, files dropped with ops in
-//! flight, `FileStream`, batch ops), per round and summed over the run, and the
-//! summary printed at its end.
+//! flight, `FileStream`, batch ops, the home-thread path), per round and
+//! summed over the run, and the summary printed at its end.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -46,6 +46,13 @@ pub(crate) struct Stats {
     /// Batch ops (`read_batch`, `write_batch`) and their members.
     pub(crate) batches: AtomicU64,
     pub(crate) batch_members: AtomicU64,
+    /// Local tasks on a home thread; the ops their `LocalRing`s made, those
+    /// of them that took the home path, and the files given up to a
+    /// `LocalFile` with ops on it.
+    pub(crate) local_tasks: AtomicU64,
+    pub(crate) local_ops: AtomicU64,
+    pub(crate) local_home_ops: AtomicU64,
+    pub(crate) local_given_up: AtomicU64,
 }
 
 impl Stats {
@@ -78,6 +85,10 @@ impl Stats {
             (&self.member_shutdowns, &other.member_shutdowns),
             (&self.batches, &other.batches),
             (&self.batch_members, &other.batch_members),
+            (&self.local_tasks, &other.local_tasks),
+            (&self.local_ops, &other.local_ops),
+            (&self.local_home_ops, &other.local_home_ops),
+            (&self.local_given_up, &other.local_given_up),
         ];
         for (mine, theirs) in pairs {
             mine.fetch_add(theirs.load(SeqCst), SeqCst);
@@ -147,6 +158,13 @@ impl Stats {
             "stress surface batch ops: {} batches, {} reads and writes in them",
             n(&self.batches),
             n(&self.batch_members),
+        );
+        eprintln!(
+            "stress surface home-thread path: {} local tasks, {} local ops ({} on the home path), {} files given up to a LocalFile",
+            n(&self.local_tasks),
+            n(&self.local_ops),
+            n(&self.local_home_ops),
+            n(&self.local_given_up),
         );
     }
 }

@@ -2,10 +2,12 @@
 //! metadata, timeout, nop) and the checks on what each returns; the fixed
 //! reads and writes are `registered.rs`'s.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use aioctx::buf::{AlignedBuf, IoBuf};
+use aioctx::buf::{AlignedBuf, IoBuf, IoBufMut};
+use aioctx::fs::File;
 
 use super::{Actor, Done, Fate, Plan, bump};
 use crate::bufs::{
@@ -37,10 +39,11 @@ impl Actor {
             } => {
                 let prefill = prefill || self.round.init_bufs;
                 let held_ok = fully_initialised(buf, prefill);
+                let f = &self.open[file].file;
                 macro_rules! read {
                     ($t:ty) => {
                         self.read(
-                            file,
+                            self.open[file].model,
                             offset,
                             <$t>::target(len, prefill, live),
                             exact,
@@ -48,6 +51,7 @@ impl Actor {
                             held_ok,
                             started_after,
                             &what,
+                            |buf| read_file(f, buf, offset, exact),
                         )
                         .await
                     };
@@ -68,17 +72,18 @@ impl Actor {
                 buf,
             } => {
                 let data = pattern_bytes(self.file_id(file), offset, len);
+                let f = &self.open[file].file;
                 macro_rules! write {
                     ($t:ty) => {
                         self.write(
-                            file,
+                            self.open[file].model,
                             offset,
                             <$t>::source(&data, live),
                             &data,
-                            all,
                             fate,
                             started_after,
                             &what,
+                            |buf| write_file(f, buf, offset, all),
                         )
                         .await
                     };
@@ -215,7 +220,7 @@ impl Actor {
         self.lock(self.open[file].model).id
     }
 
-    fn unit(&self, out: Option<io::Result<()>>, started_after: bool, what: &str) {
+    pub(super) fn unit(&self, out: Option<io::Result<()>>, started_after: bool, what: &str) {
         match out {
             Some(Ok(())) => self.expect_not_after_shutdown(started_after, what),
             Some(Err(e)) => self.expect_shutdown_error(&e, started_after, what),
@@ -223,10 +228,14 @@ impl Actor {
         }
     }
 
+    /// Reads into `buf` at `offset` of model `m`'s file through `start`
+    /// (called once the model's snapshot is taken), and checks what comes
+    /// back; `exact`: `start` is a `read_exact_at`, which may end with
+    /// `UnexpectedEof`, having read what the file held.
     #[allow(clippy::too_many_arguments)]
-    async fn read<B: ReadTarget>(
+    pub(super) async fn read<B, F>(
         &self,
-        file: usize,
+        m: usize,
         offset: u64,
         buf: B,
         exact: bool,
@@ -234,20 +243,17 @@ impl Actor {
         held_ok: bool,
         started_after: bool,
         what: &str,
-    ) -> Done {
-        let m = self.open[file].model;
+        start: impl FnOnce(B) -> F,
+    ) -> Done
+    where
+        B: ReadTarget,
+        F: Future<Output = (io::Result<usize>, B)>,
+    {
         // Addresses as numbers: compared, never followed, and a raw pointer
         // held across an await would make the future `!Send`.
         let (ptr, total) = (buf.stable_ptr() as usize, buf.bytes_total());
         let snapshot = self.lock(m).snapshot(offset, total);
-        let f = &self.open[file].file;
-        let out = if exact {
-            let out = self.fate(fate, f.read_exact_at(buf, offset)).await;
-            out.map(|(result, buf)| (result.map(|()| total), buf))
-        } else {
-            self.fate(fate, f.read_at(buf, offset)).await
-        };
-        let Some((result, buf)) = out else {
+        let Some((result, buf)) = self.fate(fate, start(buf)).await else {
             return Done::default();
         };
         assert_eq!(
@@ -259,9 +265,8 @@ impl Actor {
         let init = buf.bytes_init();
         // How many bytes the read put at the buffer's start, where known.
         let count = match result {
-            Ok(got) => {
+            Ok(count) => {
                 self.expect_not_after_shutdown(started_after, what);
-                let count = if exact { total } else { got };
                 assert!(count <= total, "{what}: read {count} into {total}");
                 if B::TRACKS_INIT {
                     assert_eq!(init, count, "{what}: initialised length");
@@ -305,28 +310,26 @@ impl Actor {
         }
     }
 
+    /// Writes `buf` (holding `data`) at `offset` of model `m`'s file,
+    /// through `start`, and checks what comes back.
     #[allow(clippy::too_many_arguments)]
-    async fn write<B: WriteSource>(
+    pub(super) async fn write<B, F>(
         &self,
-        file: usize,
+        m: usize,
         offset: u64,
         buf: B,
         data: &[u8],
-        all: bool,
         fate: Fate,
         started_after: bool,
         what: &str,
-    ) -> Done {
-        let m = self.open[file].model;
+        start: impl FnOnce(B) -> F,
+    ) -> Done
+    where
+        B: WriteSource,
+        F: Future<Output = (io::Result<usize>, B)>,
+    {
         let ptr = buf.stable_ptr() as usize;
-        let f = &self.open[file].file;
-        let out = if all {
-            let out = self.fate(fate, f.write_all_at(buf, offset)).await;
-            out.map(|(result, buf)| (result.map(|()| data.len()), buf))
-        } else {
-            self.fate(fate, f.write_at(buf, offset)).await
-        };
-        let Some((result, buf)) = out else {
+        let Some((result, buf)) = self.fate(fate, start(buf)).await else {
             return Done::default();
         };
         assert_eq!(
@@ -341,7 +344,6 @@ impl Actor {
         match result {
             Ok(n) => {
                 self.expect_not_after_shutdown(started_after, what);
-                let n = if all { data.len() } else { n };
                 assert!(n <= data.len(), "{what}: wrote {n} of {}", data.len());
                 self.lock(m).written(offset, n);
                 bump(&self.round.stats.bytes_written, n as u64);
@@ -535,4 +537,29 @@ impl Actor {
         }
         Done::default()
     }
+}
+
+/// `read_exact_at` (its count: the whole buffer) or `read_at` on `f`.
+async fn read_file<B: IoBufMut>(
+    f: &File,
+    buf: B,
+    offset: u64,
+    exact: bool,
+) -> (io::Result<usize>, B) {
+    if !exact {
+        return f.read_at(buf, offset).await;
+    }
+    let total = buf.bytes_total();
+    let (result, buf) = f.read_exact_at(buf, offset).await;
+    (result.map(|()| total), buf)
+}
+
+/// `write_all_at` (its count: the whole buffer) or `write_at` on `f`.
+async fn write_file<B: IoBuf>(f: &File, buf: B, offset: u64, all: bool) -> (io::Result<usize>, B) {
+    if !all {
+        return f.write_at(buf, offset).await;
+    }
+    let total = buf.bytes_init();
+    let (result, buf) = f.write_all_at(buf, offset).await;
+    (result.map(|()| total), buf)
 }
