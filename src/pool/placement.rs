@@ -41,17 +41,26 @@ pub(crate) enum Anchor {
 }
 
 impl Anchor {
-    /// The anchor of a file's op made on the calling thread: its member's
-    /// view of a pool file, otherwise the file.
+    /// The anchor of a file's op made on the calling thread: its ring's or
+    /// its member's view of a file whose ops follow threads, otherwise the
+    /// file.
     #[inline]
     pub(crate) fn for_file(handles: &FileHandles) -> Anchor {
+        if handles.has_ring_views() || handles.has_views() {
+            return Anchor::for_view(handles);
+        }
+        Anchor::File(handles.file().clone())
+    }
+
+    /// [`for_file`](Anchor::for_file) for a file with views: out of line,
+    /// so the plain file's path stays small enough to inline.
+    #[inline(never)]
+    fn for_view(handles: &FileHandles) -> Anchor {
+        let Some(pool) = handles.file().pool.as_ref() else {
+            return Anchor::File(handles.file().clone());
+        };
         if handles.has_ring_views() {
-            let ring = handles
-                .file()
-                .pool
-                .as_ref()
-                .and_then(|pool| pool.thread_ring());
-            if let Some((on, Some(index))) = ring
+            if let Some((on, Some(index))) = pool.thread_ring()
                 && let Some(view) = handles.ring_view(index)
             {
                 return Anchor::OnRing {
@@ -59,16 +68,8 @@ impl Anchor {
                     on,
                 };
             }
-        }
-        if handles.has_views() {
-            let file = handles.file();
-            let view = file
-                .pool
-                .as_ref()
-                .and_then(|pool| handles.view(pool.pick()));
-            if let Some(view) = view {
-                return Anchor::Member(view.clone());
-            }
+        } else if let Some(view) = handles.view(pool.pick()) {
+            return Anchor::Member(view.clone());
         }
         Anchor::File(handles.file().clone())
     }
