@@ -38,6 +38,15 @@ fn pipe() -> (OwnedFd, std::fs::File) {
     }
 }
 
+/// `future`'s output; panics, saying `what`, if it has not come within a
+/// generous bound (a liveness guard against a lost op, not a timing
+/// assertion).
+async fn resolves<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never completed"))
+}
+
 #[test]
 fn tasks_read_through_their_workers_rings_without_crossing_threads() {
     let rings = rings();
@@ -117,6 +126,46 @@ fn batches_from_worker_tasks_complete_on_their_rings() {
         assert_eq!(total.kicks_sent, 0, "no ring was kicked: {total:?}");
         assert!(total.sqes_submitted >= 8 * 20 * 16, "{total:?}");
     }
+}
+
+/// A worker ring of 4 entries takes 8 ops in flight: ops past them wait in
+/// its backlog. Once the kernel has 8, the next flush finds the in-flight
+/// limit full and enters nothing; its reap frees the slots, and the backlog
+/// must go in then, for no completion is left to signal the eventfd and
+/// bring another turn. Singles and batches, from one task at once.
+#[test]
+fn a_backlog_behind_a_full_in_flight_limit_goes_in_once_the_reap_frees_slots() {
+    let rings =
+        WorkerRings::with_builder(Builder::default().backend(support::backend()).entries(4));
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = support::TempPath::new("worker-backlog");
+    let p = path.0.clone();
+    runtime
+        .block_on(runtime.spawn(async move {
+            let ctx = aioctx::current().unwrap();
+            let file = aioctx::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .open(&ctx, &p)
+                .await
+                .unwrap();
+            for round in 0..20u64 {
+                for n in [8u64, 9, 16] {
+                    let writes = (0..n).map(|i| file.write_at(vec![1u8; 8192], i * 8192 + round));
+                    let what = format!("round {round}: {n} writes at once");
+                    for (result, _) in resolves(&what, futures::future::join_all(writes)).await {
+                        assert_eq!(result.unwrap(), 8192);
+                    }
+                }
+                let writes = (0..16u64).map(|i| (vec![2u8; 4096], i * 4096 + round));
+                let what = format!("round {round}: a batch of 16");
+                for (result, _) in resolves(&what, file.write_batch(writes)).await {
+                    assert_eq!(result.unwrap(), 4096);
+                }
+            }
+        }))
+        .unwrap();
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Randomized stress over every way in: foreign threads blocking on ops,
-//! tasks on the home thread, tasks on a multi-thread Tokio runtime,
+//! tasks on the home thread, tasks on a multi-thread Tokio runtime (in some
+//! rounds one with `WorkerRings`, whose tasks' ops go to the ring of the
+//! worker that polls them),
 //! futures `enter`ed from plain threads, and local tasks on the home thread
 //! whose reads, writes, syncs and nops go through a `LocalRing` (the home
 //! path, on io_uring) for a share of their steps; all running every op kind
@@ -13,7 +15,12 @@
 //! reads, writes, seeks and flushes, the stream dropped at any point. Each round runs on one context or on a pool of two
 //! or three, whose actors share the members out; some rounds shut the
 //! context down midway, or the pool (at once, or member by member while
-//! files opened on a member gone are used through the others).
+//! files opened on a member gone are used through the others). In a round
+//! with worker rings, the runtime actors open their files on the ring of the
+//! worker running them and use them from either worker as their tasks move;
+//! their steps now and then close their worker's ring with ops in it (its
+//! next op makes a new one), and a shutdown takes the runtime down too
+//! (dropped, or `shutdown_timeout`), before or after the host.
 //!
 //! What it checks:
 //! - every kept future resolves (a watchdog ends the process, printing the
@@ -31,7 +38,13 @@
 //!   returned buffer later (returned read buffers, registered ones too, are
 //!   held a while and checksummed again); every buffer an op took is dropped
 //!   by the end, and every registered-buffer pool has all its buffers back;
-//! - after shutdown every op fails fast with the shutdown error;
+//! - after shutdown every op fails fast with the shutdown error (on worker
+//!   rings, an op fails only with the shutdown error or the cancel's answer,
+//!   and only if a ring closed after its step began or the round is shutting
+//!   down; no op starts once its runtime is gone);
+//! - every worker ring closes once its runtime is gone, every op in it
+//!   resolved, and on io_uring the run's worker-ring rounds did run ops on
+//!   worker rings (by the rings' own counters; unless the run is too short);
 //! - every slot of the rings' registered file and buffer tables is free
 //!   again at the end of a round (the tables are small, and the check fills
 //!   them);
@@ -59,7 +72,9 @@
 //! steps through a `LocalRing`), `host` (one context or a pool, its
 //! shutdown, the table check), `model` (the dice, the byte patterns, what
 //! is known of each file), `bufs` (the buffer types and their checks),
-//! `watchdog` (the liveness guard and the replay line), this file
+//! `watchdog` (the liveness guard and the replay line), `workers` (a
+//! round's worker rings, their runtime's shutdown, their counters;
+//! `actor/worker.rs` the step that closes a worker's ring), this file
 //! (configuration, rounds), `stats` (the counters and the summary).
 
 pub mod support;
@@ -74,6 +89,7 @@ mod stress_random_ops {
     pub(crate) mod model;
     pub(crate) mod stats;
     pub(crate) mod watchdog;
+    pub(crate) mod workers;
 }
 
 use std::collections::VecDeque;
@@ -85,12 +101,13 @@ use std::time::{Duration, Instant};
 use aioctx::JoinError;
 use aioctx::local::LocalRing;
 
-use stress_random_ops::{actor, bufs, host, model, stats, watchdog};
+use stress_random_ops::{actor, bufs, host, model, stats, watchdog, workers};
 
 use actor::{Actor, Driver, Round, Stats, bump};
 use host::{Host, HostPlan};
 use model::{Dice, FILE_SIZE, FileModel, SLICE, Snapshot};
 use watchdog::{report_seed_on_panic, set_doing, start_watchdog};
+use workers::Workers;
 
 /// Default op count: a few seconds in a debug build.
 const DEFAULT_OPS: u64 = 12_000;
@@ -108,9 +125,10 @@ const DRIVERS: [Driver; 8] = [
 ];
 
 /// The least budget a round gives each actor for which the run must show
-/// local ops on the home path (on io_uring): below it, a run may be too
-/// short to draw one.
-const LOCAL_CHECK_BUDGET: u64 = 64;
+/// local ops on the home path, and ops on worker rings (on io_uring): below
+/// it, a run may be too short to draw one, or its runtimes may all be shut
+/// down before their actors begin.
+const SURFACE_CHECK_BUDGET: u64 = 64;
 
 // ---------------------------------------------------------------------------
 // Configuration.
@@ -182,7 +200,7 @@ fn parse_u64(s: &str) -> Option<u64> {
 // ---------------------------------------------------------------------------
 // Driving actors.
 
-fn run_actor(actor: Actor, rt: Arc<tokio::runtime::Runtime>) -> std::thread::JoinHandle<()> {
+fn run_actor(actor: Actor, rt: tokio::runtime::Handle) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
         .name(format!("stress-actor-{}", actor.id))
         .spawn(move || drive(actor, &rt))
@@ -222,7 +240,7 @@ async fn local_chunk(mut actor: Actor, steps: u64) -> Actor {
     actor
 }
 
-fn drive(mut actor: Actor, rt: &tokio::runtime::Runtime) {
+fn drive(mut actor: Actor, rt: &tokio::runtime::Handle) {
     let ctx = actor.ctx.clone();
     let round = actor.round.clone();
     let id = actor.id;
@@ -267,6 +285,23 @@ fn drive(mut actor: Actor, rt: &tokio::runtime::Runtime) {
             }
             Driver::Runtime => match rt.block_on(rt.spawn(chunk(actor, steps))) {
                 Ok(actor) => Ok(actor),
+                Err(e) if e.is_cancelled() => {
+                    // Dropped by the runtime's shutdown: only that of worker
+                    // rings, midway through a round that shuts down.
+                    assert!(
+                        round.workers.is_some() && round.shutdown_requested.load(SeqCst),
+                        "round {} actor {id}: its task was cancelled without a shutdown",
+                        round.index
+                    );
+                    set_doing(
+                        id,
+                        format!(
+                            "round {} actor {id}: dropped by the runtime's shutdown",
+                            round.index
+                        ),
+                    );
+                    return;
+                }
                 Err(e) => match e.try_into_panic() {
                     Ok(payload) => std::panic::resume_unwind(payload),
                     Err(e) => panic!("actor {id}: runtime task failed: {e}"),
@@ -306,6 +341,7 @@ struct RoundRan {
     ops: u64,
     sqpoll: bool,
     pool: bool,
+    workers: bool,
 }
 
 /// One context or pool, its actors and files, from start to the final
@@ -327,13 +363,24 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         plan.index
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let rt = Arc::new(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    );
+    // The runtime actors' runtime: with worker rings, built from the host's
+    // choice of ring, or a plain one.
+    let (workers, runtime) = match host_plan.workers {
+        true => {
+            let (workers, runtime) = Workers::build(host_plan.builder());
+            (Some(workers), runtime)
+        }
+        false => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            (None, runtime)
+        }
+    };
+    let rt = runtime.handle().clone();
+    let mut runtime = Some(runtime);
     let round = Arc::new(Round {
         index: plan.index,
         shutdown_requested: AtomicBool::new(false),
@@ -343,6 +390,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         init_bufs: config.init_bufs,
         stats: Stats::default(),
         kept_pools: Mutex::new(Vec::new()),
+        workers,
     });
     let actors = DRIVERS.len() as u64;
     let shared = Arc::new(Mutex::new(FileModel::new(
@@ -386,6 +434,8 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
             open: Vec::new(),
             held: VecDeque::new(),
             fixed: None,
+            ring_closes_seen: 0,
+            fixed_closes_seen: 0,
         };
         handles.push(run_actor(actor, rt.clone()));
     }
@@ -395,12 +445,24 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         let at = dice.range(plan.ops / 5, plan.ops * 4 / 5);
         let mut order = Dice::new(dice.0.next_u64());
         let (host, round) = (host.clone(), round.clone());
+        // Worker rings' runtime goes too, before or after the host.
+        let mut runtime = round.workers.as_ref().and_then(|_| runtime.take());
         std::thread::spawn(move || {
             while round.started.load(SeqCst) < at {
                 std::thread::sleep(Duration::from_micros(200));
             }
             round.shutdown_requested.store(true, SeqCst);
+            let workers = round.workers.as_ref();
+            if let Some(workers) = workers
+                && order.chance(50)
+                && let Some(runtime) = runtime.take()
+            {
+                workers.shut_down_runtime(runtime, &round, &mut order);
+            }
             host.shut_down(&round, &mut order);
+            if let (Some(workers), Some(runtime)) = (workers, runtime) {
+                workers.shut_down_runtime(runtime, &round, &mut order);
+            }
             round.shutdown_complete.store(true, SeqCst);
         })
     });
@@ -428,6 +490,9 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
                 },
             );
         }
+        if let Some(workers) = &round.workers {
+            workers.check_cqes_reaped(&what);
+        }
     }
     // Every buffer of every registered pool comes back once its op is over.
     for pool in round.kept_pools.lock().unwrap().drain(..) {
@@ -442,7 +507,17 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
     let described = host.describe(&host_plan);
     let sqpoll = host.sqpoll();
     drop(Arc::into_inner(host).expect("the stopper has ended"));
-    drop(rt);
+    if let Some(workers) = &round.workers {
+        workers.count_open_rings();
+    }
+    drop(runtime);
+    let worker_ring_ops = round.workers.as_ref().map(|workers| {
+        workers.finish(&what);
+        let (ops, own_thread) = workers.ops();
+        bump(&round.stats.worker_ring_ops, ops);
+        bump(&round.stats.worker_ring_own_thread, own_thread);
+        ops
+    });
     support::eventually("every buffer an op took is dropped", || {
         round.live.load(SeqCst) == 0
     });
@@ -472,8 +547,15 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         );
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    let on_workers = worker_ring_ops.map_or_else(String::new, |ops| {
+        format!(
+            "; {ops} ops on worker rings, {} rings closed with ops in them, {} runtime shutdowns",
+            round.stats.ring_closes.load(SeqCst),
+            round.stats.runtime_shutdowns.load(SeqCst),
+        )
+    });
     eprintln!(
-        "stress round {}: {} ops on {described}, shutdown {}, {} dropped, {} shutdown errors ({} submits, {} backlogged, {} cancels)",
+        "stress round {}: {} ops on {described}, shutdown {}, {} dropped, {} shutdown errors ({} submits, {} backlogged, {} cancels){on_workers}",
         plan.index,
         round.stats.ops.load(SeqCst),
         plan.shutdown,
@@ -488,6 +570,7 @@ fn run_round(plan: &RoundPlan, config: &Config, totals: &Stats) -> Option<RoundR
         ops: round.stats.ops.load(SeqCst),
         sqpoll,
         pool: host_plan.members.is_some(),
+        workers: host_plan.workers,
     })
 }
 
@@ -517,6 +600,7 @@ fn stress_random_ops() {
     let mut dice = Dice::new(config.seed);
     let totals = Stats::default();
     let (mut sqpoll_ops, mut sqpoll_rounds, mut pool_ops, mut pool_rounds) = (0, 0, 0, 0);
+    let (mut worker_ops, mut worker_rounds) = (0, 0);
     for index in 0..config.rounds {
         // The first round runs to the end, the last shuts down midway, and
         // the others are drawn.
@@ -542,6 +626,10 @@ fn stress_random_ops() {
             pool_ops += ran.ops;
             pool_rounds += 1;
         }
+        if ran.workers {
+            worker_ops += ran.ops;
+            worker_rounds += 1;
+        }
         support::eventually("the process's fd count is back where it started", || {
             support::open_fds() == fds_before
         });
@@ -552,16 +640,26 @@ fn stress_random_ops() {
         &[
             ("SQPOLL", sqpoll_ops, sqpoll_rounds),
             ("pools", pool_ops, pool_rounds),
+            ("worker-ring rounds", worker_ops, worker_rounds),
         ],
     );
     // The local actor ran on the home path, not silently beside it (each
     // local task checked that its ring takes the home path on io_uring and
     // only there).
-    let local_budget = config.ops / config.rounds / DRIVERS.len() as u64;
-    if backend == "io_uring" && local_budget >= LOCAL_CHECK_BUDGET {
+    let budget = config.ops / config.rounds / DRIVERS.len() as u64;
+    if backend == "io_uring" && budget >= SURFACE_CHECK_BUDGET {
         assert!(
             totals.local_home_ops.load(SeqCst) > 0,
             "no local op took the home path on io_uring"
+        );
+    }
+    // Worker-ring rounds ran (the second round always is one), and their
+    // runtime actors' ops went to worker rings, not silently to the host: by
+    // the rings' own counters.
+    if backend == "io_uring" && config.rounds > 1 && budget >= SURFACE_CHECK_BUDGET {
+        assert!(
+            totals.worker_ring_ops.load(SeqCst) > 0,
+            "{worker_rounds} rounds with worker rings, but no op ran on one on io_uring"
         );
     }
 }

@@ -4,7 +4,8 @@
 //! run to a fate (kept, polled once and dropped, or raced against a timer);
 //! the data ops and their checks are in `ops.rs`, the registered resources
 //! in `registered.rs`, the stream sessions in `stream.rs`, the steps of a
-//! local actor through a `LocalRing` in `local.rs`.
+//! local actor through a `LocalRing` in `local.rs`, the step that closes a
+//! worker's ring with ops in it in `worker.rs`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -23,11 +24,13 @@ use crate::bufs::{BufKind, Held, check_held};
 use crate::model::{Dice, FILE_SIZE, FileModel};
 pub(crate) use crate::stats::{Stats, bump};
 use crate::watchdog::{set_doing, status};
+use crate::workers::Workers;
 
 mod local;
 mod ops;
 mod registered;
 mod stream;
+mod worker;
 
 /// Returned read buffers held back to catch late writes into them.
 const QUARANTINE: usize = 12;
@@ -52,6 +55,8 @@ pub(crate) struct Round {
     /// The registered-buffer pools actors still held at their end, for the
     /// round's check that every buffer came back.
     pub(crate) kept_pools: Mutex<Vec<FixedBufPool>>,
+    /// The runtime actors' worker rings, in a round that has them.
+    pub(crate) workers: Option<Workers>,
 }
 
 /// How an actor's ops are driven.
@@ -63,7 +68,8 @@ pub(crate) enum Driver {
     Home,
     /// `Context::enter` from a plain thread, joined there.
     Enter,
-    /// Tasks on a multi-thread Tokio runtime.
+    /// Tasks on a multi-thread Tokio runtime; in a round with worker rings,
+    /// each op goes to the ring of the worker that polls it.
     Runtime,
     /// `Context::spawn_local` on the home thread (from a task that
     /// `Context::spawn` put there), joined from a plain thread; a share of
@@ -84,12 +90,17 @@ pub(crate) enum Fate {
 pub(crate) struct OpenFile {
     pub(crate) model: usize,
     pub(crate) file: File,
+    /// The round's worker-ring closes begun when its open began (0 off
+    /// worker rings).
+    pub(crate) closes_at_open: u64,
 }
 
 /// One actor: a driver, its files, its dice.
 pub(crate) struct Actor {
     pub(crate) id: usize,
     pub(crate) driver: Driver,
+    /// The host's context it uses (one on worker rings uses its worker's
+    /// ring instead: see [`context`](Actor::context)).
     pub(crate) ctx: Context,
     pub(crate) round: Arc<Round>,
     pub(crate) dice: Dice,
@@ -102,6 +113,10 @@ pub(crate) struct Actor {
     pub(crate) held: VecDeque<Held>,
     /// Registered buffers for fixed reads and writes, when it has made some.
     pub(crate) fixed: Option<FixedBufPool>,
+    /// The round's worker-ring closes begun when the current step began,
+    /// and when its buffer pool was made.
+    pub(crate) ring_closes_seen: u64,
+    pub(crate) fixed_closes_seen: u64,
 }
 
 /// A data op on an open file, planned before it runs so several can run at
@@ -219,9 +234,47 @@ impl Actor {
         self.round.shutdown_requested.load(SeqCst)
     }
 
-    /// Checks an error: allowed only once shutdown has begun, and then only
-    /// the shutdown error or the kernel's answer to a cancel; an op started
-    /// after shutdown finished must get the shutdown error itself.
+    /// The round's worker rings, if this actor's ops go to them.
+    pub(crate) fn worker_rings(&self) -> Option<&Workers> {
+        self.round
+            .workers
+            .as_ref()
+            .filter(|_| self.driver == Driver::Runtime)
+    }
+
+    /// Where its opens, nops, timeouts and buffer pools go: the ring of the
+    /// worker running it (made on first use, or anew after its last one
+    /// closed) on worker rings, the host's context otherwise.
+    pub(crate) fn context(&self) -> Context {
+        match self.worker_rings() {
+            Some(_) => aioctx::current().expect("a runtime worker has its ring"),
+            None => self.ctx.clone(),
+        }
+    }
+
+    /// Whether, on worker rings, a ring has begun to close since the round's
+    /// count of closes was `closes`.
+    fn ring_closed_since(&self, closes: u64) -> bool {
+        self.worker_rings()
+            .is_some_and(|w| w.closes.load(SeqCst) > closes)
+    }
+
+    /// Whether an op of the current step may have been cut short: once the
+    /// round's shutdown has begun, or, on worker rings, once a ring has
+    /// begun to close since the step began. Closing cancels what the kernel
+    /// is running, and a read it had begun (waiting in an io-wq worker for a
+    /// page a write holds, say) reports what it had read: short of the end
+    /// of the file, which is then no longer checked.
+    pub(crate) fn may_be_cut_short(&self) -> bool {
+        self.shutting_down() || self.ring_closed_since(self.ring_closes_seen)
+    }
+
+    /// Checks an error: allowed only once shutdown has begun (or, on worker
+    /// rings, once a ring has begun to close since the current step began:
+    /// an op in it, or whose task was in it, resolves as at shutdown), and
+    /// then only the shutdown error or the kernel's answer to a cancel; an
+    /// op started after shutdown finished must get the shutdown error
+    /// itself.
     pub(crate) fn expect_shutdown_error(&self, e: &io::Error, started_after: bool, what: &str) {
         let is_shutdown = aioctx::is_shutdown(e);
         if started_after {
@@ -231,13 +284,34 @@ impl Actor {
                 "{what}: started after shutdown, failed with {e:?}"
             );
         }
+        let ring_closed = self.ring_closed_since(self.ring_closes_seen);
         assert!(
-            self.shutting_down()
+            (self.shutting_down() || ring_closed)
                 && (is_shutdown || matches!(e.raw_os_error(), Some(libc::ECANCELED | libc::EINTR))),
-            "{what}: unexpected error {e:?} (shutdown requested: {})",
-            self.shutting_down()
+            "{what}: unexpected error {e:?} (shutdown requested: {}, a worker ring closed since the step began: {ring_closed})",
+            self.shutting_down(),
         );
         bump(&self.round.stats.shutdown_errors, 1);
+    }
+
+    /// [`expect_shutdown_error`](Actor::expect_shutdown_error) for an op
+    /// that goes to one ring whichever worker polls it (a file's close, to
+    /// the ring the file was opened on; a fixed op, to the ring its buffer's
+    /// pool was made on): on worker rings it fails with the shutdown error,
+    /// too, if any ring has closed since that ring was picked, when the
+    /// round's count of closes was `closes`.
+    pub(crate) fn expect_pinned_error(
+        &self,
+        e: &io::Error,
+        closes: u64,
+        started_after: bool,
+        what: &str,
+    ) {
+        if self.ring_closed_since(closes) && aioctx::is_shutdown(e) {
+            bump(&self.round.stats.shutdown_errors, 1);
+            return;
+        }
+        self.expect_shutdown_error(e, started_after, what);
     }
 
     /// An op that succeeded although it started after shutdown finished.
@@ -426,9 +500,17 @@ impl Actor {
 
     /// One step: an open, a close, a truncate, one data op, a few data ops
     /// at once, a registered-buffer pool made or dropped, a file dropped with
-    /// ops in flight, or a stream session.
+    /// ops in flight, a stream session, or (on worker rings) the worker's
+    /// ring closed with ops in it.
     pub(crate) async fn step(&mut self) {
-        let started_after = self.round.shutdown_complete.load(SeqCst);
+        let closes = self.worker_rings().map(|w| w.closes.load(SeqCst));
+        // On worker rings, nothing fails fast after the shutdown: a step
+        // either runs on a worker whose ring is open (made anew if its last
+        // one closed) or never runs (its task dropped with the runtime).
+        let started_after = closes.is_none() && self.round.shutdown_complete.load(SeqCst);
+        self.ring_closes_seen = closes.unwrap_or(0);
+        // Only worker-ring actors close their worker's ring.
+        let close_ring = if closes.is_some() { 2 } else { 0 };
         if self.shutting_down() {
             self.budget = self.budget.min(STEPS_AFTER_SHUTDOWN);
         }
@@ -436,13 +518,14 @@ impl Actor {
             self.open_one(started_after).await;
             return;
         }
-        match self.dice.weighted(&[6, 5, 2, 70, 10, 2, 4, 4]) {
+        match self.dice.weighted(&[6, 5, 2, 70, 10, 2, 4, 4, close_ring]) {
             0 if self.open.len() < 4 => self.open_one(started_after).await,
             1 => self.close_one(started_after).await,
             2 => self.set_len(started_after).await,
             5 => self.fixed_pool(started_after).await,
             6 => self.drop_in_flight(started_after).await,
             7 => self.stream_session(started_after).await,
+            8 => self.close_ring_in_flight().await,
             4 => {
                 let plans: Vec<(Plan, Fate)> = (0..self.dice.range(2, 4))
                     .map(|_| {
@@ -505,13 +588,15 @@ impl Actor {
         if register {
             bump(&self.round.stats.register_asked, 1);
         }
+        let closes_at_open = self.worker_rings().map_or(0, |w| w.closes.load(SeqCst));
+        let ctx = self.context();
         let open = async {
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .register(register)
-                .open(&self.ctx, &path)
+                .open(&ctx, &path)
                 .await
         };
         match self.fate(fate, open).await {
@@ -520,7 +605,11 @@ impl Actor {
                 if file.is_registered() {
                     bump(&self.round.stats.registered_opens, 1);
                 }
-                self.open.push(OpenFile { model: m, file });
+                self.open.push(OpenFile {
+                    model: m,
+                    file,
+                    closes_at_open,
+                });
             }
             Some(Err(e)) => self.expect_shutdown_error(&e, started_after, &what),
             None => {}
@@ -529,7 +618,11 @@ impl Actor {
 
     pub(crate) async fn close_one(&mut self, started_after: bool) {
         let at = self.dice.below(self.open.len() as u64) as usize;
-        let OpenFile { file, model } = self.open.swap_remove(at);
+        let OpenFile {
+            file,
+            model,
+            closes_at_open,
+        } = self.open.swap_remove(at);
         let how = self.dice.below(4);
         let fate = if how == 0 {
             Fate::Keep
@@ -547,7 +640,8 @@ impl Actor {
         }
         if let Some(Err(e)) = self.fate(fate, file.close()).await {
             // A close that ran tells the kernel's verdict: it must be Ok.
-            self.expect_shutdown_error(&e, started_after, &what);
+            // (It goes to the ring the file was opened on.)
+            self.expect_pinned_error(&e, closes_at_open, started_after, &what);
         }
     }
 

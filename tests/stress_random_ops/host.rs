@@ -4,18 +4,24 @@
 //! tables, so that a slot never given back shows; shut down midway (the
 //! context, the whole pool, or the pool's members one at a time while files
 //! opened on them are in use from other members' threads); and checked at
-//! the end: every slot of every table free again.
+//! the end: every slot of every table free again. In some rounds the
+//! runtime actors' ops go to worker rings instead (see `workers.rs`), built
+//! from the same choice of ring.
 
 use std::path::Path;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use aioctx::fs::OpenOptions;
-use aioctx::{Context, Metrics, Pool};
+use aioctx::{Builder, Context, Metrics, Pool};
 
 use crate::actor::{Round, bump};
 use crate::model::Dice;
 use crate::support;
+
+/// Rounds past the second whose runtime actors run on worker rings, in
+/// percent.
+const WORKER_ROUNDS: u64 = 40;
 
 /// What a round runs on.
 #[derive(Debug)]
@@ -27,12 +33,17 @@ pub(crate) struct HostPlan {
     pub(crate) sqpoll_idle: Option<Duration>,
     pub(crate) file_slots: u32,
     pub(crate) buffer_slots: u32,
+    /// The runtime actors' runtime has `WorkerRings`, and their ops go to
+    /// its threads' rings rather than to the host.
+    pub(crate) workers: bool,
 }
 
 impl HostPlan {
     /// Draws a round's host: the first round always one context, later ones
     /// a pool at times; SQPOLL rings of 1, 2 or the default entries when
-    /// `sqpoll`, plain rings of 4 to 256 otherwise.
+    /// `sqpoll`, plain rings of 4 to 256 otherwise; worker rings for the
+    /// runtime actors in the second round (so that every run of more than
+    /// one round has some) and at times later.
     pub(crate) fn draw(dice: &mut Dice, index: u64, sqpoll: bool) -> HostPlan {
         let (entries, sqpoll_idle) = if sqpoll {
             let entries = [Some(1), Some(2), None][dice.below(3) as usize];
@@ -48,7 +59,23 @@ impl HostPlan {
             sqpoll_idle,
             file_slots: [4, 16, 64][dice.below(3) as usize],
             buffer_slots: [8, 32][dice.below(2) as usize],
+            workers: index == 1 || (index > 1 && dice.chance(WORKER_ROUNDS)),
         }
+    }
+
+    /// A context builder for this plan's rings, on the suite's backend.
+    pub(crate) fn builder(&self) -> Builder {
+        let mut builder = Context::builder()
+            .backend(support::backend())
+            .registered_file_slots(self.file_slots)
+            .registered_buffer_slots(self.buffer_slots);
+        if let Some(entries) = self.entries {
+            builder = builder.entries(entries);
+        }
+        if let Some(idle) = self.sqpoll_idle {
+            builder = builder.sqpoll(idle);
+        }
+        builder
     }
 }
 
@@ -62,16 +89,7 @@ impl Host {
     /// Builds `plan` on the suite's backend; `None` (after saying why) where
     /// the machine has no io_uring.
     pub(crate) fn build(plan: &HostPlan) -> Option<Host> {
-        let mut builder = Context::builder()
-            .backend(support::backend())
-            .registered_file_slots(plan.file_slots)
-            .registered_buffer_slots(plan.buffer_slots);
-        if let Some(entries) = plan.entries {
-            builder = builder.entries(entries);
-        }
-        if let Some(idle) = plan.sqpoll_idle {
-            builder = builder.sqpoll(idle);
-        }
+        let builder = plan.builder();
         let Some(members) = plan.members else {
             return support::build(builder).map(Host::Context);
         };
@@ -120,8 +138,12 @@ impl Host {
             .entries
             .map_or_else(|| "default".to_owned(), |e| e.to_string());
         let ring = if self.sqpoll() { "SQPOLL ring" } else { "ring" };
+        let workers = match plan.workers {
+            true => ", runtime actors on worker rings",
+            false => "",
+        };
         format!(
-            "{host}, {} ({ring} of {entries} entries), tables of {} files and {} buffers",
+            "{host}, {} ({ring} of {entries} entries), tables of {} files and {} buffers{workers}",
             ctx.backend(),
             plan.file_slots,
             plan.buffer_slots

@@ -1,7 +1,7 @@
 //! What a run did, counted: ops by fate, by way in and by surface (SQPOLL
 //! rings, pools, registered files and buffers, files dropped with ops in
-//! flight, `FileStream`, batch ops, the home-thread path), per round and
-//! summed over the run, and the summary printed at its end.
+//! flight, `FileStream`, batch ops, the home-thread path, worker rings), per
+//! round and summed over the run, and the summary printed at its end.
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
@@ -53,6 +53,13 @@ pub(crate) struct Stats {
     pub(crate) local_ops: AtomicU64,
     pub(crate) local_home_ops: AtomicU64,
     pub(crate) local_given_up: AtomicU64,
+    /// Ops the worker rings ran, by their own counters, and those of them
+    /// submitted on the ring's own thread; rings closed by actors' steps
+    /// with ops in them; runtimes with worker rings shut down midway.
+    pub(crate) worker_ring_ops: AtomicU64,
+    pub(crate) worker_ring_own_thread: AtomicU64,
+    pub(crate) ring_closes: AtomicU64,
+    pub(crate) runtime_shutdowns: AtomicU64,
 }
 
 impl Stats {
@@ -89,6 +96,10 @@ impl Stats {
             (&self.local_ops, &other.local_ops),
             (&self.local_home_ops, &other.local_home_ops),
             (&self.local_given_up, &other.local_given_up),
+            (&self.worker_ring_ops, &other.worker_ring_ops),
+            (&self.worker_ring_own_thread, &other.worker_ring_own_thread),
+            (&self.ring_closes, &other.ring_closes),
+            (&self.runtime_shutdowns, &other.runtime_shutdowns),
         ];
         for (mine, theirs) in pairs {
             mine.fetch_add(theirs.load(SeqCst), SeqCst);
@@ -165,6 +176,13 @@ impl Stats {
             n(&self.local_ops),
             n(&self.local_home_ops),
             n(&self.local_given_up),
+        );
+        eprintln!(
+            "stress surface worker rings: {} ops counted by the rings ({} submitted on the ring's own thread), {} rings closed with ops in them, {} runtimes shut down midway",
+            n(&self.worker_ring_ops),
+            n(&self.worker_ring_own_thread),
+            n(&self.ring_closes),
+            n(&self.runtime_shutdowns),
         );
     }
 }

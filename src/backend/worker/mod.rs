@@ -372,9 +372,13 @@ impl WorkerCore {
     }
 
     /// Sends what waited (cancels, the backlog) while it fits, enters if
-    /// anything is queued, and reaps into `done`; again while the backlog
-    /// waits and the reap made room (what completes inside its enter frees
-    /// room at once, and signals no eventfd that would bring a later turn).
+    /// anything is queued, and reaps into `done`; again while something
+    /// waits that can go in now, because the enter emptied the SQ or the
+    /// reap freed slots (what completes inside its enter frees room at once,
+    /// and signals no eventfd that would bring a later turn; and a turn that
+    /// found the in-flight limit full has no SQE to enter, but its reap may
+    /// free the slots the backlog waits for: the eventfd that brought it
+    /// fires no more).
     fn turn(&mut self, common: &Common, done: &mut Done) {
         // Everything queued so far goes in now.
         self.flush_asked = false;
@@ -395,8 +399,12 @@ impl WorkerCore {
                     Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
                 }
             }
-            self.reap(common, done);
-            if self.backlog.is_empty() || queued == 0 || self.slots.is_full() {
+            let reaped = self.reap(common, done);
+            let waiting = (!self.backlog.is_empty() && !self.slots.is_full())
+                || (!self.pending_cancels.is_empty() && self.slots.can_cancel());
+            // Neither entered nor reaped: the SQ and the slots are as the
+            // flush found them, and another pass would find the same.
+            if !waiting || (queued == 0 && reaped == 0) {
                 return;
             }
         }
@@ -420,8 +428,8 @@ impl WorkerCore {
         }
     }
 
-    /// Collects every CQE ready now into `done`.
-    fn reap(&mut self, common: &Common, done: &mut Done) {
+    /// Collects every CQE ready now into `done`; returns how many.
+    fn reap(&mut self, common: &Common, done: &mut Done) -> usize {
         let (ring, slots) = (self.ring.as_mut().expect("open"), &mut self.slots);
         let reaped = ring.reap(|user_data, res, flags| {
             if user_data == IGNORED_USER_DATA {
@@ -441,6 +449,7 @@ impl WorkerCore {
             }
         });
         Counters::add_shared(&common.counters.cqes_reaped, reaped as u64);
+        reaped
     }
 
     /// Sends a cancel for `user_data`, or keeps it for the next turn.

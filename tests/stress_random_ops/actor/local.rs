@@ -62,7 +62,7 @@ impl Actor {
         let given_up = self.dice.chance(GIVE_UP_SHARE);
         let (m, registered, file) = if given_up {
             // The last handle goes: the `LocalFile` keeps the file open.
-            let OpenFile { model, file } = self.open.swap_remove(at);
+            let OpenFile { model, file, .. } = self.open.swap_remove(at);
             (model, file.is_registered(), ring.file(&file))
         } else {
             let open = &self.open[at];

@@ -204,12 +204,14 @@ impl Actor {
                 Done::default()
             }
             Plan::Timeout { micros } => {
-                let op = self.ctx.timeout(Duration::from_micros(micros));
+                let ctx = self.context();
+                let op = ctx.timeout(Duration::from_micros(micros));
                 self.unit(self.fate(fate, op).await, started_after, &what);
                 Done::default()
             }
             Plan::Nop => {
-                self.unit(self.fate(fate, self.ctx.nop()).await, started_after, &what);
+                let ctx = self.context();
+                self.unit(self.fate(fate, ctx.nop()).await, started_after, &what);
                 Done::default()
             }
             Plan::ReadFixed { .. } | Plan::WriteFixed { .. } => unreachable!("run_fixed's"),
@@ -271,7 +273,7 @@ impl Actor {
                 if B::TRACKS_INIT {
                     assert_eq!(init, count, "{what}: initialised length");
                 }
-                if count < total {
+                if count < total && !self.may_be_cut_short() {
                     snapshot.check_eof(offset + count as u64, what);
                 }
                 Some(count)
@@ -416,7 +418,7 @@ impl Actor {
                         self.expect_not_after_shutdown(started_after, what);
                         assert_eq!(buf.len(), n, "{what}: initialised length");
                         assert!(n <= len, "{what}: read {n} into {len}");
-                        if n < len {
+                        if n < len && !self.may_be_cut_short() {
                             snapshot.check_eof(offset + n as u64, what);
                         }
                         snapshot.check(&buf, what);
@@ -468,7 +470,7 @@ impl Actor {
             Ok(n) => {
                 self.expect_not_after_shutdown(started_after, what);
                 assert_eq!(data.len(), n, "{what}: initialised lengths");
-                if n < total {
+                if n < total && !self.may_be_cut_short() {
                     snapshot.check_eof(offset + n as u64, what);
                 }
             }

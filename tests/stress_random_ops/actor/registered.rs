@@ -6,11 +6,14 @@
 //! dropped too. What must hold: data reads back as for every op, a buffer
 //! comes back unchanged and is not written after, and (checked by the round)
 //! every pool's buffers come back, and every table slot is free again once
-//! the last handle is gone.
+//! the last handle is gone. On worker rings a pool is never registered, and
+//! its buffers' ops go to the ring it was made on, from whichever worker
+//! polls them: once that ring has closed, they fail with the shutdown error.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering::SeqCst;
 
 use aioctx::FixedBuf;
 use aioctx::fs::File;
@@ -23,9 +26,11 @@ use crate::watchdog::set_doing;
 /// Sizes of a pool's buffers: a page, two, three (the largest write).
 const FIXED_SIZES: [usize; 3] = [4096, 8192, 12288];
 
-/// What an op on a file dropped mid-flight gave back, to check.
+/// What an op on a file dropped mid-flight gave back, to check; `fixed`:
+/// with a buffer of the actor's pool.
 enum Landed {
     Read {
+        fixed: bool,
         offset: u64,
         result: io::Result<usize>,
         data: Vec<u8>,
@@ -34,6 +39,7 @@ enum Landed {
         snapshot: Snapshot,
     },
     Write {
+        fixed: bool,
         offset: u64,
         result: io::Result<usize>,
         len: usize,
@@ -84,16 +90,16 @@ impl Actor {
         let what = self.what(&("register_buffers", count, size, fate));
         set_doing(self.id, what.clone());
         bump(&self.round.stats.fixed_pools, 1);
-        match self
-            .fate(fate, self.ctx.register_buffers(count, size))
-            .await
-        {
+        let closes = self.worker_rings().map_or(0, |w| w.closes.load(SeqCst));
+        let ctx = self.context();
+        match self.fate(fate, ctx.register_buffers(count, size)).await {
             Some(Ok(pool)) => {
                 // Ok after shutdown is allowed: a pool the ring cannot take is
                 // used unregistered, and its ops fail with the shutdown error.
                 assert_eq!(pool.count(), count, "{what}: buffer count");
                 assert_eq!(pool.buf_size(), size, "{what}: buffer size");
                 assert_eq!(pool.available(), count, "{what}: a new pool's buffers");
+                self.fixed_closes_seen = closes;
                 if let Some(old) = self.fixed.replace(pool) {
                     bump(&self.round.stats.fixed_pools_dropped, 1);
                     drop(old);
@@ -104,6 +110,12 @@ impl Actor {
             // the round's check finds the slots free again.
             None => {}
         }
+    }
+
+    /// The error of an op on a buffer of the actor's pool, which goes to
+    /// the ring the pool was made on.
+    fn expect_fixed_error(&self, e: &io::Error, started_after: bool, what: &str) {
+        self.expect_pinned_error(e, self.fixed_closes_seen, started_after, what);
     }
 
     /// Runs a fixed read or write planned by [`fixed_plan`](Actor::fixed_plan).
@@ -131,13 +143,13 @@ impl Actor {
                         self.expect_not_after_shutdown(started_after, &what);
                         assert!(n <= total, "{what}: read {n} into {total}");
                         assert_eq!(buf.len(), n, "{what}: the buffer's length");
-                        if n < total {
+                        if n < total && !self.may_be_cut_short() {
                             snapshot.check_eof(offset + n as u64, &what);
                         }
                         n
                     }
                     Err(e) => {
-                        self.expect_shutdown_error(&e, started_after, &what);
+                        self.expect_fixed_error(&e, started_after, &what);
                         assert_eq!(buf.len(), 0, "{what}: a failed read filled its buffer");
                         0
                     }
@@ -175,7 +187,7 @@ impl Actor {
                         self.lock(m).written(offset, n);
                         bump(&self.round.stats.bytes_written, n as u64);
                     }
-                    Err(e) => self.expect_shutdown_error(&e, started_after, &what),
+                    Err(e) => self.expect_fixed_error(&e, started_after, &what),
                 }
                 Done::default()
             }
@@ -189,7 +201,7 @@ impl Actor {
     /// in flight, then keeps or drops each op.
     pub(crate) async fn drop_in_flight(&mut self, started_after: bool) {
         let at = self.dice.below(self.open.len() as u64) as usize;
-        let OpenFile { model: m, file } = self.open.swap_remove(at);
+        let OpenFile { model: m, file, .. } = self.open.swap_remove(at);
         let count = self.dice.range(1, 3);
         self.spend(count + 1);
         let what = self.what(&("drop in flight", m, file.is_registered(), count));
@@ -229,6 +241,7 @@ impl Actor {
             bump(&self.round.stats.kept, 1);
             match op.await {
                 Landed::Read {
+                    fixed,
                     offset,
                     result,
                     data,
@@ -239,16 +252,18 @@ impl Actor {
                         Ok(n) => {
                             self.expect_not_after_shutdown(started_after, &what);
                             assert!(n <= total && n == data.len(), "{what}: read {n} of {total}");
-                            if n < total {
+                            if n < total && !self.may_be_cut_short() {
                                 snapshot.check_eof(offset + n as u64, &what);
                             }
                             bump(&self.round.stats.bytes_read, n as u64);
                         }
+                        Err(e) if fixed => self.expect_fixed_error(&e, started_after, &what),
                         Err(e) => self.expect_shutdown_error(&e, started_after, &what),
                     }
                     snapshot.check(&data, &what);
                 }
                 Landed::Write {
+                    fixed,
                     offset,
                     result,
                     len,
@@ -259,6 +274,7 @@ impl Actor {
                         self.lock(m).written(offset, n);
                         bump(&self.round.stats.bytes_written, n as u64);
                     }
+                    Err(e) if fixed => self.expect_fixed_error(&e, started_after, &what),
                     Err(e) => self.expect_shutdown_error(&e, started_after, &what),
                 },
             }
@@ -282,6 +298,7 @@ impl Actor {
                     Box::pin(async move {
                         let (result, buf) = op.await;
                         Landed::Read {
+                            fixed: true,
                             offset,
                             data: buf.to_vec(),
                             result,
@@ -296,6 +313,7 @@ impl Actor {
                     Box::pin(async move {
                         let (result, buf) = op.await;
                         Landed::Read {
+                            fixed: false,
                             offset,
                             result,
                             data: buf,
@@ -319,6 +337,7 @@ impl Actor {
                     let (result, buf) = op.await;
                     assert!(*buf == data[..], "a fixed write's buffer changed");
                     Landed::Write {
+                        fixed: true,
                         offset,
                         result,
                         len,
@@ -330,6 +349,7 @@ impl Actor {
                 Box::pin(async move {
                     let (result, _) = op.await;
                     Landed::Write {
+                        fixed: false,
                         offset,
                         result,
                         len,
