@@ -389,12 +389,13 @@ impl WorkerCore {
                 }
             }
             self.flush_backlog(done);
-            let queued = self.ring().queued();
-            if queued > 0 {
+            let mut entered = false;
+            if self.ring().queued() > 0 {
                 match self.ring().enter() {
                     Ok(submitted) => {
                         Counters::add_shared(&common.counters.submits, 1);
                         Counters::add_shared(&common.counters.sqes_submitted, submitted as u64);
+                        entered = submitted > 0;
                     }
                     Err(e) => tracing::error!(error = %e, "io_uring_enter failed"),
                 }
@@ -402,9 +403,11 @@ impl WorkerCore {
             let reaped = self.reap(common, done);
             let waiting = (!self.backlog.is_empty() && !self.slots.is_full())
                 || (!self.pending_cancels.is_empty() && self.slots.can_cancel());
-            // Neither entered nor reaped: the SQ and the slots are as the
-            // flush found them, and another pass would find the same.
-            if !waiting || (queued == 0 && reaped == 0) {
+            // Neither entered nor reaped (nothing queued, or an enter that
+            // failed): the SQ and the slots are as the pass found them, and
+            // another would find the same; the next flush or completion
+            // tries again.
+            if !waiting || (!entered && reaped == 0) {
                 return;
             }
         }
