@@ -269,6 +269,39 @@ fn tasks_stolen_mid_flight_dropped_mid_flight_and_at_shutdown_all_resolve() {
     support::eventually("every fd is closed", || support::open_fds() <= fds);
 }
 
+/// A file outlives the ring it was opened on (a blocking thread's ring
+/// closes when its thread goes idle, `close_thread` closes a worker's):
+/// its reads and its `close` go to the calling thread's ring, and the close
+/// succeeds.
+#[test]
+fn a_file_closes_after_the_ring_it_was_opened_on_has_closed() {
+    let rings = rings();
+    let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
+    let path = data_file("worker-close-after-ring");
+    let p = path.0.clone();
+    let closer = rings.clone();
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let ctx = aioctx::current().unwrap();
+            if ctx.backend() != "io_uring-worker" {
+                return eprintln!("skipping: one shared context on {}", ctx.backend());
+            }
+            let file = File::open(&ctx, &p).await.unwrap();
+            // The ring the file was opened on closes; this thread's next op
+            // makes it a new one.
+            closer.close_thread();
+            assert!(ctx.is_shut_down());
+            let (n, _) = resolves("a read after the close", file.read_at(vec![0u8; 100], 0)).await;
+            assert_eq!(n.unwrap(), 100);
+            resolves("the file's close", file.close())
+                .await
+                .expect("the file closes on this thread's ring");
+        })
+        .await
+        .unwrap();
+    });
+}
+
 #[test]
 fn block_in_place_keeps_the_threads_ring_usable() {
     let rings = rings();

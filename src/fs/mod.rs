@@ -306,7 +306,15 @@ impl File {
         };
         file.unregister().await;
         let fd = file.take_fd();
-        Op::new(Anchor::Context(file.state.clone()), Close::new(fd)).await
+        // On the calling thread's member or ring where the file's ops follow
+        // threads (the ring it was opened on may have closed with its
+        // thread), on its own context otherwise.
+        let on = file
+            .pool
+            .as_ref()
+            .and_then(|pool| pool.elsewhere(&file.state))
+            .unwrap_or_else(|| file.state.clone());
+        Op::new(Anchor::Context(on), Close::new(fd)).await
     }
 
     /// Whether the file is registered with its ring (see
