@@ -640,7 +640,8 @@ impl Actor {
         }
         if let Some(Err(e)) = self.fate(fate, file.close()).await {
             // A close that ran tells the kernel's verdict: it must be Ok.
-            // (It goes to the ring the file was opened on.)
+            // (It goes to the calling thread's ring; the tolerance below is
+            // for a shared context's close racing its shutdown.)
             self.expect_pinned_error(&e, closes_at_open, started_after, &what);
         }
     }
