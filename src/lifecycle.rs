@@ -126,7 +126,7 @@ impl Header {
     #[inline(always)]
     fn release_as<A: CellAnchor>(&self) -> bool {
         if A::ONE_THREAD {
-            // One thread: a plain update (module docs).
+            // Relaxed: as in `set_as`; the freeing side is this thread.
             let state = self.state.load(Ordering::Relaxed);
             self.state.store(state - REF, Ordering::Relaxed);
             return state & REFS == REF;
@@ -139,6 +139,8 @@ impl Header {
     #[inline(always)]
     fn set_as<A: CellAnchor>(&self, bits: usize, order: Ordering) -> usize {
         if A::ONE_THREAD {
+            // Relaxed: one thread reads and writes the word (module docs);
+            // there is no other side to pair with.
             let state = self.state.load(Ordering::Relaxed);
             self.state.store(state | bits, Ordering::Relaxed);
             return state;
@@ -151,6 +153,7 @@ impl Header {
     #[inline(always)]
     fn clear_as<A: CellAnchor>(&self, bits: usize, order: Ordering) -> usize {
         if A::ONE_THREAD {
+            // Relaxed: as in `set_as`.
             let state = self.state.load(Ordering::Relaxed);
             self.state.store(state & !bits, Ordering::Relaxed);
             return state;
@@ -510,6 +513,7 @@ impl<K: Payload, A: CellAnchor> FutureHalf<K, A> {
             // AcqRel: Release so the backend's Acquire in `complete` sees the
             // waker gone; Acquire for the outcome if it completed meanwhile.
             let prev = match A::ONE_THREAD {
+                // Relaxed: as in `Header::set_as`; `seen` is the word now.
                 true => {
                     cell.header
                         .state

@@ -8,15 +8,14 @@
 pub mod support;
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use aioctx::buf::{IoBuf, IoBufMut};
 use aioctx::fs::File;
 use aioctx::local::LocalRing;
 use aioctx::sim::SimConfig;
 use aioctx::{Backend, Builder, Context};
 use futures::FutureExt;
+use support::Tracked;
 
 /// The tests of this file count the process's fds: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -25,42 +24,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A buffer that records when it is freed.
-struct Tracked {
-    inner: Vec<u8>,
-    freed: Arc<AtomicBool>,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.freed.store(true, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: delegates to Vec<u8>, whose heap block is stable.
-unsafe impl IoBuf for Tracked {
-    fn stable_ptr(&self) -> *const u8 {
-        self.inner.stable_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.inner.bytes_init()
-    }
-    fn bytes_total(&self) -> usize {
-        self.inner.bytes_total()
-    }
-}
-
-// SAFETY: delegates to Vec<u8>.
-unsafe impl IoBufMut for Tracked {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.inner.stable_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { self.inner.set_init(pos) }
-    }
 }
 
 #[test]
@@ -122,14 +85,10 @@ fn a_local_read_dropped_in_flight_keeps_its_buffer_until_the_kernel_is_done() {
     let ctx = local.context().clone();
     let fds = support::open_fds();
     let (reader, writer) = std::io::pipe().unwrap();
-    let freed = Arc::new(AtomicBool::new(false));
     local.block_on(async {
         let ring = LocalRing::new(&ctx);
         let file = ring.file(&File::from_fd(&ctx, OwnedFd::from(reader)));
-        let buf = Tracked {
-            inner: Vec::with_capacity(64),
-            freed: freed.clone(),
-        };
+        let (buf, freed) = Tracked::new(64);
         let mut read = file.read_at(buf, 0);
         // Submitted; the pipe is empty, so the read waits in the kernel.
         assert!((&mut read).now_or_never().is_none());

@@ -5,49 +5,12 @@ pub mod support;
 
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
-use aioctx::buf::{IoBuf, IoBufMut};
 use aioctx::fs::File;
 use futures::FutureExt;
-
-/// A buffer that records when it is freed.
-struct Tracked {
-    inner: Vec<u8>,
-    freed: Arc<AtomicBool>,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.freed.store(true, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: delegates to Vec<u8>, whose heap block is stable.
-unsafe impl IoBuf for Tracked {
-    fn stable_ptr(&self) -> *const u8 {
-        self.inner.stable_ptr()
-    }
-    fn bytes_init(&self) -> usize {
-        self.inner.bytes_init()
-    }
-    fn bytes_total(&self) -> usize {
-        self.inner.bytes_total()
-    }
-}
-
-// SAFETY: delegates to Vec<u8>.
-unsafe impl IoBufMut for Tracked {
-    fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.inner.stable_mut_ptr()
-    }
-    unsafe fn set_init(&mut self, pos: usize) {
-        // SAFETY: forwarded contract.
-        unsafe { self.inner.set_init(pos) }
-    }
-}
+use support::Tracked;
 
 #[test]
 fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
@@ -56,11 +19,7 @@ fn dropped_read_keeps_its_buffer_until_the_kernel_is_done() {
     };
     let (reader, mut writer) = std::io::pipe().unwrap();
     let file = File::from_fd(&ctx, OwnedFd::from(reader));
-    let freed = Arc::new(AtomicBool::new(false));
-    let buf = Tracked {
-        inner: Vec::with_capacity(64),
-        freed: freed.clone(),
-    };
+    let (buf, freed) = Tracked::new(64);
 
     // Keep the home thread busy so the driver cannot act while we check.
     let (busy_tx, busy_rx) = mpsc::channel();
@@ -127,13 +86,9 @@ fn a_read_dropped_on_the_home_thread_is_cancelled_without_other_traffic() {
     };
     let ctx = local.context().clone();
     let (reader, _writer) = std::io::pipe().unwrap();
-    let freed = Arc::new(AtomicBool::new(false));
+    let (buf, freed) = Tracked::new(64);
     local.block_on(async {
         let file = File::from_fd(&ctx, OwnedFd::from(reader));
-        let buf = Tracked {
-            inner: Vec::with_capacity(64),
-            freed: freed.clone(),
-        };
         let mut read = file.read_at(buf, 0);
         assert!((&mut read).now_or_never().is_none());
         while ctx.metrics().sqes_submitted == 0 {

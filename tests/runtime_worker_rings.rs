@@ -290,7 +290,7 @@ fn a_file_closes_after_the_ring_it_was_opened_on_has_closed() {
             // The ring the file was opened on closes; this thread's next op
             // makes it a new one.
             closer.close_thread();
-            assert!(ctx.is_shut_down());
+            assert!(ctx.is_shutdown());
             let (n, _) = resolves("a read after the close", file.read_at(vec![0u8; 100], 0)).await;
             assert_eq!(n.unwrap(), 100);
             resolves("the file's close", file.close())

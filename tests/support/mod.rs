@@ -159,3 +159,53 @@ impl Rng {
         }
     }
 }
+
+/// A buffer that records when it is freed: what a test of invariant 4 (the
+/// kernel never writes freed memory) lends an op, to see when the op gives
+/// it back.
+pub struct Tracked {
+    inner: Vec<u8>,
+    freed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tracked {
+    /// An empty buffer of `capacity` bytes, and the flag its drop sets.
+    pub fn new(capacity: usize) -> (Tracked, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let buf = Tracked {
+            inner: Vec::with_capacity(capacity),
+            freed: freed.clone(),
+        };
+        (buf, freed)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.freed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+// SAFETY: delegates to Vec<u8>, whose heap block is stable.
+unsafe impl aioctx::buf::IoBuf for Tracked {
+    fn stable_ptr(&self) -> *const u8 {
+        self.inner.stable_ptr()
+    }
+    fn bytes_init(&self) -> usize {
+        self.inner.bytes_init()
+    }
+    fn bytes_total(&self) -> usize {
+        self.inner.bytes_total()
+    }
+}
+
+// SAFETY: delegates to Vec<u8>.
+unsafe impl aioctx::buf::IoBufMut for Tracked {
+    fn stable_mut_ptr(&mut self) -> *mut u8 {
+        self.inner.stable_mut_ptr()
+    }
+    unsafe fn set_init(&mut self, pos: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.set_init(pos) }
+    }
+}
