@@ -140,7 +140,7 @@
 //! backends    backend/mod.rs: the Reactor trait, the public choice, the
 //!             only match over backends · backend/uring/{state, task, core,
 //!             submit, cancel, complete, drain, slots, tables, dwell,
-//!             overflow, policy} · backend/worker (a ring submitted and
+//!             overflow, policy} · backend/worker/{mod, core} (a ring submitted and
 //!             reaped by whichever thread holds it) · backend/fallback ·
 //!             backend/sim/{config, rng, report, contents, data, namespace,
 //!             files, paths, crash, schedule} · backend/common
