@@ -180,27 +180,23 @@ fn aioctx_tasks(path: &Path, work: Work, per_task: usize) {
                 .await
                 .expect("the file opens"),
         );
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let (ctx, file) = (ctx.clone(), file.clone());
-                tokio::task::spawn_local(async move {
-                    let mut buf = vec![0u8; BLOCK];
-                    for i in 0..per_task {
-                        match work {
-                            Work::Nop => ctx.nop().await.expect("a NOP"),
-                            Work::Read => {
-                                let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
-                                assert_eq!(n.expect("a read"), BLOCK);
-                                buf = back;
-                            }
+        each_task(|task| {
+            let (ctx, file) = (ctx.clone(), file.clone());
+            async move {
+                let mut buf = vec![0u8; BLOCK];
+                for i in 0..per_task {
+                    match work {
+                        Work::Nop => ctx.nop().await.expect("a NOP"),
+                        Work::Read => {
+                            let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
+                            assert_eq!(n.expect("a read"), BLOCK);
+                            buf = back;
                         }
                     }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("the task ran");
-        }
+                }
+            }
+        })
+        .await;
     });
 }
 
@@ -217,28 +213,34 @@ fn aioctx_local_tasks(path: &Path, work: Work, per_task: usize) {
             .await
             .expect("the file opens");
         let file = ring.file(&file);
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|task| {
-                let (ring, file) = (ring.clone(), file.clone());
-                tokio::task::spawn_local(async move {
-                    let mut buf = vec![0u8; BLOCK];
-                    for i in 0..per_task {
-                        match work {
-                            Work::Nop => ring.nop().await.expect("a NOP"),
-                            Work::Read => {
-                                let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
-                                assert_eq!(n.expect("a read"), BLOCK);
-                                buf = back;
-                            }
+        each_task(|task| {
+            let (ring, file) = (ring.clone(), file.clone());
+            async move {
+                let mut buf = vec![0u8; BLOCK];
+                for i in 0..per_task {
+                    match work {
+                        Work::Nop => ring.nop().await.expect("a NOP"),
+                        Work::Read => {
+                            let (n, back) = file.read_at(buf, offset(task, i, per_task)).await;
+                            assert_eq!(n.expect("a read"), BLOCK);
+                            buf = back;
                         }
                     }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("the task ran");
-        }
+                }
+            }
+        })
+        .await;
     });
+}
+
+/// Runs `TASKS` local tasks, task `i` being `task(i)`, to their end.
+async fn each_task<F: std::future::Future<Output = ()> + 'static>(task: impl Fn(usize) -> F) {
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| tokio::task::spawn_local(task(i)))
+        .collect();
+    for task in tasks {
+        task.await.expect("the task ran");
+    }
 }
 
 /// One task reading `ops` blocks, 32 at a time, each 32 one batch op.

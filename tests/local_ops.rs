@@ -93,9 +93,7 @@ fn a_local_read_dropped_in_flight_keeps_its_buffer_until_the_kernel_is_done() {
         // Submitted; the pipe is empty, so the read waits in the kernel.
         assert!((&mut read).now_or_never().is_none());
         // Into the kernel at the driver's next turn.
-        while ctx.metrics().sqes_submitted == 0 {
-            tokio::task::yield_now().await;
-        }
+        assert!(support::yields_until(|| ctx.metrics().sqes_submitted > 0).await);
         let before = ctx.metrics();
         assert!(before.ops_local >= 1);
         drop(read);
@@ -110,14 +108,8 @@ fn a_local_read_dropped_in_flight_keeps_its_buffer_until_the_kernel_is_done() {
         }
         // Until the kernel answers the cancel, the buffer is the driver's.
         // The driver runs when this task yields; then it is freed.
-        for _ in 0..1000 {
-            if freed.load(Ordering::SeqCst) {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
         assert!(
-            freed.load(Ordering::SeqCst),
+            support::yields_until(|| freed.load(Ordering::SeqCst)).await,
             "the dropped read's buffer was never freed"
         );
         assert!(

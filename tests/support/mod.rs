@@ -121,6 +121,19 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     panic!("never happened: {what}");
 }
 
+/// Yields to the runtime (up to 1,000 times) until `condition` holds, for a
+/// task that shares its thread with a driver; returns whether it held. A
+/// bound against hangs, counted in turns, not time.
+pub async fn yields_until(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if condition() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    condition()
+}
+
 /// A unique path under the temp dir, removed when dropped.
 pub struct TempPath(pub std::path::PathBuf);
 
