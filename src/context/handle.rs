@@ -1,7 +1,7 @@
 //! The [`Context`] handle and its [`Owner`]: what users hold, and what shuts
 //! the context down when the last handle goes. The handle's methods are in
 //! `context/mod.rs`; this file owns the type and its lifetime rules, so that
-//! `home.rs` (which makes contexts) and `bind.rs` (which keeps them per
+//! `home/` (which makes contexts) and `bind.rs` (which keeps them per
 //! thread) can name it without importing the methods.
 
 use std::sync::{Arc, Mutex, OnceLock};

@@ -2,8 +2,8 @@
 //! lifetime are in `handle.rs`, what every thread shares of a context in
 //! `state.rs`, and the per-thread bindings behind [`current`] in `bind.rs`;
 //! each method here delegates to the room that owns its concern (the
-//! builder in `home.rs`, entry and spawning in `enter.rs`, registered
-//! buffers in `fixed.rs`, ops in `op.rs` and `ops/`).
+//! builder in `home/`, entry and spawning in `enter.rs`, registered buffers
+//! in `fixed.rs`, ops in `op.rs` and `ops/`).
 //!
 //! A context is three parts: the user's handles ([`Context`], cheap to clone,
 //! whose last drop shuts the context down through its owner), the state
