@@ -109,6 +109,12 @@ impl Tables {
         Ok(())
     }
 
+    /// Whether the ring has a file table (the kernel may have refused it,
+    /// or the builder asked for none).
+    pub(in crate::backend) fn has_files(&self) -> bool {
+        !self.files.taken.is_empty()
+    }
+
     /// Releases registered resources: out of the table, then what
     /// `release` kept alive (the fd, the memory) dropped. A refusal by the
     /// kernel is reported; the slot then stays taken, and nothing else uses
