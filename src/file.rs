@@ -1,25 +1,56 @@
 //! A file as the crate owns it: its fd and registered slot ([`OpenFile`]),
 //! and the handles every [`File`](crate::fs::File) clone shares, with one
-//! view of the file per pool member ([`FileHandles`], [`MemberFile`]). What
-//! keeps an fd open while the kernel uses it, and what closes it, lives here;
-//! where a file's op goes is `pool/placement.rs`'s job. Imports the
-//! context's shared state and the pool's membership.
+//! view of the file per pool member ([`FileHandles`], [`MemberFile`]) or per
+//! worker ring ([`RingFile`]). What keeps an fd open while the kernel uses
+//! it, and what closes it, lives here; where a file's op goes is
+//! `pool/placement.rs`'s job. Imports the context's shared state, the
+//! pool's membership and the slot record's protocol.
 //!
 //! ```text
 //!   File ──► FileHandles ──► OpenFile (fd)
 //!                 ├─ views[i] ──► MemberFile { file ─► OpenFile, on ─► member i }
-//!                 └─ ring_views[j] ──► RingFile { file ─► OpenFile }
+//!                 └─ ring_views[j] ──► RingFile { file ─► OpenFile, slot in ring j's table }
 //!   op made on member i's thread ──anchor──► views[i]
 //!   op made on the thread of worker ring j ──anchor──► ring_views[j] (and ring j)
 //! ```
+//!
+//! # A file in the tables of worker rings
+//!
+//! A worker ring ([`WorkerRings`](crate::runtime::WorkerRings)) registers each file
+//! its ops use in its own file table, so that its ops name the file by slot
+//! and the kernel skips the fd's lookup and the shared open file's
+//! reference count on each. The slot belongs to the ring's view of the file
+//! ([`RingFile`]): the first op the ring's thread makes on the file
+//! registers it ([`RingFile::fd_on`]), and every later one reads the slot
+//! from the view's [`SlotRecord`] without a lock. The anchor of the op holds
+//! the same view, and the op names the slot only while its anchor leads to
+//! that ring (`pool/placement.rs`). The rules:
+//!
+//! - A slot is one ring's: the record says which ring (by its context id,
+//!   never reused) the slot is in, and an op of another ring (a ring that
+//!   took over the view's index when the thread of the first exited) finds
+//!   no slot for itself and registers the file anew. A ring's record is
+//!   replaced only once that ring has shut down (its table goes with it, and
+//!   no op names the slot there after its close); while it is open, the
+//!   other ring's ops name the file by fd.
+//! - The table entry never outlives the view: the view's drop takes the
+//!   file out of the table ([`Release::File`], done at once under the ring's
+//!   lock), before the view lets go of the open file. An op holds the view,
+//!   so nothing names the slot any more by then; and the open file's fd (its
+//!   `flock`s, a deleted file's space) goes with the last view or handle, as
+//!   for a file no table ever held.
+//! - Where registration fails (the table full, refused by an old kernel,
+//!   turned off with `registered_file_slots(0)`), the view records that its
+//!   ring names the file by fd, and does not try again on that ring.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use crate::backend::Release;
 use crate::context::state::ContextState;
 use crate::ops::FileFd;
 use crate::pool::membership::{Membership, thread_ring_views};
+use crate::slot_record::SlotRecord;
 
 /// An open file: its fd, its slot in the ring's file table if it is
 /// registered, the context its ops go to, and that context's pool.
@@ -127,19 +158,130 @@ pub(crate) struct FileHandles {
     /// One per member; empty unless the file's ops follow threads (a pool's
     /// file, unregistered, on a backend whose fds every member shares).
     views: Box<[OnceLock<Arc<MemberFile>>]>,
-    /// For a file on rings made per thread ([`WorkerRings`](crate::WorkerRings)):
+    /// For a file on rings made per thread ([`WorkerRings`](crate::runtime::WorkerRings)):
     /// one per ring index, made the first time a ring of that index uses it.
     ring_views: Box<[OnceLock<Arc<RingFile>>]>,
 }
 
 /// A file as the ring of one thread index uses it: what that ring's ops
 /// count their reference on, so that workers' ops never write the same
-/// count. Holds the open file only; the ring comes from the calling thread.
-/// Aligned to a cache line of its own, as [`MemberFile`].
+/// count, and the file's slot in that ring's file table (see the module
+/// docs). Holds the open file, and names the ring only by id and weakly;
+/// the ring an op goes to comes from the calling thread. Aligned to a cache
+/// line of its own, as [`MemberFile`].
 #[repr(align(64))]
 pub(crate) struct RingFile {
     /// Keeps the fd open while an op holds the view.
     pub(crate) file: Arc<OpenFile>,
+    /// Which ring's table holds the file, at which slot: read by every op.
+    record: SlotRecord,
+    /// The same, with the ring to take the file out of its table at the
+    /// view's drop. Held while the record is written, which serialises the
+    /// writes.
+    registered: Mutex<Option<Registered>>,
+}
+
+/// The ring a [`RingFile`]'s record speaks for, and its slot there.
+struct Registered {
+    /// Weak: a view keeps no ring (nor its runtime) alive.
+    ring: Weak<ContextState>,
+    /// `None`: the ring names the file by its fd.
+    slot: Option<u32>,
+}
+
+impl RingFile {
+    fn new(file: Arc<OpenFile>) -> RingFile {
+        RingFile {
+            file,
+            record: SlotRecord::new(),
+            registered: Mutex::new(None),
+        }
+    }
+
+    /// The fd an op on ring `on` names the file by: its slot in `on`'s
+    /// table, registered there the first time `on` uses the view; its fd
+    /// where `on` could not register it, or the slot the view holds is in
+    /// another ring's table, still open.
+    #[inline]
+    pub(crate) fn fd_on(&self, on: &Arc<ContextState>) -> FileFd {
+        let slot = match self.record.get(on.id) {
+            Some(slot) => slot,
+            None => self.register_on(on),
+        };
+        match slot {
+            Some(slot) => FileFd::registered(self.file.raw(), slot),
+            None => FileFd::new(self.file.raw()),
+        }
+    }
+
+    /// [`fd_on`](RingFile::fd_on)'s first use by `on`: registers the file in
+    /// `on`'s table and records the slot, unless the record speaks for
+    /// another ring still open; returns what the record now says for `on`.
+    #[cold]
+    #[inline(never)]
+    fn register_on(&self, on: &Arc<ContextState>) -> Option<u32> {
+        let mut registered = self
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Again under the lock every write holds: one may have come since.
+        if let Some(slot) = self.record.get(on.id) {
+            return slot;
+        }
+        // The record's ring still runs: `on` is the ring this index had
+        // before, shutting down (a new ring took the index as it closed),
+        // and its ops fail anyway. The record stays: its ops use the slot.
+        let open = |ring: &Weak<ContextState>| {
+            ring.upgrade()
+                .is_some_and(|ring| !ring.backend.is_shut_down())
+        };
+        if registered.as_ref().is_some_and(|held| open(&held.ring)) || on.backend.is_shut_down() {
+            return None;
+        }
+        // The record's ring, if any, has shut down: its table goes with it
+        // at its close, and no op names the slot there after that. (A shut
+        // down ring never runs again, so the record never returns to it, as
+        // the slot record's protocol asks.)
+        let slot = on
+            .backend
+            .register_file_shared(self.file.raw())
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "a worker ring could not register a file; its ops there name its fd");
+                None
+            });
+        *registered = Some(Registered {
+            ring: Arc::downgrade(on),
+            slot,
+        });
+        self.record.set(on.id, slot);
+        slot
+    }
+}
+
+impl Drop for RingFile {
+    fn drop(&mut self) {
+        let registered = self
+            .registered
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // No op holds the view any more, so none names the slot: out of the
+        // ring's table now, before the view lets go of the open file (the
+        // field dropped after this), whose fd may close with it. A ring that
+        // has closed took its table with it.
+        if let Some(Registered {
+            ring,
+            slot: Some(slot),
+        }) = registered
+            && let Some(ring) = ring.upgrade()
+        {
+            ring.backend.release(Release::File {
+                slot,
+                _fd: None,
+                _done: None,
+            });
+        }
+    }
 }
 
 /// A pool file as one member uses it; see [`FileHandles`]. Aligned to a cache
@@ -174,14 +316,16 @@ impl FileHandles {
         !self.ring_views.is_empty()
     }
 
+    /// Whether the file's ops go through views of either kind.
+    #[inline]
+    pub(crate) fn has_any_views(&self) -> bool {
+        self.has_ring_views() || self.has_views()
+    }
+
     /// Ring index `index`'s view, made on first use; `None` past the views.
     pub(crate) fn ring_view(&self, index: usize) -> Option<&Arc<RingFile>> {
         let slot = self.ring_views.get(index)?;
-        Some(slot.get_or_init(|| {
-            Arc::new(RingFile {
-                file: self.file.clone(),
-            })
-        }))
+        Some(slot.get_or_init(|| Arc::new(RingFile::new(self.file.clone()))))
     }
 
     pub(crate) fn file(&self) -> &Arc<OpenFile> {

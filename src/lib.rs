@@ -23,7 +23,9 @@
 //! - Registered resources, safe because only the home thread updates a ring's
 //!   tables: [`Context::register_buffers`] for buffers the kernel does not pin
 //!   per op, [`fs::OpenOptions::register`] for files it does not look up per
-//!   op; [`Builder::sqpoll`] for a kernel thread that polls the ring.
+//!   op; [`Builder::sqpoll`] for a kernel thread that polls the ring. (The
+//!   rings of [`runtime::WorkerRings`] register the files their ops use on
+//!   their own, each in its own table, under its lock.)
 //! - The namespace is I/O too: [`fs::rename`], [`fs::remove_file`],
 //!   [`fs::create_dir`], [`fs::hard_link`], [`fs::symlink`] and the directory
 //!   fsync that makes them durable ([`fs::Dir::sync_all`]) are ops on every
@@ -148,7 +150,9 @@
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   park (the driver's wake sources and the shutdown signal) ·
 //!             inbox (queue, wake protocol, the kick) · lifecycle (op cell)
-//!             · ring (the only file that talks to io_uring)
+//!             · slot_record (a file view's slot in a worker ring's table,
+//!             read without a lock) · ring (the only file that talks to
+//!             io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
 //!             cell_cache (op cells' memory, per thread) · fault (test-only) ·
 //!             trace (the context span, which op errors are logged)
@@ -249,9 +253,9 @@
     rust_2018_idioms
 )]
 
-// Everything but the two modelled protocols (`inbox`, `lifecycle`, and the
-// `sync` switch under them) is left out of the loom build, which
-// model-checks those.
+// Everything but the modelled protocols (`inbox`, `lifecycle`, `park`,
+// `slot_record`, and the `sync` switch under them) is left out of the loom
+// build, which model-checks those.
 
 // Leaves.
 #[cfg(not(aioctx_loom))]
@@ -281,6 +285,8 @@ mod lifecycle;
 mod park;
 #[cfg(not(aioctx_loom))]
 mod ring;
+#[cfg_attr(aioctx_loom, allow(dead_code))]
+mod slot_record;
 
 // Ops, backends, surface.
 #[cfg(not(aioctx_loom))]

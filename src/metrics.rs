@@ -24,6 +24,7 @@
 //! | `cancels_sent` | `ASYNC_CANCEL` SQEs | queued calls and timers cancelled | — |
 //! | `dwell` | foreign push → `io_uring_enter` | start → pool thread picks the call up | — |
 //! | `ops_blocking` | ops run as blocking calls (no opcode, or the kernel lacks it) | — | — |
+//! | `fixed_file_ops` | a worker ring's ops that named their file by its slot in the ring's table | — | — |
 //!
 //! A dash stays zero: the sim, for one, never sends a kick, so it reports none.
 
@@ -45,6 +46,7 @@ pub(crate) struct Counters {
     pub(crate) kicks_suppressed: AtomicU64,
     pub(crate) backlogged: AtomicU64,
     pub(crate) cancels_sent: AtomicU64,
+    pub(crate) fixed_file_ops: AtomicU64,
     pub(crate) dwell: Histogram,
 }
 
@@ -78,6 +80,7 @@ impl Counters {
             kicks_suppressed: get(&self.kicks_suppressed),
             backlogged: get(&self.backlogged),
             cancels_sent: get(&self.cancels_sent),
+            fixed_file_ops: get(&self.fixed_file_ops),
             dwell: self.dwell.summary(),
             ops_blocking: 0,
         }
@@ -145,6 +148,17 @@ pub struct Metrics {
     pub backlogged: u64,
     /// `IORING_OP_ASYNC_CANCEL` requests sent for dropped or shut-down ops.
     pub cancels_sent: u64,
+    /// Ops of a [`WorkerRings`](crate::runtime::WorkerRings) ring that named
+    /// their file by its slot in the ring's table of registered files
+    /// (`IOSQE_FIXED_FILE`), which the ring filled the first time it used
+    /// the file; the kernel then skips the lookup, and the shared reference
+    /// count, of the file's fd. Compare with `ops_local + ops_foreign`: the
+    /// rest named their file by its fd (the table was full or refused, the
+    /// op was made on another thread than the ring's, or it named no file).
+    /// Zero elsewhere: a home ring's ops on a registered file
+    /// ([`File::is_registered`](crate::fs::File::is_registered)) always use
+    /// its slot, and are not counted.
+    pub fixed_file_ops: u64,
     /// SQE dwell time of foreign pushes: from the push into the inbox to the
     /// `io_uring_enter` that submitted it. (Home-thread ops go straight into
     /// the SQ of the running loop and are not timed, to keep their path lean.)
@@ -182,6 +196,7 @@ impl Metrics {
             total.kicks_suppressed += m.kicks_suppressed;
             total.backlogged += m.backlogged;
             total.cancels_sent += m.cancels_sent;
+            total.fixed_file_ops += m.fixed_file_ops;
             total.ops_blocking += m.ops_blocking;
             total.dwell.count += m.dwell.count;
             total.dwell.p50 = total.dwell.p50.max(m.dwell.p50);

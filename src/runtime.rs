@@ -76,10 +76,27 @@ use crate::pool::membership::{Membership, ThreadRings, thread_ring_views};
 /// depends on which worker runs which task, so only a current-thread runtime
 /// replays a seed exactly.
 ///
-/// Registered buffers and files are not used on worker rings (their tables
-/// are per ring, and a file's ops move between rings): files opened with
-/// [`OpenOptions::register`](crate::fs::OpenOptions::register) are used
-/// unregistered there.
+/// # Registered files
+///
+/// Each ring registers the files its ops use in a sparse file table of its
+/// own (of [`Builder::registered_file_slots`] slots, 1024 by default), the
+/// first time its thread makes an op on the file, and its ops name the file
+/// by that slot from then on: the kernel skips the fd's lookup, and the
+/// reference count of the open file every worker shares. The slot is that
+/// ring's alone: an op polled first on another thread, or made by a ring
+/// that replaced one whose thread exited, never names it. The file leaves
+/// every table when its last handle and op are gone, before its fd closes,
+/// so `flock`s and a deleted file's space are released as for any file.
+/// Where a ring's table is full, or its kernel refused one (before 5.19),
+/// the ring names the file by fd, silently (logged at `debug`).
+/// [`Metrics::fixed_file_ops`] counts the ops that named a slot.
+/// [`OpenOptions::register`](crate::fs::OpenOptions::register) changes
+/// nothing here, and [`File::is_registered`](crate::fs::File::is_registered)
+/// is `false`: the registration is each ring's, not the file's.
+///
+/// Buffers are not registered on worker rings
+/// ([`FixedBufPool::is_registered`](crate::FixedBufPool::is_registered) is
+/// `false` there): a buffer's ops would have to follow it to its ring.
 #[derive(Clone)]
 pub struct WorkerRings {
     inner: Arc<Inner>,

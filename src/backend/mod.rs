@@ -82,6 +82,13 @@ pub(crate) trait Anchored: Clone + CellAnchor {
     fn place(self) -> Self {
         self
     }
+
+    /// Whether the op reaches its ring through the ring's view of its file
+    /// (a worker ring's, `file.rs`): only such an op may name its file by a
+    /// slot of that ring's table; see `backend/worker`.
+    fn through_ring_view(&self) -> bool {
+        false
+    }
 }
 
 /// The contract every backend meets, written once; see [the module
@@ -143,8 +150,9 @@ pub(crate) trait Reactor {
     /// what they kept alive (an fd, a buffer pool's memory). From any thread,
     /// at any moment (an op's completion inside the driver's turn may drop
     /// the last handle of a registered file): never refused. Done at once
-    /// where it can be, otherwise by the driver's next turn; once the backend
-    /// has shut down, the table goes with the ring.
+    /// where it can be (a worker ring: always, under its lock, which no
+    /// thread holds while ops complete), otherwise by the driver's next
+    /// turn; once the backend has shut down, the table goes with the ring.
     fn release(&self, release: Release) {
         drop(release);
     }
@@ -152,6 +160,15 @@ pub(crate) trait Reactor {
     /// Registers `fd` in the backend's file table; returns its slot, or
     /// `None` where the backend has none. On the home thread only.
     fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
+        let _ = fd;
+        Ok(None)
+    }
+
+    /// Registers `fd` in the file table of a ring that any thread may
+    /// update (a worker ring's, under its lock), from any thread; returns
+    /// its slot, or `None` where the backend has no such table (or has
+    /// closed). [`release`](Reactor::release) takes it out again.
+    fn register_file_shared(&self, fd: RawFd) -> io::Result<Option<u32>> {
         let _ = fd;
         Ok(None)
     }
@@ -386,6 +403,10 @@ impl AnyBackend {
 
     pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
         dispatch!(self, backend => backend.register_file(fd))
+    }
+
+    pub(crate) fn register_file_shared(&self, fd: RawFd) -> io::Result<Option<u32>> {
+        dispatch!(self, backend => backend.register_file_shared(fd))
     }
 
     pub(crate) fn shares_fds(&self) -> bool {

@@ -217,9 +217,10 @@ impl File {
                 })
                 .collect(),
         };
-        // Where this file's ops go: its fd (or registered slot) as for a
-        // read of its own.
-        let op = batch.into_op(|file| (file.fd(), Registration::None));
-        Op::new(Anchor::for_file(self.handles()), op)
+        // Where this file's ops go, naming it as a read of its own would
+        // there: by its fd, or by its slot in that ring's table.
+        let (anchor, fd) = Anchor::for_file(self.handles());
+        let op = batch.into_op(|_| (fd, Registration::None));
+        Op::new(anchor, op)
     }
 }

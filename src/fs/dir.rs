@@ -305,14 +305,14 @@ impl Dir {
     pub(super) fn placement(&self) -> (Anchor, Arc<ContextState>, Option<Arc<Membership>>) {
         let file = self.file.inner.file();
         (
-            Anchor::for_file(&self.file.inner),
+            Anchor::for_file_by_fd(&self.file.inner),
             file.state.clone(),
             file.pool.clone(),
         )
     }
 
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
-        self.file.op(kind)
+        self.file.op_by_fd(kind)
     }
 }
 

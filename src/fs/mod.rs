@@ -391,13 +391,37 @@ impl File {
         &self.inner
     }
 
-    /// The fd for an op's SQE; the op's anchor keeps it open.
+    /// The fd an op's SQE names the file by on its own context: its slot
+    /// there where it has one. An op that goes elsewhere through a view is
+    /// given the view's instead ([`op`](File::op)).
     fn fd(&self) -> FileFd {
         self.inner.file().fd()
     }
 
+    /// `kind`, made with [`fd`](File::fd), as an op where the calling
+    /// thread's ops on this file go.
     fn op<K: OpKind>(&self, kind: K) -> Op<K> {
-        Op::new(Anchor::for_file(&self.inner), kind)
+        if self.inner.has_any_views() {
+            return File::op_through_view(&self.inner, kind);
+        }
+        Op::new(Anchor::File(self.inner.file().clone()), kind)
+    }
+
+    /// [`op`](File::op) for a file whose ops follow threads, out of line (so
+    /// the plain file's path stays small enough to inline): the anchor and
+    /// the fd (or slot) the op names the file by, both from the view of the
+    /// calling thread's ring or member.
+    #[inline(never)]
+    fn op_through_view<K: OpKind>(handles: &FileHandles, mut kind: K) -> Op<K> {
+        let (anchor, fd) = Anchor::for_file(handles);
+        kind.name_file_by(fd.slot());
+        Op::new(anchor, kind)
+    }
+
+    /// An op relative to this file (a directory) that names it by its fd
+    /// wherever it goes, as `*at` calls do.
+    pub(crate) fn op_by_fd<K: OpKind>(&self, kind: K) -> Op<K> {
+        Op::new(Anchor::for_file_by_fd(&self.inner), kind)
     }
 
     /// The open file every clone shares.

@@ -111,7 +111,9 @@ impl OpenOptions {
     /// or whose kernel refused the table at setup, logged then at `debug`);
     /// with a `warn` event where the table is full or the kernel refuses
     /// the file (once per context: the first failure to register a file or
-    /// buffers is logged, not every one). Default `false`.
+    /// buffers is logged, not every one). Default `false`. On
+    /// [`WorkerRings`](crate::runtime::WorkerRings) it changes nothing: each
+    /// ring registers the files its ops use on its own (see there).
     pub fn register(&mut self, register: bool) -> &mut Self {
         self.register = register;
         self

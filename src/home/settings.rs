@@ -135,7 +135,9 @@ impl Builder {
 
     /// Slots of the ring's table of registered files
     /// ([`OpenOptions::register`](crate::fs::OpenOptions::register)); 0 turns
-    /// registration off. Default 1024.
+    /// registration off. Default 1024. For
+    /// [`WorkerRings`](crate::runtime::WorkerRings), each ring's table, which
+    /// holds the files its ops have used (see there).
     pub fn registered_file_slots(mut self, slots: u32) -> Self {
         self.file_slots = slots;
         self

@@ -185,6 +185,24 @@ impl<B: IoBufMut> UringOp for BatchOp<B> {
     fn member_done(&mut self, member: u16, cqe: Cqe) {
         self.outcomes[usize::from(member)] = Some(cqe);
     }
+
+    fn names_fixed_file(&self) -> bool {
+        self.members.iter().any(|member| match member {
+            Member::Read(read) => read.names_fixed_file(),
+            Member::Write(write) => write.names_fixed_file(),
+        })
+    }
+
+    /// Each member: with `None`, by its own fd; with a slot, which only a
+    /// batch of one file's members is given, by that file's slot.
+    fn name_file_by(&mut self, slot: Option<u32>) {
+        for member in &mut self.members {
+            match member {
+                Member::Read(read) => read.name_file_by(slot),
+                Member::Write(write) => write.name_file_by(slot),
+            }
+        }
+    }
 }
 
 /// The fallback's call for a batch: each runnable member's call, in turn.

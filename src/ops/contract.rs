@@ -91,6 +91,21 @@ pub trait UringOp {
     fn member_done(&mut self, member: u16, cqe: Cqe) {
         let _ = (member, cqe);
     }
+
+    /// Whether the op's SQE names its file by a slot of the ring's file
+    /// table (`IOSQE_FIXED_FILE`) rather than by its fd.
+    fn names_fixed_file(&self) -> bool {
+        false
+    }
+
+    /// Makes the op name its file by `slot` of the file table of the ring
+    /// it goes to (`fs::File::op`), or with `None` by its fd (it goes to
+    /// another ring than the one whose table its slot is in; see
+    /// `backend/worker`). Called before the SQE is built; nothing for an
+    /// op that names no file.
+    fn name_file_by(&mut self, slot: Option<u32>) {
+        let _ = slot;
+    }
 }
 
 /// What the thread-pool fallback needs of an op.

@@ -64,6 +64,20 @@ macro_rules! on_file {
     };
 }
 
+/// The [`UringOp`] methods of an op whose SQE names its file with
+/// [`on_file!`] through its [`FileFd`] field `$fd`.
+macro_rules! names_file_by {
+    ($fd:ident) => {
+        fn names_fixed_file(&self) -> bool {
+            self.$fd.slot().is_some()
+        }
+
+        fn name_file_by(&mut self, slot: Option<u32>) {
+            self.$fd = self.$fd.by(slot);
+        }
+    };
+}
+
 pub(crate) mod batch;
 pub(crate) mod blocking;
 mod contract;
@@ -253,6 +267,15 @@ impl FileFd {
     /// The slot in the ring's file table, if the op uses one.
     pub(crate) fn slot(&self) -> Option<u32> {
         self.slot
+    }
+
+    /// The same file, named by `slot` of the table of the ring the op goes
+    /// to, or by its fd only.
+    pub(crate) fn by(self, slot: Option<u32>) -> FileFd {
+        FileFd {
+            raw: self.raw,
+            slot,
+        }
     }
 }
 

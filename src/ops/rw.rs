@@ -116,6 +116,8 @@ impl<B: IoBufMut> Operation for ReadAt<B> {
 }
 
 impl<B: IoBufMut> UringOp for ReadAt<B> {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         let (ptr, len) = self.target();
         transfer_sqe(
@@ -232,6 +234,8 @@ impl<B: IoBuf> Operation for WriteAt<B> {
 }
 
 impl<B: IoBuf> UringOp for WriteAt<B> {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         let data = self.data();
         let (ptr, len) = (data.as_ptr().cast_mut(), data.len());

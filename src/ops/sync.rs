@@ -43,6 +43,8 @@ impl Operation for Fsync {
 }
 
 impl UringOp for Fsync {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         let flags = if self.data_only {
             ty::FsyncFlags::DATASYNC
@@ -110,6 +112,8 @@ impl Operation for Fallocate {
 }
 
 impl UringOp for Fallocate {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         let (len, offset, mode) = (self.len, self.offset, self.mode);
         on_file!(self.fd, target => op::Fallocate::new(target, len).offset(offset).mode(mode).build())
@@ -172,6 +176,8 @@ impl Operation for Ftruncate {
 
 impl UringOp for Ftruncate {
     const ON_RING: OnRing = OnRing::IfProbed(FTRUNCATE);
+
+    names_file_by!(fd);
 
     fn sqe(&mut self) -> Sqe {
         on_file!(self.fd, target => op::Ftruncate::new(target, self.len).build())

@@ -86,6 +86,8 @@ impl<B: IoBufMut> Operation for ReadvAt<B> {
 }
 
 impl<B: IoBufMut> UringOp for ReadvAt<B> {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         self.iovecs = self
             .bufs
@@ -203,6 +205,8 @@ impl<B: IoBuf> Operation for WritevAt<B> {
 }
 
 impl<B: IoBuf> UringOp for WritevAt<B> {
+    names_file_by!(fd);
+
     fn sqe(&mut self) -> Sqe {
         self.iovecs = self
             .data()

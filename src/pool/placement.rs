@@ -9,6 +9,7 @@ use crate::backend::{Anchored, AnyBackend};
 use crate::context::state::ContextState;
 use crate::file::{FileHandles, MemberFile, OpenFile, RingFile};
 use crate::lifecycle::CellAnchor;
+use crate::ops::FileFd;
 
 /// What an op holds on to: its context, and for a file's op the file (whose
 /// fd must stay open until the kernel is done with the op).
@@ -33,7 +34,8 @@ pub(crate) enum Anchor {
     /// which only that member's ops touch.
     Member(Arc<MemberFile>),
     /// A file's op on the ring of the thread that made it (rings made per
-    /// thread), through that ring's view of the file.
+    /// thread), through that ring's view of the file: the op may name the
+    /// file by the view's slot in that ring's table, and in no other ring.
     OnRing {
         _view: Arc<RingFile>,
         on: Arc<ContextState>,
@@ -41,37 +43,57 @@ pub(crate) enum Anchor {
 }
 
 impl Anchor {
-    /// The anchor of a file's op made on the calling thread: its ring's or
-    /// its member's view of a file whose ops follow threads, otherwise the
-    /// file.
+    /// The anchor of a file's op made on the calling thread, and the fd the
+    /// op names the file by: its ring's or its member's view of a file whose
+    /// ops follow threads, otherwise the file. Both come from the same view,
+    /// so an op names a slot only of the ring its anchor leads to.
     #[inline]
-    pub(crate) fn for_file(handles: &FileHandles) -> Anchor {
-        if handles.has_ring_views() || handles.has_views() {
-            return Anchor::for_view(handles);
+    pub(crate) fn for_file(handles: &FileHandles) -> (Anchor, FileFd) {
+        if handles.has_any_views() {
+            return Anchor::for_view(handles, true);
+        }
+        let file = handles.file();
+        (Anchor::File(file.clone()), file.fd())
+    }
+
+    /// The anchor of an op that names a file by its fd on whatever ring it
+    /// goes to (an op on a path relative to a directory): as
+    /// [`for_file`](Anchor::for_file), without registering the file.
+    pub(crate) fn for_file_by_fd(handles: &FileHandles) -> Anchor {
+        if handles.has_any_views() {
+            return Anchor::for_view(handles, false).0;
         }
         Anchor::File(handles.file().clone())
     }
 
     /// [`for_file`](Anchor::for_file) for a file with views: out of line,
-    /// so the plain file's path stays small enough to inline.
+    /// so the plain file's path stays small enough to inline. On the ring of
+    /// a worker thread, with `slot`, the op names the file by its slot in
+    /// that ring's table, registered there on the view's first use.
     #[inline(never)]
-    fn for_view(handles: &FileHandles) -> Anchor {
-        let Some(pool) = handles.file().pool.as_ref() else {
-            return Anchor::File(handles.file().clone());
+    fn for_view(handles: &FileHandles, slot: bool) -> (Anchor, FileFd) {
+        let file = handles.file();
+        let Some(pool) = file.pool.as_ref() else {
+            return (Anchor::File(file.clone()), file.fd());
         };
         if handles.has_ring_views() {
             if let Some((on, Some(index))) = pool.thread_ring()
                 && let Some(view) = handles.ring_view(index)
             {
-                return Anchor::OnRing {
+                let fd = match slot {
+                    true => view.fd_on(&on),
+                    false => FileFd::new(file.raw()),
+                };
+                let anchor = Anchor::OnRing {
                     _view: view.clone(),
                     on,
                 };
+                return (anchor, fd);
             }
         } else if let Some(view) = handles.view(pool.pick()) {
-            return Anchor::Member(view.clone());
+            return (Anchor::Member(view.clone()), file.fd());
         }
-        Anchor::File(handles.file().clone())
+        (Anchor::File(file.clone()), file.fd())
     }
 
     pub(crate) fn state(&self) -> &Arc<ContextState> {
@@ -87,6 +109,8 @@ impl Anchor {
     /// Where the op goes, decided on the thread that submits it: a file on a
     /// pool context goes to the calling thread's member of the pool (its own
     /// ring on a member's home thread), everything else where it was made.
+    /// An op made for a worker ring and first polled on another thread
+    /// leaves its ring's view (and so its slot; see `backend/worker`).
     #[inline(always)]
     pub(crate) fn place(self) -> Anchor {
         match &self {
@@ -150,6 +174,10 @@ impl Anchored for Anchor {
     fn place(self) -> Anchor {
         Anchor::place(self)
     }
+
+    fn through_ring_view(&self) -> bool {
+        matches!(self, Anchor::OnRing { .. })
+    }
 }
 
 #[cfg(test)]
@@ -158,6 +186,7 @@ mod tests {
 
     use super::Anchor;
     use crate::Pool;
+    use crate::backend::Anchored;
     use crate::fs::File;
 
     /// The point of the views: an op made and placed on a member's thread
@@ -178,7 +207,7 @@ mod tests {
                     // The first use makes the view, which holds the file.
                     drop(Anchor::for_file(handles));
                     let before = Arc::strong_count(handles.file());
-                    let placed = Anchor::for_file(handles).place();
+                    let placed = Anchor::for_file(handles).0.place();
                     let on_this_member =
                         matches!(&placed, Anchor::Member(view) if view.on.home().is_current());
                     let after = Arc::strong_count(handles.file());
@@ -225,7 +254,7 @@ mod tests {
                     let handles = file.handles();
                     drop(Anchor::for_file(handles));
                     let before = Arc::strong_count(handles.file());
-                    let placed = Anchor::for_file(handles).place();
+                    let placed = Anchor::for_file(handles).0.place();
                     let on_this_ring =
                         matches!(&placed, Anchor::OnRing { on, .. } if on.home().is_current());
                     (on_this_ring, before, Arc::strong_count(handles.file()))
@@ -237,5 +266,52 @@ mod tests {
             assert!(on_this_ring, "a worker's op did not anchor its ring's view");
             assert_eq!(before, after, "a worker's op counted on the shared file");
         }
+    }
+
+    /// A worker ring's op names its file by the slot its anchor's view
+    /// recorded for that ring, and is placed there through the view; first
+    /// polled on another thread, it leaves the view (and the worker backend
+    /// it goes to names its file by fd).
+    #[test]
+    fn a_worker_rings_op_names_its_views_slot_for_its_ring() {
+        let rings = crate::runtime::WorkerRings::new();
+        let runtime = rings
+            .runtime_builder()
+            .worker_threads(2)
+            .build()
+            .expect("a runtime");
+        let file = runtime
+            .block_on(runtime.spawn(async {
+                let ctx = crate::current().expect("a worker's ring");
+                File::open(&ctx, "/dev/zero").await
+            }))
+            .expect("the task ran")
+            .expect("/dev/zero opens");
+        if file.handles().file().state.backend.name() != "io_uring-worker" {
+            return eprintln!("skipping: no io_uring here");
+        }
+        let made = {
+            let file = file.clone();
+            runtime.spawn(async move {
+                let (anchor, fd) = Anchor::for_file(file.handles());
+                let Anchor::OnRing { _view: view, on } = &anchor else {
+                    panic!("a worker's op anchors its ring's view");
+                };
+                assert!(fd.slot().is_some(), "the ring registered the file");
+                assert_eq!(
+                    view.fd_on(on).slot(),
+                    fd.slot(),
+                    "the op names the slot its view recorded for its ring"
+                );
+                assert!(
+                    anchor.clone().place().through_ring_view(),
+                    "placed on its ring"
+                );
+                anchor
+            })
+        };
+        // Polled first here, off the ring it was made for.
+        let anchor = runtime.block_on(made).expect("the task ran");
+        assert!(!anchor.place().through_ring_view());
     }
 }

@@ -130,32 +130,9 @@ impl Core {
         self.ring.flags().sqpoll && !self.slots.is_empty()
     }
 
-    /// Releases registered resources: out of the table, then `keep` (the
-    /// fd, the memory) dropped. A refusal by the kernel is reported; the
-    /// slot then stays taken, and nothing else uses it.
+    /// Releases registered resources: see [`Tables::release`].
     pub(super) fn release(&mut self, release: Release) {
-        let refused = match &release {
-            Release::File { slot, .. } => self.tables.unregister_file(&mut self.ring, *slot).err(),
-            Release::Buffers { first, count, .. } => self
-                .tables
-                .unregister_buffers(&mut self.ring, *first, *count)
-                .err(),
-        };
-        if let Some(e) = refused {
-            match &release {
-                // The memory stays with the table: freeing it while the kernel
-                // holds it registered would be the bug this exists to prevent.
-                Release::Buffers { .. } => {
-                    tracing::error!(error = %e, "unregistering buffers failed; their memory is leaked");
-                    std::mem::forget(release);
-                    return;
-                }
-                Release::File { slot, .. } => {
-                    tracing::error!(error = %e, slot, "unregistering a file failed; its slot stays taken")
-                }
-            }
-        }
-        drop(release);
+        self.tables.release(&mut self.ring, release);
     }
 
     /// One turn: drain, submit, reap.

@@ -57,7 +57,7 @@ mod policy;
 pub(in crate::backend) mod slots;
 mod state;
 mod submit;
-mod tables;
+pub(in crate::backend) mod tables;
 mod task;
 
 use self::core::Core;

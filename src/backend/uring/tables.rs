@@ -2,23 +2,26 @@
 //! and of the file table are taken, and the updates that fill and clear
 //! them. Registered buffers come in runs of consecutive slots, one run per
 //! buffer pool, so a pool's buffer `i` is slot `first + i`; a registered
-//! file takes one slot. Only the home thread reaches these (through the
-//! core), which is what makes registration safe.
+//! file takes one slot. Only the home thread reaches a home ring's tables
+//! (through the core), which is what makes registration safe there; a
+//! worker ring keeps its tables behind the ring's lock (`backend/worker`),
+//! with the ring.
 
 use std::io;
 use std::os::fd::RawFd;
 
+use crate::backend::common::Release;
 use crate::ring::Ring;
 
 /// The buffer and file tables of one ring.
-pub(super) struct Tables {
+pub(in crate::backend) struct Tables {
     buffers: TableSlots,
     files: TableSlots,
 }
 
 impl Tables {
     /// The tables `ring` was set up with, all slots free.
-    pub(super) fn of(ring: &Ring) -> Tables {
+    pub(in crate::backend) fn of(ring: &Ring) -> Tables {
         Tables {
             buffers: TableSlots::new(ring.buffer_slots()),
             files: TableSlots::new(ring.file_slots()),
@@ -76,7 +79,11 @@ impl Tables {
     }
 
     /// Puts `fd` into a free slot of the file table; returns the slot.
-    pub(super) fn register_file(&mut self, ring: &mut Ring, fd: RawFd) -> io::Result<u32> {
+    pub(in crate::backend) fn register_file(
+        &mut self,
+        ring: &mut Ring,
+        fd: RawFd,
+    ) -> io::Result<u32> {
         let Some(slot) = self.files.take(1) else {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -100,6 +107,40 @@ impl Tables {
         ring.update_files(slot, &[-1])?;
         self.files.give_back(slot, 1);
         Ok(())
+    }
+
+    /// Whether the ring has a file table (the kernel may have refused it,
+    /// or the builder asked for none).
+    pub(in crate::backend) fn has_files(&self) -> bool {
+        !self.files.taken.is_empty()
+    }
+
+    /// Releases registered resources: out of the table, then what
+    /// `release` kept alive (the fd, the memory) dropped. A refusal by the
+    /// kernel is reported; the slot then stays taken, and nothing else uses
+    /// it.
+    pub(in crate::backend) fn release(&mut self, ring: &mut Ring, release: Release) {
+        let refused = match &release {
+            Release::File { slot, .. } => self.unregister_file(ring, *slot).err(),
+            Release::Buffers { first, count, .. } => {
+                self.unregister_buffers(ring, *first, *count).err()
+            }
+        };
+        if let Some(e) = refused {
+            match &release {
+                // The memory stays with the table: freeing it while the kernel
+                // holds it registered would be the bug this exists to prevent.
+                Release::Buffers { .. } => {
+                    tracing::error!(error = %e, "unregistering buffers failed; their memory is leaked");
+                    std::mem::forget(release);
+                    return;
+                }
+                Release::File { slot, .. } => {
+                    tracing::error!(error = %e, slot, "unregistering a file failed; its slot stays taken")
+                }
+            }
+        }
+        drop(release);
     }
 }
 

@@ -1,13 +1,15 @@
-//! A worker ring's state behind its lock: the ring, its slot table, the
-//! backlog and pending cancels, and the turn that sends what waits, enters
-//! and reaps (see the parent module for who calls it and when). Completions
-//! are collected here and completed by the caller after the lock.
+//! A worker ring's state behind its lock: the ring, its slot table, its
+//! registered file table, the backlog and pending cancels, and the turn
+//! that sends what waits, enters and reaps (see the parent module for who
+//! calls it and when). Completions are collected here and completed by the
+//! caller after the lock.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::backend::common::Common;
 use crate::backend::uring::slots::{Reaped, Slots};
+use crate::backend::uring::tables::Tables;
 use crate::error::{Cqe, cancelled, shutdown_error};
 use crate::metrics::Counters;
 use crate::ops::OpRef;
@@ -23,6 +25,11 @@ pub(super) struct WorkerCore {
     /// still holds the backend.
     pub(super) ring: Option<SharedRing>,
     pub(super) slots: Slots,
+    /// Which slots of the ring's file table are taken: a file's slot is
+    /// taken the first time this ring uses the file, and freed when the
+    /// file's view of this ring goes (see `file.rs`). The table goes with
+    /// the ring at close.
+    pub(super) tables: Tables,
     /// Ops, and batches' members, waiting for room in the SQ or under the
     /// in-flight limit. FIFO.
     pub(super) backlog: VecDeque<Waiting>,

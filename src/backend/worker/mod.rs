@@ -37,6 +37,31 @@
 //! Completions are collected under the lock and completed after it is
 //! released: completing runs user code (a waker, a buffer's drop) that may
 //! submit again.
+//!
+//! # Registered files
+//!
+//! A file's ops move from ring to ring with the threads that make them, so
+//! no ring can own a file's registration the way a home ring does. Instead
+//! each ring fills its own sparse file table with the files its ops use: a
+//! file's view of this ring (`file.rs`) registers the file here the first
+//! time the ring's thread makes an op on it
+//! ([`register_file_shared`](Reactor::register_file_shared)), its ops name
+//! the slot (`IOSQE_FIXED_FILE`, counted in `Metrics::fixed_file_ops`), so
+//! the kernel takes no reference on the shared open file per op, and the
+//! view's drop takes the file out again ([`release`](Reactor::release)).
+//! Both are `io_uring_register` calls under the ring's lock, from whichever
+//! thread: the lock orders them against the ring's close (which closes the
+//! ring's fd, and the table with it) and serialises the table's slot map. A
+//! view goes only once no op holds it, so no SQE queued here or in the
+//! kernel names its slot when the update empties it (an op in the kernel
+//! would hold its own reference to the file anyway), and the slot is free
+//! for another file only once the update has returned. An op names a slot
+//! only if it comes through this ring's view ([`Anchored::through_ring_view`]):
+//! one made for another ring's view and moved here (first polled on this
+//! ring's thread) is made to name its file by fd before its SQE is built.
+//! Where the table is missing (a kernel before 5.19 refuses a sparse one;
+//! `registered_file_slots(0)`) or full, the file's ops name its fd, as
+//! before.
 
 use std::collections::VecDeque;
 use std::io;
@@ -48,10 +73,11 @@ use std::task::{Poll, Waker};
 use futures::task::AtomicWaker;
 use tokio::io::unix::AsyncFd;
 
-use crate::backend::common::{Common, Placement};
+use crate::backend::common::{Common, Placement, Release};
 use crate::backend::fallback::Fallback;
 use crate::backend::uring::probe_opcodes;
 use crate::backend::uring::slots::Slots;
+use crate::backend::uring::tables::Tables;
 use crate::backend::{Anchored, Reactor};
 use crate::error::{Cqe, shutdown_error};
 use crate::home_thread::HomeThread;
@@ -129,12 +155,14 @@ impl Worker {
         let flags = ring.flags();
         let eventfd = ring.eventfd()?;
         let limit = ring.cq_capacity();
+        let tables = Tables::of(&ring);
         Ok(Worker {
             state: Arc::new(WorkerState {
                 common: Common::new(home),
                 core: Mutex::new(WorkerCore {
                     ring: Some(ring),
                     slots: Slots::with_limit(limit),
+                    tables,
                     backlog: VecDeque::new(),
                     pending_cancels: Vec::new(),
                     closed: false,
@@ -154,9 +182,11 @@ impl Worker {
     }
 
     /// Submits `op` now (or into the backlog), enters, and reaps.
-    fn submit(&self, op: OpRef, sqe: Sqe) {
+    /// `fixed_file`: its SQE names its file by a slot of this ring's table.
+    fn submit(&self, op: OpRef, sqe: Sqe, fixed_file: bool) {
         let counters = &self.state.common.counters;
         self.file_and_turn(op, |core, op| {
+            count_fixed_file(counters, fixed_file);
             let waiting = match core.backlog.is_empty() {
                 true => core.push(op, &sqe).err(),
                 false => Some(op),
@@ -263,17 +293,27 @@ impl Reactor for Worker {
         if blocking {
             return self.blocking.start(fresh, waker);
         }
+        // A slot in the op's fd is in the table of the ring whose view of the
+        // file made it: this ring's if the op still comes through that view
+        // (placed on its ring's thread), another's if it moved here.
+        let through_view = fresh.anchor().through_ring_view();
+        let name_file = |kind: &mut K| {
+            if !through_view {
+                kind.name_file_by(None);
+            }
+            kind.names_fixed_file()
+        };
         if K::BATCH {
-            let sqes = fresh.with_kind(|kind| kind.batch_sqes());
+            let (fixed_file, sqes) = fresh.with_kind(|kind| (name_file(kind), kind.batch_sqes()));
             let (half, op) = fresh.share(waker.clone());
-            self.submit_batch(erase(op), sqes);
+            self.submit_batch(erase(op), sqes, fixed_file);
             return (half, Placement::Here);
         }
-        let sqe = fresh.with_kind(|kind| kind.sqe());
+        let (fixed_file, sqe) = fresh.with_kind(|kind| (name_file(kind), kind.sqe()));
         // Shared with a placeholder: an op that completes inside its enter
         // (a page-cache read) never clones or wakes its task's waker.
         let (half, op) = fresh.share(Waker::noop().clone());
-        self.submit(erase(op), sqe);
+        self.submit(erase(op), sqe, fixed_file);
         half.register(waker);
         (half, Placement::Here)
     }
@@ -394,17 +434,57 @@ impl Reactor for Worker {
     fn ring_flags(&self) -> RingFlags {
         self.state.flags
     }
+
+    /// Registers `fd` in the ring's file table, under the ring's lock; see
+    /// the module docs. `None` where the ring has no table, or has closed.
+    fn register_file_shared(&self, fd: RawFd) -> io::Result<Option<u32>> {
+        let mut guard = self.state.lock();
+        let core = &mut *guard;
+        match (core.closed, core.ring.as_mut()) {
+            (false, Some(ring)) if core.tables.has_files() => {
+                core.tables.register_file(ring, fd).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Takes a file out of the ring's table, under the ring's lock, then
+    /// drops what the release kept; once the ring has closed, its table
+    /// went with it.
+    fn release(&self, release: Release) {
+        let mut guard = self.state.lock();
+        let core = &mut *guard;
+        if let (false, Some(ring)) = (core.closed, core.ring.as_mut()) {
+            core.tables.release(ring, release);
+            return;
+        }
+        // What it kept (an fd, if any) is dropped after the lock.
+        drop(guard);
+        drop(release);
+    }
+}
+
+/// Counts an op whose SQE names its file by a slot of the ring's table.
+/// Under the ring's lock, which orders every writer of the counter: a plain
+/// load and store suffice.
+#[inline]
+fn count_fixed_file(counters: &Counters, fixed_file: bool) {
+    if fixed_file {
+        Counters::add_single_writer(&counters.fixed_file_ops, 1);
+    }
 }
 
 impl Worker {
     /// Submits a batch: one slot, as many members as fit now, the rest when
-    /// room frees.
-    fn submit_batch(&self, op: OpRef, sqes: Vec<(u16, Sqe)>) {
+    /// room frees. `fixed_file`: as for [`submit`](Worker::submit).
+    fn submit_batch(&self, op: OpRef, sqes: Vec<(u16, Sqe)>, fixed_file: bool) {
         if sqes.is_empty() {
             op.complete(Cqe::from_raw(0, 0));
             return;
         }
+        let counters = &self.state.common.counters;
         self.file_and_turn(op, |core, op| {
+            count_fixed_file(counters, fixed_file);
             let span = sqes
                 .iter()
                 .map(|(m, _)| usize::from(*m) + 1)
