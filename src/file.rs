@@ -235,7 +235,10 @@ impl RingFile {
             ring.upgrade()
                 .is_some_and(|ring| !ring.backend.is_shut_down())
         };
-        if registered.as_ref().is_some_and(|held| open(&held.ring)) || on.backend.is_shut_down() {
+        if registered.as_ref().is_some_and(|held| open(&held.ring))
+            || on.backend.is_shut_down()
+            || !SlotRecord::fits(on.id)
+        {
             return None;
         }
         // The record's ring, if any, has shut down: its table goes with it

@@ -150,10 +150,9 @@
 //!             crate-private trait per backend · ops/* one file per op
 //! protocols   park (the driver's wake sources and the shutdown signal) ·
 //!             inbox (queue, wake protocol, the kick) · lifecycle (op cell)
-//!             · slot_record (a file view's slot in a worker ring's table,
-//!             read without a lock) · ring (the only file that talks to
-//!             io_uring)
+//!             · ring (the only file that talks to io_uring)
 //! leaves      sync (std/loom switch) · error · metrics · buf · home_thread ·
+//!             slot_record (a file view's slot in a worker ring's table) ·
 //!             cell_cache (op cells' memory, per thread) · fault (test-only) ·
 //!             trace (the context span, which op errors are logged)
 //! ```
@@ -253,9 +252,9 @@
     rust_2018_idioms
 )]
 
-// Everything but the modelled protocols (`inbox`, `lifecycle`, `park`,
-// `slot_record`, and the `sync` switch under them) is left out of the loom
-// build, which model-checks those.
+// Everything but the modelled protocols (`inbox`, `lifecycle`, `park`, and
+// the `sync` switch under them) is left out of the loom build, which
+// model-checks those.
 
 // Leaves.
 #[cfg(not(aioctx_loom))]
@@ -270,6 +269,8 @@ pub mod fault;
 mod home_thread;
 #[cfg(not(aioctx_loom))]
 mod metrics;
+#[cfg(not(aioctx_loom))]
+mod slot_record;
 mod sync;
 #[cfg(not(aioctx_loom))]
 mod trace;
@@ -285,8 +286,6 @@ mod lifecycle;
 mod park;
 #[cfg(not(aioctx_loom))]
 mod ring;
-#[cfg_attr(aioctx_loom, allow(dead_code))]
-mod slot_record;
 
 // Ops, backends, surface.
 #[cfg(not(aioctx_loom))]

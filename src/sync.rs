@@ -1,23 +1,23 @@
 //! The one switch between `std` and `loom` synchronisation primitives.
 //!
-//! Code that the loom models exercise (the inbox's wake protocol, an op's
-//! lifecycle, a file view's slot record) imports its atomics, locks and
-//! cells from here, so `RUSTFLAGS="--cfg aioctx_loom"` swaps every one of
-//! them for loom's model-checked versions without touching that code.
+//! Code that the loom models exercise (the inbox's wake protocol and an op's
+//! lifecycle) imports its atomics, locks and cells from here, so
+//! `RUSTFLAGS="--cfg aioctx_loom"` swaps every one of them for loom's
+//! model-checked versions without touching that code.
 
 #[cfg(aioctx_loom)]
 pub(crate) use loom::{
     cell::UnsafeCell,
     sync::{
         Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
 #[cfg(not(aioctx_loom))]
 pub(crate) use std::sync::{
     Mutex, MutexGuard,
-    atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence},
+    atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
 };
 
 /// `std`'s `UnsafeCell` behind loom's closure-based API, so the code reads
