@@ -53,7 +53,7 @@ impl Builder {
     /// Whether to try `IORING_SETUP_SINGLE_ISSUER` (only the home thread
     /// submits, which it is anyway), with `COOP_TASKRUN` (default `true`).
     /// Where the kernel refuses it the ring falls back to `COOP_TASKRUN`
-    /// alone, then to no flags; [`Context::ring_flags`] tells which.
+    /// alone, then to no flags; [`Context::ring_flags`](crate::Context::ring_flags) tells which.
     pub fn single_issuer(mut self, enabled: bool) -> Self {
         self.single_issuer = enabled;
         self
@@ -119,14 +119,14 @@ impl Builder {
     /// BENCHMARKS.md. `SQPOLL` excludes
     /// `DEFER_TASKRUN`: the ring tries `SQPOLL | SINGLE_ISSUER`, then `SQPOLL`,
     /// then the flags it would use without this option;
-    /// [`Context::ring_flags`] tells which it got. Default: off.
+    /// [`Context::ring_flags`](crate::Context::ring_flags) tells which it got. Default: off.
     pub fn sqpoll(mut self, idle: std::time::Duration) -> Self {
         self.sqpoll_idle = Some(idle);
         self
     }
 
     /// Slots of the ring's table of registered buffers
-    /// ([`Context::register_buffers`]); 0 turns registration off. At most
+    /// ([`Context::register_buffers`](crate::Context::register_buffers)); 0 turns registration off. At most
     /// 65536. Default 1024.
     pub fn registered_buffer_slots(mut self, slots: u32) -> Self {
         self.buffer_slots = slots.min(1 << 16);
