@@ -4,7 +4,7 @@
 //! worker ring ([`RingFile`]). What keeps an fd open while the kernel uses
 //! it, and what closes it, lives here; where a file's op goes is
 //! `pool/placement.rs`'s job. Imports the context's shared state, the
-//! pool's membership and the slot record's protocol.
+//! pool's membership and the slot record.
 //!
 //! ```text
 //!   File ──► FileHandles ──► OpenFile (fd)
@@ -33,9 +33,11 @@
 //!   replaced only once that ring has shut down (its table goes with it, and
 //!   no op names the slot there after its close); while it is open, the
 //!   other ring's ops name the file by fd.
-//! - The table entry never outlives the view: the view's drop takes the
-//!   file out of the table ([`Release::File`], done at once under the ring's
-//!   lock), before the view lets go of the open file. An op holds the view,
+//! - The table entry never outlives the view on a running ring: the view's
+//!   drop takes the file out of the table ([`Release::File`], done at once
+//!   under the ring's lock), before the view lets go of the open file. (A
+//!   ring that is shutting down keeps the entry until its close, which
+//!   takes the table and the kernel's reference with it.) An op holds the view,
 //!   so nothing names the slot any more by then; and the open file's fd (its
 //!   `flock`s, a deleted file's space) goes with the last view or handle, as
 //!   for a file no table ever held.
@@ -242,9 +244,9 @@ impl RingFile {
             return None;
         }
         // The record's ring, if any, has shut down: its table goes with it
-        // at its close, and no op names the slot there after that. (A shut
-        // down ring never runs again, so the record never returns to it, as
-        // the slot record's protocol asks.)
+        // at its close (the file stays in that table until then), and no op
+        // names the slot there after that. A shut down ring never runs
+        // again, so the record never returns to it.
         let slot = on
             .backend
             .register_file_shared(self.file.raw())

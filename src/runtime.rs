@@ -86,7 +86,8 @@ use crate::pool::membership::{Membership, ThreadRings, thread_ring_views};
 /// ring's alone: an op polled first on another thread, or made by a ring
 /// that replaced one whose thread exited, never names it. The file leaves
 /// every table when its last handle and op are gone, before its fd closes,
-/// so `flock`s and a deleted file's space are released as for any file.
+/// so `flock`s and a deleted file's space are released as for any file
+/// (from a ring shutting down meanwhile, at that ring's close).
 /// Where a ring's table is full, or its kernel refused one (before 5.19),
 /// the ring names the file by fd, silently (logged at `debug`).
 /// [`Metrics::fixed_file_ops`] counts the ops that named a slot.

@@ -449,9 +449,15 @@ impl Reactor for Worker {
     }
 
     /// Takes a file out of the ring's table, under the ring's lock, then
-    /// drops what the release kept; once the ring has closed, its table
-    /// went with it.
+    /// drops what the release kept; once the ring is shutting down, its
+    /// table goes with it at its close.
     fn release(&self, release: Release) {
+        // A ring shutting down takes its table with it at its close, whose
+        // drain may hold the lock for a while: not waited for.
+        if self.state.common.shutdown.is_raised() {
+            drop(release);
+            return;
+        }
         let mut guard = self.state.lock();
         let core = &mut *guard;
         if let (false, Some(ring)) = (core.closed, core.ring.as_mut()) {
