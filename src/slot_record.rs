@@ -61,8 +61,16 @@ impl SlotRecord {
     /// its slot for the file, or `None` where it names the file by its fd.
     pub(crate) fn set(&self, ring: u64, slot: Option<u32>) {
         assert!(Self::fits(ring), "ring id {ring} does not fit in a record");
-        let slot = slot.map_or(NO_SLOT, u64::from);
-        assert!(slot <= NO_SLOT, "a slot inside a kernel file table");
+        let slot = match slot.map(u64::from) {
+            Some(slot) => {
+                assert!(
+                    slot < NO_SLOT,
+                    "slot {slot} is past any kernel file table (they have at most 2^20)"
+                );
+                slot
+            }
+            None => NO_SLOT,
+        };
         // Release: pairs with the Acquire load in `get`.
         self.0.store(ring << SLOT_BITS | slot, Ordering::Release);
     }
