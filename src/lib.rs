@@ -20,8 +20,9 @@
 //!   `Vec<u8>`, [`buf::AlignedBuf`] for `O_DIRECT`, or [`buf::ExternalBuf`]
 //!   over memory the caller owns (guest RAM, an mmap), which the kernel reads
 //!   into directly; its release callback says when the region is free again.
-//! - Registered resources, safe because only the home thread updates a ring's
-//!   tables: [`Context::register_buffers`] for buffers the kernel does not pin
+//! - Registered resources, safe because one thread at a time updates a ring's
+//!   tables (its home thread, or whoever holds a worker ring's lock):
+//!   [`Context::register_buffers`] for buffers the kernel does not pin
 //!   per op, [`fs::OpenOptions::register`] for files it does not look up per
 //!   op; [`Builder::sqpoll`] for a kernel thread that polls the ring. (The
 //!   rings of [`runtime::WorkerRings`] register the files their ops use on
@@ -132,10 +133,12 @@
 //!             exploration) · sim
 //!             (the simulator's public face) · local (LocalRing, the home
 //!             path) · context/mod.rs (every method
-//!             of Context) · home (Builder, the home thread, LocalContext)
+//!             of Context) · home/{mod, settings} (Builder, the home
+//!             thread, LocalContext; the builder's settings)
 //!             · enter (entry, spawning, JoinHandle) · fixed (registered
 //!             buffers) · op (the future) · pool/placement (an op's anchor,
-//!             where it goes) · file (a file's fd, slot and per-member views)
+//!             where it goes) · file (a file's fd, slot, and views per
+//!             member or per worker ring, with the ring's slot)
 //!             · context/bind (current) · context/handle (Context, Owner)
 //!             · pool/membership (which member a thread uses)
 //!             · context/state (what ops and files hold)

@@ -127,7 +127,7 @@ impl Builder {
     ) -> io::Result<Context> {
         let choice = Backend::Sim(config);
         let setup = self.setup(&choice, &runtime, HomeThread::current());
-        let owner = self.start_on(&runtime, setup)?;
+        let owner = self.start_on(setup)?;
         // Weak, and never removed: it lapses when the context is gone.
         std::mem::forget(bind_home(&owner));
         Ok(Context { owner })
@@ -165,19 +165,15 @@ impl Builder {
     pub(crate) fn build_worker(&self, runtime: &tokio::runtime::Handle) -> io::Result<Arc<Owner>> {
         let mut setup = self.setup(&self.backend, runtime, HomeThread::current());
         setup.worker = true;
-        self.start_on(runtime, setup)
+        self.start_on(setup)
     }
 
     /// Starts a context whose home is the calling thread, which runs
     /// `runtime`: no thread is started, the driver runs as a task of
     /// `runtime`, and the context is finished when that task ends. What a
     /// simulated context on the caller's runtime and a worker's ring share.
-    fn start_on(
-        &self,
-        runtime: &tokio::runtime::Handle,
-        setup: Setup<'_>,
-    ) -> io::Result<Arc<Owner>> {
-        let home = setup.home;
+    fn start_on(&self, setup: Setup<'_>) -> io::Result<Arc<Owner>> {
+        let (home, runtime) = (setup.home, setup.runtime.clone());
         let id = trace::next_context_id();
         let span = trace::context_span(id, self.member);
         // No home thread to enter it for good: entered for the setup, which
