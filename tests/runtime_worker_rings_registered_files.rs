@@ -147,6 +147,43 @@ fn without_a_file_table_reads_name_the_file_by_fd() {
     assert_eq!(total.fixed_file_ops, 0, "{total:?}");
 }
 
+/// A table of one slot: the first file a ring uses takes it, the second
+/// finds the table full and is named by its fd, and each read gets its own
+/// file's data.
+#[test]
+fn a_full_table_leaves_the_next_file_named_by_fd() {
+    let rings = rings_with(Builder::default().registered_file_slots(1));
+    let runtime = rings.runtime_builder().worker_threads(1).build().unwrap();
+    let (a, b) = (
+        data_file("worker-regfile-full-a", 0x1a),
+        data_file("worker-regfile-full-b", 0x1b),
+    );
+    let (pa, pb) = (a.0.clone(), b.0.clone());
+    let main = rings.clone();
+    runtime.block_on(async move {
+        let ctx = main.thread_context().unwrap();
+        let (a, b) = (
+            File::open(&ctx, &pa).await.unwrap(),
+            File::open(&ctx, &pb).await.unwrap(),
+        );
+        for offset in [0, 512, 4096] {
+            let (n, buf) = a.read_at(vec![0u8; 128], offset).await;
+            assert_eq!(n.unwrap(), 128);
+            assert_eq!(buf, expected(0x1a, offset, 128), "file a's data");
+            let (n, buf) = b.read_at(vec![0u8; 128], offset).await;
+            assert_eq!(n.unwrap(), 128);
+            assert_eq!(buf, expected(0x1b, offset, 128), "file b's data");
+        }
+    });
+    let total = rings.total_metrics();
+    if on_rings(&total) {
+        // a's three reads named the one slot; b's three named the fd.
+        assert_eq!(total.fixed_file_ops, 3, "{total:?}");
+    } else {
+        assert_eq!(total.fixed_file_ops, 0, "{total:?}");
+    }
+}
+
 /// An op made on a worker and first polled on another thread goes to that
 /// thread's ring, which has another file in the slot the worker's ring gave
 /// this one: it must name its file by fd there, or it reads the other file.
@@ -248,6 +285,7 @@ fn flock_is_released_at_close_and_at_drop_after_worker_reads() {
     for close in [true, false] {
         let p = path.0.clone();
         let main = rings.clone();
+        let before = rings.total_metrics().fixed_file_ops;
         let file = runtime.block_on(async move {
             let ctx = main.thread_context().unwrap();
             let file = File::open(&ctx, &p).await.unwrap();
@@ -269,7 +307,8 @@ fn flock_is_released_at_close_and_at_drop_after_worker_reads() {
         });
         assert!(!can_lock(&path.0), "the lock is held");
         if on_rings(&rings.total_metrics()) {
-            assert!(rings.total_metrics().fixed_file_ops > 0, "registered");
+            let registered = rings.total_metrics().fixed_file_ops - before;
+            assert_eq!(registered, 8, "this round's reads named a slot");
         }
         if close {
             runtime.block_on(file.close()).unwrap();
@@ -334,7 +373,8 @@ fn files_dropped_with_reads_in_flight_leave_no_fd_behind() {
         (writers, on_rings(&main.total_metrics()))
     });
     if on_ring {
-        assert!(rings.total_metrics().fixed_file_ops > 0, "registered");
+        // Every read was made and first polled in its task, on a worker.
+        assert_eq!(rings.total_metrics().fixed_file_ops, 16, "registered");
     }
     drop(runtime);
     drop(writers);
