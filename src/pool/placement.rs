@@ -294,14 +294,19 @@ mod tests {
             let file = file.clone();
             runtime.spawn(async move {
                 let (anchor, fd) = Anchor::for_file(file.handles());
-                let Anchor::OnRing { _view: view, on } = &anchor else {
+                let Anchor::OnRing { on, .. } = &anchor else {
                     panic!("a worker's op anchors its ring's view");
                 };
                 assert!(fd.slot().is_some(), "the ring registered the file");
+                assert!(
+                    on.home().is_current(),
+                    "the anchor leads to this thread's ring"
+                );
+                let (_, again) = Anchor::for_file(file.handles());
                 assert_eq!(
-                    view.fd_on(on).slot(),
+                    again.slot(),
                     fd.slot(),
-                    "the op names the slot its view recorded for its ring"
+                    "the next op reads the slot its view recorded, not a new registration"
                 );
                 assert!(
                     anchor.clone().place().through_ring_view(),
