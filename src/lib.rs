@@ -133,8 +133,8 @@
 //!             exploration) · sim
 //!             (the simulator's public face) · local (LocalRing, the home
 //!             path) · context/mod.rs (every method
-//!             of Context) · home/{mod, settings} (Builder, the home
-//!             thread, LocalContext; the builder's settings)
+//!             of Context) · home/{mod, start, settings} (Builder, the
+//!             home thread, LocalContext; the builder's settings)
 //!             · enter (entry, spawning, JoinHandle) · fixed (registered
 //!             buffers) · op (the future) · pool/placement (an op's anchor,
 //!             where it goes) · file (a file's fd, slot, and views per

@@ -20,7 +20,7 @@ pub(crate) struct Common {
     /// The context's span, for work the backend does off the home thread's
     /// own stack of spans (the fallback's pool threads, a simulator driven by
     /// the caller's runtime). The span current when the backend is set up:
-    /// `home/mod.rs` enters the context's span around the setup.
+    /// `home/start.rs` enters the context's span around the setup.
     pub(crate) span: tracing::Span,
 }
 
