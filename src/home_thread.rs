@@ -123,6 +123,12 @@ impl<T> HomeOnly<T> {
         }
     }
 
+    /// Whether the value has been taken out (on the home thread; `false`
+    /// elsewhere, and while it is lent).
+    pub(crate) fn is_taken(&self) -> bool {
+        self.home.is_current() && self.value.try_borrow().is_ok_and(|value| value.is_none())
+    }
+
     /// Takes the value out, on the home thread (`None` elsewhere or once
     /// taken).
     pub(crate) fn take(&self) -> Option<T> {

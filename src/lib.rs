@@ -115,7 +115,7 @@
 //! |---|---|---|
 //! | any thread, no runtime of ours (a vCPU, `main`, a blocking pool) | [`Context::enter`], [`Context::block_on`], [`Op`] | an inbox push, and a kick if the driver sleeps |
 //! | a task on a context's home thread ([`Context::spawn`], [`Pool::spawn`]) | [`Op`] | straight into the SQ; atomic op state, so the future may move |
-//! | a `!Send` task on the home thread ([`Context::spawn_local`], [`LocalContext`]) | [`local::LocalRing`] | straight into the SQ; plain op state, counted by an `Rc` |
+//! | a `!Send` task on the home thread ([`Context::spawn_local`], [`LocalContext`]) | [`local::LocalRing`] | straight into the SQ; plain op state, counted by an `Rc`; turned inside the `LocalSet`, so no wake goes through the runtime |
 //! | tasks on Tokio's multi-thread runtime | [`runtime::WorkerRings`] | the worker's own ring, one enter per round of its tasks |
 //! | tasks on a runtime bound to a pool ([`Pool::thread_binder`]) | [`Op`] | an inbox push to the thread's member, a wake back |
 //!

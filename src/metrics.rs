@@ -25,6 +25,7 @@
 //! | `dwell` | foreign push → `io_uring_enter` | start → pool thread picks the call up | — |
 //! | `ops_blocking` | ops run as blocking calls (no opcode, or the kernel lacks it) | — | — |
 //! | `fixed_file_ops` | a worker ring's ops that named their file by its slot in the ring's table | — | — |
+//! | `local_turns` | turns run in the home `LocalSet` for home-path ops (`LocalRing`) | — | — |
 //!
 //! A dash stays zero: the sim, for one, never sends a kick, so it reports none.
 
@@ -47,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) backlogged: AtomicU64,
     pub(crate) cancels_sent: AtomicU64,
     pub(crate) fixed_file_ops: AtomicU64,
+    pub(crate) local_turns: AtomicU64,
     pub(crate) dwell: Histogram,
 }
 
@@ -81,6 +83,7 @@ impl Counters {
             backlogged: get(&self.backlogged),
             cancels_sent: get(&self.cancels_sent),
             fixed_file_ops: get(&self.fixed_file_ops),
+            local_turns: get(&self.local_turns),
             dwell: self.dwell.summary(),
             ops_blocking: 0,
         }
@@ -159,6 +162,11 @@ pub struct Metrics {
     /// ([`File::is_registered`](crate::fs::File::is_registered)) always use
     /// its slot, and are not counted.
     pub fixed_file_ops: u64,
+    /// Of [`turns`](Metrics::turns), those run in the home thread's
+    /// `LocalSet` for home-path ops ([`LocalRing`](crate::local::LocalRing)),
+    /// whose completions then wake their tasks without going through the
+    /// runtime. Zero on other backends.
+    pub local_turns: u64,
     /// SQE dwell time of foreign pushes: from the push into the inbox to the
     /// `io_uring_enter` that submitted it. (Home-thread ops go straight into
     /// the SQ of the running loop and are not timed, to keep their path lean.)
@@ -197,6 +205,7 @@ impl Metrics {
             total.backlogged += m.backlogged;
             total.cancels_sent += m.cancels_sent;
             total.fixed_file_ops += m.fixed_file_ops;
+            total.local_turns += m.local_turns;
             total.ops_blocking += m.ops_blocking;
             total.dwell.count += m.dwell.count;
             total.dwell.p50 = total.dwell.p50.max(m.dwell.p50);

@@ -74,6 +74,41 @@ fn local_ops_on_the_home_thread_take_the_home_path_and_read_back_what_they_wrote
     assert_eq!(support::open_fds(), fds, "the local file closed its fd");
 }
 
+/// A local task's ops are turned by the home `LocalSet`'s turn task, so
+/// their completions wake the task inside the `LocalSet` (no unpark of the
+/// runtime): one local turn per NOP here, one op in flight at a time.
+#[test]
+fn local_tasks_ops_are_turned_inside_the_local_set() {
+    let _serial = serial();
+    let Some(local) = support::build_local(Builder::default()) else {
+        return;
+    };
+    let ctx = local.context().clone();
+    const NOPS: u64 = 200;
+    let home_path = local.block_on(async {
+        let ring = LocalRing::new(&ctx);
+        let task = tokio::task::spawn_local({
+            let ring = ring.clone();
+            async move {
+                for _ in 0..NOPS {
+                    ring.nop().await.unwrap();
+                }
+            }
+        });
+        task.await.unwrap();
+        ring.is_home_path()
+    });
+    let m = ctx.metrics();
+    if home_path {
+        // Every NOP's turn, bar a few the driver's eventfd-woken turns may
+        // have taken first.
+        assert!(m.local_turns >= NOPS / 2, "{m:?}");
+        assert!(m.local_turns <= m.turns, "{m:?}");
+    } else {
+        assert_eq!(m.local_turns, 0, "{m:?}");
+    }
+}
+
 /// Invariant 4 on the home path: a local read dropped while in the kernel
 /// keeps its buffer until the op's CQE, and the ring carries on.
 #[test]

@@ -26,8 +26,10 @@
 //! share. Adding a backend is one file (or folder), its `Reactor`
 //! implementation, and one variant of [`AnyBackend`].
 
+use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::task::Waker;
 
 use crate::error::{Cqe, DirectAlignment};
@@ -162,6 +164,12 @@ pub(crate) trait Reactor {
     fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
         let _ = fd;
         Ok(None)
+    }
+
+    /// A task for the home `LocalSet` that runs the turns of one-thread ops
+    /// (the home ring's; see `uring/task.rs`), if the backend has such ops.
+    fn local_turns(&self) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        None
     }
 
     /// Registers `fd` in the file table of a ring that any thread may
@@ -403,6 +411,10 @@ impl AnyBackend {
 
     pub(crate) fn register_file(&self, fd: RawFd) -> io::Result<Option<u32>> {
         dispatch!(self, backend => backend.register_file(fd))
+    }
+
+    pub(crate) fn local_turns(&self) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        dispatch!(self, backend => backend.local_turns())
     }
 
     pub(crate) fn register_file_shared(&self, fd: RawFd) -> io::Result<Option<u32>> {

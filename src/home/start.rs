@@ -247,7 +247,12 @@ impl Home {
     /// Spawns the backend's driver task on the home runtime.
     fn start_driver(&self) -> io::Result<tokio::task::JoinHandle<()>> {
         let _runtime = self.runtime.enter();
-        self.state.backend.spawn_driver()
+        let driver = self.state.backend.spawn_driver()?;
+        if let Some(turns) = self.state.backend.local_turns() {
+            // Detached: it ends once the driver has dropped the ring.
+            drop(self.local.spawn_local(turns));
+        }
+        Ok(driver)
     }
 
     /// Runs the driver until it has shut the backend down, then tears the

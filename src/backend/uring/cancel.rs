@@ -116,7 +116,7 @@ mod tests {
                 let mut fresh = Fresh::new(read, ());
                 let sqe = fresh.with_kind(|kind| kind.sqe());
                 let (half, op) = fresh.share(Waker::noop().clone());
-                core.submit_local(&common, erase(op), &sqe);
+                core.submit_local(&common, erase(op), &sqe, false);
                 half
             })
             .collect();

@@ -66,6 +66,9 @@ pub(super) struct Core {
     drained: Vec<Request>,
     /// The driver task's waker, for same-thread wakes from local pushes.
     pub(super) waker: Option<Waker>,
+    /// The home `LocalSet`'s turn task's waker ([`LocalTurns`](super::task::LocalTurns)),
+    /// for the turns of one-thread ops.
+    pub(super) local_waker: Option<Waker>,
     /// A turn is already scheduled; local pushes need not wake again.
     pub(super) turn_scheduled: bool,
     /// `io_uring_enter` calls so far: an SQE pushed now goes in with number
@@ -96,6 +99,7 @@ impl Core {
             dwell: DwellClock::new(dwell_warning),
             drained: Vec::new(),
             waker: None,
+            local_waker: None,
             turn_scheduled: false,
             enters: 0,
             policy: SubmitPolicy::default(),
@@ -121,6 +125,17 @@ impl Core {
     pub(super) fn set_waker(&mut self, waker: &Waker) {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.waker = Some(waker.clone());
+        }
+    }
+
+    /// Remembers the home `LocalSet`'s turn task's waker.
+    pub(super) fn set_local_waker(&mut self, waker: &Waker) {
+        if !self
+            .local_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+        {
+            self.local_waker = Some(waker.clone());
         }
     }
 
@@ -151,7 +166,32 @@ impl Core {
             self.handle(common, request);
         }
         self.drained = drained;
+        self.submit_and_reap(common)
+    }
 
+    /// A turn of the home `LocalSet`'s turn task, scheduled by one-thread
+    /// ops: the turn less the inbox, which stays the driver task's (as do
+    /// shutdown and parking). Run from a `LocalSet` task, its wakes of
+    /// local tasks stay inside the `LocalSet`; the driver task's would go
+    /// through the runtime's unpark and park (BENCHMARKS.md, "The third
+    /// step").
+    pub(super) fn local_turn(&mut self, common: &Common) {
+        self.turn_scheduled = false;
+        if self.closing || common.shutdown.is_raised() {
+            // The driver task's turn shuts the ring down.
+            self.schedule_turn();
+            return;
+        }
+        Counters::add_single_writer(&common.counters.turns, 1);
+        Counters::add_single_writer(&common.counters.local_turns, 1);
+        if self.submit_and_reap(common) == TurnOutcome::MoreWork {
+            self.schedule_turn();
+        }
+    }
+
+    /// The part of a turn on the ring: what waits goes in, one enter, and
+    /// every completion comes out.
+    fn submit_and_reap(&mut self, common: &Common) -> TurnOutcome {
         self.send_pending_cancels(common);
         self.flush_backlog();
         self.watch_backlog(common);

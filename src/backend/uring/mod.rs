@@ -30,7 +30,9 @@
 //! missing optional opcode is never an error and never a reason to fall back:
 //! [`RingFlags::opcodes_blocking`] and `Metrics::ops_blocking` say so.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::Waker;
@@ -63,7 +65,7 @@ mod task;
 use self::core::Core;
 use state::UringState;
 use submit::{BatchSubmission, Request, Submission};
-use task::DriverTask;
+use task::{DriverTask, LocalTurns};
 
 /// The driver's own opcode: cancels for dropped ops.
 const ASYNC_CANCEL: Opcode = (op::AsyncCancel::CODE, "ASYNC_CANCEL");
@@ -198,13 +200,13 @@ impl Uring {
     /// Hands an op to the driver: straight into the SQ on the home thread,
     /// through the inbox (with a kick if the driver sleeps) elsewhere. An op
     /// the driver cannot take (shut down) is completed with the error.
+    /// `one_thread`: as for `Core::submit_local`.
     #[inline]
-    pub(crate) fn submit(&self, op: OpRef, sqe: &Sqe) -> Placement {
+    pub(crate) fn submit(&self, op: OpRef, sqe: &Sqe, one_thread: bool) -> Placement {
         let shared = &*self.shared;
-        let op = match shared
-            .core
-            .try_with(op, |core, op| core.submit_local(&shared.common, op, sqe))
-        {
+        let op = match shared.core.try_with(op, |core, op| {
+            core.submit_local(&shared.common, op, sqe, one_thread)
+        }) {
             Ok(()) => return Placement::Here,
             Err(op) => op,
         };
@@ -305,7 +307,7 @@ impl Reactor for Uring {
         // before the cell is shared.
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(waker.clone());
-        (half, self.submit(erase(op), &sqe))
+        (half, self.submit(erase(op), &sqe, A::ONE_THREAD))
     }
 
     /// Passes a dropped op's reference to the driver, which cancels the op if
@@ -334,6 +336,10 @@ impl Reactor for Uring {
             let _blocking = blocking;
             driver.await;
         })))
+    }
+
+    fn local_turns(&self) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        Some(Box::pin(LocalTurns::new(self.shared.clone())))
     }
 
     /// Asks the driver to shut the ring down, and the blocking pool.

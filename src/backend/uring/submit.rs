@@ -96,7 +96,7 @@ impl Core {
             self.backlog.push_back(waiting);
         }
         if pushed_at.is_none() {
-            self.after_local_push(common);
+            self.after_local_push(common, false);
         }
     }
 
@@ -150,7 +150,9 @@ impl Core {
     /// Queues a home-thread op straight into the SQ (or backlog), entering at
     /// once under the eager policy.
     #[inline]
-    pub(super) fn submit_local(&mut self, common: &Common, op: OpRef, sqe: &Sqe) {
+    /// `one_thread`: the op's cell is of one thread (a `LocalOp`), so its
+    /// task runs in the home `LocalSet`, whose turn task schedules its turn.
+    pub(super) fn submit_local(&mut self, common: &Common, op: OpRef, sqe: &Sqe, one_thread: bool) {
         if self.closing {
             op.complete(Cqe::not_run(shutdown_error()));
             return;
@@ -170,13 +172,13 @@ impl Core {
                 pushed_at: None,
             }));
         }
-        self.after_local_push(common);
+        self.after_local_push(common, one_thread);
     }
 
     /// After a home-thread push: enter at once under the eager policy,
     /// otherwise make sure a turn comes to submit it.
     #[inline]
-    fn after_local_push(&mut self, common: &Common) {
+    fn after_local_push(&mut self, common: &Common, one_thread: bool) {
         // `needs_enter`: on an SQPOLL ring its kernel thread takes the SQE
         // without an enter, unless it has gone to sleep.
         if self.policy.is_eager() && self.ring.queued() > 0 && self.ring.needs_enter() {
@@ -186,7 +188,10 @@ impl Core {
             self.reap(common);
             return;
         }
-        self.schedule_turn();
+        match one_thread {
+            true => self.schedule_local_turn(),
+            false => self.schedule_turn(),
+        }
     }
 
     /// Makes sure a turn comes to submit what a home-thread call queued
@@ -199,6 +204,21 @@ impl Core {
             if let Some(waker) = &self.waker {
                 waker.wake_by_ref();
             }
+        }
+    }
+
+    /// [`schedule_turn`](Core::schedule_turn) for a one-thread op, whose
+    /// task is in the home `LocalSet`: the turn is the `LocalSet`'s turn
+    /// task's, once it runs (the driver task's before).
+    #[inline]
+    fn schedule_local_turn(&mut self) {
+        match &self.local_waker {
+            Some(waker) if !self.turn_scheduled => {
+                self.turn_scheduled = true;
+                waker.wake_by_ref();
+            }
+            Some(_) => {}
+            None => self.schedule_turn(),
         }
     }
 

@@ -8,6 +8,11 @@
 //! wakes it through a signal of its own. Whatever was queued while other
 //! tasks ran goes to the kernel in the next turn's single `io_uring_enter`.
 //!
+//! Home-path ops (`LocalOp`s, whose tasks live in the home `LocalSet`) have
+//! their turns run by a helper task in that `LocalSet` ([`LocalTurns`]): the
+//! same submit and reap, less the inbox, so that their completions wake
+//! their tasks inside the `LocalSet` rather than through the runtime.
+//!
 //! If the task ends any other way than by a drained shutdown (the runtime is
 //! dropped under it, or a bug panics inside it), its `Drop` shuts the ring
 //! down in order: the inbox closed, every op in the kernel cancelled and
@@ -175,6 +180,49 @@ impl Future for DriverTask {
     }
 }
 
+/// The driver's helper in the home `LocalSet`: runs the turns one-thread
+/// ops (`LocalOp`s, whose tasks live in that `LocalSet`) schedule. The
+/// driver task is a task of the home runtime, so a completion it delivers to
+/// a `LocalSet` task wakes the `LocalSet` through the runtime (an unpark,
+/// then a park that returns at once: two syscalls per wake at one op in
+/// flight); a turn run from inside the `LocalSet` wakes its tasks there, and
+/// is woken by them there, for free. The inbox, parking on the eventfd and
+/// shutdown stay the driver task's. Ends once the driver has dropped the
+/// core.
+pub(super) struct LocalTurns {
+    shared: Arc<UringState>,
+}
+
+impl LocalTurns {
+    pub(super) fn new(shared: Arc<UringState>) -> LocalTurns {
+        LocalTurns { shared }
+    }
+}
+
+impl Future for LocalTurns {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let shared = &*self.shared;
+        let turned = shared.core.with(|core| {
+            core.set_local_waker(cx.waker());
+            if core.turn_scheduled {
+                core.local_turn(&shared.common);
+            }
+        });
+        match turned {
+            Some(()) => Poll::Pending,
+            // The core is gone: the driver has shut the ring down.
+            None if shared.core.is_taken() => Poll::Ready(()),
+            // Lent (polled from inside a completion): again after it.
+            None => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+    }
+}
+
 impl Drop for DriverTask {
     fn drop(&mut self) {
         if self.finished {
@@ -243,7 +291,7 @@ mod tests {
         let mut fresh = Fresh::new(read, ());
         let sqe = fresh.with_kind(|kind| kind.sqe());
         let (half, op) = fresh.share(Waker::noop().clone());
-        assert_eq!(uring.submit(erase(op), &sqe), Placement::Here);
+        assert_eq!(uring.submit(erase(op), &sqe, false), Placement::Here);
         // Let the driver submit the read; it stays in the kernel.
         runtime.block_on(async { tokio::time::sleep(Duration::from_millis(20)).await });
         let submitted = &uring.common().counters.sqes_submitted;
