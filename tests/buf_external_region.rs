@@ -6,7 +6,7 @@
 pub mod support;
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -227,7 +227,7 @@ fn drop_a_pipe_read_in_flight(
     ctx: &Context,
     mapping: &Mapping,
 ) -> (File, std::fs::File, Receiver<()>) {
-    let (reader, writer) = pipe();
+    let (reader, writer) = support::pipe();
     let file = File::from_fd(ctx, reader);
     let (buf, release) = mapping.buf(0, mapping.len);
     let mut read = file.read_at(buf, 0);
@@ -337,20 +337,6 @@ async fn external_buf_dropped_in_flight_on_the_sim_is_released_when_the_op_compl
         mapping.snapshot().iter().all(|&b| b == 0x55),
         "the simulator completed the dropped read before letting the buffer go"
     );
-}
-
-/// A pipe: its read end, and its write end as a file.
-fn pipe() -> (OwnedFd, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fresh fds into the array on success.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds are fresh and owned by nobody else.
-    unsafe {
-        (
-            OwnedFd::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
 }
 
 /// Bytes waiting in the pipe `writer` writes to.

@@ -13,7 +13,6 @@ pub mod support;
 
 use std::future::Future;
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,24 +60,10 @@ fn complete_op_with_panicking_waker(ctx: &Context) {
     }
 }
 
-fn pipe() -> (OwnedFd, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fresh fds into the array on success.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    use std::os::fd::FromRawFd;
-    // SAFETY: both fds are fresh and owned by nobody else.
-    unsafe {
-        (
-            OwnedFd::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
-}
-
 /// A read from a pipe stays in flight across the panic, then completes with
 /// the data written afterwards.
 fn read_survives_panicking_waker(ctx: Context) {
-    let (reader, mut writer) = pipe();
+    let (reader, mut writer) = support::pipe();
     let file = File::from_fd(&ctx, reader);
     let read = std::thread::spawn({
         let ctx = ctx.clone();

@@ -5,7 +5,6 @@
 
 pub mod support;
 
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,28 +22,6 @@ fn data_file(tag: &str) -> support::TempPath {
     let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path.0, data).unwrap();
     path
-}
-
-fn pipe() -> (OwnedFd, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fresh fds.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both are fresh and owned by these values alone.
-    unsafe {
-        (
-            OwnedFd::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
-}
-
-/// `future`'s output; panics, saying `what`, if it has not come within a
-/// generous bound (a liveness guard against a lost op, not a timing
-/// assertion).
-async fn resolves<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} never completed"))
 }
 
 #[test]
@@ -154,13 +131,15 @@ fn a_backlog_behind_a_full_in_flight_limit_goes_in_once_the_reap_frees_slots() {
                 for n in [8u64, 9, 16] {
                     let writes = (0..n).map(|i| file.write_at(vec![1u8; 8192], i * 8192 + round));
                     let what = format!("round {round}: {n} writes at once");
-                    for (result, _) in resolves(&what, futures::future::join_all(writes)).await {
+                    for (result, _) in
+                        support::resolves(&what, futures::future::join_all(writes)).await
+                    {
                         assert_eq!(result.unwrap(), 8192);
                     }
                 }
                 let writes = (0..16u64).map(|i| (vec![2u8; 4096], i * 4096 + round));
                 let what = format!("round {round}: a batch of 16");
-                for (result, _) in resolves(&what, file.write_batch(writes)).await {
+                for (result, _) in support::resolves(&what, file.write_batch(writes)).await {
                     assert_eq!(result.unwrap(), 4096);
                 }
             }
@@ -172,7 +151,7 @@ fn a_backlog_behind_a_full_in_flight_limit_goes_in_once_the_reap_frees_slots() {
 fn a_parked_worker_gets_its_completions() {
     let rings = rings();
     let runtime = rings.runtime_builder().worker_threads(2).build().unwrap();
-    let (reader, mut writer) = pipe();
+    let (reader, mut writer) = support::pipe();
     let main = rings.clone();
     runtime.block_on(async move {
         let ctx = main.thread_context().unwrap();
@@ -225,7 +204,7 @@ fn tasks_stolen_mid_flight_dropped_mid_flight_and_at_shutdown_all_resolve() {
         let mut writers = Vec::new();
         let mut readers = Vec::new();
         for i in 0..16 {
-            let (reader, writer) = pipe();
+            let (reader, writer) = support::pipe();
             writers.push(writer);
             let pipe = File::from_fd(&ctx, reader);
             let file = file.clone();
@@ -256,7 +235,7 @@ fn tasks_stolen_mid_flight_dropped_mid_flight_and_at_shutdown_all_resolve() {
         hog.await.unwrap();
         // Reads left in flight at the runtime's shutdown.
         for _ in 0..8 {
-            let (reader, writer) = pipe();
+            let (reader, writer) = support::pipe();
             writers.push(writer);
             let pipe = File::from_fd(&ctx, reader);
             tokio::spawn(async move { pipe.read_at(vec![0u8; 8], 0).await });
@@ -291,9 +270,10 @@ fn a_file_closes_after_the_ring_it_was_opened_on_has_closed() {
             // makes it a new one.
             closer.close_thread();
             assert!(ctx.is_shutdown());
-            let (n, _) = resolves("a read after the close", file.read_at(vec![0u8; 100], 0)).await;
+            let (n, _) =
+                support::resolves("a read after the close", file.read_at(vec![0u8; 100], 0)).await;
             assert_eq!(n.unwrap(), 100);
-            resolves("the file's close", file.close())
+            support::resolves("the file's close", file.close())
                 .await
                 .expect("the file closes on this thread's ring");
         })

@@ -10,9 +10,8 @@
 pub mod support;
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::Duration;
 
 use aioctx::fs::File;
 use aioctx::runtime::WorkerRings;
@@ -40,19 +39,6 @@ fn expected(seed: u8, offset: u64, len: u64) -> Vec<u8> {
         .collect()
 }
 
-fn pipe() -> (OwnedFd, std::fs::File) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fresh fds.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both are fresh and owned by these values alone.
-    unsafe {
-        (
-            OwnedFd::from_raw_fd(fds[0]),
-            std::fs::File::from_raw_fd(fds[1]),
-        )
-    }
-}
-
 /// Whether another open of `path` can take an exclusive `flock` now.
 fn can_lock(path: &Path) -> bool {
     let other = std::fs::File::open(path).unwrap();
@@ -71,14 +57,6 @@ fn on_rings(metrics: &Metrics) -> bool {
         );
     }
     on_rings
-}
-
-/// `future`'s output; panics, saying `what`, if it has not come within a
-/// generous bound (a liveness guard, not a timing assertion).
-async fn resolves<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} never completed"))
 }
 
 #[test]
@@ -259,7 +237,8 @@ fn a_ring_that_takes_over_a_closed_rings_place_registers_the_file_anew() {
             // a's view of this index recorded the closed ring's slot, which
             // is b's in the new ring.
             for offset in [256, 512] {
-                let (n, buf) = resolves("a's read", a.read_at(vec![0u8; 64], offset)).await;
+                let (n, buf) =
+                    support::resolves("a's read", a.read_at(vec![0u8; 64], offset)).await;
                 assert_eq!(n.unwrap(), 64);
                 assert_eq!(buf, expected(0x1a, offset, 64), "file a's data, not b's");
             }
@@ -340,7 +319,7 @@ fn files_dropped_with_reads_in_flight_leave_no_fd_behind() {
         let mut writers = Vec::new();
         let mut completing = Vec::new();
         for i in 0..16 {
-            let (reader, writer) = pipe();
+            let (reader, writer) = support::pipe();
             let pipe = File::from_fd(&ctx, reader);
             let read = tokio::spawn(async move {
                 let read = pipe.read_at(vec![0u8; 8], 0);
@@ -358,7 +337,7 @@ fn files_dropped_with_reads_in_flight_leave_no_fd_behind() {
         tokio::task::yield_now().await;
         for (read, mut writer) in completing {
             writer.write_all(b"12345678").unwrap();
-            let (n, buf) = resolves("a pipe read", read).await.unwrap();
+            let (n, buf) = support::resolves("a pipe read", read).await.unwrap();
             assert_eq!(n.unwrap(), 8);
             assert_eq!(buf, b"12345678");
             // Nothing holds the read end any more: no ring's table either.

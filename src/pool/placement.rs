@@ -226,11 +226,9 @@ mod tests {
         }
     }
 
-    /// The same for rings made per thread: an op made and polled on a
-    /// worker anchors its ring's view of the file, so workers' ops never
-    /// write the shared open file's count.
-    #[test]
-    fn a_worker_rings_files_op_anchors_its_rings_view_not_the_shared_file() {
+    /// A 2-worker runtime whose workers drive rings of their own, and a file
+    /// opened on a worker's ring; `None` where the rings are not io_uring.
+    fn worker_file() -> Option<(tokio::runtime::Runtime, File)> {
         let rings = crate::runtime::WorkerRings::new();
         let runtime = rings
             .runtime_builder()
@@ -244,9 +242,18 @@ mod tests {
             }))
             .expect("the task ran")
             .expect("/dev/zero opens");
-        if file.handles().file().state.backend.name() != "io_uring-worker" {
+        let on_rings = file.handles().file().state.backend.name() == "io_uring-worker";
+        on_rings.then_some((runtime, file))
+    }
+
+    /// The same for rings made per thread: an op made and polled on a
+    /// worker anchors its ring's view of the file, so workers' ops never
+    /// write the shared open file's count.
+    #[test]
+    fn a_worker_rings_files_op_anchors_its_rings_view_not_the_shared_file() {
+        let Some((runtime, file)) = worker_file() else {
             return eprintln!("skipping: no io_uring here");
-        }
+        };
         let checks: Vec<_> = (0..8)
             .map(|_| {
                 let file = file.clone();
@@ -274,22 +281,9 @@ mod tests {
     /// it goes to names its file by fd).
     #[test]
     fn a_worker_rings_op_names_its_views_slot_for_its_ring() {
-        let rings = crate::runtime::WorkerRings::new();
-        let runtime = rings
-            .runtime_builder()
-            .worker_threads(2)
-            .build()
-            .expect("a runtime");
-        let file = runtime
-            .block_on(runtime.spawn(async {
-                let ctx = crate::current().expect("a worker's ring");
-                File::open(&ctx, "/dev/zero").await
-            }))
-            .expect("the task ran")
-            .expect("/dev/zero opens");
-        if file.handles().file().state.backend.name() != "io_uring-worker" {
+        let Some((runtime, file)) = worker_file() else {
             return eprintln!("skipping: no io_uring here");
-        }
+        };
         let made = {
             let file = file.clone();
             runtime.spawn(async move {

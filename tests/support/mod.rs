@@ -9,6 +9,7 @@
 
 pub mod trace;
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use aioctx::fs::{File, OpenOptions};
@@ -132,6 +133,29 @@ pub async fn yields_until(mut condition: impl FnMut() -> bool) -> bool {
         tokio::task::yield_now().await;
     }
     condition()
+}
+
+/// A pipe: its read end as an fd, its write end as a file to write into.
+pub fn pipe() -> (OwnedFd, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fresh fds into the array on success.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds are fresh and owned by nobody else.
+    unsafe {
+        (
+            OwnedFd::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// `future`'s output; panics, saying `what`, if it has not come within a
+/// generous bound (a liveness guard against a lost op, not a timing
+/// assertion).
+pub async fn resolves<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never completed"))
 }
 
 /// A unique path under the temp dir, removed when dropped.
